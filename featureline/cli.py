@@ -1,0 +1,97 @@
+"""`featureline`: one command-line tool in front of every part.
+
+The CLI is a thin layer: parse, call one function, print. `--help` must answer in
+well under a second, so this module imports only the standard library; each
+subcommand's module is imported only when that subcommand runs (feast alone costs
+~5 s to import, pyspark and apache_beam more).
+
+A command module provides `configure(parser)` (argparse only, cheap) and
+`run(args, settings) -> int`; heavy imports go inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from featureline.errors import FeaturelineError
+
+# name -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("featureline.demo", "run the whole platform once on the embedded dev stack"),
+    "dev": ("featureline.devstack.cli", "start, stop or inspect the embedded Kafka/Redis/registry"),
+    "apply": ("featureline.commands.apply", "register the Feast repo's definitions (feast apply)"),
+    "specs": ("featureline.commands.specs", "print the typed specs Featureline reads from a repo"),
+    "env": ("featureline.commands.env", "print FEATURELINE_* exports for the plain `feast` CLI"),
+    "generate": ("featureline.generator.cli", "generate realistic card transactions"),
+    "stream": ("streaming.cli", "run the Beam streaming job: Kafka -> Redis + Parquet"),
+    "backfill": ("batch.backfill_cli", "recompute features from offline raw events with Spark"),
+    "materialize": ("batch.materialize_cli", "load offline features into the online store"),
+    "historical": ("batch.historical_cli", "build a point-in-time-correct training set"),
+    "consistency": ("batch.consistency_cli", "measure online/offline agreement per feature"),
+    "serve": ("serving_api.cli", "serve features over gRPC and REST"),
+    "train": ("serving_api.workers.train_cli", "train the fraud model from a feature service"),
+    "worker": ("serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
+    "bench": ("featureline.bench.cli", "benchmarks, each run side by side with Feast"),
+}
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repo",
+        default=None,
+        help="Feast repo directory (default: $FEATURELINE_REPO or feature_repo/)",
+    )
+
+
+def _load(name: str) -> ModuleType:
+    module_name, _ = COMMANDS[name]
+    return importlib.import_module(module_name)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="featureline",
+        description=(
+            "Featureline: Feast feature definitions computed by a Beam stream, Spark batch "
+            "jobs and a gRPC/REST serving API. Every command takes --repo DIR."
+        ),
+        epilog="Run `featureline COMMAND --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _add_common(child)
+            _load(name).configure(child)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    parser = build_parser(command)
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from featureline.settings import Settings
+
+    try:
+        settings = Settings.from_env().with_repo(args.repo)
+        return int(_load(args.command).run(args, settings) or 0)
+    except FeaturelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
