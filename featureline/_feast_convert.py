@@ -1,0 +1,223 @@
+"""Feast objects -> featureline specs. Imported only by `featureline.repo` (needs feast)."""
+
+from __future__ import annotations
+
+import inspect
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from featureline.errors import BadInputError
+from featureline.specs import (
+    AggregationSpec,
+    EntitySpec,
+    FieldSpec,
+    FileSourceSpec,
+    KafkaSourceSpec,
+    OnDemandViewSpec,
+    ProjectionSpec,
+    RepoSpec,
+    ServiceSpec,
+    ViewSpec,
+)
+
+_AGG_INT_OUTPUT = {"count", "count_distinct"}
+_AGG_FLOAT_OUTPUT = {"sum", "mean"}
+
+
+def _dtype(feast_type: Any) -> str:
+    name = getattr(feast_type, "name", str(feast_type)).lower()
+    return {"double": "float64", "float": "float32"}.get(name, name)
+
+
+def _seconds(delta: timedelta | None) -> int:
+    return 0 if delta is None else int(delta.total_seconds())
+
+
+def _file_source(source: Any, repo: Path) -> FileSourceSpec | None:
+    if source is None or type(source).__name__ != "FileSource":
+        return None
+    path = Path(source.path)
+    if not path.is_absolute() and "://" not in source.path:
+        path = (repo / path).resolve()
+    return FileSourceSpec(
+        name=source.name,
+        path=str(path),
+        timestamp_field=source.timestamp_field,
+        created_timestamp_column=source.created_timestamp_column or "",
+        field_mapping=dict(source.field_mapping or {}),
+    )
+
+
+def _kafka_source(source: Any, repo: Path) -> KafkaSourceSpec | None:
+    if source is None or type(source).__name__ != "KafkaSource":
+        return None
+    fmt = source.kafka_options.message_format
+    fmt_name = type(fmt).__name__.replace("Format", "").lower()
+    if fmt_name not in ("json", "avro"):
+        raise BadInputError(
+            f"Kafka source {source.name!r}: message format {fmt_name} is not supported"
+        )
+    return KafkaSourceSpec(
+        name=source.name,
+        bootstrap_servers=source.kafka_options.kafka_bootstrap_servers,
+        topic=source.kafka_options.topic,
+        message_format=fmt_name,  # type: ignore[arg-type]
+        schema=getattr(fmt, "schema_json", "") or "",
+        timestamp_field=source.timestamp_field,
+        created_timestamp_column=source.created_timestamp_column or "",
+        watermark_delay_s=_seconds(source.kafka_options.watermark_delay_threshold),
+        batch_source=_file_source(source.batch_source, repo),
+    )
+
+
+def _aggregations(
+    view: Any, inputs: dict[str, str]
+) -> tuple[tuple[AggregationSpec, ...], tuple[FieldSpec, ...]]:
+    aggs, outputs = [], []
+    for agg in getattr(view, "aggregations", None) or []:
+        if agg.time_window is None:
+            raise BadInputError(
+                f"view {view.name!r}: aggregation on {agg.column!r} has no time_window"
+            )
+        if agg.column not in inputs:
+            raise BadInputError(
+                f"view {view.name!r}: aggregation column {agg.column!r} is not in its schema"
+            )
+        spec = AggregationSpec(
+            column=agg.column,
+            function=agg.function,
+            window_s=_seconds(agg.time_window),
+            slide_s=_seconds(agg.slide_interval),
+            name=agg.resolved_name(agg.time_window),
+        )
+        if spec.function in _AGG_INT_OUTPUT:
+            dtype = "int64"
+        elif spec.function in _AGG_FLOAT_OUTPUT:
+            dtype = "float64"
+        else:
+            dtype = inputs[agg.column]
+        aggs.append(spec)
+        outputs.append(FieldSpec(spec.name, dtype))
+    return tuple(aggs), tuple(outputs)
+
+
+def _join_keys(view: Any, entities: dict[str, EntitySpec]) -> tuple[FieldSpec, ...]:
+    if view.entity_columns:
+        return tuple(FieldSpec(c.name, _dtype(c.dtype)) for c in view.entity_columns)
+    # Before `feast apply` infers them, a view's key columns come from its entities.
+    keys = []
+    for name in view.entities:
+        if name == "__dummy":
+            continue
+        if name not in entities:
+            raise BadInputError(f"view {view.name!r} uses unknown entity {name!r}")
+        keys.append(FieldSpec(entities[name].join_key, entities[name].dtype))
+    return tuple(keys)
+
+
+def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpec]) -> ViewSpec:
+    join_keys = _join_keys(view, entities)
+    key_names = {k.name for k in join_keys}
+    plain = tuple(
+        FieldSpec(f.name, _dtype(f.dtype)) for f in view.features if f.name not in key_names
+    )
+    inputs = {f.name: f.dtype for f in plain}
+    aggs, agg_outputs = _aggregations(view, inputs)
+    stream = _kafka_source(getattr(view, "stream_source", None), repo)
+    batch = _file_source(view.batch_source, repo) or (stream.batch_source if stream else None)
+    source = stream or batch
+    return ViewSpec(
+        name=view.name,
+        kind=kind,  # type: ignore[arg-type]
+        entities=tuple(e for e in view.entities if e != "__dummy"),
+        join_keys=join_keys,
+        features=agg_outputs if aggs else plain,
+        ttl_s=_seconds(view.ttl),
+        timestamp_field=(
+            getattr(view, "timestamp_field", "") or (source.timestamp_field if source else "")
+        ),
+        created_timestamp_column=source.created_timestamp_column if source else "",
+        batch_source=batch,
+        stream_source=stream,
+        aggregations=aggs,
+        input_fields=plain if aggs else (),
+        online=bool(view.online),
+        udf_source=getattr(view, "udf_string", "") or "",
+        tags=dict(view.tags or {}),
+    )
+
+
+def convert_odfv(odfv: Any, views: dict[str, ViewSpec]) -> OnDemandViewSpec:
+    transformation = odfv.feature_transformation
+    udf = getattr(transformation, "udf", None)
+    source_text = getattr(transformation, "udf_string", "") or (
+        inspect.getsource(udf) if udf else ""
+    )
+    request_fields = tuple(
+        FieldSpec(f.name, _dtype(f.dtype))
+        for rs in odfv.source_request_sources.values()
+        for f in rs.schema
+    )
+    return OnDemandViewSpec(
+        name=odfv.name,
+        mode=str(odfv.mode),
+        sources=tuple(
+            (p.name, _projection(p, views, {}).features)
+            for p in odfv.source_feature_view_projections.values()
+        ),
+        request_fields=request_fields,
+        features=tuple(FieldSpec(f.name, _dtype(f.dtype)) for f in odfv.features),
+        udf_name=getattr(udf, "__name__", odfv.name),
+        udf_source=source_text,
+    )
+
+
+def _projection(
+    proj: Any, views: dict[str, ViewSpec], odfvs: dict[str, OnDemandViewSpec]
+) -> ProjectionSpec:
+    names = [f.name for f in proj.features]
+    available = (
+        views[proj.name].feature_names if proj.name in views else odfvs[proj.name].feature_names
+    )
+    chosen = tuple(n for n in names if n in available)
+    # A whole-view reference to an aggregating view lists its schema (inputs):
+    # it means all of the view's aggregations.
+    return ProjectionSpec(view=proj.name, alias=proj.name_to_use(), features=chosen or available)
+
+
+def convert_repo_contents(
+    contents: Any,
+    *,
+    project: str,
+    repo: Path,
+    entity_key_serialization_version: int,
+    fingerprint: str,
+) -> RepoSpec:
+    entities = {
+        e.name: EntitySpec(e.name, e.join_key, _dtype(e.value_type))
+        for e in contents.entities
+        if e.name != "__dummy"
+    }
+    views: dict[str, ViewSpec] = {}
+    for fv in contents.feature_views:
+        views[fv.name] = convert_view(fv, repo, "batch", entities)
+    for sfv in contents.stream_feature_views:
+        views[sfv.name] = convert_view(sfv, repo, "stream", entities)
+    odfvs = {o.name: convert_odfv(o, views) for o in contents.on_demand_feature_views}
+    services = {
+        fs.name: ServiceSpec(
+            name=fs.name,
+            projections=tuple(_projection(p, views, odfvs) for p in fs.feature_view_projections),
+        )
+        for fs in contents.feature_services
+    }
+    return RepoSpec(
+        project=project,
+        entities=entities,
+        views=views,
+        on_demand_views=odfvs,
+        services=services,
+        entity_key_serialization_version=entity_key_serialization_version,
+        source_fingerprint=fingerprint,
+    )

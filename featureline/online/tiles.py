@@ -1,0 +1,105 @@
+"""Our Redis layout for windowed aggregations: one hash of tiles per (view, tile size, entity).
+
+    key    fl:tile:{project}:{view}:{tile_s}:{feast entity key bytes}
+    field  "{tile_start_s}:{partition}"   (partition: the Kafka partition the events came
+           from, so one writer owns each field and rebuilds replace it whole)
+    value  JSON {column: [count, sum_units_hex, min, max, distinct-or-null]}
+
+Readers merge every field whose tile start lies in the window, whatever its partition.
+Sums are exact integers (featureline.semantics), so the merge order never matters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from featureline.semantics import US, AggState, tile_start_us, window_start_us
+from featureline.specs import AggregationSpec, ViewSpec
+
+TILE_PREFIX = b"fl:tile:"
+
+
+def tile_key(project: str, view: str, tile_s: int, entity_key: bytes) -> bytes:
+    return b"%s%s:%s:%d:%s" % (TILE_PREFIX, project.encode(), view.encode(), tile_s, entity_key)
+
+
+def tile_field(tile_start_s: int, partition: int) -> bytes:
+    return b"%d:%d" % (tile_start_s, partition)
+
+
+def parse_tile_field(field: bytes) -> tuple[int, int]:
+    start, _, partition = field.partition(b":")
+    return int(start), int(partition or 0)
+
+
+def offsets_key(project: str, topic: str, partition: int) -> bytes:
+    """Last Kafka offset applied to the online tiles, per partition (exactly-once)."""
+    return b"fl:offset:%s:%s:%d" % (project.encode(), topic.encode(), partition)
+
+
+def tile_columns(view: ViewSpec, tile_s: int) -> dict[str, tuple[bool, bool]]:
+    """Columns aggregated at this tile size -> (needs exact sum, needs distinct set)."""
+    out: dict[str, tuple[bool, bool]] = {}
+    for agg in view.aggregations:
+        if agg.tile_s != tile_s:
+            continue
+        numeric, distinct = out.get(agg.column, (False, False))
+        out[agg.column] = (
+            numeric or agg.function in ("sum", "mean"),
+            distinct or agg.function == "count_distinct",
+        )
+    return out
+
+
+def encode_tile(states: Mapping[str, AggState]) -> bytes:
+    payload = {
+        col: [
+            s.count,
+            format(s.sum_units, "x") if s.sum_units else "0",
+            s.min,
+            s.max,
+            sorted(s.distinct, key=repr) if s.distinct else None,
+        ]
+        for col, s in states.items()
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def decode_tile(raw: bytes) -> dict[str, AggState]:
+    out: dict[str, AggState] = {}
+    for col, (count, sum_hex, vmin, vmax, distinct) in json.loads(raw).items():
+        out[col] = AggState(
+            count=count,
+            sum_units=int(sum_hex, 16),
+            min=vmin,
+            max=vmax,
+            distinct=set(distinct) if distinct else set(),
+        )
+    return out
+
+
+def merge_tile_states(dst: dict[str, AggState], src: Mapping[str, AggState]) -> None:
+    for col, state in src.items():
+        if col in dst:
+            dst[col].merge(state)
+        else:
+            merged = AggState()
+            merged.merge(state)
+            dst[col] = merged
+
+
+def window_value(
+    agg: AggregationSpec,
+    tiles: Iterable[tuple[int, Mapping[str, AggState]]],
+    t_us: int,
+) -> Any:
+    """The aggregate at serving time t from (tile_start_s, states) pairs of one entity."""
+    lo = window_start_us(t_us, agg.window_s, agg.tile_s)
+    hi = tile_start_us(t_us, agg.tile_s)
+    total = AggState()
+    for start_s, states in tiles:
+        if lo <= start_s * US <= hi and agg.column in states:
+            total.merge(states[agg.column])
+    return total.result(agg.function)
