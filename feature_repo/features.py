@@ -3,13 +3,12 @@
 from datetime import timedelta
 from typing import Any
 
+from entities import merchant, user
 from feast import FeatureService, FeatureView, Field
 from feast.aggregation import Aggregation
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.stream_feature_view import StreamFeatureView
 from feast.types import Float64, Int64, String
-
-from entities import merchant, user
 from sources import (
     merchant_risk_source,
     transaction_request,
@@ -18,6 +17,39 @@ from sources import (
 )
 
 _WINDOWS = {"10m": timedelta(minutes=10), "1h": timedelta(hours=1), "24h": timedelta(hours=24)}
+_USER_AGGS = [
+    Aggregation(column="amount", function=fn, time_window=w, name=f"{fn}_amount_{label}")
+    for label, w in _WINDOWS.items()
+    for fn in ("count", "sum", "mean", "max")
+] + [
+    Aggregation(
+        column="merchant_id",
+        function="count_distinct",
+        time_window=timedelta(hours=24),
+        name="distinct_merchants_24h",
+    )
+]
+_INT_OUTPUT = {"count", "count_distinct"}
+
+
+def _outputs(aggregations: list[Aggregation]) -> list[Field]:
+    """Aggregation outputs declared in the schema too, so Feast itself (feast apply's
+    on-demand view validation, feature services) sees the same features we compute."""
+    return [
+        Field(name=a.name, dtype=Int64 if a.function in _INT_OUTPUT else Float64)
+        for a in aggregations
+    ]
+
+
+_MERCHANT_AGGS = [
+    Aggregation(
+        column="amount",
+        function="count",
+        time_window=timedelta(hours=1),
+        slide_interval=timedelta(minutes=1),
+        name="txn_count_1h",
+    ),
+]
 
 user_txn_stats = StreamFeatureView(
     name="user_txn_stats",
@@ -29,20 +61,9 @@ user_txn_stats = StreamFeatureView(
         Field(name="user_id", dtype=Int64),
         Field(name="amount", dtype=Float64),
         Field(name="merchant_id", dtype=String),
+        *_outputs(_USER_AGGS),
     ],
-    aggregations=[
-        Aggregation(column="amount", function=fn, time_window=w, name=f"{fn}_amount_{label}")
-        for label, w in _WINDOWS.items()
-        for fn in ("count", "sum", "mean", "max")
-    ]
-    + [
-        Aggregation(
-            column="merchant_id",
-            function="count_distinct",
-            time_window=timedelta(hours=24),
-            name="distinct_merchants_24h",
-        )
-    ],
+    aggregations=_USER_AGGS,
     description="Per-user spend over sliding 10 min, 1 h and 24 h windows.",
 )
 
@@ -52,16 +73,12 @@ merchant_txn_stats = StreamFeatureView(
     source=transactions_stream,
     timestamp_field="event_timestamp",
     ttl=timedelta(days=1),
-    schema=[Field(name="merchant_id", dtype=String), Field(name="amount", dtype=Float64)],
-    aggregations=[
-        Aggregation(
-            column="amount",
-            function="count",
-            time_window=timedelta(hours=1),
-            slide_interval=timedelta(minutes=1),
-            name="txn_count_1h",
-        ),
+    schema=[
+        Field(name="merchant_id", dtype=String),
+        Field(name="amount", dtype=Float64),
+        *_outputs(_MERCHANT_AGGS),
     ],
+    aggregations=_MERCHANT_AGGS,
     description="Per-merchant transactions in the last hour, 1-minute tiles.",
 )
 

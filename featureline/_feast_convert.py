@@ -122,7 +122,11 @@ def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpe
     plain = tuple(
         FieldSpec(f.name, _dtype(f.dtype)) for f in view.features if f.name not in key_names
     )
-    inputs = {f.name: f.dtype for f in plain}
+    declared_outputs = {a.resolved_name(a.time_window) for a in getattr(view, "aggregations", [])}
+    # An aggregating view may declare its outputs in its schema (so Feast sees them);
+    # its inputs are the other fields.
+    plain_inputs = tuple(f for f in plain if f.name not in declared_outputs)
+    inputs = {f.name: f.dtype for f in plain_inputs}
     aggs, agg_outputs = _aggregations(view, inputs)
     stream = _kafka_source(getattr(view, "stream_source", None), repo)
     batch = _file_source(view.batch_source, repo) or (stream.batch_source if stream else None)
@@ -141,7 +145,7 @@ def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpe
         batch_source=batch,
         stream_source=stream,
         aggregations=aggs,
-        input_fields=plain if aggs else (),
+        input_fields=plain_inputs if aggs else (),
         online=bool(view.online),
         udf_source=getattr(view, "udf_string", "") or "",
         tags=dict(view.tags or {}),

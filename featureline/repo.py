@@ -9,9 +9,11 @@ takes ~5 ms instead of ~5 s (`import feast`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,21 @@ def read_store_yaml(repo: Path) -> dict[str, Any]:
     return data
 
 
+@contextlib.contextmanager
+def in_repo_dir(repo: Path) -> Iterator[None]:
+    """Run Feast code as its CLI does: from inside the repo, with the repo on sys.path
+    (Feast names definition modules by their path relative to the working directory,
+    and definitions may import each other)."""
+    if str(repo) not in sys.path:
+        sys.path.append(str(repo))
+    previous = os.getcwd()
+    os.chdir(repo)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def parse_feast_repo(repo: Path, fingerprint: str = "") -> RepoSpec:
     """Parse with Feast (imports feast) and convert; errors become BadInputError."""
     from featureline._feast_convert import convert_repo_contents
@@ -86,11 +103,9 @@ def parse_feast_repo(repo: Path, fingerprint: str = "") -> RepoSpec:
     config = read_store_yaml(repo)
     from feast.repo_operations import parse_repo
 
-    # Feast's own CLI puts the repo on sys.path so definitions can import each other.
-    if str(repo) not in sys.path:
-        sys.path.append(str(repo))
     try:
-        contents = parse_repo(repo)
+        with in_repo_dir(repo):
+            contents = parse_repo(repo)
     except Exception as exc:  # a user's definitions can raise anything
         raise BadInputError(f"could not load Feast definitions in {repo}: {exc}") from exc
     return convert_repo_contents(

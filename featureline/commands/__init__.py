@@ -1,0 +1,1 @@
+"""Small commands that belong to the shared core (apply, specs, env)."""
