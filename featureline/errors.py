@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class FeaturelineError(Exception):
-    """A failure the user can act on. The CLI prints `error: <message>` and exits with `exit_code`."""
+    """A failure the user can act on: the CLI prints `error: <message>`, exits `exit_code`."""
 
     exit_code = 1
 

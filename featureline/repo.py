@@ -82,17 +82,22 @@ def read_store_yaml(repo: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def in_repo_dir(repo: Path) -> Iterator[None]:
-    """Run Feast code as its CLI does: from inside the repo, with the repo on sys.path
-    (Feast names definition modules by their path relative to the working directory,
-    and definitions may import each other)."""
-    if str(repo) not in sys.path:
-        sys.path.append(str(repo))
+    """Run Feast code as its CLI does: from inside the repo, with the repo first on
+    sys.path (Feast names definition modules by their path relative to the working
+    directory, and definitions may import each other). Modules of an earlier load
+    (this repo or another with the same file names) are dropped so edits are seen."""
+    for path in repo_files(repo)[1:]:
+        name = ".".join(path.relative_to(repo).with_suffix("").parts)
+        sys.modules.pop(name, None)
+    sys.path.insert(0, str(repo))
     previous = os.getcwd()
     os.chdir(repo)
     try:
         yield
     finally:
         os.chdir(previous)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(repo))
 
 
 def parse_feast_repo(repo: Path, fingerprint: str = "") -> RepoSpec:

@@ -17,11 +17,8 @@ from featureline.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--skip-source-validation",
-        action="store_true",
-        help="don't check that file sources exist yet (default: on; the demo applies before data exists)",
-    )
+    # Sources are not validated: the demo applies before any event has been stored.
+    parser.description = "Register the repo's definitions in Feast's SQL registry (feast apply)."
 
 
 def apply_repo(settings: Settings) -> list[str]:

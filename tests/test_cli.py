@@ -1,0 +1,66 @@
+"""The CLI front: every subcommand explains itself, fast, and errors are clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from featureline.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "featureline.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_top_level_help_is_fast_and_lists_every_command() -> None:
+    start = time.perf_counter()
+    proc = _cli("--help")
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert name in proc.stdout
+    # Includes interpreter start-up (~50 ms); heavy libraries would cost seconds.
+    assert elapsed < 1.0, f"featureline --help took {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_subcommand_help_is_fast_and_imports_nothing_heavy(command: str) -> None:
+    code = (
+        "import sys, time; t=time.perf_counter()\n"
+        "from featureline.cli import main\n"
+        f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit as e:\n    rc = e.code\n"
+        "heavy = [m for m in ('feast', 'pyspark', 'apache_beam', 'torch', 'pandas', 'duckdb')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy, 'RC', rc, 'T', time.perf_counter()-t)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "--repo" in proc.stdout, proc.stdout + proc.stderr
+    assert last.startswith("HEAVY [] RC 0"), last + proc.stderr
+    assert float(last.split()[-1]) < 1.0, last
+
+
+def test_unknown_repo_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["specs", "--repo", "/definitely/not/here"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: feature repo") and "Traceback" not in err
+
+
+def test_env_prints_exports(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "export FEATURELINE_REDIS_ADDR=" in out and "export FEATURELINE_REGISTRY_URL=" in out
