@@ -66,10 +66,8 @@ def serialize_entity_key(
     join_keys: Sequence[str], dtypes: Sequence[str], values: Sequence[Any]
 ) -> bytes:
     """Feast's serialize_entity_key, version 3: keys sorted by name."""
-    if len(join_keys) == 1:
-        order = [0]
-    else:
-        order = sorted(range(len(join_keys)), key=lambda i: join_keys[i])
+    # One key: Feast's fast path, no sort.
+    order = [0] if len(join_keys) == 1 else sorted(range(len(join_keys)), key=lambda i: join_keys[i])
     out = [_PACK_U32(len(join_keys))]
     for i in order:
         name = join_keys[i].encode()
