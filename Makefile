@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	  $(PY) -m pip install -q -e '.[dev]'; \
 	fi
 	$(PY) -m featureline.protos_build
+	# docker-compose (Debian's, v1) validates docker-compose.yml in the tests; no engine needed.
+	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose; } \
+	  || echo "warning: could not install docker-compose; tests/test_compose.py will fail"
 	touch $(STAMP)
 
 demo: install
