@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	else \
 	  $(PY) -m pip install -q -e '.[dev]'; \
 	fi
+	# torch (extra `ml`) through pip, pinned: pip takes the local CPU wheel (find-links);
+	# uv would resolve the multi-GB CUDA build from PyPI.
+	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m featureline.protos_build
 	# docker-compose (Debian's, v1) validates docker-compose.yml in the tests; no engine needed.
 	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose; } \
