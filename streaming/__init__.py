@@ -1,0 +1,1 @@
+"""Streaming: the Beam job Kafka -> Redis (tiles, latest values) + Parquet (raw events)."""
