@@ -1,0 +1,236 @@
+"""The local engine: DuckDB reads the Parquet sources and joins them, spilling to disk.
+
+- Latest-value views: one ASOF LEFT JOIN per view (largest event time <= t per key).
+  With a created-timestamp column the ASOF order key is (event_us, created_us) packed
+  into one HUGEINT, so equal event times are broken by the created time inside the
+  join itself instead of by a separate dedup pass over the source. A winning row older
+  than t - ttl means no row is in range (it was the newest <= t): null.
+- Windowed aggregations: a range join of request rows with the view's raw events on
+  key and start(t) <= event_ts <= t, grouped by request row (see aggregations.py for
+  the exact sums). The events' summed columns are loaded into memory for their limbs.
+
+DuckDB runs with `memory_limit`, `threads` and a `temp_directory` so a join larger than
+memory spills instead of failing. Results come back ordered by request row.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch.historical.aggregations import LimbLayout, limb_layout, limbs, numeric_values
+from batch.historical.entity_df import ROW_ID, ROW_TS
+from batch.historical.finish import LayoutKey, RawResult
+from batch.historical.plan import (
+    RetrievalPlan,
+    ViewRequest,
+    WindowGroup,
+    agg_column,
+    plain_column,
+    quote,
+)
+from batch.historical.progress import Stages
+from featureline.errors import BadInputError
+from featureline.semantics import US
+
+EVENT_TS = "__fl_ets"
+ORDER = "__fl_ord"
+# (event_us, created_us) packed as event * 2**64 + (created + 2**63); a missing created
+# time packs as 0 and so loses to any present one (semantics.latest_order_key).
+_PACK = "18446744073709551616"
+_CREATED_OFFSET = "9223372036854775808"
+_ENTITY_CREATED = "18446744073709551615"
+_SQL_TYPES = {"int32": "BIGINT", "int64": "BIGINT", "string": "VARCHAR", "bytes": "BLOB"}
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """DuckDB limits. memory_limit: DuckDB syntax ('4GB'); None = half of RAM."""
+
+    memory_limit: str | None = None
+    threads: int | None = None
+    temp_directory: str | None = None
+
+
+def default_memory_limit() -> str:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(total // 2 // 2**20, 256)}MB"
+
+
+def connect(options: LocalOptions) -> Any:
+    import duckdb
+
+    con = duckdb.connect()
+    temp = options.temp_directory or os.path.join(tempfile.gettempdir(), "featureline-duckdb")
+    con.execute(f"SET memory_limit = '{options.memory_limit or default_memory_limit()}'")
+    con.execute(f"SET threads = {int(options.threads or os.cpu_count() or 2)}")
+    con.execute(f"SET temp_directory = '{temp}'")
+    # Row order is restored by ORDER BY row id; not preserving scan order saves memory.
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawResult:
+    import duckdb
+
+    con = connect(options or LocalOptions())
+    con.register("ent", plan.narrow)
+    parts: list[pa.Table] = []
+    layouts: dict[LayoutKey, LimbLayout] = {}
+    plain = [v for v in plan.views if not v.groups and v.source.has_files]
+    aggregating = [v for v in plan.views if v.groups and v.source.has_files]
+    stages = Stages(len(aggregating) + bool(plain), "historical (local)")
+    try:
+        if plain:
+            parts.append(_query(con, _latest_sql(plain)))
+            stages.step()
+        for view in aggregating:
+            view_parts, view_layouts = _aggregate_view(con, view)
+            parts += view_parts
+            layouts.update(view_layouts)
+            stages.step()
+    except duckdb.Error as exc:
+        raise BadInputError(f"historical retrieval failed reading the sources: {exc}") from exc
+    finally:
+        stages.close()
+        con.close()
+    return RawResult(_side_by_side(parts, plan.entities.num_rows), layouts)
+
+
+def _query(con: Any, sql: str) -> pa.Table:
+    table = con.sql(sql).to_arrow_table()
+    return table.drop_columns([ROW_ID]) if ROW_ID in table.column_names else table
+
+
+def _side_by_side(parts: list[pa.Table], n: int) -> pa.Table:
+    columns: dict[str, pa.ChunkedArray] = {}
+    for part in parts:
+        for name in part.column_names:
+            columns[name] = part.column(name)
+    return pa.table(columns) if columns else pa.table({ROW_ID: pa.nulls(n, pa.int64())})
+
+
+def source_sql(view: ViewRequest, columns: list[tuple[str, str]]) -> str:
+    """The view's Parquet files as a relation: internal key names, EVENT_TS (UTC
+    microseconds), ORDER (latest-value order key) and `columns` (file column, alias)."""
+    src = view.source
+    path = str(src.path / "**" / "*.parquet") if src.is_dir else str(src.path)
+    keys = [
+        f"CAST({quote(src.columns[k.name])} AS {_SQL_TYPES.get(k.dtype, 'VARCHAR')}) AS {internal}"
+        for k, internal in zip(view.view.join_keys, view.keys, strict=True)
+    ]
+    event = f"epoch_us({quote(src.timestamp)})"
+    if src.created:
+        created = f"epoch_us({quote(src.created)})::HUGEINT + {_CREATED_OFFSET}"
+        order = f"{event}::HUGEINT * {_PACK} + COALESCE({created}, 0)"
+    else:
+        order = event
+    selected = ", ".join([*keys, f"{event} AS {EVENT_TS}", f"{order} AS {ORDER}"] + [
+        f"{quote(col)} AS {alias}" for col, alias in columns
+    ])
+    literal = path.replace("'", "''")
+    return (
+        f"SELECT {selected} FROM read_parquet('{literal}', hive_partitioning = "
+        f"{'true' if src.is_dir else 'false'}, union_by_name = true) "
+        f"WHERE {quote(src.timestamp)} IS NOT NULL"
+    )
+
+
+def _latest_sql(views: list[ViewRequest]) -> str:
+    selects, joins = [], []
+    for view in views:
+        alias = f"s{view.index}"
+        cols = [
+            (view.source.columns[f], plain_column(view.index, j))
+            for j, f in enumerate(view.features)
+        ]
+        ttl_us = view.view.ttl_s * US
+        for _, name in cols:
+            value = f"{alias}.{name}"
+            if ttl_us > 0:
+                value = f"CASE WHEN {alias}.{EVENT_TS} >= e.{ROW_TS} - {ttl_us} THEN {value} END"
+            selects.append(f"{value} AS {name}")
+        on = [f"e.{k} = {alias}.{k}" for k in view.keys]
+        entity_order = f"e.{ROW_TS}"
+        if view.source.created:
+            entity_order = f"e.{ORDER}"
+        on.append(f"{entity_order} >= {alias}.{ORDER}")
+        joins.append(f"ASOF LEFT JOIN ({source_sql(view, cols)}) {alias} ON {' AND '.join(on)}")
+    packed = f"{ROW_TS}::HUGEINT * {_PACK} + {_ENTITY_CREATED}"
+    return (
+        f"SELECT e.{ROW_ID}, {', '.join(selects)} "
+        f"FROM (SELECT *, {packed} AS {ORDER} FROM ent) e {' '.join(joins)} "
+        f"ORDER BY e.{ROW_ID}"
+    )
+
+
+def _aggregate_view(
+    con: Any, view: ViewRequest
+) -> tuple[list[pa.Table], dict[LayoutKey, LimbLayout]]:
+    columns = view.agg_columns()
+    index = {c.column: c.index for g in view.groups for c in g.columns}
+    sql = source_sql(view, [(view.source.columns[c], f"c{index[c]}") for c in columns])
+    events = con.sql(sql).to_arrow_table().drop_columns([ORDER])
+    events, layouts = _with_limbs(view, events, index)
+    name = f"ev{view.index}"
+    con.register(name, events)
+    try:
+        parts = [_query(con, _window_sql(view, g, name, layouts)) for g in view.groups]
+    finally:
+        con.unregister(name)
+    return parts, {(view.index, c): layouts[c] for c in layouts}
+
+
+def _with_limbs(
+    view: ViewRequest, events: pa.Table, index: dict[str, int]
+) -> tuple[pa.Table, dict[str, LimbLayout]]:
+    """Null out NaN (skipped like null by semantics) and add the limbs of summed columns."""
+    summed = {c.column for g in view.groups for c in g.columns if c.needs_limbs}
+    layouts: dict[str, LimbLayout] = {}
+    for column, i in index.items():
+        name = f"c{i}"
+        values = events.column(name)
+        if pa.types.is_floating(values.type):
+            values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+            events = events.set_column(events.column_names.index(name), name, values)
+        if column in summed:
+            numbers = numeric_values(values, f"{view.view.name}.{column}")
+            layout = limb_layout(numbers)
+            layouts[column] = layout
+            for j, limb in enumerate(limbs(numbers, layout)):
+                events = events.append_column(f"{name}_l{j}", pa.array(limb))
+    return events, layouts
+
+
+def _window_sql(
+    view: ViewRequest, group: WindowGroup, events: str, layouts: dict[str, LimbLayout]
+) -> str:
+    aggs = []
+    for col in group.columns:
+        value = f"a.c{col.index}"
+
+        def out(kind: str, col_index: int = col.index) -> str:
+            return agg_column(view.index, group.index, col_index, kind)
+
+        aggs.append(f"count({value}) AS {out('count')}")
+        for fn in ("min", "max"):
+            if fn in col.functions:
+                aggs.append(f"{fn}({value}) AS {out(fn)}")
+        if "count_distinct" in col.functions:
+            aggs.append(f"count(DISTINCT {value}) AS {out('distinct')}")
+        if col.needs_limbs:
+            for j in range(layouts[col.column].count):
+                aggs.append(f"CAST(sum(a.c{col.index}_l{j}) AS BIGINT) AS {out(f'l{j}')}")
+    on = [f"e.{k} = a.{k}" for k in view.keys]
+    on += [f"a.{EVENT_TS} >= e.{group.start_column}", f"a.{EVENT_TS} <= e.{ROW_TS}"]
+    return (
+        f"SELECT e.{ROW_ID}, {', '.join(aggs)} FROM ent e LEFT JOIN {events} a "
+        f"ON {' AND '.join(on)} GROUP BY e.{ROW_ID} ORDER BY e.{ROW_ID}"
+    )
+
