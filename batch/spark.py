@@ -67,15 +67,10 @@ def log4j_config() -> Path:
 
 def base_conf(master: str) -> dict[str, str]:
     """The settings every Featureline Spark session gets (also used by spark-submit)."""
-    java_opts = (
-        "-Dio.netty.tryReflectionSetAccessible=true "
-        f"-Dlog4j.configurationFile=file:{log4j_config()}"
-    )
+    java_opts = f"-Dio.netty.tryReflectionSetAccessible=true -Dlog4j.configurationFile=file:{log4j_config()}"
     return {
         "spark.master": master,
-        "spark.driver.memory": os.environ.get(
-            "FEATURELINE_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY
-        ),
+        "spark.driver.memory": os.environ.get("FEATURELINE_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY),
         "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
         "spark.default.parallelism": str(SHUFFLE_PARTITIONS),
         "spark.sql.session.timeZone": "UTC",

@@ -140,9 +140,7 @@ def sum_values(limb_sums: list[np.ndarray], layout: LimbLayout, n: int) -> pa.Ar
     return pa.array(out, type=pa.float64())
 
 
-def mean_values(
-    limb_sums: list[np.ndarray], counts: np.ndarray, layout: LimbLayout
-) -> pa.Array:
+def mean_values(limb_sums: list[np.ndarray], counts: np.ndarray, layout: LimbLayout) -> pa.Array:
     """Per-row means (null for an empty window) from limb sums and counts."""
     cols = [s.tolist() for s in limb_sums]
     result: list[float | None] = []

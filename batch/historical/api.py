@@ -59,12 +59,8 @@ def get_historical_features(
 
         repo = load_repo(settings or Settings.from_env())
     refs = list(features) if features is not None else None
-    resolved = resolve_features(
-        repo, refs, feature_service, full_feature_names=full_feature_names
-    )
-    key_types = {
-        k.name: k.dtype for f in resolved if not f.on_demand for k in repo.view(f.view).join_keys
-    }
+    resolved = resolve_features(repo, refs, feature_service, full_feature_names=full_feature_names)
+    key_types = {k.name: k.dtype for f in resolved if not f.on_demand for k in repo.view(f.view).join_keys}
     entities = load_entity_df(entity_df, timestamp_column, key_types)
     plan = build_plan(repo, resolved, entities, full_feature_names)
     if engine == "spark":

@@ -77,8 +77,7 @@ def key_column(frame: EntityFrame, key: str, dtype: str, view: str) -> pa.Chunke
         column, actual = pc.cast(column, actual.value_type), actual.value_type
     if not _key_type_fits(actual, target):
         raise BadInputError(
-            f"entity column {key!r} has type {actual} but feature view {view!r} joins on "
-            f"{key!r} as {dtype}"
+            f"entity column {key!r} has type {actual} but feature view {view!r} joins on {key!r} as {dtype}"
         )
     return pc.cast(column, target)
 
@@ -144,8 +143,7 @@ def _timestamp_column(table: pa.Table, wanted: str | None) -> str:
     if wanted is not None:
         if wanted not in names:
             raise BadInputError(
-                f"entity frame has no timestamp column {wanted!r}; its columns are: "
-                f"{', '.join(names)}"
+                f"entity frame has no timestamp column {wanted!r}; its columns are: {', '.join(names)}"
             )
         return wanted
     if DEFAULT_TIMESTAMP_COLUMN in names:
@@ -172,8 +170,7 @@ def _instants_us(column: pa.ChunkedArray, name: str) -> np.ndarray:
     if column.null_count:
         first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
         raise BadInputError(
-            f"entity timestamp column {name!r} has {column.null_count} null value(s) "
-            f"(first at row {first})"
+            f"entity timestamp column {name!r} has {column.null_count} null value(s) (first at row {first})"
         )
     unit = column.type.unit
     values = np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)

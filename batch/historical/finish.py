@@ -63,9 +63,7 @@ def _cast(values: pa.Array | pa.ChunkedArray, dtype: str, what: str) -> pa.Chunk
     try:
         return pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise BadInputError(
-            f"{what}: source values of type {values.type} are not {dtype}: {exc}"
-        ) from exc
+        raise BadInputError(f"{what}: source values of type {values.type} are not {dtype}: {exc}") from exc
 
 
 def _plain(view: ViewRequest, raw: pa.Table, n: int) -> list[pa.ChunkedArray]:
@@ -89,8 +87,10 @@ def _aggregated(view: ViewRequest, raw: RawResult, n: int) -> list[pa.ChunkedArr
         agg = view.aggregation(feature)
         group = next(g for g in view.groups if (g.window_s, g.tile_s) == (agg.window_s, agg.tile_s))
         col = next(c for c in group.columns if c.column == agg.column)
-        dtype = "int64" if agg.function in ("count", "count_distinct") else (
-            "float64" if agg.function in ("sum", "mean") else input_types.get(agg.column, "")
+        dtype = (
+            "int64"
+            if agg.function in ("count", "count_distinct")
+            else ("float64" if agg.function in ("sum", "mean") else input_types.get(agg.column, ""))
         )
         values = _agg_values(view, group, col.index, agg.function, raw, n)
         result.append(_cast(values, dtype, f"feature {view.view.name}:{feature}"))
@@ -99,8 +99,10 @@ def _aggregated(view: ViewRequest, raw: RawResult, n: int) -> list[pa.ChunkedArr
 
 def _raw(raw: pa.Table, name: str, n: int, fill: object = None) -> pa.ChunkedArray:
     if name not in raw.column_names:
-        return pa.chunked_array([pa.nulls(n)]) if fill is None else pa.chunked_array(
-            [pa.array(np.full(n, fill))]
+        return (
+            pa.chunked_array([pa.nulls(n)])
+            if fill is None
+            else pa.chunked_array([pa.array(np.full(n, fill))])
         )
     column = raw.column(name)
     return column if fill is None else pc.fill_null(column, fill)
@@ -124,9 +126,7 @@ def _agg_values(
         raise BadInputError(f"feature view {view.view.name!r}: unknown aggregation {function!r}")
     column = next(c.column for c in group.columns if c.index == col)
     layout = raw.layouts.get((view.index, column), LimbLayout.empty())
-    sums = [
-        _raw(table, name(f"l{i}"), n, 0).to_numpy().astype(np.int64) for i in range(layout.count)
-    ]
+    sums = [_raw(table, name(f"l{i}"), n, 0).to_numpy().astype(np.int64) for i in range(layout.count)]
     if function == "sum":
         if layout.count == 0:
             return pa.array(np.full(n, empty_value("sum"), dtype=np.float64))

@@ -131,9 +131,10 @@ def source_sql(view: ViewRequest, columns: list[tuple[str, str]]) -> str:
         order = f"{event}::HUGEINT * {_PACK} + COALESCE({created}, 0)"
     else:
         order = event
-    selected = ", ".join([*keys, f"{event} AS {EVENT_TS}", f"{order} AS {ORDER}"] + [
-        f"{quote(col)} AS {alias}" for col, alias in columns
-    ])
+    selected = ", ".join(
+        [*keys, f"{event} AS {EVENT_TS}", f"{order} AS {ORDER}"]
+        + [f"{quote(col)} AS {alias}" for col, alias in columns]
+    )
     literal = path.replace("'", "''")
     return (
         f"SELECT {selected} FROM read_parquet('{literal}', hive_partitioning = "
@@ -146,10 +147,7 @@ def _latest_sql(views: list[ViewRequest]) -> str:
     selects, joins = [], []
     for view in views:
         alias = f"s{view.index}"
-        cols = [
-            (view.source.columns[f], plain_column(view.index, j))
-            for j, f in enumerate(view.features)
-        ]
+        cols = [(view.source.columns[f], plain_column(view.index, j)) for j, f in enumerate(view.features)]
         ttl_us = view.view.ttl_s * US
         for _, name in cols:
             value = f"{alias}.{name}"
@@ -170,9 +168,7 @@ def _latest_sql(views: list[ViewRequest]) -> str:
     )
 
 
-def _aggregate_view(
-    con: Any, view: ViewRequest
-) -> tuple[list[pa.Table], dict[LayoutKey, LimbLayout]]:
+def _aggregate_view(con: Any, view: ViewRequest) -> tuple[list[pa.Table], dict[LayoutKey, LimbLayout]]:
     columns = view.agg_columns()
     index = {c.column: c.index for g in view.groups for c in g.columns}
     sql = source_sql(view, [(view.source.columns[c], f"c{index[c]}") for c in columns])
@@ -208,9 +204,7 @@ def _with_limbs(
     return events, layouts
 
 
-def _window_sql(
-    view: ViewRequest, group: WindowGroup, events: str, layouts: dict[str, LimbLayout]
-) -> str:
+def _window_sql(view: ViewRequest, group: WindowGroup, events: str, layouts: dict[str, LimbLayout]) -> str:
     aggs = []
     for col in group.columns:
         value = f"a.c{col.index}"
@@ -233,4 +227,3 @@ def _window_sql(
         f"SELECT e.{ROW_ID}, {', '.join(aggs)} FROM ent e LEFT JOIN {events} a "
         f"ON {' AND '.join(on)} GROUP BY e.{ROW_ID} ORDER BY e.{ROW_ID}"
     )
-

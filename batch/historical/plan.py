@@ -132,9 +132,7 @@ def build_plan(
                 f"feature {feat.ref!r} comes from on-demand view {feat.view!r}; historical "
                 "retrieval computes stored and windowed features only"
             )
-        by_view.setdefault(feat.view, []).append(
-            (feat.feature, feat.output_name(full_feature_names))
-        )
+        by_view.setdefault(feat.view, []).append((feat.feature, feat.output_name(full_feature_names)))
     outputs = [name for pairs in by_view.values() for _, name in pairs]
     clash = sorted(set(outputs) & set(entities.table.column_names))
     if clash:
@@ -193,9 +191,7 @@ def _window_groups(view: ViewSpec, features: list[str]) -> tuple[WindowGroup, ..
             index=gi,
             window_s=w,
             tile_s=s,
-            columns=tuple(
-                ColumnAggs(c, column_index[c], frozenset(fns)) for c, fns in cols.items()
-            ),
+            columns=tuple(ColumnAggs(c, column_index[c], frozenset(fns)) for c, fns in cols.items()),
         )
         for gi, ((w, s), cols) in enumerate(by_window.items())
     )
@@ -209,9 +205,7 @@ def inspect_source(view: ViewSpec, needed: list[str]) -> SourceInfo:
             f"feature view {view.name!r} has no file (Parquet) batch source to read history from"
         )
     if "://" in spec.path:
-        raise BadInputError(
-            f"feature view {view.name!r}: source {spec.path!r} is not a local Parquet path"
-        )
+        raise BadInputError(f"feature view {view.name!r}: source {spec.path!r} is not a local Parquet path")
     path = Path(spec.path)
     if not path.exists():
         raise NotFoundError(

@@ -157,9 +157,7 @@ def _aggregate_view(
     events = read_source(spark, view, cols).drop(CREATED)
     for _, name in cols:
         if events.schema[name].dataType.typeName() in ("double", "float"):
-            events = events.withColumn(
-                name, F.when(F.isnan(name), F.lit(None)).otherwise(F.col(name))
-            )
+            events = events.withColumn(name, F.when(F.isnan(name), F.lit(None)).otherwise(F.col(name)))
     summed = sorted({index[c.column] for g in view.groups for c in g.columns if c.needs_limbs})
     layouts = {i: _layout(events, f"c{i}", f"{view.view.name}") for i in summed}
     events = _with_limbs(events, layouts).cache()

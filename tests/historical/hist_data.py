@@ -80,9 +80,7 @@ def build_repo(offline: Path) -> RepoSpec:
         ttl_s=PROFILE_TTL_S,
         timestamp_field="event_timestamp",
         created_timestamp_column="created",
-        batch_source=FileSourceSpec(
-            "profile_src", str(offline / "profile"), "event_timestamp", "created"
-        ),
+        batch_source=FileSourceSpec("profile_src", str(offline / "profile"), "event_timestamp", "created"),
     )
     pair = ViewSpec(
         name="pair",
@@ -97,8 +95,12 @@ def build_repo(offline: Path) -> RepoSpec:
         ),
     )
     agg_outputs = tuple(
-        FieldSpec(a.name, "int64" if a.function in ("count", "count_distinct") else
-                  ("string" if a.column == "merchant_id" else "float64"))
+        FieldSpec(
+            a.name,
+            "int64"
+            if a.function in ("count", "count_distinct")
+            else ("string" if a.column == "merchant_id" else "float64"),
+        )
         for a in AGGS
     )
     stats = ViewSpec(
@@ -118,8 +120,10 @@ def build_repo(offline: Path) -> RepoSpec:
     )
     return RepoSpec(
         project="hist_test",
-        entities={"user": EntitySpec("user", "user_id", "int64"),
-                  "merchant": EntitySpec("merchant", "merchant_id", "string")},
+        entities={
+            "user": EntitySpec("user", "user_id", "int64"),
+            "merchant": EntitySpec("merchant", "merchant_id", "string"),
+        },
         views={v.name: v for v in (profile, pair, stats)},
         on_demand_views={},
         services={},
@@ -131,8 +135,9 @@ def _entity_rows(rng: random.Random, n: int, users: int) -> list[dict[str, Any]]
     for _ in range(n):
         t = rng.randrange(0, SPAN_S * US)
         user = rng.randrange(users + 3) if rng.random() > 0.03 else None  # some unknown / null
-        rows.append({"user_id": user, "merchant_id": f"m{rng.randrange(5)}", "t_us": t,
-                     "label": rng.random()})
+        rows.append(
+            {"user_id": user, "merchant_id": f"m{rng.randrange(5)}", "t_us": t, "label": rng.random()}
+        )
     # Edge rows get a user of their own, so that the planted source rows decide them.
     for i, row in enumerate(rng.sample(rows, n // 3)):
         row["user_id"] = EDGE_USER + i
@@ -152,12 +157,23 @@ def _profile_rows(rng: random.Random, req: list[dict[str, Any]], users: int) -> 
     def add(user: int, ts: int, created: int | None, score: float | None = 0.0) -> None:
         if score == 0.0:
             score = None if rng.random() < 0.15 else rng.uniform(-100, 100)
-        rows.append({"user_id": user, "ts": ts, "created": created, "score": score,
-                     "tier": rng.choice(["a", "b", None]), "visits": rng.randrange(1000)})
+        rows.append(
+            {
+                "user_id": user,
+                "ts": ts,
+                "created": created,
+                "score": score,
+                "tier": rng.choice(["a", "b", None]),
+                "visits": rng.randrange(1000),
+            }
+        )
 
     for _ in range(len(req) * 2):
-        add(rng.randrange(users), rng.randrange(-PROFILE_TTL_S * US, SPAN_S * US),
-            rng.randrange(0, SPAN_S * US) if rng.random() > 0.1 else None)
+        add(
+            rng.randrange(users),
+            rng.randrange(-PROFILE_TTL_S * US, SPAN_S * US),
+            rng.randrange(0, SPAN_S * US) if rng.random() > 0.1 else None,
+        )
     ttl = PROFILE_TTL_S * US
     for r in _edge_requests(req):
         user, t = r["user_id"], r["t_us"]
@@ -178,12 +194,23 @@ def _profile_rows(rng: random.Random, req: list[dict[str, Any]], users: int) -> 
 def _pair_rows(rng: random.Random, req: list[dict[str, Any]], users: int) -> list[dict[str, Any]]:
     rows = []
     for _ in range(len(req) * 2):
-        rows.append({"user_id": rng.randrange(users), "merchant_id": f"m{rng.randrange(5)}",
-                     "ts": rng.randrange(-SPAN_S * US, SPAN_S * US),
-                     "amt": None if rng.random() < 0.1 else round(rng.uniform(0, 500), 2)})
+        rows.append(
+            {
+                "user_id": rng.randrange(users),
+                "merchant_id": f"m{rng.randrange(5)}",
+                "ts": rng.randrange(-SPAN_S * US, SPAN_S * US),
+                "amt": None if rng.random() < 0.1 else round(rng.uniform(0, 500), 2),
+            }
+        )
     for r in _edge_requests(req):  # ttl 0: a row days older still counts; other merchant not
-        rows.append({"user_id": r["user_id"], "merchant_id": r["merchant_id"],
-                     "ts": r["t_us"] - rng.choice([0, 30 * 86400 * US]), "amt": 1.5})
+        rows.append(
+            {
+                "user_id": r["user_id"],
+                "merchant_id": r["merchant_id"],
+                "ts": r["t_us"] - rng.choice([0, 30 * 86400 * US]),
+                "amt": 1.5,
+            }
+        )
         rows.append({"user_id": r["user_id"], "merchant_id": "other", "ts": r["t_us"], "amt": 2.5})
     return _unique(rows, ("user_id", "merchant_id", "ts"))
 
@@ -192,12 +219,26 @@ def _event_rows(rng: random.Random, req: list[dict[str, Any]], users: int) -> li
     rows = []
 
     def add(user: int, ts: int) -> None:
-        amount: float | None = rng.choice([
-            round(rng.uniform(0, 300), 2), rng.uniform(-1, 1) * 10 ** rng.randrange(-8, 9),
-            0.1, 1e16, -1e16, None, float("nan"),
-        ])
-        rows.append({"user_id": user, "ts": ts, "created": ts + rng.randrange(10 * US),
-                     "amount": amount, "merchant_id": rng.choice(["m1", "m2", "m3", "x", None])})
+        amount: float | None = rng.choice(
+            [
+                round(rng.uniform(0, 300), 2),
+                rng.uniform(-1, 1) * 10 ** rng.randrange(-8, 9),
+                0.1,
+                1e16,
+                -1e16,
+                None,
+                float("nan"),
+            ]
+        )
+        rows.append(
+            {
+                "user_id": user,
+                "ts": ts,
+                "created": ts + rng.randrange(10 * US),
+                "amount": amount,
+                "merchant_id": rng.choice(["m1", "m2", "m3", "x", None]),
+            }
+        )
 
     for _ in range(len(req) * 4):
         add(rng.randrange(users), rng.randrange(-2 * 3600 * US, SPAN_S * US))
@@ -223,43 +264,53 @@ def generate(offline: Path, seed: int, n: int = 300, users: int = 25) -> Dataset
     req = _entity_rows(rng, n, users)
     # Mixed zones: request times in several zones (one column of Python datetimes).
     zones = [UTC, timezone(timedelta(hours=-5)), KOLKATA]
-    entity = pa.table({
-        "user_id": pa.array([r["user_id"] for r in req], pa.int64()),
-        "merchant_id": [r["merchant_id"] for r in req],
-        "event_timestamp": pa.array(
-            [_ts(r["t_us"]).astimezone(rng.choice(zones)) for r in req],
-            pa.timestamp("us", tz="America/New_York"),
-        ),
-        "label": [r["label"] for r in req],
-    })
+    entity = pa.table(
+        {
+            "user_id": pa.array([r["user_id"] for r in req], pa.int64()),
+            "merchant_id": [r["merchant_id"] for r in req],
+            "event_timestamp": pa.array(
+                [_ts(r["t_us"]).astimezone(rng.choice(zones)) for r in req],
+                pa.timestamp("us", tz="America/New_York"),
+            ),
+            "label": [r["label"] for r in req],
+        }
+    )
     profile = _profile_rows(rng, req, users)
-    profile_table = pa.table({
-        "user_id": pa.array([r["user_id"] for r in profile], pa.int64()),
-        "event_timestamp": pa.array([_ts(r["ts"]) for r in profile], pa.timestamp("us", tz="UTC")),
-        "created": pa.array([None if r["created"] is None else _ts(r["created"]) for r in profile],
-                            pa.timestamp("us", tz="UTC")),
-        "score": [r["score"] for r in profile],
-        "tier": [r["tier"] for r in profile],
-        "visits": pa.array([r["visits"] for r in profile], pa.int64()),
-    })
+    profile_table = pa.table(
+        {
+            "user_id": pa.array([r["user_id"] for r in profile], pa.int64()),
+            "event_timestamp": pa.array([_ts(r["ts"]) for r in profile], pa.timestamp("us", tz="UTC")),
+            "created": pa.array(
+                [None if r["created"] is None else _ts(r["created"]) for r in profile],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "score": [r["score"] for r in profile],
+            "tier": [r["tier"] for r in profile],
+            "visits": pa.array([r["visits"] for r in profile], pa.int64()),
+        }
+    )
     write_partitioned(profile_table, offline / "profile", ts_column="event_timestamp")
     pair = _pair_rows(rng, req, users)
-    pair_table = pa.table({
-        "user_id": pa.array([r["user_id"] for r in pair], pa.int64()),
-        "merchant_id": [r["merchant_id"] for r in pair],
-        "ts": pa.array([_ts(r["ts"]).replace(tzinfo=None) for r in pair], pa.timestamp("us")),
-        "amt": pa.array([r["amt"] for r in pair], pa.float64()),
-    })
+    pair_table = pa.table(
+        {
+            "user_id": pa.array([r["user_id"] for r in pair], pa.int64()),
+            "merchant_id": [r["merchant_id"] for r in pair],
+            "ts": pa.array([_ts(r["ts"]).replace(tzinfo=None) for r in pair], pa.timestamp("us")),
+            "amt": pa.array([r["amt"] for r in pair], pa.float64()),
+        }
+    )
     pq.write_table(pair_table, offline / "pair.parquet")
     events = _event_rows(rng, req, users)
-    event_table = pa.table({
-        "user_id": pa.array([r["user_id"] for r in events], pa.int64()),
-        "event_timestamp": pa.array([_ts(r["ts"]) for r in events],
-                                    pa.timestamp("us", tz="Asia/Kolkata")),
-        "created": pa.array([_ts(r["created"]) for r in events], pa.timestamp("us", tz="UTC")),
-        "amount": pa.array([r["amount"] for r in events], pa.float64()),
-        "merchant_id": [r["merchant_id"] for r in events],
-    })
+    event_table = pa.table(
+        {
+            "user_id": pa.array([r["user_id"] for r in events], pa.int64()),
+            "event_timestamp": pa.array(
+                [_ts(r["ts"]) for r in events], pa.timestamp("us", tz="Asia/Kolkata")
+            ),
+            "created": pa.array([_ts(r["created"]) for r in events], pa.timestamp("us", tz="UTC")),
+            "amount": pa.array([r["amount"] for r in events], pa.float64()),
+            "merchant_id": [r["merchant_id"] for r in events],
+        }
+    )
     write_partitioned(event_table, offline / "raw" / "transactions", ts_column="event_timestamp")
-    return Dataset(repo, entity, {"profile": profile_table, "pair": pair_table,
-                                  "txn_stats": event_table})
+    return Dataset(repo, entity, {"profile": profile_table, "pair": pair_table, "txn_stats": event_table})

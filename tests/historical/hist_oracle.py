@@ -65,7 +65,8 @@ def windowed(
     src = view.batch_source
     assert src is not None
     mine = [
-        row for row in events
+        row
+        for row in events
         if all(row[k.name] is not None and row[k.name] == request[k.name] for k in view.join_keys)
     ]
     out = {}

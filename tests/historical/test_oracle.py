@@ -11,10 +11,9 @@ from hist_oracle import expected, mismatches
 
 from batch.historical import get_historical_features
 
-FEATURES = (
-    ["profile:score", "profile:tier", "profile:visits", "pair:pair_amount"]
-    + [f"txn_stats:{a.name}" for a in AGGS]
-)
+FEATURES = ["profile:score", "profile:tier", "profile:visits", "pair:pair_amount"] + [
+    f"txn_stats:{a.name}" for a in AGGS
+]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
