@@ -89,7 +89,8 @@ def test_a_saved_model_scores_exactly_as_before(tmp_path: Path) -> None:
     save_model(path, model, meta)
     loaded, loaded_meta = load_model(path)
     assert loaded_meta == meta
-    assert np.array_equal(Scorer(loaded, "cpu").score(values, present), Scorer(model, "cpu").score(values, present))
+    before = Scorer(model, "cpu").score(values, present)
+    assert np.array_equal(Scorer(loaded, "cpu").score(values, present), before)
 
 
 def test_a_file_that_is_not_a_model_is_refused_clearly(tmp_path: Path) -> None:
