@@ -90,16 +90,30 @@ def merge_tile_states(dst: dict[str, AggState], src: Mapping[str, AggState]) -> 
             dst[col] = merged
 
 
+def window_state(
+    column: str,
+    window_s: int,
+    tile_s: int,
+    tiles: Iterable[tuple[int, Mapping[str, AggState]]],
+    t_us: int,
+) -> AggState:
+    """The merged state of `column` over the window at serving time t, from
+    (tile_start_s, states) pairs of one entity. Aggregations sharing a column and a
+    window (count/sum/mean/max of one column) merge once and read several results."""
+    lo = window_start_us(t_us, window_s, tile_s)
+    hi = tile_start_us(t_us, tile_s)
+    total = AggState()
+    for start_s, states in tiles:
+        if lo <= start_s * US <= hi and column in states:
+            total.merge(states[column])
+    return total
+
+
 def window_value(
     agg: AggregationSpec,
     tiles: Iterable[tuple[int, Mapping[str, AggState]]],
     t_us: int,
 ) -> Any:
     """The aggregate at serving time t from (tile_start_s, states) pairs of one entity."""
-    lo = window_start_us(t_us, agg.window_s, agg.tile_s)
-    hi = tile_start_us(t_us, agg.tile_s)
-    total = AggState()
-    for start_s, states in tiles:
-        if lo <= start_s * US <= hi and agg.column in states:
-            total.merge(states[agg.column])
-    return total.result(agg.function)
+    state = window_state(agg.column, agg.window_s, agg.tile_s, tiles, t_us)
+    return state.result(agg.function)
