@@ -1,0 +1,191 @@
+"""`featureline serve`: the REST and gRPC serving API, in N worker processes.
+
+Only argparse is imported at module level (`featureline serve --help` must answer in
+well under a second); `run` loads the repo's specs once (feast only when the spec
+cache is stale), writes them to a JSON file, and starts the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from featureline.errors import BadInputError, ServiceUnavailableError
+from featureline.settings import Settings
+
+# A worker that dies within this long after its start is not restarted (a startup
+# error would otherwise loop); later deaths are restarted after a 1 s pause.
+_MIN_UPTIME_S = 5.0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    parser.add_argument(
+        "--http-port", type=int, default=None, help="REST port (default $FEATURELINE_HTTP_PORT, 8080)"
+    )
+    parser.add_argument(
+        "--grpc-port", type=int, default=None, help="gRPC port (default $FEATURELINE_GRPC_PORT, 6566)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing both ports (default 1)"
+    )
+    parser.add_argument(
+        "--auth-tokens",
+        default=os.environ.get("FEATURELINE_AUTH_TOKENS_FILE", ""),
+        metavar="FILE",
+        help="bearer tokens file (lines: TOKEN ACCESS); default: no auth, or $FEATURELINE_AUTH_TOKENS_FILE",
+    )
+    parser.add_argument(
+        "--max-entities", type=int, default=10_000, help="entities per request (default 10000)"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="REST body and gRPC message size limit (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=512,
+        help="requests served at once per worker before 429/RESOURCE_EXHAUSTED (default 512)",
+    )
+    parser.add_argument(
+        "--redis-timeout-ms",
+        type=float,
+        default=1000.0,
+        help="Redis budget of a request without a deadline (default 1000 ms)",
+    )
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+
+
+def _check_port(host: str, port: int, what: str) -> None:
+    """Fail early with a clear message when another process holds the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServiceUnavailableError(
+                f"the {what} port {host}:{port} is in use ({exc.strerror}); pick another "
+                f"with --{what.lower()}-port"
+            ) from None
+
+
+def build_config(args: Any, settings: Settings) -> Any:
+    from featureline.repo import load_repo
+    from serving_api.auth import TokenAuth
+    from serving_api.limits import Limits
+    from serving_api.odfv import OnDemandRunner
+    from serving_api.server import WorkerConfig
+
+    if args.workers < 1:
+        raise BadInputError("--workers must be at least 1")
+    repo = load_repo(settings)
+    for odfv in repo.on_demand_views.values():
+        OnDemandRunner.build(odfv)  # a udf that cannot run stops us here, with its name
+    if args.auth_tokens:
+        TokenAuth.from_file(args.auth_tokens)
+    spec_dir = settings.home.resolve() / "serving"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = spec_dir / f"specs-{repo.source_fingerprint or os.getpid()}.json"
+    spec_path.write_text(repo.to_json())
+    limits = Limits(
+        max_entities=args.max_entities,
+        max_body_bytes=args.max_body_bytes,
+        grpc_max_receive_bytes=args.max_body_bytes,
+        max_in_flight=args.max_in_flight,
+        redis_timeout_s=args.redis_timeout_ms / 1000,
+    )
+    return WorkerConfig(
+        spec_path=str(spec_path),
+        redis_host=settings.redis_host,
+        redis_port=settings.redis_port,
+        host=args.host,
+        http_port=settings.http_port,
+        grpc_port=settings.grpc_port,
+        limits=limits,
+        tokens_file=str(Path(args.auth_tokens).resolve()) if args.auth_tokens else "",
+        log_level=args.log_level,
+    ), repo
+
+
+def _supervise(config: Any, workers: int) -> int:
+    """Run `workers` processes; restart one that dies after a healthy start."""
+    import multiprocessing
+
+    from serving_api.server import run_worker
+
+    # Every worker writes its metrics to files here, so /metrics sums all workers.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="featureline-metrics-")
+    ctx = multiprocessing.get_context("spawn")  # no fork after grpc/uvloop imports
+    procs: dict[int, tuple[Any, float]] = {}
+
+    def start(slot: int) -> None:
+        proc = ctx.Process(target=run_worker, args=(config,), name=f"serve-worker-{slot}")
+        proc.start()
+        procs[slot] = (proc, time.monotonic())
+
+    stopping = False
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(workers):
+        start(slot)
+    code = 0
+    while not stopping:
+        time.sleep(0.2)
+        for slot, (proc, started) in list(procs.items()):
+            if proc.is_alive() or stopping:
+                continue
+            if time.monotonic() - started < _MIN_UPTIME_S:
+                print(f"error: worker {slot} exited at startup ({proc.exitcode})", file=sys.stderr)
+                stopping, code = True, 3
+                break
+            print(f"worker {slot} exited ({proc.exitcode}); restarting", file=sys.stderr)
+            start(slot)
+    for proc, _ in procs.values():
+        if proc.is_alive():
+            proc.terminate()
+    for proc, _ in procs.values():
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    return code
+
+
+def run(args: Any, settings: Settings) -> int:
+    settings = replace(
+        settings,
+        http_port=args.http_port if args.http_port is not None else settings.http_port,
+        grpc_port=args.grpc_port if args.grpc_port is not None else settings.grpc_port,
+    )
+    _check_port(args.host, settings.http_port, "HTTP")
+    _check_port(args.host, settings.grpc_port, "gRPC")
+    config, repo = build_config(args, settings)
+    print(
+        f"featureline serve: REST http://{args.host}:{settings.http_port} (docs at /docs), "
+        f"gRPC {args.host}:{settings.grpc_port}, {args.workers} worker(s), "
+        f"Redis {settings.redis_addr}, project {repo.project}, "
+        f"auth {'on' if args.auth_tokens else 'off'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.workers == 1:
+        from serving_api.server import run_worker
+
+        run_worker(config)
+        return 0
+    return _supervise(config, args.workers)

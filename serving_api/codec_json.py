@@ -1,0 +1,84 @@
+"""A FeatureFrame as the JSON body of Feast's `POST /get-online-features`.
+
+Byte-for-byte the shape Feast 0.67's feature server answers with
+(feast.feature_server_utils.convert_response_to_dict): one entry of `results` per
+column of `metadata.feature_names` (join keys first), each with `values`, `statuses`
+(names) and `event_timestamps` (RFC 3339, "Z", 0/3/6 fraction digits as protobuf's
+JSON mapping prints them; 1970-01-01T00:00:00Z where there is none). Non-finite floats
+are the strings "NaN" / "Infinity" / "-Infinity" and bytes are base64, as in Feast.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from typing import Any
+
+import orjson
+
+from serving_api.frame import STATUS_NAMES, FeatureFrame, FrameColumn
+
+_EPOCH = "1970-01-01T00:00:00Z"
+# Seconds -> "YYYY-MM-DDTHH:MM:SS": strftime costs ~2 us and a batch-100 response
+# formats ~2,000 stamps, mostly of a few distinct seconds per view.
+_SECONDS_CACHE: dict[int, str] = {}
+_SECONDS_CACHE_MAX = 100_000
+
+
+def format_timestamp(event_us: int) -> str:
+    """protobuf JSON Timestamp text of a microsecond instant (0 -> the epoch)."""
+    if event_us == 0:
+        return _EPOCH
+    seconds, micros = divmod(event_us, 1_000_000)
+    base = _SECONDS_CACHE.get(seconds)
+    if base is None:
+        if len(_SECONDS_CACHE) >= _SECONDS_CACHE_MAX:
+            _SECONDS_CACHE.clear()
+        tm = time.gmtime(seconds)
+        base = _SECONDS_CACHE[seconds] = (
+            f"{tm[0]:04d}-{tm[1]:02d}-{tm[2]:02d}T{tm[3]:02d}:{tm[4]:02d}:{tm[5]:02d}"
+        )
+    if micros == 0:
+        return base + "Z"
+    if micros % 1000 == 0:
+        return f"{base}.{micros // 1000:03d}Z"
+    return f"{base}.{micros:06d}Z"
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def _column_json(col: FrameColumn, stamp_cache: dict[int, list[str]]) -> dict[str, Any]:
+    values = col.values
+    if col.dtype in ("float32", "float64", "bytes"):
+        values = [_json_value(v) for v in values]
+    # Columns of one view share one event-time list: format it once.
+    stamps = stamp_cache.get(id(col.event_us))
+    if stamps is None:
+        stamps = stamp_cache[id(col.event_us)] = [format_timestamp(t) for t in col.event_us]
+    return {
+        "values": values,
+        "statuses": [STATUS_NAMES[s] for s in col.statuses],
+        "event_timestamps": stamps,
+    }
+
+
+def frame_to_feast_dict(frame: FeatureFrame) -> dict[str, Any]:
+    stamp_cache: dict[int, list[str]] = {}
+    columns = frame.all_columns
+    return {
+        "results": [_column_json(c, stamp_cache) for c in columns],
+        "metadata": {"feature_names": [c.name for c in columns]},
+    }
+
+
+def frame_to_feast_json(frame: FeatureFrame) -> bytes:
+    return orjson.dumps(frame_to_feast_dict(frame))

@@ -1,0 +1,126 @@
+"""gRPC messages of featureline.serving.v1, encoded by hand on the response side.
+
+A response is built by concatenating bytes: the values read from Redis already are
+serialized Feast ValueProtos (the same message as our `Value`), so they are embedded
+as they are, never decoded; a protobuf Python object per value would cost ~1 us each
+(20,000 of them for a batch of 1,000 entities x 20 features). Requests are parsed by
+the generated classes (upb, in C) and turned into plain Python lists here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from featureline.errors import BadInputError
+from featureline.online.feast_format import encode_timestamp, encode_value
+from serving_api.frame import FeatureFrame, FrameColumn
+from serving_api.proto import pb
+
+_VALUE_FIELDS = {
+    "bytes_val",
+    "string_val",
+    "int32_val",
+    "int64_val",
+    "double_val",
+    "float_val",
+    "bool_val",
+    "unix_timestamp_val",
+}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len_field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
+
+
+def _repeated_messages(tag: bytes, items: Iterable[bytes]) -> bytes:
+    return b"".join([tag + _varint(len(i)) + i for i in items])
+
+
+def _column_values(col: FrameColumn) -> list[bytes]:
+    if col.raw is not None:
+        return [r or b"" for r in col.raw]
+    dtype = col.dtype
+    return [encode_value(dtype, v) for v in col.values]
+
+
+def _feature_vector(col: FrameColumn, stamp_cache: dict[int, bytes]) -> bytes:
+    values = _repeated_messages(b"\x0a", _column_values(col))
+    statuses = _len_field(b"\x12", bytes(col.statuses))  # packed enum; each < 128
+    stamps = stamp_cache.get(id(col.event_us))
+    if stamps is None:
+        stamps = _repeated_messages(b"\x1a", (encode_timestamp(t) for t in col.event_us))
+        stamp_cache[id(col.event_us)] = stamps
+    return values + statuses + stamps
+
+
+def encode_online_response(frame: FeatureFrame) -> bytes:
+    """Serialized GetOnlineFeaturesResponse (and feast.serving's, same numbers)."""
+    columns = frame.all_columns
+    names = _repeated_messages(b"\x0a", (c.name.encode() for c in columns))
+    metadata = _len_field(b"\x0a", _len_field(b"\x0a", names))
+    stamp_cache: dict[int, bytes] = {}
+    results = _repeated_messages(b"\x12", (_feature_vector(c, stamp_cache) for c in columns))
+    return metadata + results
+
+
+def value_to_python(value: Any) -> Any:
+    """A `Value` message -> its Python scalar (None for null or unset)."""
+    which = value.WhichOneof("val")
+    if which is None or which == "null_val":
+        return None
+    if which not in _VALUE_FIELDS:
+        raise BadInputError(f"entity values of kind {which} are not supported")
+    return getattr(value, which)
+
+
+def _request_kind(request: Any) -> tuple[list[str] | None, str | None]:
+    kind = request.WhichOneof("kind")
+    if kind == "feature_service":
+        return None, request.feature_service
+    if kind == "features":
+        return list(request.features.val), None
+    raise BadInputError("set either `features` or `feature_service`")
+
+
+def parse_online_request(
+    data: bytes,
+) -> tuple[list[str] | None, str | None, dict[str, list[Any]], bool]:
+    """GetOnlineFeaturesRequest bytes -> (refs, service, entity columns, full names)."""
+    request = pb.GetOnlineFeaturesRequest.FromString(data)
+    refs, service = _request_kind(request)
+    columns: dict[str, list[Any]] = {}
+    for source in (request.entities, request.request_context):
+        for name, repeated in source.items():
+            columns[name] = [value_to_python(v) for v in repeated.val]
+    return refs, service, columns, request.full_feature_names
+
+
+def entity_column_values(column: Any) -> list[Any]:
+    for name in ("int64_values", "string_values", "double_values", "bool_values"):
+        values = getattr(column, name)
+        if len(values):
+            return list(values)
+    return []
+
+
+def parse_tensor_request(
+    data: bytes,
+) -> tuple[list[str] | None, str | None, dict[str, list[Any]], bool, float]:
+    request = pb.GetOnlineTensorRequest.FromString(data)
+    refs, service = _request_kind(request)
+    columns: dict[str, list[Any]] = {}
+    for column in request.entities:
+        if not column.name:
+            raise BadInputError("an entity column has no name")
+        columns[column.name] = entity_column_values(column)
+    return refs, service, columns, request.full_feature_names, request.fill_value

@@ -1,0 +1,67 @@
+"""What one online read produces: columns of values, statuses and event times.
+
+A column read from Redis keeps the stored Feast ValueProto bytes (`raw`) and decodes
+them only when asked (`values`): the gRPC response embeds the stored bytes as they
+are, the tensor call decodes whole columns with numpy, and only REST needs Python
+objects. Statuses are Feast's FieldStatus numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from featureline.online.feast_format import decode_value
+
+# feast.serving.FieldStatus numbers (also featureline.serving.v1.FieldStatus).
+INVALID = 0
+PRESENT = 1
+NULL_VALUE = 2
+NOT_FOUND = 3
+OUTSIDE_MAX_AGE = 4
+STATUS_NAMES = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE")
+
+
+@dataclass
+class FrameColumn:
+    """One output column over the request's rows."""
+
+    name: str
+    dtype: str
+    statuses: list[int]
+    event_us: list[int]  # 0 where the value has no event time (keys, on-demand, missing)
+    raw: list[bytes | None] | None = None  # stored ValueProto bytes; None where not PRESENT
+    _values: list[Any] | None = None
+    view: str = ""  # the latest-value view a Redis-read column comes from
+
+    @property
+    def values(self) -> list[Any]:
+        if self._values is None:
+            raw = self.raw or []
+            self._values = [decode_value(r) if r else None for r in raw]
+        return self._values
+
+    @classmethod
+    def from_values(
+        cls, name: str, dtype: str, values: list[Any], event_us: list[int] | None = None
+    ) -> FrameColumn:
+        statuses = [NULL_VALUE if v is None else PRESENT for v in values]
+        return cls(name, dtype, statuses, event_us or [0] * len(values), _values=values)
+
+
+@dataclass
+class FeatureFrame:
+    """Join-key columns (echoed) then feature columns, as Feast orders its response."""
+
+    n_rows: int
+    t_us: int  # the serving time every value is "as of"
+    key_columns: list[FrameColumn] = field(default_factory=list)
+    columns: list[FrameColumn] = field(default_factory=list)
+
+    @property
+    def all_columns(self) -> list[FrameColumn]:
+        return self.key_columns + self.columns
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.all_columns]

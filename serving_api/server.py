@@ -1,0 +1,98 @@
+"""One serving worker: REST (uvicorn + FastAPI) and gRPC (grpc.aio) in one uvloop loop.
+
+`featureline serve --workers N` starts N of these; each binds both ports with
+SO_REUSEPORT, so the kernel spreads connections over the workers and no process sits
+in front of them. The repo's specs come from a JSON file (written once by the parent),
+so a worker never imports feast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from serving_api.limits import Limits
+
+log = logging.getLogger("featureline.serving")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    spec_path: str
+    redis_host: str
+    redis_port: int
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int = 6566
+    limits: Limits = field(default_factory=Limits)
+    tokens_file: str = ""
+    log_level: str = "warning"
+
+
+def http_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket that other workers may bind too (SO_REUSEPORT)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from featureline.errors import ServiceUnavailableError
+
+        raise ServiceUnavailableError(f"cannot bind the HTTP port {host}:{port}: {exc}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: WorkerConfig) -> None:
+    import uvicorn
+
+    from featureline.specs import RepoSpec
+    from serving_api.auth import TokenAuth
+    from serving_api.grpc_server import create_grpc_server
+    from serving_api.redis_client import RedisClient
+    from serving_api.rest_app import create_app
+    from serving_api.service import ServingCore
+
+    repo = RepoSpec.from_json(Path(config.spec_path).read_text())
+    auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
+    redis = RedisClient(config.redis_host, config.redis_port)
+    core = ServingCore(repo, redis, config.limits, auth)
+    grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host)
+    sock = http_socket(config.host, config.http_port)
+    uv_config = uvicorn.Config(
+        create_app(core),
+        loop="none",  # this coroutine already runs in uvloop
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level=config.log_level,
+        timeout_keep_alive=30,
+    )
+    http_server = uvicorn.Server(uv_config)
+    await grpc_server.start()
+    try:
+        await http_server.serve(sockets=[sock])
+    finally:
+        # uvicorn returns on SIGINT/SIGTERM; let in-flight gRPC calls finish (1 s).
+        await grpc_server.stop(1.0)
+        redis.close()
+
+
+def run_worker(config: WorkerConfig) -> None:
+    """Entry point of a worker process (blocks until SIGINT/SIGTERM)."""
+    import uvloop
+
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(config))
+    except KeyboardInterrupt:
+        pass

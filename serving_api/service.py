@@ -1,0 +1,151 @@
+"""What REST and gRPC share: auth, limits, the read, and the metrics of a request.
+
+`ServingCore` lives in one event loop (one per worker process); the two transports
+only parse requests and encode responses around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from featureline.specs import RepoSpec
+from serving_api import metrics
+from serving_api.auth import TokenAuth
+from serving_api.entities import row_count
+from serving_api.frame import FeatureFrame
+from serving_api.limits import (
+    DeadlineExceededError,
+    InFlight,
+    Limits,
+    check_entities,
+    classify,
+)
+from serving_api.online_reader import OnlineReader
+from serving_api.plans import ReadPlan
+from serving_api.redis_client import (
+    RedisClient,
+    RedisReplyError,
+    RedisTimeoutError,
+    RedisUnavailableError,
+)
+from serving_api.tensor import NUMERIC_DTYPES
+
+
+@dataclass(frozen=True)
+class FeatureQuery:
+    """One request, transport-neutral."""
+
+    refs: list[str] | None
+    service: str | None
+    entities: Mapping[str, Sequence[Any]]
+    full_feature_names: bool = False
+
+
+@dataclass(frozen=True)
+class LayoutColumn:
+    name: str
+    view: str
+    feature: str
+    dtype: str
+    in_tensor: bool
+    on_demand: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    join_keys: list[str]
+    request_fields: list[str]
+    columns: list[LayoutColumn]
+
+
+class ServingCore:
+    def __init__(
+        self,
+        repo: RepoSpec,
+        redis: RedisClient,
+        limits: Limits | None = None,
+        auth: TokenAuth | None = None,
+    ) -> None:
+        self.repo = repo
+        self.redis = redis
+        self.limits = limits or Limits()
+        self.auth = auth
+        self.reader = OnlineReader(repo, redis)
+        self.in_flight = InFlight(self.limits.max_in_flight)
+
+    def _plan(self, query: FeatureQuery, authorization: str | None) -> ReadPlan:
+        # Authenticate before resolving features: an anonymous caller learns nothing
+        # about which features exist (401 comes before 404).
+        scope = self.auth.scope(authorization) if self.auth is not None else None
+        plan = self.reader.plan(query.refs, query.service, query.full_feature_names)
+        if scope is not None:
+            TokenAuth.check(scope, plan, query.service)
+        return plan
+
+    async def get_online(
+        self,
+        query: FeatureQuery,
+        *,
+        authorization: str | None = None,
+        time_remaining_s: float | None = None,
+    ) -> FeatureFrame:
+        with self.in_flight:
+            plan = self._plan(query, authorization)
+            check_entities(row_count(query.entities), self.limits)
+            timeout = self.limits.redis_timeout_s
+            if time_remaining_s is not None:
+                if time_remaining_s <= 0:
+                    raise DeadlineExceededError("the request's deadline passed before it was read")
+                timeout = min(timeout, time_remaining_s)
+            try:
+                frame = await self.reader.read(plan, query.entities, timeout_s=timeout)
+            except RedisTimeoutError:
+                metrics.observe_redis_error("timeout")
+                raise
+            except RedisUnavailableError:
+                metrics.observe_redis_error("unavailable")
+                raise
+            except RedisReplyError:
+                metrics.observe_redis_error("reply")
+                raise
+        metrics.observe_staleness(frame.columns, frame.t_us)
+        return frame
+
+    def describe(self, query: FeatureQuery, *, authorization: str | None = None) -> Layout:
+        plan = self._plan(query, authorization)
+        columns = [
+            LayoutColumn(
+                name=name,
+                view=f.view,
+                feature=f.feature,
+                dtype=f.dtype,
+                in_tensor=f.dtype in NUMERIC_DTYPES,
+                on_demand=f.on_demand,
+            )
+            for f, name in zip(plan.outputs, plan.output_names, strict=True)
+        ]
+        return Layout(list(plan.join_keys), list(plan.request_fields), columns)
+
+    async def healthy(self) -> bool:
+        """Really asks Redis (PING, 0.5 s budget)."""
+        return await self.redis.ping(0.5)
+
+
+class RequestTimer:
+    """Measures one request and records it with its outcome."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.start = time.perf_counter()
+        self.n_rows = 0
+
+    def done(self, code: str) -> None:
+        metrics.observe_request(self.endpoint, self.n_rows, time.perf_counter() - self.start, code)
+
+    def failed(self, exc: BaseException) -> tuple[int, str, str]:
+        http, grpc_name, message = classify(exc)
+        self.done(grpc_name if self.endpoint.startswith("grpc") else str(http))
+        return http, grpc_name, message
