@@ -62,6 +62,7 @@ class Totals:
     skipped: int = 0
     dead: int = 0
     late: int = 0
+    late_by_view: dict[str, int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     first_apply: float = 0.0
@@ -88,6 +89,7 @@ class Totals:
             EVENTS.labels(topic).inc(applied)
             for view, n in late.items():
                 self.late += n
+                self.late_by_view[view] = self.late_by_view.get(view, 0) + n
                 LATE.labels(view).inc(n)
             if created_ms.size:
                 fresh = (visible_ms - created_ms) / 1000.0
@@ -123,6 +125,7 @@ class Totals:
             "skipped": self.skipped,
             "dead_letters": self.dead,
             "late_events": self.late,
+            "late_events_by_view": dict(self.late_by_view),
             "lag": sum(self.lag.values()),
             "elapsed_s": time.time() - self.started,
             "apply_span_s": span if self.events else 0.0,

@@ -34,7 +34,7 @@ class ViewUpdate:
 
     tiles: TileStates = field(default_factory=dict)
     latest: list[LatestRow] = field(default_factory=list)
-    # Events too old for the tiles still held online (stored offline only).
+    # Events too old for every tile still held online (stored offline only).
     late_events: int = 0
     # Per tile key: (expire at, ms since epoch: when its newest tile leaves retention;
     # seconds a tile is kept after its start: retention + margin).
@@ -85,7 +85,7 @@ def _column_states(
     values = column.take(pa.array(order))
     valid = pc.is_valid(values)
     if pa.types.is_floating(values.type):
-        valid = pc.and_(valid, pc.invert(pc.is_nan(values)))
+        valid = pc.and_(valid, pc.invert(pc.fill_null(pc.is_nan(values), False)))
     valid_np = valid.to_numpy(zero_copy_only=False)
     counts = np.add.reduceat(valid_np.astype(np.int64), starts).tolist()
     ends = [*starts[1:].tolist(), len(order)]
@@ -122,7 +122,7 @@ def _tile_size_update(ctx: _Ctx, tile_s: int, window_s: int, update: ViewUpdate,
     keep_s = tile_retention_s(window_s, tile_s) + ctx.margin_s
     expire_s = starts_s + keep_s
     keep = expire_s * US > ctx.now_us
-    late |= ~keep
+    late &= ~keep
     rows = np.flatnonzero(keep)
     if rows.size == 0:
         return
@@ -177,7 +177,9 @@ def view_update(
     if not view.is_aggregating:
         update.latest = _latest_rows(ctx)
         return update
-    late = np.zeros(table.num_rows, dtype=bool)
+    # Late: too old for every tile size, so no query from now on can count it online.
+    # (An event only too old for a short window's tiles is outside that window anyway.)
+    late = np.ones(table.num_rows, dtype=bool)
     for tile_s in view.tile_sizes_s():
         window_s = max(a.window_s for a in view.aggregations if a.tile_s == tile_s)
         _tile_size_update(ctx, tile_s, window_s, update, late)

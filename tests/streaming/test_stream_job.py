@@ -1,0 +1,234 @@
+"""The streaming job end to end: real Tansu broker, real Redis, Beam DirectRunner, run
+as `featureline stream` subprocesses. Online aggregates must equal the naive oracle
+exactly at query time, also after repeated SIGKILLs."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow.dataset as ds
+import pytest
+from stream_helpers import (
+    StreamCase,
+    now_us,
+    online_aggregates,
+    online_latest,
+    oracle_aggregates,
+    oracle_latest,
+    produce,
+    stop_job,
+    wait_applied,
+)
+
+from featureline.offline import raw_dir
+from featureline.semantics import US
+
+pytestmark = pytest.mark.beam
+HOUR_US = 3600 * US
+
+
+def make_events(rng: random.Random, n: int, users: int, t0_us: int, old: int = 0) -> list[dict[str, Any]]:
+    """Out-of-order events over the last 23 h (all within the 24 h window's tiles, most
+    too old for the 1 h window's), `old` of them 3 days old (too old for any tile),
+    some null amounts, and events sharing (user, event time) so that the created-time
+    tie-break matters."""
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        ts = t0_us - rng.randrange(0, 23 * HOUR_US)
+        if i < old:
+            ts = t0_us - 72 * HOUR_US - rng.randrange(HOUR_US)
+        if events and rng.random() < 0.05:  # same user, same event time, later created
+            ts = events[-1]["_ts_us"]
+            user = events[-1]["user_id"]
+        else:
+            user = rng.randrange(users)
+        amount = None if rng.random() < 0.03 else round(rng.uniform(0.5, 500.0), 2)
+        events.append({
+            "txn_id": f"t{rng.getrandbits(40):x}", "user_id": user,
+            "merchant_id": f"m{rng.randrange(7)}", "amount": amount, "currency": "EUR",
+            "country": rng.choice(["DE", "FR", "NL"]),
+            "event_timestamp": datetime.fromtimestamp(ts / US, UTC).isoformat(),
+            "_ts_us": ts, "_partition": rng.randrange(3),
+        })  # fmt: skip
+    return events
+
+
+def send(
+    case: StreamCase, events: list[dict[str, Any]], extra: list[tuple[int, bytes]] = ()
+) -> dict[int, int]:
+    base_ms = int(time.time() * 1000)
+    msgs = []
+    for i, e in enumerate(events):
+        e["_created_us"] = (base_ms + i) * 1000
+        payload = {k: v for k, v in e.items() if not k.startswith("_")}
+        msgs.append((e["_partition"], orjson.dumps(payload), base_ms + i))
+    msgs += [(p, raw, base_ms) for p, raw in extra]
+    return produce(case.settings, case.topic, msgs)
+
+
+def assert_online_equals_oracle(client: Any, case: StreamCase, events: list[dict[str, Any]]) -> int:
+    t_us = now_us()
+    checked = 0
+    for view_name, key_name in (("user_txn_stats", "user_id"), ("merchant_txn_stats", "merchant_id")):
+        view = case.repo.view(view_name)
+        for key in sorted({e[key_name] for e in events}):
+            want = oracle_aggregates(view, events, key, t_us)
+            got = online_aggregates(client, case.project, view, key, t_us)
+            assert got == want, f"{view_name} {key_name}={key} at t={t_us}"
+            checked += len(want)
+    latest = case.repo.view("user_last_txn")
+    for user in sorted({e["user_id"] for e in events}):
+        want_row = oracle_latest(events, user)
+        got_row = online_latest(client, case.project, latest, user)
+        assert want_row is not None and got_row is not None
+        assert got_row["_ts_us"] == want_row["_ts_us"]
+        assert {f: got_row[f] for f in latest.feature_names} == {
+            f: want_row[f] for f in latest.feature_names
+        }, f"user_last_txn user_id={user}"
+        checked += 1
+    return checked
+
+
+def offline_rows(case: StreamCase) -> Any:
+    base = raw_dir(case.settings.resolved_offline_dir, case.topic)
+    return ds.dataset(base, format="parquet", partitioning="hive").to_table()
+
+
+def dlq_messages(case: StreamCase) -> list[Any]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(f"{case.topic}.dlq", bootstrap_servers=case.settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)  # fmt: skip
+    out = list(consumer)
+    consumer.close()
+    return out
+
+
+BAD = [
+    (0, b'{"txn_id": "x", "user_id": 1,'),  # malformed JSON
+    (1, orjson.dumps({"txn_id": "y", "user_id": 2, "merchant_id": "m1", "currency": "EUR",
+                      "country": "DE", "event_timestamp": "2026-01-01T00:00:00Z"})),  # no amount
+    (2, orjson.dumps({"txn_id": "z", "user_id": 3, "merchant_id": "m1", "amount": "lots",
+                      "currency": "EUR", "country": "DE",
+                      "event_timestamp": "2026-01-01T00:00:00Z"})),  # mistyped
+    (0, orjson.dumps({"txn_id": "w", "user_id": None, "merchant_id": "m1", "amount": 1.0,
+                      "currency": "EUR", "country": "DE",
+                      "event_timestamp": "2026-01-01T00:00:00Z"})),  # null key
+    (1, orjson.dumps({"txn_id": "v", "user_id": 4, "merchant_id": "m1", "amount": 1.0,
+                      "currency": "EUR", "country": "DE",
+                      "event_timestamp": "2099-01-01T00:00:00Z"})),  # far future
+]  # fmt: skip
+BAD_ERRORS = ["malformed JSON", "missing field(s): amount", "field 'amount': expected double",
+              "field 'user_id' is null", "in the future"]  # fmt: skip
+
+
+def test_online_equals_oracle_with_late_and_dead_letters(
+    stream_case: StreamCase, redis_client: Any, tmp_path: Any
+) -> None:
+    rng = random.Random(7)
+    t_sent = now_us()
+    first = make_events(rng, 1500, users=25, t0_us=t_sent, old=20)
+    last = send(stream_case, first, BAD)
+    stats = tmp_path / "stats.json"
+    job = stream_case.start_job("--stats-file", str(stats), "--max-records", "300")
+    try:
+        wait_applied(redis_client, stream_case, last, job)
+        assert assert_online_equals_oracle(redis_client, stream_case, first) > 0
+        # More out-of-order events while the job runs.
+        second = make_events(rng, 700, users=30, t0_us=t_sent)
+        last = send(stream_case, second)
+        wait_applied(redis_client, stream_case, last, job)
+        events = first + second
+        assert_online_equals_oracle(redis_client, stream_case, events)
+    finally:
+        err = stop_job(job)
+    assert "stopped after" in err
+    summary = json.loads(stats.read_text())
+    assert summary["events"] == len(events)
+    assert summary["dead_letters"] == len(BAD)
+    late = summary["late_events_by_view"]
+    assert late["user_txn_stats"] == 20  # the 3-day-old ones
+    # merchant_txn_stats (1 h window, 1 min tiles) keeps tiles 1 h + 1 min + 1 h margin.
+    keep_us = (3600 + 60 + stream_case.settings.tile_retention_margin_s) * US
+    ages = [t_sent - e["_ts_us"] for e in events]
+    assert sum(a > keep_us + 120 * US for a in ages) <= late["merchant_txn_stats"]
+    assert late["merchant_txn_stats"] <= sum(a > keep_us - 120 * US for a in ages)
+    # Every valid event once offline, with its Kafka identity; the same columns the
+    # generator writes for batch backfills.
+    from featureline.generator import RAW_SCHEMA
+
+    table = offline_rows(stream_case)
+    assert table.num_rows == len(events)
+    ids = set(zip(table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True))
+    assert len(ids) == len(events)
+    assert sorted(table["txn_id"].to_pylist()) == sorted(e["txn_id"] for e in events)
+    for field in RAW_SCHEMA:
+        assert table.schema.field(field.name).type == field.type, field.name
+    letters = dlq_messages(stream_case)
+    assert sorted(m.value for m in letters) == sorted(raw for _, raw in BAD)
+    for m in letters:
+        headers = dict(m.headers)
+        assert m.key == f"{stream_case.topic}/{int(headers['partition'])}/{int(headers['offset'])}".encode()
+        expected = BAD_ERRORS[[raw for _, raw in BAD].index(m.value)]
+        assert expected in headers["error"].decode(), headers["error"]
+
+
+def test_sigkill_and_restart_neither_lose_nor_double_count(
+    stream_case: StreamCase, redis_client: Any
+) -> None:
+    rng = random.Random(11)
+    events: list[dict[str, Any]] = []
+    kills = 0
+    args = ("--max-records", "400", "--flush-s", "0.3")
+    job = None
+    for round_ in range(3):
+        batch = make_events(rng, 12_000, users=40, t0_us=now_us())
+        last = send(stream_case, batch)
+        events += batch
+        job = stream_case.start_job(*args)
+        marks = _wait_progress(redis_client, stream_case)
+        time.sleep(rng.uniform(0.0, 0.6))
+        if _marks(redis_client, stream_case) == last:
+            pytest.fail(f"round {round_}: the job finished before the kill; raise the event count")
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=10)
+        kills += 1
+        assert marks  # it made progress before the kill
+    job = stream_case.start_job(*args)
+    try:
+        wait_applied(redis_client, stream_case, last, job, timeout_s=90)
+        assert_online_equals_oracle(redis_client, stream_case, events)
+    finally:
+        stop_job(job)
+    assert kills == 3
+    table = offline_rows(stream_case)
+    ids = list(zip(table["kafka_partition"].to_pylist(), table["kafka_offset"].to_pylist(), strict=True))
+    assert len(ids) == len(set(ids)) == len(events)
+
+
+def _marks(client: Any, case: StreamCase) -> dict[int, int]:
+    from featureline.online.tiles import offsets_key
+
+    out = {}
+    for p in range(3):
+        raw = client.get(offsets_key(case.project, case.topic, p))
+        if raw is not None:
+            out[p] = int(raw)
+    return out
+
+
+def _wait_progress(client: Any, case: StreamCase, timeout_s: float = 60) -> dict[int, int]:
+    before = _marks(client, case)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _marks(client, case)
+        if now != before:
+            return now
+        time.sleep(0.05)
+    raise AssertionError("the job made no progress")
