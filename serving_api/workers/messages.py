@@ -65,9 +65,7 @@ def parse_request(
     for name, dtype in fields:
         value = event.get(name)
         accepts = _ACCEPTS.get(dtype, (str, int, float))
-        if value is None or not isinstance(value, accepts) or (
-            isinstance(value, bool) and dtype != "bool"
-        ):
+        if value is None or not isinstance(value, accepts) or (isinstance(value, bool) and dtype != "bool"):
             return Rejected(partition, offset, f"field {name!r} is missing or not {dtype}")
         values.append(value)
     return ScoringRequest(txn_id, tuple(values), received_ns, partition, offset)

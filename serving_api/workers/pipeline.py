@@ -74,9 +74,7 @@ class ScoringPipeline:
         self._on_scored = on_scored
         self._on_open = on_open
         self.config = config
-        self.batcher: DynamicBatcher[ScoringRequest] = DynamicBatcher(
-            config.max_batch, config.max_wait_s
-        )
+        self.batcher: DynamicBatcher[ScoringRequest] = DynamicBatcher(config.max_batch, config.max_wait_s)
         self._slots = asyncio.Semaphore(config.max_inflight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None

@@ -28,6 +28,7 @@ from torch import nn
 from featureline.errors import BadInputError
 from featureline.repo import load_repo
 from featureline.settings import Settings
+from featureline.specs import RepoSpec
 from serving_api.workers.fingerprint import service_fingerprint
 from serving_api.workers.layout import FeatureLayout, feature_layout
 from serving_api.workers.model import (
@@ -118,12 +119,18 @@ def training_set(table: pa.Table, layout: FeatureLayout) -> TrainingSet:
     return TrainingSet(values, present, labels.astype(np.float32), ts_us.astype(np.int64))
 
 
-def retrieve(settings: Settings, service: str, labels: pa.Table) -> pa.Table:
-    """Point-in-time features for every labelled row, through historical retrieval."""
+def retrieve(settings: Settings, repo: RepoSpec, service: str, labels: pa.Table) -> pa.Table:
+    """Point-in-time features for every labelled row, through historical retrieval
+    (the local DuckDB engine: a training set of the demo's size takes ~1 s)."""
     from batch.historical import get_historical_features
 
     table: pa.Table = get_historical_features(
-        settings, labels, feature_service=service, full_feature_names=True
+        labels,
+        feature_service=service,
+        repo=repo,
+        settings=settings,
+        full_feature_names=True,
+        timestamp_column=TIMESTAMP_COLUMN,
     )
     return table
 
@@ -183,7 +190,7 @@ def _fit(model: FraudMLP, data: TrainingSet, idx: np.ndarray, config: TrainConfi
             loss = loss_fn(model(values[batch], present[batch]), labels[batch])
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         losses.append(total / max(len(idx), 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()
@@ -231,7 +238,7 @@ def train(settings: Settings, labels_path: Path, out: Path, config: TrainConfig)
     layout = feature_layout(repo, config.service)
     if not layout.columns:
         raise BadInputError(f"feature service {config.service!r} has no numeric features to train on")
-    table = retrieve(settings, config.service, read_labels(labels_path))
+    table = retrieve(settings, repo, config.service, read_labels(labels_path))
     data = training_set(table, layout)
     model, norm, figures = fit_model(data, layout, config)
     meta = ModelMeta(

@@ -49,9 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     labels = args.labels or settings.resolved_offline_dir / "labels" / "fraud_labels.parquet"
     out = args.out or default_model_path(settings, args.feature_service)
-    config = TrainConfig(
-        service=args.feature_service, epochs=args.epochs, device=args.device, seed=args.seed
-    )
+    config = TrainConfig(service=args.feature_service, epochs=args.epochs, device=args.device, seed=args.seed)
     result = train(settings, labels, out, config)
     meta = result.meta
     print(

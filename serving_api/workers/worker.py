@@ -253,9 +253,7 @@ def _kafka_clients(settings: Settings, config: WorkerConfig) -> tuple[Any, Any, 
         partitions = sorted(consumer.partitions_for_topic(config.in_topic) or [])
         if not partitions:
             consumer.close()
-            raise BadInputError(
-                f"topic {config.in_topic!r} does not exist on {settings.kafka_bootstrap}"
-            )
+            raise BadInputError(f"topic {config.in_topic!r} does not exist on {settings.kafka_bootstrap}")
         consumer.assign([TopicPartition(config.in_topic, p) for p in partitions])
         # linger 5 ms: score records leave in batches of hundreds, not one request each.
         producer = KafkaProducer(
