@@ -135,8 +135,7 @@ def sum_values(limb_sums: list[np.ndarray], layout: LimbLayout, n: int) -> pa.Ar
     if layout.count:
         cols = [s.tolist() for s in limb_sums]
         for row in range(n):
-            units = units_from_limb_sums([c[row] for c in cols], layout)
-            out[row] = units_to_float(units)
+            out[row] = _rounded(units_from_limb_sums([c[row] for c in cols], layout), None)
     return pa.array(out, type=pa.float64())
 
 
@@ -146,5 +145,15 @@ def mean_values(limb_sums: list[np.ndarray], counts: np.ndarray, layout: LimbLay
     result: list[float | None] = []
     for row, count in enumerate(counts.tolist()):
         units = units_from_limb_sums([c[row] for c in cols], layout) if layout.count else 0
-        result.append(units_mean(units, int(count)))
+        result.append(_rounded(units, int(count)))
     return pa.array(result, type=pa.float64())
+
+
+def _rounded(units: int, count: int | None) -> float | None:
+    """semantics' rounding; a sum beyond float64's range is an error there too."""
+    try:
+        return units_to_float(units) if count is None else units_mean(units, count)
+    except OverflowError:
+        raise BadInputError(
+            "a windowed sum overflows float64 (values near 1.8e308); it has no float value"
+        ) from None

@@ -75,11 +75,21 @@ def key_column(frame: EntityFrame, key: str, dtype: str, view: str) -> pa.Chunke
     actual = column.type
     if pa.types.is_dictionary(actual):
         column, actual = pc.cast(column, actual.value_type), actual.value_type
+    if pa.types.is_integer(target) and pa.types.is_floating(actual) and _integral(column):
+        # pandas turns an integer column with missing values into float64 (NaN).
+        return pc.cast(pc.if_else(pc.is_nan(column), None, column), target)
     if not _key_type_fits(actual, target):
         raise BadInputError(
             f"entity column {key!r} has type {actual} but feature view {view!r} joins on {key!r} as {dtype}"
         )
     return pc.cast(column, target)
+
+
+def _integral(column: pa.ChunkedArray) -> bool:
+    values = pc.if_else(pc.is_nan(column), None, column)
+    return bool(pc.all(pc.equal(pc.floor(values), values)).as_py() is not False) and bool(
+        pc.all(pc.less_equal(pc.abs(values), 2.0**53)).as_py() is not False
+    )
 
 
 def _key_type_fits(actual: pa.DataType, target: pa.DataType) -> bool:

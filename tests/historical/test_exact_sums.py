@@ -1,0 +1,80 @@
+"""The integer-limb sums equal semantics' exact sums, bit for bit, on any float64."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batch.historical.aggregations import (
+    LimbLayout,
+    limb_layout,
+    limbs,
+    mean_values,
+    sum_values,
+    units_from_limb_sums,
+    window_starts_us,
+)
+from featureline.errors import BadInputError
+from featureline.semantics import aggregate, exact_units, window_start_us
+
+floats = st.floats(allow_nan=True, allow_infinity=False)
+# Sums of up to 48 values this large stay below float64's maximum (semantics raises there).
+bounded = st.floats(min_value=-1e306, max_value=1e306) | st.just(math.nan)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(floats, min_size=0, max_size=30))
+def test_limb_sums_are_exact(values: list[float]) -> None:
+    array = np.array(values, dtype=np.float64)
+    layout = limb_layout(array)
+    sums = [int(limb.sum()) for limb in limbs(array, layout)]
+    finite = [v for v in values if not math.isnan(v)]
+    assert units_from_limb_sums(sums, layout) == sum(exact_units(v) for v in finite)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(bounded, max_size=8), min_size=1, max_size=6))
+def test_sum_and_mean_per_row_match_semantics(rows: list[list[float]]) -> None:
+    """Rows are windows; one layout covers the whole column, as in the engines."""
+    column = np.array([v for row in rows for v in row], dtype=np.float64)
+    layout = limb_layout(column)
+    per_row = [[int(limb.sum()) for limb in limbs(np.array(row, dtype=np.float64), layout)] for row in rows]
+    sums = [np.array([r[i] for r in per_row], dtype=np.int64) for i in range(layout.count)]
+    counts = np.array([sum(not math.isnan(v) for v in row) for row in rows])
+    got_sum = sum_values(sums, layout, len(rows)).to_pylist()
+    got_mean = mean_values(sums, counts, layout).to_pylist()
+    for row, s, m in zip(rows, got_sum, got_mean, strict=True):
+        assert s.hex() == aggregate(row, "sum").hex()
+        want_mean = aggregate(row, "mean")
+        assert (m is None and want_mean is None) or m.hex() == want_mean.hex()
+        assert s == math.fsum(v for v in row if not math.isnan(v))
+
+
+def test_a_sum_beyond_float64_is_a_clear_error() -> None:
+    column = np.array([1.7e308, 1.7e308])
+    layout = limb_layout(column)
+    sums = [np.array([limb.sum()]) for limb in limbs(column, layout)]
+    with pytest.raises(BadInputError, match="overflows"):
+        sum_values(sums, layout, 1)
+
+
+def test_layouts_merge_to_cover_both() -> None:
+    a = limb_layout(np.array([1e-300, 3.0]))
+    b = limb_layout(np.array([1e300]))
+    merged = a.merge(b)
+    both = np.array([1e-300, 3.0, 1e300])
+    assert merged.base <= limb_layout(both).base
+    sums = [int(limb.sum()) for limb in limbs(both, merged)]
+    assert units_from_limb_sums(sums, merged) == sum(exact_units(v) for v in both)
+    assert LimbLayout.empty().merge(a) == a
+
+
+def test_vectorized_window_start_is_semantics_window_start() -> None:
+    t = np.array([-(10**12) - 1, -1, 0, 1, 299_999_999, 300_000_000, 1_709_251_200_123_456], dtype=np.int64)
+    for window_s, tile_s in ((600, 300), (3600, 60), (86400, 3600), (7, 5)):
+        got = window_starts_us(t, window_s, tile_s).tolist()
+        assert got == [window_start_us(int(x), window_s, tile_s) for x in t]
