@@ -1,0 +1,51 @@
+"""Feast dtypes (as featureline.specs names them) -> Arrow and Spark SQL types."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from featureline.errors import BadInputError
+from featureline.offline import TS_TYPE
+
+_ARROW = {
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bytes": pa.binary(),
+    "bool": pa.bool_(),
+    "unix_timestamp": TS_TYPE,
+}
+_SPARK_DDL = {
+    "int32": "int",
+    "int64": "bigint",
+    "float32": "float",
+    "float64": "double",
+    "string": "string",
+    "bytes": "binary",
+    "bool": "boolean",
+    "unix_timestamp": "timestamp",
+}
+
+
+def arrow_type(dtype: str) -> pa.DataType:
+    try:
+        return _ARROW[dtype]
+    except KeyError:
+        raise BadInputError(f"feature type {dtype!r} is not supported by batch jobs") from None
+
+
+def spark_ddl(schema: pa.Schema) -> str:
+    """An Arrow schema of the types above as a Spark DDL string ("a bigint, b string")."""
+    reverse = {str(v): _SPARK_DDL[k] for k, v in _ARROW.items()}
+    parts = []
+    for f in schema:
+        if pa.types.is_timestamp(f.type):
+            parts.append(f"`{f.name}` timestamp")
+            continue
+        ddl = reverse.get(str(f.type))
+        if ddl is None:
+            raise BadInputError(f"column {f.name!r} of type {f.type} has no Spark type here")
+        parts.append(f"`{f.name}` {ddl}")
+    return ", ".join(parts)

@@ -1,0 +1,128 @@
+"""Tiles from raw events: one partial aggregate per (entity, tile start, Kafka partition).
+
+The same partial states streaming keeps in Redis (featureline.online.tiles): a tile
+holds, per aggregated column, an `AggState` (count, exact sum units, min, max,
+distinct set) of the events whose event time falls in it, split by the Kafka partition
+the events came from. Encoded with the shared tile codec, so a tile rebuilt here is
+byte-for-byte the value streaming wrote for the same events.
+
+Counting, min, max and distinct sets are Arrow group-bys; the exact sums are Python
+ints (`featureline.semantics.exact_units`) summed per group with numpy's object
+reduceat (~0.4 s per million values), so every path sums the same integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch.backfill.events import TS_US
+from batch.backfill.groups import group_ids, units_array, valid_values
+from featureline.offline import KAFKA_PARTITION
+from featureline.online.tiles import encode_tile, tile_columns
+from featureline.semantics import US, AggState
+from featureline.specs import ViewSpec
+
+TILE_START_S = "tile_start_s"
+TILE_SIZE_S = "tile_s"
+STATE = "state"
+PARTITION = "kafka_partition"
+
+
+def tile_schema(view: ViewSpec) -> pa.Schema:
+    """Join keys, tile size and start (s), Kafka partition, encoded state (JSON bytes)."""
+    from batch.backfill.arrow_types import arrow_type
+
+    fields = [pa.field(k.name, arrow_type(k.dtype)) for k in view.join_keys]
+    fields += [
+        pa.field(TILE_SIZE_S, pa.int64()),
+        pa.field(TILE_START_S, pa.int64()),
+        pa.field(PARTITION, pa.int64()),
+        pa.field(STATE, pa.binary()),
+    ]
+    return pa.schema(fields)
+
+
+def tile_states(events: pa.Table, view: ViewSpec, tile_s: int) -> pa.Table:
+    """Partial states of every tile of size `tile_s` that `events` touch.
+
+    `events` needs the view's join keys, TS_US (int64 us) and the aggregated columns;
+    a missing `kafka_partition` column reads as -1 (not from Kafka). Events with a null
+    join key belong to no entity and are left out.
+    """
+    columns = tile_columns(view, tile_s)
+    keys = view.join_key_names
+    schema = tile_schema(view)
+    if events.num_rows == 0 or not columns:
+        return schema.empty_table()
+    size = tile_s * US
+    start_s = (events[TS_US].to_numpy() // size) * tile_s
+    part = _partitions(events)
+    gid = group_ids({**{k: events[k] for k in keys}, "_t": start_s, "_p": part})
+    rows = np.flatnonzero(gid >= 0)
+    gid = gid[rows]
+    groups = int(gid.max()) + 1 if len(gid) else 0
+    first = np.full(groups, len(gid), dtype=np.int64)
+    np.minimum.at(first, gid, np.arange(len(gid)))
+    per_column = {
+        col: _column_states(events[col].take(pa.array(rows)), gid, groups, numeric, distinct)
+        for col, (numeric, distinct) in columns.items()
+    }
+    encoded = [encode_tile({col: states[g] for col, states in per_column.items()}) for g in range(groups)]
+    pick = pa.array(rows[first])
+    out = {k: events[k].take(pick) for k in keys}
+    out[TILE_SIZE_S] = pa.array(np.full(groups, tile_s, dtype=np.int64))
+    out[TILE_START_S] = pa.array(start_s[rows[first]])
+    out[PARTITION] = pa.array(part[rows[first]])
+    out[STATE] = pa.array(encoded, pa.binary())
+    return pa.table(out).cast(schema)
+
+
+def _partitions(events: pa.Table) -> np.ndarray:
+    if KAFKA_PARTITION not in events.column_names:
+        return np.full(events.num_rows, -1, dtype=np.int64)
+    return pc.fill_null(events[KAFKA_PARTITION], -1).to_numpy().astype(np.int64)
+
+
+def _column_states(
+    values: pa.ChunkedArray, gid: np.ndarray, groups: int, numeric: bool, distinct: bool
+) -> list[AggState]:
+    """One AggState per group for one column, as `AggState.add` would build it."""
+    arr = valid_values(values)
+    aggs: list[tuple[Any, ...]] = [("v", "count"), ("v", "min"), ("v", "max")]
+    if distinct:
+        aggs.append(("v", "distinct", pc.CountOptions(mode="only_valid")))
+    grouped = pa.table({"g": gid, "v": arr}).group_by("g", use_threads=False).aggregate(aggs)
+    order = np.argsort(grouped["g"].to_numpy())
+    counts = grouped["v_count"].to_numpy()[order]
+    mins = grouped["v_min"].take(pa.array(order)).to_pylist()
+    maxs = grouped["v_max"].take(pa.array(order)).to_pylist()
+    sets = grouped["v_distinct"].take(pa.array(order)).to_pylist() if distinct else None
+    sums = _group_sums(arr, gid, groups) if numeric else None
+    states = []
+    for g in range(groups):
+        states.append(
+            AggState(
+                count=int(counts[g]),
+                sum_units=int(sums[g]) if sums is not None else 0,
+                min=mins[g],
+                max=maxs[g],
+                distinct=set(sets[g]) if sets is not None else set(),
+            )
+        )
+    return states
+
+
+def _group_sums(arr: pa.Array, gid: np.ndarray, groups: int) -> np.ndarray:
+    """Exact per-group sums of the non-null values, in 2**-1074 units (Python ints)."""
+    units = units_array(arr.to_pylist())
+    order = np.argsort(gid, kind="stable")
+    sorted_gid = gid[order]
+    starts = np.flatnonzero(np.r_[True, sorted_gid[1:] != sorted_gid[:-1]])
+    sums = np.add.reduceat(units[order], starts) if len(order) else np.zeros(0, dtype=object)
+    out = np.zeros(groups, dtype=object)
+    out[sorted_gid[starts]] = sums
+    return out

@@ -1,0 +1,136 @@
+"""Windowed aggregation values at each event's instant (the offline feature rows).
+
+For an aggregating view, the backfill writes one row per event: the view's every
+aggregation evaluated at t = the event's time, over the events of the same entity with
+start(t) <= ts <= t (semantics.md 2; `start` from featureline.semantics). Events at the
+same instant see each other. Values are exact: counts and exact-unit sums come from
+prefix sums over the entity's events sorted by time, means and sums are rounded once
+by featureline.semantics; min, max and distinct counts scan the window's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch.backfill.arrow_types import arrow_type
+from batch.backfill.events import CREATED_US, TS_US, EventColumns
+from batch.backfill.groups import group_ids, prefix, units_array, valid_values, window_bounds
+from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
+from featureline.semantics import US, empty_value, units_mean, units_to_float
+from featureline.specs import AggregationSpec, ViewSpec
+
+
+def feature_schema(view: ViewSpec, events_schema: pa.Schema) -> pa.Schema:
+    """Offline feature rows: join keys, event time, created, Kafka identity, features."""
+    cols = EventColumns.of(view)
+    fields = [pa.field(k.name, arrow_type(k.dtype)) for k in view.join_keys]
+    fields.append(pa.field(cols.timestamp, events_schema.field(cols.timestamp).type))
+    for name in (cols.created, KAFKA_PARTITION, KAFKA_OFFSET):
+        if name and name in events_schema.names:
+            fields.append(pa.field(name, events_schema.field(name).type))
+    fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
+    return pa.schema(fields)
+
+
+def sort_by_entity(events: pa.Table, keys: tuple[str, ...]) -> tuple[pa.Table, np.ndarray]:
+    """Rows with a non-null key, sorted by (entity, time, created); and their group ids."""
+    gid = group_ids({k: events[k] for k in keys})
+    ts = events[TS_US].to_numpy()
+    created = events[CREATED_US].to_numpy()
+    rows = np.flatnonzero(gid >= 0)
+    order = rows[np.lexsort((created[rows], ts[rows], gid[rows]))]
+    return events.take(pa.array(order)), gid[order]
+
+
+def window_values(events: pa.Table, view: ViewSpec, out_start_us: int, out_end_us: int) -> pa.Table:
+    """One row per event with out_start <= ts < out_end, with every aggregation at ts.
+
+    `events` (with TS_US, CREATED_US) must hold every event the windows reach back to:
+    ts >= out_start - max(window + tile).
+    """
+    schema = feature_schema(view, events.schema)
+    if events.num_rows == 0:
+        return schema.empty_table()
+    table, gid = sort_by_entity(events, view.join_key_names)
+    ts = table[TS_US].to_numpy()
+    keep = np.flatnonzero((ts >= out_start_us) & (ts < out_end_us))
+    out: dict[str, Any] = {}
+    for agg in view.aggregations:
+        out[agg.name] = _aggregation_column(agg, table[agg.column], gid, ts, keep)
+    base = table.take(pa.array(keep))
+    columns = {f.name: base[f.name] for f in schema if f.name not in out}
+    columns.update({f.name: out[f.name] for f in schema if f.name in out})
+    return pa.table(columns).select(schema.names).cast(schema)
+
+
+def _aggregation_column(
+    agg: AggregationSpec,
+    values: pa.ChunkedArray,
+    gid: np.ndarray,
+    ts: np.ndarray,
+    keep: np.ndarray,
+) -> pa.Array:
+    size = agg.tile_s * US
+    start = ((ts - agg.window_s * US) // size) * size  # semantics.window_start_us, vectorized
+    lo, hi = window_bounds(gid, ts, start, ts)
+    lo, hi = lo[keep], hi[keep]
+    arr = valid_values(values)
+    if agg.function == "count":
+        counts = prefix(pc.is_valid(arr).to_numpy(zero_copy_only=False).astype(np.int64))
+        return pa.array(counts[hi] - counts[lo], pa.int64())
+    if agg.function in ("sum", "mean"):
+        return _sum_or_mean(agg.function, arr, lo, hi)
+    return _scan(agg.function, arr.to_pylist(), lo, hi)
+
+
+def _sum_or_mean(function: str, arr: pa.Array, lo: np.ndarray, hi: np.ndarray) -> pa.Array:
+    units = prefix(units_array(arr.to_pylist()))
+    counts = prefix(pc.is_valid(arr).to_numpy(zero_copy_only=False).astype(np.int64))
+    if function == "sum":
+        sums = [units_to_float(units[h] - units[lo_i]) for lo_i, h in zip(lo, hi, strict=True)]
+        return pa.array(sums, pa.float64())
+    means = [
+        units_mean(units[h] - units[lo_i], int(counts[h] - counts[lo_i]))
+        for lo_i, h in zip(lo, hi, strict=True)
+    ]
+    return pa.array(means, pa.float64())
+
+
+def _scan(function: str, values: list[Any], lo: np.ndarray, hi: np.ndarray) -> pa.Array:
+    reduce: Callable[[list[Any]], Any]
+    if function == "min":
+        reduce = min
+    elif function == "max":
+        reduce = max
+    elif function == "count_distinct":
+        reduce = _count_distinct
+    else:
+        raise ValueError(f"unknown aggregation function {function!r}")
+    empty = empty_value(function)
+    out = []
+    for lo_i, h in zip(lo, hi, strict=True):
+        window = [v for v in values[lo_i:h] if v is not None]
+        out.append(reduce(window) if window else empty)
+    return pa.array(out)
+
+
+def _count_distinct(window: list[Any]) -> int:
+    return len(set(window))
+
+
+def plain_values(events: pa.Table, view: ViewSpec, out_start_us: int, out_end_us: int) -> pa.Table:
+    """A plain (latest-value) view's offline rows: the events themselves, projected."""
+    schema = feature_schema(view, events.schema)
+    if events.num_rows == 0:
+        return schema.empty_table()
+    ts = events[TS_US]
+    mask = pc.and_(pc.greater_equal(ts, out_start_us), pc.less(ts, out_end_us))
+    keys_valid = [pc.is_valid(events[k]) for k in view.join_key_names]
+    for valid in keys_valid:
+        mask = pc.and_(mask, valid)
+    return events.filter(mask).select(schema.names).cast(schema)
