@@ -45,7 +45,7 @@ logger.hadoop.level = error
 
 _lock = threading.Lock()
 _session: SparkSession | None = None
-_session_master: str | None = None
+_session_master: str | None = None  # None: the master spark-submit chose
 
 
 def spark_home() -> str:
@@ -65,12 +65,29 @@ def log4j_config() -> Path:
     return path
 
 
-def base_conf(master: str) -> dict[str, str]:
-    """The settings every Featureline Spark session gets (also used by spark-submit)."""
+def under_spark_submit() -> bool:
+    """True when this Python process was started by spark-submit (its JVM already runs)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def base_conf(master: str | None) -> dict[str, str]:
+    """The settings every Featureline Spark session gets. master None: keep what
+    spark-submit set (master, driver memory and address are the submitter's choice)."""
     java_opts = f"-Dio.netty.tryReflectionSetAccessible=true -Dlog4j.configurationFile=file:{log4j_config()}"
+    launch: dict[str, str] = {}
+    if master is not None:
+        launch = {
+            "spark.master": master,
+            "spark.driver.memory": os.environ.get("FEATURELINE_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY),
+            # Loopback unless told otherwise: executors of a remote cluster must reach the driver.
+            "spark.driver.host": os.environ.get("FEATURELINE_SPARK_DRIVER_HOST", "127.0.0.1"),
+            "spark.driver.bindAddress": os.environ.get("FEATURELINE_SPARK_DRIVER_HOST", "127.0.0.1"),
+            # Executors run the driver's Python (the venv, where featureline is installed).
+            "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+            "spark.driver.extraJavaOptions": java_opts,
+        }
     return {
-        "spark.master": master,
-        "spark.driver.memory": os.environ.get("FEATURELINE_SPARK_DRIVER_MEMORY", DEFAULT_DRIVER_MEMORY),
+        **launch,
         "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
         "spark.default.parallelism": str(SHUFFLE_PARTITIONS),
         "spark.sql.session.timeZone": "UTC",
@@ -82,10 +99,7 @@ def base_conf(master: str) -> dict[str, str]:
         # Parquet timestamps written by pyarrow are instants (isAdjustedToUTC=true); read
         # and write them as such.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
         # Netty reflection for Arrow's off-heap buffers on Java 17; quiet logs.
-        "spark.driver.extraJavaOptions": java_opts,
         "spark.executor.extraJavaOptions": java_opts,
     }
 
@@ -97,13 +111,16 @@ def get_spark(
 ) -> SparkSession:
     """The process's Spark session, started on first use.
 
-    `master` defaults to $FEATURELINE_SPARK_MASTER or local[2]. Asking for a different
-    master than the running session's stops it and starts a new one (a test against a
-    standalone cluster, then back to local). `conf` adds or overrides settings of a
+    `master` defaults to $FEATURELINE_SPARK_MASTER, else spark-submit's master when run
+    by spark-submit, else local[2]. Asking for a different master than the running
+    session's stops it and starts a new one (a test against a standalone cluster, then
+    back to local). `conf` adds or overrides settings of a
     newly started session (JVM settings such as driver memory only apply then).
     """
     global _session, _session_master
-    wanted = master or os.environ.get("FEATURELINE_SPARK_MASTER") or DEFAULT_MASTER
+    wanted = master or os.environ.get("FEATURELINE_SPARK_MASTER")
+    if wanted is None and not under_spark_submit():
+        wanted = DEFAULT_MASTER
     with _lock:
         if _session is not None and _session_master == wanted and _is_alive(_session):
             return _session
@@ -131,11 +148,11 @@ def _is_alive(session: SparkSession) -> bool:
         return False
 
 
-def _start(master: str, app_name: str, conf: dict[str, str]) -> SparkSession:
+def _start(master: str | None, app_name: str, conf: dict[str, str]) -> SparkSession:
     # The workers must run the same Python as the driver (the venv's).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_LOCAL_IP", os.environ.get("FEATURELINE_SPARK_DRIVER_HOST", "127.0.0.1"))
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
