@@ -83,12 +83,13 @@ def score_records(
     requests: Sequence[ScoringRequest], scores: np.ndarray, fingerprint: str, done_ns: int
 ) -> list[bytes]:
     """One JSON record per request: txn_id, score, model fingerprint, latency (ms from
-    the worker receiving the request to its score existing)."""
+    the worker receiving the request to its score existing). The score is written with
+    9 significant digits, which round-trip a float32 exactly."""
     out = []
     for request, score in zip(requests, scores.tolist(), strict=True):
         latency_ms = (done_ns - request.received_ns) / 1e6
         out.append(
-            b'{"txn_id":%s,"score":%.7g,"model":"%s","latency_ms":%.3f}'
+            b'{"txn_id":%s,"score":%.9g,"model":"%s","latency_ms":%.3f}'
             % (json.dumps(request.txn_id).encode(), score, fingerprint.encode(), latency_ms)
         )
     return out

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from featureline.errors import ServiceUnavailableError
-from serving_api.typed_client import FeatureTensor
+from serving_api.client import FeatureTensor
 from serving_api.workers.batcher import Batch, DynamicBatcher
 from serving_api.workers.messages import ScoringRequest, entity_columns
 
@@ -122,7 +122,7 @@ class ScoringPipeline:
             started = time.perf_counter()
             tensor = await self._fetch_until_served(entity_columns(requests, self._fields))
             fetched = time.perf_counter()
-            scores = self._score(tensor.values, tensor.present)
+            scores = self._score(tensor.values, tensor.mask)
             done_ns = time.monotonic_ns()
             scored = ScoredBatch(
                 batch_id, requests, scores, done_ns, fetched - started, time.perf_counter() - fetched

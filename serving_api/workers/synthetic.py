@@ -65,14 +65,17 @@ def _value(dtype: str, rng: random.Random, name: str) -> Any:
     return f"{name}-{rng.randint(0, 500)}"
 
 
-def _tiles(view: ViewSpec, rng: random.Random, now_us: int) -> dict[int, dict[bytes, bytes]]:
-    """tile_s -> {field: encoded tile} of a few events in the last 24 h of one entity."""
+def _tiles(
+    view: ViewSpec, rng: random.Random, now_us: int, max_age_s: float | None
+) -> dict[int, dict[bytes, bytes]]:
+    """tile_s -> {field: encoded tile} of a few events of one entity, none older than
+    the view's longest window (or max_age_s)."""
     dtypes = {f.name: f.dtype for f in view.input_fields}
-    longest_s = max(a.window_s for a in view.aggregations)
+    oldest_s = max(a.window_s for a in view.aggregations) if max_age_s is None else max_age_s
     events = []
     for _ in range(rng.randint(1, 2 * EVENTS_PER_ENTITY)):
         # Half the events in the last 10 minutes, so that short windows are not empty.
-        age_s = rng.uniform(0, 600) if rng.random() < 0.5 else rng.uniform(0, longest_s)
+        age_s = rng.uniform(0, min(600, oldest_s)) if rng.random() < 0.5 else rng.uniform(0, oldest_s)
         values = {c: _value(dtypes.get(c, "float64"), rng, c) for c in dtypes}
         events.append((now_us - int(age_s * US), values))
     out: dict[int, dict[bytes, bytes]] = {}
@@ -96,8 +99,13 @@ def load_online_features(
     domain: EntityDomain,
     now_us: int,
     seed: int = 1,
+    max_age_s: float | None = None,
 ) -> int:
-    """Write every view's values for the domain's entities; returns keys written."""
+    """Write every view's values for the domain's entities; returns keys written.
+
+    max_age_s bounds how old the events behind windowed aggregations are: with events
+    of the last few minutes only, no tile leaves a window for several minutes, so
+    values served a minute apart are equal (what tests comparing fetches rely on)."""
     rng = random.Random(seed)
     written = 0
     for view in _views(repo, layout):
@@ -108,20 +116,26 @@ def load_online_features(
         for lo in range(0, len(present), _CHUNK):
             chunk = present[lo : lo + _CHUNK]
             if view.is_aggregating:
-                written += _write_tiles(client, repo.project, view, chunk, rng, now_us)
+                written += _write_tiles(client, repo.project, view, chunk, rng, now_us, max_age_s)
             else:
                 written += _write_latest(client, repo.project, view, chunk, rng, now_us)
     return written
 
 
 def _write_tiles(
-    client: Any, project: str, view: ViewSpec, entities: Sequence[Any], rng: random.Random, now_us: int
+    client: Any,
+    project: str,
+    view: ViewSpec,
+    entities: Sequence[Any],
+    rng: random.Random,
+    now_us: int,
+    max_age_s: float | None,
 ) -> int:
     key = view.join_keys[0]
     pipe = client.pipeline(transaction=False)
     for entity in entities:
         ekey = serialize_entity_key([key.name], [key.dtype], [entity])
-        for tile_s, fields in _tiles(view, rng, now_us).items():
+        for tile_s, fields in _tiles(view, rng, now_us, max_age_s).items():
             pipe.hset(tile_key(project, view.name, tile_s, ekey), mapping=fields)
     pipe.execute()
     return len(entities)

@@ -72,16 +72,27 @@ class WorkerStats:
     scored: int = 0
     rejected: int = 0
     batches: int = 0
-    started: float = field(default_factory=time.monotonic)
+    first_received_ns: int | None = None  # the first scored request entered the worker
+    last_done_ns: int = 0  # the last score existed
+
+    def add(self, scored: ScoredBatch) -> None:
+        self.scored += len(scored.requests)
+        self.batches += 1
+        first = min(r.received_ns for r in scored.requests)
+        if self.first_received_ns is None or first < self.first_received_ns:
+            self.first_received_ns = first
+        self.last_done_ns = max(self.last_done_ns, scored.done_ns)
 
     def summary(self) -> dict[str, Any]:
-        elapsed = time.monotonic() - self.started
+        """Rate over the span from the first request received to the last score (the
+        worker's start-up, Kafka connections and the model load are not in it)."""
+        span_s = (self.last_done_ns - (self.first_received_ns or self.last_done_ns)) / 1e9
         return {
             "scored": self.scored,
             "rejected": self.rejected,
             "batches": self.batches,
-            "seconds": round(elapsed, 3),
-            "scored_per_s": round(self.scored / elapsed, 1) if elapsed > 0 else None,
+            "seconds": round(span_s, 3),
+            "scored_per_s": round(self.scored / span_s, 1) if span_s > 0 else None,
         }
 
 
@@ -112,15 +123,6 @@ def load_checked_model(
     model, meta = load_model(path, device)
     layout = check_model(load_repo(settings), meta, path)
     return model, meta, layout
-
-
-def check_served_columns(served: tuple[str, ...], layout: FeatureLayout, target: str) -> None:
-    if served != layout.names:
-        raise ModelMismatchError(
-            f"the serving API at {target} returns columns {list(served)} for feature service "
-            f"{layout.service!r}, the model expects {list(layout.names)}: is it serving "
-            "another version of the repo?"
-        )
 
 
 class _Consumer(threading.Thread):
@@ -211,8 +213,7 @@ class KafkaWorker:
         topic = self.config.out_topic
         for request, record in zip(scored.requests, records, strict=True):
             self.producer.send(topic, key=request.txn_id.encode(), value=record)
-        self.stats.scored += len(records)
-        self.stats.batches += 1
+        self.stats.add(scored)
         with self._lock:
             self.tracker.done(scored.batch_id)
 
@@ -285,13 +286,14 @@ async def _drive(worker: KafkaWorker, pipeline: Any, consumer: _Consumer) -> Non
 
 async def run_worker_async(settings: Settings, config: WorkerConfig) -> WorkerStats:
     from serving_api.typed_client import AsyncTensorClient
-    from serving_api.workers.model import Scorer
+    from serving_api.workers.model import Scorer, single_threaded_cpu
     from serving_api.workers.pipeline import ScoringPipeline
 
     model, meta, layout = load_checked_model(settings, config.model, config.device)
+    single_threaded_cpu()
     target = config.serving or f"127.0.0.1:{settings.grpc_port}"
-    async with AsyncTensorClient(target, meta.service, deadline_s=config.deadline_s) as client:
-        check_served_columns((await client.layout()).names, layout, target)
+    async with AsyncTensorClient(target, meta.service, timeout_s=config.deadline_s) as client:
+        await client.expect(layout.names)
         scorer = Scorer(model, config.device)
         worker = KafkaWorker(settings, config, layout, meta)
         pipeline = ScoringPipeline(

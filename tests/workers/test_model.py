@@ -26,7 +26,7 @@ DEFAULTS: list[float | None] = [0.0, 0.0, None, None, None, None]
 
 def _data(rows: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    values = (rng.lognormal(3, 2, size=(rows, COLS)) * rng.choice([-1, 1], (rows, COLS)))
+    values = rng.lognormal(3, 2, size=(rows, COLS)) * rng.choice([-1, 1], (rows, COLS))
     present = (rng.random((rows, COLS)) > 0.2).astype(np.uint8)
     return values.astype(np.float32), present
 

@@ -1,0 +1,214 @@
+"""The worker benchmark's measurements (see `bench.py` for what is measured and why)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featureline.errors import BadInputError
+from featureline.settings import Settings
+from serving_api.typed_client import AsyncTensorClient
+from serving_api.workers.layout import FeatureLayout
+from serving_api.workers.messages import ScoringRequest, score_records
+from serving_api.workers.model import Scorer
+from serving_api.workers.pipeline import PipelineConfig, ScoredBatch, ScoringPipeline
+
+WARMUP_S = 0.5
+# A batch that is not full leaves after 2 ms; the closed loop below always sends full
+# batches, so this only matters for the last one.
+MAX_WAIT_S = 0.002
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    devices: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    seconds: float
+    users: int
+    merchants: int
+    serve_workers: int
+    inflight: int
+    service: str
+    model: Path | None
+    kafka_requests: int
+    feast: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        from serving_api.workers.bench import DEFAULT_BATCHES, QUICK_BATCHES
+
+        quick = bool(args.quick)
+        sizes = _ints(args.batch_sizes or (QUICK_BATCHES if quick else DEFAULT_BATCHES), "--batch-sizes")
+        options = cls(
+            devices=_devices(args.devices),
+            batch_sizes=sizes,
+            seconds=args.seconds if args.seconds is not None else (1.5 if quick else 5.0),
+            users=args.users if args.users is not None else (5_000 if quick else 100_000),
+            merchants=args.merchants if args.merchants is not None else (500 if quick else 5_000),
+            serve_workers=args.serve_workers,
+            inflight=args.inflight,
+            service=args.feature_service,
+            model=Path(args.model) if args.model else None,
+            kafka_requests=(
+                args.kafka_requests if args.kafka_requests is not None else (5_000 if quick else 50_000)
+            ),
+            feast=not args.no_feast,
+        )
+        if options.seconds <= 0 or options.inflight < 1 or options.serve_workers < 1:
+            raise BadInputError("--seconds must be > 0, --inflight and --serve-workers >= 1")
+        if min(options.users, options.merchants) < 1 or options.kafka_requests < 0:
+            raise BadInputError("--users and --merchants must be >= 1, --kafka-requests >= 0")
+        return options
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise BadInputError(f"{flag} {text!r}: expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise BadInputError(f"{flag} {text!r}: sizes must be >= 1")
+    return values
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    if text == "auto":
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    devices = tuple(d.strip() for d in text.split(",") if d.strip())
+    from serving_api.workers.train import check_device
+
+    for device in devices:
+        check_device(device)
+    return devices
+
+
+@dataclass
+class Point:
+    """One (side, device, batch size) measurement."""
+
+    side: str
+    device: str
+    batch: int
+    vectors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[np.ndarray] = field(default_factory=list)
+    fetch_ms: list[float] = field(default_factory=list)
+    score_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.concatenate(self.latencies_ms) if self.latencies_ms else np.zeros(0)
+
+        def pct(values: np.ndarray | list[float], q: float) -> float | None:
+            return round(float(np.percentile(values, q)), 3) if len(values) else None
+
+        return {
+            "side": self.side,
+            "device": self.device,
+            "batch": self.batch,
+            "vectors_per_s": round(self.vectors / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": pct(lat, 50),
+            "p99_ms": pct(lat, 99),
+            "fetch_p50_ms": pct(self.fetch_ms, 50),
+            "model_p50_ms": pct(self.score_ms, 50),
+            "vectors": self.vectors,
+        }
+
+
+@dataclass(frozen=True)
+class Workload:
+    layout: FeatureLayout
+    rows: list[tuple[Any, ...]]  # request fields, in layout.entity_fields order
+    txn_ids: list[str]
+    fingerprint: str
+
+
+async def measure_ours(
+    client: AsyncTensorClient, scorer: Scorer, work: Workload, batch: int, inflight: int, seconds: float
+) -> Point:
+    """Closed loop: `inflight` batches of `batch` requests always out. A request's clock
+    starts when its batch is built, after a slot is free, so latency is the service
+    time under that load, not time queued in the driver."""
+    point = Point("ours", str(scorer.device), batch)
+    slots = asyncio.Semaphore(inflight)
+    window = {"open": False}
+
+    def on_scored(scored: ScoredBatch) -> None:
+        score_records(scored.requests, scored.scores, work.fingerprint, scored.done_ns)
+        if window["open"]:
+            point.vectors += len(scored.requests)
+            received = np.fromiter((r.received_ns for r in scored.requests), np.int64, len(scored.requests))
+            point.latencies_ms.append((scored.done_ns - received) / 1e6)
+            point.fetch_ms.append(scored.fetch_s * 1e3)
+            point.score_ms.append(scored.score_s * 1e3)
+        slots.release()
+
+    config = PipelineConfig(batch, MAX_WAIT_S, inflight)
+    pipeline = ScoringPipeline(client.fetch, scorer.score, work.layout.entity_fields, on_scored, config)
+    n = len(work.rows)
+    started = time.perf_counter()
+    opened_at, end, i = started + WARMUP_S, started + WARMUP_S + seconds, 0
+    while True:
+        await slots.acquire()
+        now = time.perf_counter()
+        if now >= end:
+            window["open"] = False
+            break
+        window["open"] = now >= opened_at
+        lo = i % n
+        idx = range(lo, lo + batch)
+        now_ns = time.monotonic_ns()
+        await pipeline.submit(
+            [ScoringRequest(work.txn_ids[j % n], work.rows[j % n], now_ns, 0, j) for j in idx]
+        )
+        i += batch
+    point.seconds = end - opened_at
+    await pipeline.drain()
+    return point
+
+
+def print_table(title: str, points: list[dict[str, Any]]) -> None:
+    print(f"\n{title}")
+    head = ("device", "batch", "vectors/s", "p50 ms", "p99 ms", "fetch p50", "model p50")
+    print("".join(f"{h:<7}" if i == 0 else f"{h:>{_WIDTHS[i]}}" for i, h in enumerate(head)))
+    for p in points:
+        print(
+            f"{p['device']:<7}{p['batch']:>7}{p['vectors_per_s']:>13,.0f}{_ms(p['p50_ms'])}"
+            f"{_ms(p['p99_ms'])}{_ms(p['fetch_p50_ms'], 11)}{_ms(p['model_p50_ms'], 11)}"
+        )
+
+
+_WIDTHS = (7, 7, 13, 10, 10, 11, 11)
+
+
+def _ms(value: float | None, width: int = 10) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.2f}"
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": __import__("os").cpu_count(),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_bench(options: BenchOptions, settings: Settings) -> int:
+    from serving_api.workers.bench_steps import run_all
+
+    summary = run_all(options, settings)
+    print(json.dumps(summary, sort_keys=True))
+    return 0
