@@ -23,10 +23,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 
 from featureline.errors import BadInputError
+from serving_api import client as sdk
 from serving_api.client import AsyncFeatureClient, FeatureClient, FeatureTensor
+from serving_api.proto import pb
 
 Entities = Mapping[str, Sequence[Any] | np.ndarray]
 
@@ -142,8 +145,36 @@ class TensorClient:
         return tensor_to_torch(self.fetch(entities, timeout_s), device)
 
 
+class _ConnectionClient(AsyncFeatureClient):
+    """An AsyncFeatureClient on a TCP connection of its own.
+
+    gRPC puts channels created with equal arguments on one shared connection (measured:
+    3 channels, 1 connection), and `featureline serve --workers N` spreads connections,
+    not calls, over its N processes (SO_REUSEPORT): one connection keeps one server
+    process busy however many calls are in flight. A distinct channel argument per
+    connection gives each its own socket."""
+
+    def __init__(self, target: str, index: int, **options: Any) -> None:
+        super().__init__(target, **options)
+        self._shared = self._channel  # never connected: channels connect on first call
+        self._channel = grpc.aio.insecure_channel(
+            target, options=[*sdk._CHANNEL_OPTIONS, ("featureline.connection", index)]
+        )
+        self._tensor = self._method(self._channel, "GetOnlineTensor", pb.Tensor)
+        self._describe = self._method(self._channel, "DescribeFeatures", pb.FeatureLayout)
+        self._online = self._method(self._channel, "GetOnlineFeatures", pb.GetOnlineFeaturesResponse)
+
+    async def close(self) -> None:
+        await self._shared.close()
+        await super().close()
+
+
 class AsyncTensorClient:
-    """asyncio: `async with AsyncTensorClient(target, service) as client: ...`."""
+    """asyncio: `async with AsyncTensorClient(target, service) as client: ...`.
+
+    `connections`: TCP connections to spread calls over, round robin (default 1); use
+    about one per `featureline serve` worker process when several calls are in flight.
+    """
 
     def __init__(
         self,
@@ -152,13 +183,23 @@ class AsyncTensorClient:
         *,
         full_feature_names: bool = True,
         client: AsyncFeatureClient | None = None,
+        connections: int = 1,
         **options: Any,
     ) -> None:
+        if connections < 1:
+            raise BadInputError(f"connections must be >= 1, got {connections}")
         self.target = target
         self.service = service
         self.full_feature_names = full_feature_names
         self._own = client is None
-        self._client = client or AsyncFeatureClient(target, **options)
+        if client is not None:
+            self._clients: list[AsyncFeatureClient] = [client]
+        elif connections == 1:
+            self._clients = [AsyncFeatureClient(target, **options)]
+        else:
+            self._clients = [_ConnectionClient(target, i, **options) for i in range(connections)]
+        self._client = self._clients[0]
+        self._next = 0
 
     async def __aenter__(self) -> AsyncTensorClient:
         return self
@@ -168,7 +209,12 @@ class AsyncTensorClient:
 
     async def close(self) -> None:
         if self._own:
-            await self._client.close()
+            for client in self._clients:
+                await client.close()
+
+    def _pick(self) -> AsyncFeatureClient:
+        self._next = (self._next + 1) % len(self._clients)
+        return self._clients[self._next]
 
     async def layout(self, timeout_s: float | None = None) -> ServerLayout:
         message = await self._client.describe(
@@ -182,7 +228,7 @@ class AsyncTensorClient:
         return layout
 
     async def fetch(self, entities: Entities, timeout_s: float | None = None) -> FeatureTensor:
-        return await self._client.get_tensor(
+        return await self._pick().get_tensor(
             self.service, entities, full_feature_names=self.full_feature_names, timeout_s=timeout_s
         )
 

@@ -19,7 +19,7 @@ from featureline.errors import BadInputError
 from featureline.settings import Settings
 from serving_api.typed_client import AsyncTensorClient
 from serving_api.workers.layout import FeatureLayout
-from serving_api.workers.messages import ScoringRequest, score_records
+from serving_api.workers.messages import new_request, score_records
 from serving_api.workers.model import Scorer
 from serving_api.workers.pipeline import PipelineConfig, ScoredBatch, ScoringPipeline
 
@@ -168,7 +168,7 @@ async def measure_ours(
         idx = range(lo, lo + batch)
         now_ns = time.monotonic_ns()
         await pipeline.submit(
-            [ScoringRequest(work.txn_ids[j % n], work.rows[j % n], now_ns, 0, j) for j in idx]
+            [new_request((work.txn_ids[j % n], work.rows[j % n], now_ns, 0, j)) for j in idx]
         )
         i += batch
     point.seconds = end - opened_at

@@ -93,7 +93,10 @@ def ours(options: BenchOptions, work: Workload, model_path: Path, target: str) -
 async def _ours_point(
     target: str, scorer: Scorer, work: Workload, batch: int, options: BenchOptions
 ) -> Point:
-    async with AsyncTensorClient(target, work.layout.service, timeout_s=30.0) as client:
+    connections = min(options.serve_workers, options.inflight)
+    async with AsyncTensorClient(
+        target, work.layout.service, timeout_s=30.0, connections=connections
+    ) as client:
         await client.expect(work.layout.names)
         return await measure_ours(client, scorer, work, batch, options.inflight, options.seconds)
 
@@ -156,6 +159,7 @@ def kafka_side(
         model=model_path, device=options.devices[-1], in_topic="bench.scoring", out_topic="bench.scores",
         serving=target, group_id=f"bench-{random.getrandbits(32)}",
         pipeline=PipelineConfig(1024, 0.005, options.inflight), max_requests=options.kafka_requests,
+        connections=min(options.serve_workers, options.inflight),
     )  # fmt: skip
     for topic in (config.in_topic, config.out_topic, config.dlq_topic):
         ensure_topic(settings, topic, 3)

@@ -57,6 +57,7 @@ class WorkerConfig:
     group_id: str = "featureline-worker"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     deadline_s: float = 2.0
+    connections: int = 2  # TCP connections to the serving API (see AsyncTensorClient)
     # Stop after this many requests (scored or rejected), or after this long without
     # a message: for the demo and tests; a production worker runs until signalled.
     max_requests: int | None = None
@@ -292,7 +293,9 @@ async def run_worker_async(settings: Settings, config: WorkerConfig) -> WorkerSt
     model, meta, layout = load_checked_model(settings, config.model, config.device)
     single_threaded_cpu()
     target = config.serving or f"127.0.0.1:{settings.grpc_port}"
-    async with AsyncTensorClient(target, meta.service, timeout_s=config.deadline_s) as client:
+    async with AsyncTensorClient(
+        target, meta.service, timeout_s=config.deadline_s, connections=config.connections
+    ) as client:
         await client.expect(layout.names)
         scorer = Scorer(model, config.device)
         worker = KafkaWorker(settings, config, layout, meta)

@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-wait-ms", type=float, default=5.0, help="longest a request waits for its batch (default 5)"
     )
     parser.add_argument("--inflight", type=int, default=4, help="feature fetches in flight (default 4)")
+    parser.add_argument(
+        "--connections", type=int, default=2, help="TCP connections to the serving API (default 2)"
+    )
     parser.add_argument("--max-requests", type=int, default=None, help="stop after this many requests")
     parser.add_argument(
         "--idle-exit-s", type=float, default=None, help="stop after this many seconds without a message"
@@ -42,8 +45,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.max_batch < 1 or args.inflight < 1 or args.max_wait_ms < 0:
-        raise BadInputError("--max-batch and --inflight must be >= 1, --max-wait-ms >= 0")
+    if min(args.max_batch, args.inflight, args.connections) < 1 or args.max_wait_ms < 0:
+        raise BadInputError("--max-batch, --inflight and --connections must be >= 1, --max-wait-ms >= 0")
     from serving_api.workers.pipeline import PipelineConfig
     from serving_api.workers.train import check_device
     from serving_api.workers.worker import WorkerConfig, run_worker
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         out_topic=args.out_topic,
         serving=args.serving,
         pipeline=PipelineConfig(args.max_batch, args.max_wait_ms / 1000, args.inflight),
+        connections=args.connections,
         max_requests=args.max_requests,
         idle_exit_s=args.idle_exit_s,
     )

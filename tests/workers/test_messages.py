@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from serving_api.workers.messages import (
     CommitTracker,
@@ -52,9 +53,10 @@ def test_requests_become_entity_columns_in_field_order() -> None:
     assert entity_columns(requests, FIELDS) == {"user_id": [0, 1, 2], "merchant_id": ["m0", "m1", "m2"]}
 
 
-def test_score_records_round_trip_float32_scores_exactly() -> None:
+@pytest.mark.parametrize("ids", ["txn-{}", 't"{}', "tx\\n{}", "été-{}", "line\n{}"])
+def test_score_records_are_json_and_round_trip_float32_scores_exactly(ids: str) -> None:
     scores = np.random.default_rng(0).random(200).astype(np.float32)
-    requests = [ScoringRequest(f't"{i}', (i, "m"), 1_000_000, 0, i) for i in range(200)]
+    requests = [ScoringRequest(ids.format(i), (i, "m"), 1_000_000, 0, i) for i in range(200)]
     records = [json.loads(r) for r in score_records(requests, scores, "abcd", done_ns=3_500_000)]
     assert [r["txn_id"] for r in records] == [r.txn_id for r in requests]
     assert np.array_equal(np.array([r["score"] for r in records], dtype=np.float32), scores)

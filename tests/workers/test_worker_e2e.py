@@ -6,6 +6,7 @@ import dataclasses
 import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,44 @@ def test_the_typed_client_fails_clearly(served: ServeProcess, layout: FeatureLay
     with nobody, pytest.raises(ServiceUnavailableError):
         nobody.fetch({"user_id": [1], "merchant_id": ["m"]})
     assert time.monotonic() - started < 2.0  # retries stay inside the deadline
+
+
+def _established_to(port: int) -> int:
+    """TCP connections in ESTABLISHED state towards `port` (/proc/net/tcp and tcp6:
+    gRPC opens dual-stack sockets, listed in tcp6 even for 127.0.0.1)."""
+    count = 0
+    lines = [
+        *Path("/proc/net/tcp").read_text().splitlines()[1:],
+        *Path("/proc/net/tcp6").read_text().splitlines()[1:],
+    ]
+    for line in lines:
+        fields = line.split()
+        if int(fields[2].split(":")[1], 16) == port and fields[3] == "01":
+            count += 1
+    return count
+
+
+def test_the_async_client_spreads_calls_over_its_connections(
+    served: ServeProcess, layout: FeatureLayout, online: EntityDomain
+) -> None:
+    import asyncio
+
+    from serving_api.typed_client import AsyncTensorClient
+
+    port = int(served.grpc_target.rsplit(":", 1)[1])
+    rows = request_rows(layout, online, 3)
+    entities = {"user_id": [r[0] for r in rows], "merchant_id": [r[1] for r in rows]}
+
+    async def fetch_all(connections: int) -> tuple[int, list[np.ndarray]]:
+        async with AsyncTensorClient(served.grpc_target, SERVICE, connections=connections) as client:
+            before = _established_to(port)
+            tensors = await asyncio.gather(*(client.fetch(entities) for _ in range(6)))
+            return _established_to(port) - before, [t.values for t in tensors]
+
+    opened, values = asyncio.run(fetch_all(3))
+    assert opened == 3
+    assert all(np.array_equal(v, values[0]) for v in values)
+    assert asyncio.run(fetch_all(1))[0] == 1
 
 
 def _produce(settings: Settings, topic: str, events: list[bytes]) -> None:
