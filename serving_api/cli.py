@@ -183,9 +183,6 @@ def run(args: Any, settings: Settings) -> int:
         file=sys.stderr,
         flush=True,
     )
-    if args.workers == 1:
-        from serving_api.server import run_worker
-
-        run_worker(config)
-        return 0
+    # Workers run in child processes even when there is one: this process may have
+    # imported feast to read the repo (~200 MB), the workers never do.
     return _supervise(config, args.workers)

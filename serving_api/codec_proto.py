@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from featureline.errors import BadInputError
 from featureline.online.feast_format import encode_timestamp, encode_value
 from serving_api.frame import FeatureFrame, FrameColumn
@@ -83,6 +85,14 @@ def value_to_python(value: Any) -> Any:
     return getattr(value, which)
 
 
+def _parse(message_class: Any, data: bytes) -> Any:
+    try:
+        return message_class.FromString(data)
+    except DecodeError:
+        name = message_class.DESCRIPTOR.name
+        raise BadInputError(f"the request is not a valid {name} message") from None
+
+
 def _request_kind(request: Any) -> tuple[list[str] | None, str | None]:
     kind = request.WhichOneof("kind")
     if kind == "feature_service":
@@ -96,7 +106,7 @@ def parse_online_request(
     data: bytes,
 ) -> tuple[list[str] | None, str | None, dict[str, list[Any]], bool]:
     """GetOnlineFeaturesRequest bytes -> (refs, service, entity columns, full names)."""
-    request = pb.GetOnlineFeaturesRequest.FromString(data)
+    request = _parse(pb.GetOnlineFeaturesRequest, data)
     refs, service = _request_kind(request)
     columns: dict[str, list[Any]] = {}
     for source in (request.entities, request.request_context):
@@ -113,10 +123,16 @@ def entity_column_values(column: Any) -> list[Any]:
     return []
 
 
+def parse_describe_request(data: bytes) -> tuple[list[str] | None, str | None, bool]:
+    request = _parse(pb.DescribeFeaturesRequest, data)
+    refs, service = _request_kind(request)
+    return refs, service, request.full_feature_names
+
+
 def parse_tensor_request(
     data: bytes,
 ) -> tuple[list[str] | None, str | None, dict[str, list[Any]], bool, float]:
-    request = pb.GetOnlineTensorRequest.FromString(data)
+    request = _parse(pb.GetOnlineTensorRequest, data)
     refs, service = _request_kind(request)
     columns: dict[str, list[Any]] = {}
     for column in request.entities:

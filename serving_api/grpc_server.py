@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from featureline.errors import ServiceUnavailableError
 from serving_api.codec_proto import (
     encode_online_response,
+    parse_describe_request,
     parse_online_request,
     parse_tensor_request,
 )
@@ -54,11 +55,12 @@ def _handlers(core: ServingCore) -> dict[str, Handler]:
     async def get_online(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         timer = RequestTimer("grpc/GetOnlineFeatures")
         try:
+            scope = core.authenticate(_authorization(context))
             refs, service, entities, full = parse_online_request(request)
             timer.n_rows = len(next(iter(entities.values()), ()))
             frame = await core.get_online(
                 FeatureQuery(refs, service, entities, full),
-                authorization=_authorization(context),
+                scope=scope,
                 time_remaining_s=context.time_remaining(),
             )
             response = encode_online_response(frame)
@@ -71,11 +73,12 @@ def _handlers(core: ServingCore) -> dict[str, Handler]:
     async def get_tensor(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         timer = RequestTimer("grpc/GetOnlineTensor")
         try:
+            scope = core.authenticate(_authorization(context))
             refs, service, entities, full, fill = parse_tensor_request(request)
             timer.n_rows = len(next(iter(entities.values()), ()))
             frame = await core.get_online(
                 FeatureQuery(refs, service, entities, full),
-                authorization=_authorization(context),
+                scope=scope,
                 time_remaining_s=context.time_remaining(),
             )
             parts = frame_to_tensor(frame, fill)
@@ -97,13 +100,11 @@ def _handlers(core: ServingCore) -> dict[str, Handler]:
     async def describe(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         timer = RequestTimer("grpc/DescribeFeatures")
         try:
-            message = pb.DescribeFeaturesRequest.FromString(request)
-            kind = message.WhichOneof("kind")
-            refs = list(message.features.val) if kind == "features" else None
-            service = message.feature_service if kind == "feature_service" else None
+            scope = core.authenticate(_authorization(context))
+            refs, service, full = parse_describe_request(request)
             layout = core.describe(
-                FeatureQuery(refs, service, {}, message.full_feature_names),
-                authorization=_authorization(context),
+                FeatureQuery(refs, service, {}, full),
+                scope=scope,
             )
             response = pb.FeatureLayout(
                 join_keys=layout.join_keys,

@@ -48,6 +48,8 @@ REDIS_ERRORS = Counter(
     "Redis failures seen while serving, by kind (unavailable, timeout, reply).",
     ["kind"],
 )
+for _kind in ("unavailable", "timeout", "reply"):
+    REDIS_ERRORS.labels(_kind)  # exported as 0 before the first error, not absent
 STALENESS_SECONDS = Histogram(
     "featureline_serving_staleness_seconds",
     "Age of served latest values (serving time - event time), by view.",

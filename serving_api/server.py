@@ -56,7 +56,7 @@ async def serve(config: WorkerConfig) -> None:
     from serving_api.auth import TokenAuth
     from serving_api.grpc_server import create_grpc_server
     from serving_api.redis_client import RedisClient
-    from serving_api.rest_app import create_app
+    from serving_api.rest_app import FastPath
     from serving_api.service import ServingCore
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
@@ -66,7 +66,7 @@ async def serve(config: WorkerConfig) -> None:
     grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host)
     sock = http_socket(config.host, config.http_port)
     uv_config = uvicorn.Config(
-        create_app(core),
+        FastPath(core),
         loop="none",  # this coroutine already runs in uvloop
         http="httptools",
         lifespan="off",

@@ -20,6 +20,7 @@ from serving_api.limits import (
     DeadlineExceededError,
     InFlight,
     Limits,
+    UnauthenticatedError,
     check_entities,
     classify,
 )
@@ -76,10 +77,15 @@ class ServingCore:
         self.reader = OnlineReader(repo, redis)
         self.in_flight = InFlight(self.limits.max_in_flight)
 
-    def _plan(self, query: FeatureQuery, authorization: str | None) -> ReadPlan:
-        # Authenticate before resolving features: an anonymous caller learns nothing
-        # about which features exist (401 comes before 404).
-        scope = self.auth.scope(authorization) if self.auth is not None else None
+    def authenticate(self, authorization: str | None) -> frozenset[str] | None:
+        """The caller's access (None: auth is off). Transports call this before parsing
+        the request, so an anonymous caller learns nothing about the API or the
+        features (401 comes before 400 and 404)."""
+        return self.auth.scope(authorization) if self.auth is not None else None
+
+    def _plan(self, query: FeatureQuery, scope: frozenset[str] | None) -> ReadPlan:
+        if self.auth is not None and scope is None:
+            raise UnauthenticatedError("missing bearer token (Authorization: Bearer <token>)")
         plan = self.reader.plan(query.refs, query.service, query.full_feature_names)
         if scope is not None:
             TokenAuth.check(scope, plan, query.service)
@@ -89,11 +95,11 @@ class ServingCore:
         self,
         query: FeatureQuery,
         *,
-        authorization: str | None = None,
+        scope: frozenset[str] | None = None,
         time_remaining_s: float | None = None,
     ) -> FeatureFrame:
         with self.in_flight:
-            plan = self._plan(query, authorization)
+            plan = self._plan(query, scope)
             check_entities(row_count(query.entities), self.limits)
             timeout = self.limits.redis_timeout_s
             if time_remaining_s is not None:
@@ -114,8 +120,8 @@ class ServingCore:
         metrics.observe_staleness(frame.columns, frame.t_us)
         return frame
 
-    def describe(self, query: FeatureQuery, *, authorization: str | None = None) -> Layout:
-        plan = self._plan(query, authorization)
+    def describe(self, query: FeatureQuery, *, scope: frozenset[str] | None = None) -> Layout:
+        plan = self._plan(query, scope)
         columns = [
             LayoutColumn(
                 name=name,

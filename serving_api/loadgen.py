@@ -1,0 +1,193 @@
+"""A small load generator for HTTP/1.1 and gRPC, used by `featureline bench serve`.
+
+The same generator drives `feast serve` and ours, so the two are measured alike.
+
+- HTTP: raw asyncio streams with keep-alive, one connection per concurrent caller;
+  a response is read by its Content-Length (both servers send one). An HTTP client
+  library (httpx ~400 us per call) would cap the rate below what the servers do.
+- gRPC: grpc.aio unary calls on raw bytes (no message objects in the loop).
+- closed loop (`run_closed`): `concurrency` callers, each sends its next request when the
+  previous answer arrives: the peak rate at that concurrency.
+- open loop (`run_open`): requests start on a fixed schedule whatever the answers do,
+  and latency counts from the scheduled start, so a stall shows up as latency instead
+  of silently slowing the schedule (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Call = Callable[[bytes], Awaitable[bool]]  # one request -> ok?
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: np.ndarray
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else 0.0
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "rps": round(self.rps, 1),
+            "p50_ms": round(self.pct(50), 3),
+            "p90_ms": round(self.pct(90), 3),
+            "p99_ms": round(self.pct(99), 3),
+            "max_ms": round(float(self.latencies_ms.max()) if len(self.latencies_ms) else 0.0, 3),
+        }
+
+
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection posting JSON bodies to one path."""
+
+    def __init__(self, host: str, port: int, path: str, headers: dict[str, str] | None = None):
+        self.host, self.port, self.path = host, port, path
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"{extra}Content-Length: "
+        ).encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.writer.is_closing():
+            await self._connect()
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        payload = await self.reader.readexactly(length) if length else b""
+        if b"connection: close" in head.lower():
+            self.close()
+        return status, payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def http_callers(
+    host: str, port: int, path: str, n: int, headers: dict[str, str] | None = None
+) -> list[Call]:
+    """`n` independent callers (one connection each)."""
+
+    def make() -> Call:
+        conn = HttpConnection(host, port, path, headers)
+
+        async def call(body: bytes) -> bool:
+            try:
+                status, _ = await conn.post(body)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                conn.close()
+                return False
+            return status == 200
+
+        return call
+
+    return [make() for _ in range(n)]
+
+
+def grpc_callers(
+    target: str, method: str, n: int, channels: int = 2
+) -> tuple[list[Call], Callable[[], Awaitable[None]]]:
+    """`n` callers sharing `channels` grpc.aio channels; returns (callers, close)."""
+    import grpc
+
+    opened = [grpc.aio.insecure_channel(target) for _ in range(channels)]
+    stubs = [ch.unary_unary(method) for ch in opened]
+
+    def make(stub: Callable[..., Awaitable[bytes]]) -> Call:
+        async def call(body: bytes) -> bool:
+            try:
+                await stub(body, timeout=5.0)
+            except grpc.RpcError:
+                return False
+            return True
+
+        return call
+
+    async def close() -> None:
+        for ch in opened:
+            await ch.close()
+
+    return [make(stubs[i % channels]) for i in range(n)], close
+
+
+async def run_closed(callers: Sequence[Call], bodies: Sequence[bytes], seconds: float) -> LoadResult:
+    """Every caller loops until `seconds` pass; bodies are taken in turn."""
+    stop = time.perf_counter() + seconds
+    source = itertools.cycle(bodies)
+    latencies: list[float] = []
+    errors = 0
+
+    async def loop(call: Call) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            ok = await call(next(source))
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+
+    began = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in callers))
+    elapsed = time.perf_counter() - began
+    return LoadResult(len(latencies), errors, elapsed, np.array(latencies) * 1000)
+
+
+async def run_open(
+    callers: Sequence[Call], bodies: Sequence[bytes], rate: float, seconds: float
+) -> LoadResult:
+    """Requests start every 1/rate s on the next free caller; latency from the schedule."""
+    free: asyncio.Queue[Call] = asyncio.Queue()
+    for c in callers:
+        free.put_nowait(c)
+    source = itertools.cycle(bodies)
+    latencies: list[float] = []
+    errors = 0
+    total = int(rate * seconds)
+
+    async def one(scheduled: float) -> None:
+        nonlocal errors
+        call = await free.get()
+        try:
+            ok = await call(next(source))
+        finally:
+            free.put_nowait(call)
+        latencies.append(time.perf_counter() - scheduled)
+        errors += not ok
+
+    began = time.perf_counter()
+    tasks = []
+    for i in range(total):
+        scheduled = began + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - began
+    return LoadResult(len(latencies), errors, elapsed, np.array(latencies) * 1000)

@@ -1,0 +1,168 @@
+"""Parity with Feast 0.67 on one Redis: values Feast wrote are served as Feast serves
+them, values we wrote Feast reads, and the REST/gRPC shapes are Feast's. The only
+differences are Feast's defects (shared/anchors.md): past the view's ttl we answer
+null + OUTSIDE_MAX_AGE, a missing entity is NOT_FOUND, a stored null is NULL_VALUE."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import httpx
+import pandas as pd
+import pytest
+import redis
+from serving_data import FEAST_OBJECTS, ServerProcess, now_us, write_latest
+
+from featureline.settings import Settings
+from featureline.specs import RepoSpec
+
+HOUR_US = 3600 * 1_000_000
+FRESH = list(range(1, 9))  # written by Feast, within the 2-day ttl
+STALE = [9, 10]  # written by Feast, 3 days old: past the ttl
+OURS = [100, 101, 102]  # written by featureline's LWW writer
+MISSING = [999]
+REFS = ["profile:age", "profile:country", "profile:limit_eur", "profile:score", "profile:level",
+        "profile:vip", "pair:n_txn", "ratio:amount_over_limit"]  # fmt: skip
+
+
+def _profile_row(user: int, event_us: int) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "age": None if user == 3 else 20 + user,
+        "country": ["DE", "FR", "NL"][user % 3],
+        "limit_eur": 100.0 + user / 7,
+        "score": float(user) / 4,
+        "level": -user,
+        "vip": user % 2 == 0,
+        "event_us": event_us,
+    }
+
+
+@pytest.fixture(scope="module")
+def store(serving_settings: Settings, serving_spec: RepoSpec) -> Iterator[Any]:
+    """Feast's FeatureStore on the session Redis, with Feast's and our rows written."""
+    serving_settings.export_env()
+    from feast import FeatureStore
+
+    client = redis.Redis.from_url(serving_settings.redis_url)
+    client.flushdb()
+    spec = importlib.util.spec_from_file_location("serving_defs", serving_settings.repo / "defs.py")
+    assert spec is not None and spec.loader is not None
+    defs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(defs)
+    fs = FeatureStore(repo_path=str(serving_settings.repo))
+    fs.apply([getattr(defs, name) for name in FEAST_OBJECTS])
+    now = now_us()
+    rows = [_profile_row(u, now - HOUR_US * u) for u in FRESH]
+    rows += [_profile_row(u, now - 72 * HOUR_US) for u in STALE]
+    frame = pd.DataFrame(rows)
+    frame["event_timestamp"] = pd.to_datetime(frame.pop("event_us"), unit="us", utc=True)
+    frame["created"] = frame["event_timestamp"]
+    frame["age"] = frame["age"].astype("Int64")
+    fs.write_to_online_store("profile", frame)
+    pairs = pd.DataFrame({"user_id": [1, 2], "merchant_id": ["m1", "m2"], "n_txn": [5, 7]}).assign(
+        event_timestamp=pd.Timestamp("2020-01-01", tz="UTC"), created=pd.Timestamp.now("UTC")
+    )
+    fs.write_to_online_store("pair", pairs)  # ttl 0: never too old
+    write_latest(client, serving_spec, "profile", [_profile_row(u, now - HOUR_US) for u in OURS])
+    yield fs
+    client.close()
+
+
+def _entities(users: list[int]) -> dict[str, list[Any]]:
+    return {
+        "user_id": users,
+        "merchant_id": ["m1" if u % 2 else "m2" for u in users],
+        "amount": [12.5 * u for u in users],
+    }
+
+
+def _rows(entities: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(entities, values, strict=True)) for values in zip(*entities.values(), strict=True)]
+
+
+def _ours(server: ServerProcess, users: list[int], refs: list[str]) -> dict[str, Any]:
+    body = {"features": refs, "entities": _entities(users)}
+    response = httpx.post(f"{server.url}/get-online-features", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _by_name(payload: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    names = payload["metadata"]["feature_names"]
+    return dict(zip(names, payload["results"], strict=True))
+
+
+def test_values_equal_feasts_except_ttl_and_missing(store: Any, server: ServerProcess) -> None:
+    users = FRESH + STALE + OURS + MISSING
+    ours = _by_name(_ours(server, users, REFS))
+    feast = store.get_online_features(features=REFS, entity_rows=_rows(_entities(users))).to_dict()
+    assert set(ours) == set(feast) == {"user_id", "merchant_id", *(r.split(":")[1] for r in REFS)}
+    for name, column in ours.items():
+        for i, user in enumerate(users):
+            value, status = column["values"][i], column["statuses"][i]
+            if user in MISSING and name not in ("user_id", "merchant_id"):
+                assert value is None and feast[name][i] is None
+                assert status in ("NOT_FOUND", "NULL_VALUE")  # ratio of a missing row: null
+            elif user in STALE and name.split("__")[-1] in ("age", "country", "limit_eur",
+                                                            "score", "level", "vip"):  # fmt: skip
+                assert (value, status) == (None, "OUTSIDE_MAX_AGE")
+                assert feast[name][i] is not None  # Feast serves it regardless of ttl
+            elif user in STALE and name == "amount_over_limit":
+                assert (value, status) == (None, "NULL_VALUE")  # its input is past ttl
+            else:
+                assert value == feast[name][i], (name, user)
+                if value is not None:
+                    assert status == "PRESENT"
+                elif name == "n_txn":  # no (user, merchant) row
+                    assert status == "NOT_FOUND"
+                else:  # user 3's age is a stored null
+                    assert (name, user, status) == ("age", 3, "NULL_VALUE")
+
+
+def test_rest_json_is_feasts_json_for_present_values(store: Any, server: ServerProcess) -> None:
+    from feast.feature_server_utils import convert_response_to_dict
+
+    users = [u for u in FRESH if u != 3]  # present, in ttl, no stored null
+    refs = REFS[:6] + ["ratio:amount_over_limit"]
+    ours = _ours(server, users, refs)
+    feast_json = convert_response_to_dict(
+        store.get_online_features(features=refs, entity_rows=_rows(_entities(users))).proto
+    )
+    assert sorted(ours) == sorted(feast_json) == ["metadata", "results"]
+    assert sorted(ours["metadata"]["feature_names"]) == sorted(feast_json["metadata"]["feature_names"])
+    assert _by_name(ours) == _by_name(feast_json)  # values, statuses, timestamp strings
+    # Ours keeps the request's column order (Feast's varies between processes).
+    assert ours["metadata"]["feature_names"] == ["user_id", "merchant_id"] + [r.split(":")[1] for r in refs]
+
+
+def test_feast_reads_what_we_wrote(store: Any) -> None:
+    refs = REFS[:6]
+    feast = store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in OURS])
+    got = feast.to_dict()
+    for i, user in enumerate(OURS):
+        row = _profile_row(user, 0)
+        for ref in refs:
+            name = ref.split(":")[1]
+            assert got[name][i] == row[name], (name, user)
+
+
+def test_feast_grpc_client_is_served(store: Any, server: ServerProcess) -> None:
+    from feast.protos.feast.serving import ServingService_pb2 as feast_pb
+    from feast.protos.feast.serving import ServingService_pb2_grpc as feast_grpc
+    from feast.protos.feast.types import Value_pb2
+
+    request = feast_pb.GetOnlineFeaturesRequest(
+        features=feast_pb.FeatureList(val=["profile:limit_eur", "profile:country"]),
+        entities={"user_id": Value_pb2.RepeatedValue(val=[Value_pb2.Value(int64_val=1),
+                                                          Value_pb2.Value(int64_val=999)])},
+    )  # fmt: skip
+    with grpc.insecure_channel(server.target) as channel:
+        response = feast_grpc.ServingServiceStub(channel).GetOnlineFeatures(request, timeout=5)
+    assert list(response.metadata.feature_names.val) == ["user_id", "limit_eur", "country"]
+    limit = response.results[1]
+    assert limit.values[0].double_val == _profile_row(1, 0)["limit_eur"]
+    assert [feast_pb.FieldStatus.Name(s) for s in limit.statuses] == ["PRESENT", "NOT_FOUND"]
