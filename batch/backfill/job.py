@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from batch.backfill.arrow_types import spark_ddl
@@ -145,6 +145,8 @@ def _run_merchant_risk(
     from batch.backfill.merchant_risk import DAY_US as M_DAY_US
     from batch.backfill.merchant_risk import labels_path, merchant_risk_frame, snapshot_days
 
+    # A snapshot as of a midnight still to come would miss the events yet to arrive.
+    end_us = min(end_us, datetime_to_us(datetime.now(UTC)))
     first, last = snapshot_days(start_us, end_us)
     read_start = first * M_DAY_US - plan.lookback_s * US
     read_end = last * M_DAY_US

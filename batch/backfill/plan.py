@@ -17,9 +17,9 @@ from typing import Literal
 from featureline.errors import BadInputError
 from featureline.specs import RepoSpec, ViewSpec
 
-# Batch views computed by a Spark job of ours, by view name -> the source topic they
-# read (their module lives in batch/backfill/).
-BATCH_JOBS: dict[str, str] = {"merchant_risk": "transactions"}
+# Batch views computed by a Spark job of ours, by view name -> the name of the Feast
+# FileSource of the raw events they read (their module lives in batch/backfill/).
+BATCH_JOBS: dict[str, str] = {"merchant_risk": "transactions_raw"}
 TILES_DIR = "_tiles"
 
 PlanKind = Literal["aggregating", "plain", "batch_job"]
@@ -74,17 +74,20 @@ def _plan(repo: RepoSpec, view: ViewSpec, offline_dir: Path) -> ViewPlan | None:
             )  # fmt: skip
         return ViewPlan(view, "plain", Path(view.batch_source.path), output, None, 0)
     if view.name in BATCH_JOBS:
-        topic = BATCH_JOBS[view.name]
-        raw = _topic_source(repo, topic) or offline_dir / "raw" / topic
+        raw = _named_source(repo, BATCH_JOBS[view.name])
+        if raw is None:
+            raise BadInputError(
+                f"view {view.name!r} is computed from the file source {BATCH_JOBS[view.name]!r}, "
+                "which no view of this repo uses"
+            )
         from batch.backfill.merchant_risk import WINDOW_S
 
         return ViewPlan(view, "batch_job", raw, output, None, WINDOW_S)
     return None
 
 
-def _topic_source(repo: RepoSpec, topic: str) -> Path | None:
+def _named_source(repo: RepoSpec, name: str) -> Path | None:
     for view in repo.views.values():
-        stream = view.stream_source
-        if stream is not None and stream.topic == topic and stream.batch_source is not None:
-            return Path(stream.batch_source.path)
+        if view.batch_source is not None and view.batch_source.name == name:
+            return Path(view.batch_source.path)
     return None

@@ -1,0 +1,153 @@
+"""`check_consistency`: serve N entities online, recompute them offline, compare.
+
+1. sample N entities per join-key set (batch.consistency.sample);
+2. read them through the serving path at instant t (serving_api.online_reader, the
+   code the REST and gRPC servers run: Feast-format values with ttl, tiles merged at t);
+3. compute the same features at the same t through historical retrieval
+   (batch.historical.get_historical_features, one entity row per key stamped t);
+4. compare per feature (batch.consistency.compare).
+
+t defaults to now: the online store holds latest values, so it can only answer for
+an instant at or after the newest event it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from batch.consistency.compare import FeatureAgreement, compare_feature
+from batch.consistency.sample import EntityGroup, feature_groups, sample_keys
+from featureline.errors import BadInputError
+from featureline.offline import TS_TYPE
+from featureline.semantics import US
+from featureline.settings import Settings
+from featureline.specs import RepoSpec
+
+# Entities per online read (one pipelined round trip each).
+_READ_CHUNK = 500
+
+
+@dataclass
+class ConsistencyReport:
+    at_us: int
+    sample: int
+    features: list[FeatureAgreement] = field(default_factory=list)
+    entities: dict[str, int] = field(default_factory=dict)  # join keys -> sampled
+    skipped: list[str] = field(default_factory=list)  # on-demand refs not compared
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": datetime.fromtimestamp(self.at_us / US, UTC).isoformat(),
+            "sample": self.sample,
+            "entities": self.entities,
+            "skipped_on_demand": self.skipped,
+            "ok": self.ok,
+            "features": [f.to_dict() for f in self.features],
+        }
+
+
+def check_consistency(
+    settings: Settings,
+    sample: int = 1000,
+    *,
+    refs: list[str] | None = None,
+    service: str | None = None,
+    at: datetime | None = None,
+    seed: int = 0,
+    repo: RepoSpec | None = None,
+) -> ConsistencyReport:
+    if sample < 1:
+        raise BadInputError(f"--sample must be at least 1, got {sample}")
+    began = time.perf_counter()
+    if repo is None:
+        from featureline.repo import load_repo
+
+        repo = load_repo(settings)
+    t = at or datetime.now(UTC)
+    t_us = int(t.timestamp()) * US + t.microsecond
+    groups, skipped = feature_groups(repo, refs, service)
+    report = ConsistencyReport(t_us, sample, skipped=skipped)
+    for group in groups:
+        keys = sample_keys(group, sample, seed)
+        report.entities[",".join(group.key_names)] = len(keys)
+        if not keys:
+            report.features += [FeatureAgreement(ref) for ref in group.refs]
+            continue
+        online = read_online(settings, repo, group, keys, t_us)
+        offline = read_offline(settings, repo, group, keys, t_us)
+        for ref in group.refs:
+            column = _full_name(ref)
+            report.features.append(compare_feature(ref, keys, online[column], offline[column]))
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+def _full_name(ref: str) -> str:
+    view, _, feature = ref.partition(":")
+    return f"{view}__{feature}"
+
+
+def _key_columns(group: EntityGroup, keys: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    return {name: [k[i] for k in keys] for i, name in enumerate(group.key_names)}
+
+
+def read_online(
+    settings: Settings, repo: RepoSpec, group: EntityGroup, keys: list[tuple[Any, ...]], t_us: int
+) -> dict[str, list[Any]]:
+    """Values as the serving path returns them at t; None unless PRESENT."""
+    from serving_api.frame import PRESENT
+    from serving_api.online_reader import OnlineReader
+    from serving_api.redis_client import RedisClient
+
+    async def read_all() -> dict[str, list[Any]]:
+        client = RedisClient(settings.redis_host, settings.redis_port)
+        reader = OnlineReader(repo, client)
+        plan = reader.plan(list(group.refs), None, True)
+        out: dict[str, list[Any]] = {}
+        try:
+            for lo in range(0, len(keys), _READ_CHUNK):
+                part = keys[lo : lo + _READ_CHUNK]
+                frame = await reader.read(plan, _key_columns(group, part), t_us=t_us)
+                for col in frame.columns:
+                    values = [
+                        v if s == PRESENT else None for v, s in zip(col.values, col.statuses, strict=True)
+                    ]
+                    out.setdefault(col.name, []).extend(values)
+        finally:
+            client.close()
+        return out
+
+    return asyncio.run(read_all())
+
+
+def read_offline(
+    settings: Settings, repo: RepoSpec, group: EntityGroup, keys: list[tuple[Any, ...]], t_us: int
+) -> dict[str, list[Any]]:
+    """Values historical retrieval computes for the same entities at the same t."""
+    from batch.historical import get_historical_features
+
+    columns: dict[str, Any] = {}
+    for i, spec in enumerate(group.join_keys):
+        columns[spec.name] = pa.array([k[i] for k in keys], _key_type(spec.dtype))
+    columns["event_timestamp"] = pa.array([t_us] * len(keys), pa.int64()).cast(TS_TYPE)
+    table = get_historical_features(
+        pa.table(columns), list(group.refs), repo=repo, settings=settings, full_feature_names=True
+    )
+    return {name: table[name].to_pylist() for name in table.column_names}
+
+
+def _key_type(dtype: str) -> pa.DataType:
+    from batch.backfill.arrow_types import arrow_type
+
+    return arrow_type(dtype)
