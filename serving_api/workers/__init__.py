@@ -1,0 +1,53 @@
+"""Training and inference workers that take their feature layout from the definitions.
+
+    from serving_api.workers import train, TrainConfig, run_worker, WorkerConfig
+
+- `feature_layout(repo, service)`: the model's columns (the service's numeric features
+  in order, full names) and the values the definitions declare for missing ones;
+- `service_fingerprint(repo, service)`: the definitions hash a model is tied to;
+- `train(settings, labels, out, TrainConfig(...))`: historical retrieval -> model file;
+- `run_worker(settings, WorkerConfig(...))`: Kafka -> batches -> tensor call -> model
+  -> Kafka; refuses a model trained on other definitions (ModelMismatchError, exit 2);
+- `DynamicBatcher`, `ScoringPipeline`: the batching and scoring core, source-agnostic;
+- `FraudMLP`, `Scorer`, `load_model`, `save_model`: the model and its file.
+
+Names load on first use: importing this package costs no torch, grpc or kafka import
+(`featureline --help` and `featureline train --help` stay fast).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DynamicBatcher": "serving_api.workers.batcher",
+    "Batch": "serving_api.workers.batcher",
+    "feature_layout": "serving_api.workers.layout",
+    "FeatureLayout": "serving_api.workers.layout",
+    "service_fingerprint": "serving_api.workers.fingerprint",
+    "service_definition": "serving_api.workers.fingerprint",
+    "FraudMLP": "serving_api.workers.model",
+    "ModelMeta": "serving_api.workers.model",
+    "Scorer": "serving_api.workers.model",
+    "load_model": "serving_api.workers.model",
+    "save_model": "serving_api.workers.model",
+    "TrainConfig": "serving_api.workers.train",
+    "TrainResult": "serving_api.workers.train",
+    "train": "serving_api.workers.train",
+    "ScoringPipeline": "serving_api.workers.pipeline",
+    "PipelineConfig": "serving_api.workers.pipeline",
+    "ScoringRequest": "serving_api.workers.messages",
+    "WorkerConfig": "serving_api.workers.worker",
+    "ModelMismatchError": "serving_api.workers.worker",
+    "run_worker": "serving_api.workers.worker",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'serving_api.workers' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
@@ -138,13 +137,10 @@ def _committed(settings: Settings, group: str, topic: str) -> dict[int, int | No
     return committed
 
 
-def test_the_worker_scores_a_kafka_stream_as_scoring_one_by_one_would(
-    served: ServeProcess,
-    workers_settings: Settings,
-    layout: FeatureLayout,
-    online: EntityDomain,
-    trained: TrainResult,
-) -> None:
+def _worker_config(
+    settings: Settings, served: ServeProcess, trained: TrainResult, max_requests: int
+) -> WorkerConfig:
+    """Fresh topics (2 partitions) and group; batches of up to 8, 3 fetches in flight."""
     from featureline.devstack import ensure_topic
 
     run_id = random.getrandbits(24)
@@ -155,11 +151,34 @@ def test_the_worker_scores_a_kafka_stream_as_scoring_one_by_one_would(
         serving=served.grpc_target,
         group_id=f"workers-test-{run_id}",
         pipeline=PipelineConfig(max_batch=8, max_wait_s=0.005, max_inflight=3),
-        max_requests=42,
+        max_requests=max_requests,
         idle_exit_s=30.0,
     )
     for topic in (config.in_topic, config.out_topic, config.dlq_topic):
-        ensure_topic(workers_settings, topic, 2)
+        ensure_topic(settings, topic, 2)
+    return config
+
+
+def _scores(settings: Settings, topic: str, expected: int, fingerprint: str) -> dict[str, np.float32]:
+    """txn_id -> score of the score records on `topic`, each record checked."""
+    scores = {}
+    for record in _read_all(settings, topic, expected):
+        body = json.loads(record.value)
+        assert record.key == body["txn_id"].encode()
+        assert body["model"] == fingerprint
+        assert body["latency_ms"] > 0
+        scores[body["txn_id"]] = np.float32(body["score"])
+    return scores
+
+
+def test_the_worker_scores_a_kafka_stream_as_scoring_one_by_one_would(
+    served: ServeProcess,
+    workers_settings: Settings,
+    layout: FeatureLayout,
+    online: EntityDomain,
+    trained: TrainResult,
+) -> None:
+    config = _worker_config(workers_settings, served, trained, max_requests=42)
     rows = request_rows(layout, online, 40, seed=5)
     events = [
         json.dumps({"txn_id": f"t{i}", "user_id": u, "merchant_id": m, "amount": 12.5}).encode()
@@ -169,16 +188,10 @@ def test_the_worker_scores_a_kafka_stream_as_scoring_one_by_one_would(
     events.insert(20, json.dumps({"txn_id": "no-user", "merchant_id": "merchant_id-1"}).encode())
     _produce(workers_settings, config.in_topic, events)
 
-    stats = run_worker(dataclasses.replace(workers_settings), config)
+    stats = run_worker(workers_settings, config)
 
     assert (stats.scored, stats.rejected) == (40, 2)
-    scores = {}
-    for record in _read_all(workers_settings, config.out_topic, 40):
-        body = json.loads(record.value)
-        assert record.key == body["txn_id"].encode()
-        assert body["model"] == trained.meta.fingerprint
-        assert body["latency_ms"] > 0
-        scores[body["txn_id"]] = np.float32(body["score"])
+    scores = _scores(workers_settings, config.out_topic, 40, trained.meta.fingerprint)
     assert sorted(scores) == sorted(f"t{i}" for i in range(40))
     dead = _read_all(workers_settings, config.dlq_topic, 2)
     reasons = sorted(dict(r.headers)["error"].decode() for r in dead)
