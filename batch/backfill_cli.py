@@ -6,7 +6,6 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from featureline.errors import BadInputError
 from featureline.settings import Settings
 
 
@@ -15,7 +14,8 @@ def parse_instant(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise BadInputError(
+        # argparse turns this into "error: argument --start: <message>", exit 2.
+        raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time (e.g. 2026-01-01 or 2026-01-01T12:00:00Z)"
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
