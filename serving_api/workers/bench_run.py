@@ -94,11 +94,12 @@ def _devices(text: str) -> tuple[str, ...]:
 
 @dataclass
 class Point:
-    """One (side, device, batch size) measurement."""
+    """One (side, device, batch size, calls in flight) measurement."""
 
     side: str
     device: str
     batch: int
+    inflight: int = 1
     vectors: int = 0
     seconds: float = 0.0
     latencies_ms: list[np.ndarray] = field(default_factory=list)
@@ -115,6 +116,7 @@ class Point:
             "side": self.side,
             "device": self.device,
             "batch": self.batch,
+            "inflight": self.inflight,
             "vectors_per_s": round(self.vectors / self.seconds, 1) if self.seconds else 0.0,
             "p50_ms": pct(lat, 50),
             "p99_ms": pct(lat, 99),
@@ -138,7 +140,7 @@ async def measure_ours(
     """Closed loop: `inflight` batches of `batch` requests always out. A request's clock
     starts when its batch is built, after a slot is free, so latency is the service
     time under that load, not time queued in the driver."""
-    point = Point("ours", str(scorer.device), batch)
+    point = Point("ours", str(scorer.device), batch, inflight)
     slots = asyncio.Semaphore(inflight)
     window = {"open": False}
 
@@ -178,16 +180,16 @@ async def measure_ours(
 
 def print_table(title: str, points: list[dict[str, Any]]) -> None:
     print(f"\n{title}")
-    head = ("device", "batch", "vectors/s", "p50 ms", "p99 ms", "fetch p50", "model p50")
+    head = ("device", "batch", "inflight", "vectors/s", "p50 ms", "p99 ms", "fetch p50", "model p50")
     print("".join(f"{h:<7}" if i == 0 else f"{h:>{_WIDTHS[i]}}" for i, h in enumerate(head)))
     for p in points:
         print(
-            f"{p['device']:<7}{p['batch']:>7}{p['vectors_per_s']:>13,.0f}{_ms(p['p50_ms'])}"
+            f"{p['device']:<7}{p['batch']:>7}{p['inflight']:>9}{p['vectors_per_s']:>13,.0f}{_ms(p['p50_ms'])}"
             f"{_ms(p['p99_ms'])}{_ms(p['fetch_p50_ms'], 11)}{_ms(p['model_p50_ms'], 11)}"
         )
 
 
-_WIDTHS = (7, 7, 13, 10, 10, 11, 11)
+_WIDTHS = (7, 7, 9, 13, 10, 10, 11, 11)
 
 
 def _ms(value: float | None, width: int = 10) -> str:
