@@ -33,29 +33,26 @@ def latest_per_key(rows: pa.Table, view: ViewSpec) -> pa.Table:
     """One row per entity: the largest (TS_US, created) (semantics.latest_order_key).
 
     `rows` has the join keys, TS_US and CREATED_US (-1 when the row has no created
-    time). Rows with a null key are dropped.
+    time). Rows with a null key are dropped. Only the sort columns are sorted and only
+    the winners are gathered (1M rows -> 100k entities: ~0.35 s instead of ~0.9 s).
     """
     keys = list(view.join_key_names)
     for k in keys:
-        rows = rows.filter(pc.is_valid(rows[k]))
+        if rows[k].null_count:
+            rows = rows.filter(pc.is_valid(rows[k]))
     if rows.num_rows == 0:
         return rows
     sort_keys = [*((k, "ascending") for k in keys), (TS_US, "descending"), (CREATED_US, "descending")]
     if KAFKA_OFFSET in rows.column_names:
         # A full tie goes to the later message, as streaming's LWW write (>=) decides it.
         sort_keys.append((KAFKA_OFFSET, "descending"))
-    order = pc.sort_indices(rows, sort_keys=sort_keys)
-    rows = rows.take(order)
-    return rows.filter(pa.array(_first_of_groups(rows, keys)))
-
-
-def _first_of_groups(rows: pa.Table, keys: list[str]) -> np.ndarray:
-    first = np.zeros(rows.num_rows, dtype=bool)
+    order = pc.sort_indices(rows.select([name for name, _ in sort_keys]), sort_keys=sort_keys)
+    first = np.zeros(len(order), dtype=bool)
     first[0] = True
     for k in keys:
-        col = rows[k].to_numpy(zero_copy_only=False)
+        col = rows[k].take(order).to_numpy(zero_copy_only=False)
         first[1:] |= col[1:] != col[:-1]
-    return first
+    return rows.take(order.filter(pa.array(first)))
 
 
 @dataclass(frozen=True)
