@@ -52,6 +52,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-records", type=int, default=20_000, help="messages per batch element at most (default: 20000)"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the partitions (p %% N == i); each partition has one writer (default: 1)",
+    )
+    parser.add_argument("--shard", default="", help=argparse.SUPPRESS)  # "i/N", set for workers
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress line on stderr (auto: when it is a terminal)")  # fmt: skip
 
@@ -79,15 +86,75 @@ def _progress(stop: threading.Event, enabled: bool) -> threading.Thread | None:
     return thread
 
 
+def _run_workers(args: Any, argv: list[str]) -> int:
+    """Start `args.workers` processes (one shard each), forward SIGTERM/SIGINT, wait,
+    and merge their stats files."""
+    import subprocess
+
+    from streaming.metrics import merge_summaries
+
+    children: list[subprocess.Popen[bytes]] = []
+    stats: list[Path] = []
+    for i in range(args.workers):
+        extra = ["--shard", f"{i}/{args.workers}", "--workers", "1", "--progress", "off"]
+        if args.stats_file:
+            stats.append(args.stats_file.with_name(f"{args.stats_file.name}.{i}"))
+            extra += ["--stats-file", str(stats[-1])]
+        cmd = [sys.executable, "-m", "featureline.cli", *argv, *extra]
+        children.append(subprocess.Popen(cmd))
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    codes = [child.wait() for child in children]
+    if args.stats_file:
+        merge_summaries(stats, args.stats_file)
+    return max(codes)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv less `name VALUE` / `name=VALUE` (the workers get their own)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from featureline.errors import BadInputError
+
+    index, _, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        raise BadInputError(f"--shard {text!r}: expected I/N") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise BadInputError(f"--shard {text!r}: expected 0 <= I < N")
+    return shard
+
+
 def run(args: Any, settings: Settings) -> int:
     from featureline.repo import load_repo
     from streaming import kafka_read, metrics
     from streaming.pipeline import plan_stream
     from streaming.pipeline import run as run_pipeline
 
+    if args.workers > 1 and not args.shard:
+        load_repo(settings)  # parse once; the workers read the cached specs
+        return _run_workers(args, _without_option(sys.argv[1:], "--workers"))
     repo = load_repo(settings)
     plan = plan_stream(
         settings, repo, start_from=args.start_from, only_views=args.views,
+        shard=_shard(args.shard) if args.shard else (0, 1),
         max_future_s=args.max_future_s, flush_s=args.flush_s, max_records=args.max_records,
     )  # fmt: skip
     views = sorted(v.name for vs in plan.views.values() for v in vs)

@@ -107,6 +107,7 @@ class Totals:
             DEAD.labels(topic).inc(n)
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        lag = max(lag, 0)  # Tansu's high watermark can trail the last batch
         self.lag[(topic, partition)] = lag
         LAG.labels(topic, str(partition)).set(lag)
 
@@ -128,15 +129,48 @@ class Totals:
             "late_events_by_view": dict(self.late_by_view),
             "lag": sum(self.lag.values()),
             "elapsed_s": time.time() - self.started,
+            "first_apply": self.first_apply,
+            "last_apply": self.last_apply,
             "apply_span_s": span if self.events else 0.0,
             "events_per_s": self.events / span if self.events else 0.0,
             "freshness": self.freshness_quantiles(),
         }
 
     def write(self, path: Path) -> None:
+        """The summary as JSON at `path`, every freshness value beside it (.npy)."""
+        with self._lock:
+            fresh = np.concatenate(self._fresh) if self._fresh else np.empty(0)
+        np.save(_values_path(path), fresh)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.summary(), indent=2))
         tmp.replace(path)
+
+
+def _values_path(path: Path) -> Path:
+    return path.with_name(path.name + ".freshness.npy")
+
+
+def merge_summaries(paths: list[Path], out: Path) -> dict[str, Any]:
+    """One summary of several worker processes' stats files (written to `out`)."""
+    parts = [json.loads(p.read_text()) for p in paths if p.exists()]
+    totals = Totals()
+    for part in parts:
+        totals.events += part["events"]
+        totals.skipped += part["skipped"]
+        totals.dead += part["dead_letters"]
+        totals.late += part["late_events"]
+        for view, n in part["late_events_by_view"].items():
+            totals.late_by_view[view] = totals.late_by_view.get(view, 0) + n
+        if part["events"]:
+            first = totals.first_apply or part["first_apply"]
+            totals.first_apply = min(first, part["first_apply"])
+            totals.last_apply = max(totals.last_apply, part["last_apply"])
+        totals.started = min(totals.started, time.time() - part["elapsed_s"])
+    for p in paths:
+        if _values_path(p).exists():
+            totals._fresh.append(np.load(_values_path(p)))
+    totals.write(out)
+    return totals.summary()
 
 
 TOTALS = Totals()

@@ -1,0 +1,253 @@
+"""`featureline bench stream`: end-to-end throughput and freshness, and Feast's push path
+on the same events in the same run.
+
+1. throughput: N generated events (featureline.generator, recent event times) are in
+   the topic first; `featureline stream` starts from the earliest offset and we time
+   it from its first to its last applied batch (and with start-up included);
+2. freshness: a new job from the latest offset, the producer paced at R events/s for
+   S seconds; freshness = visible in Redis - Kafka record time (set when produced);
+3. Feast: `FeatureStore.write_to_online_store` (what `FeatureStore.push` calls) of the
+   same events for `user_last_txn`, latest values only (Feast's stream path computes
+   no aggregations), versus ours, which computes every view.
+
+The repo is copied with its own project and topic, so a bench never mixes with other
+data on the stack. The stack (Redis + Tansu) is started if it is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from featureline.settings import Settings
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="events for the throughput run (default: 1,000,000)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=10_000.0, help="events/s for the freshness run (default: 10,000)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="length of the freshness run (default: 30 s)"
+    )
+    parser.add_argument("--users", type=int, default=10_000, help="users (default: 10,000)")
+    parser.add_argument("--merchants", type=int, default=1_000, help="merchants (default: 1,000)")
+    parser.add_argument("--partitions", type=int, default=3, help="topic partitions (default: 3)")
+    parser.add_argument(
+        "--feast-events", type=int, default=200_000, help="events Feast writes (default: 200,000)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="stream job processes (featureline stream --workers; default: 2)",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes: 100k events, 10 s at the rate, 50k for Feast")  # fmt: skip
+
+
+@dataclasses.dataclass
+class _Bench:
+    settings: Settings
+    topic: str
+    project: str
+    repo_dir: Path
+    partitions: int
+
+
+def _bench_repo(settings: Settings, workdir: Path, partitions: int) -> _Bench:
+    name = f"bench{uuid.uuid4().hex[:6]}"
+    repo_dir = workdir / "repo"
+    shutil.copytree(settings.repo, repo_dir, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    yaml = repo_dir / "feature_store.yaml"
+    yaml.write_text(yaml.read_text().replace("project: featureline_demo", f"project: {name}"))
+    src = repo_dir / "sources.py"
+    src.write_text(src.read_text().replace('topic="transactions"', f'topic="{name}"'))
+    bench_settings = dataclasses.replace(settings, repo=repo_dir, offline_dir=str(workdir / "offline"))
+    return _Bench(bench_settings, name, name, repo_dir, partitions)
+
+
+def _events(args: Any, n: int, start: datetime, seconds: float) -> Any:
+    from featureline.generator import generate_events, kafka_batch, make_config
+
+    config = make_config(events=n, start=start, hours=seconds / 3600, users=args.users,
+                         merchants=args.merchants)  # fmt: skip
+    # Only valid events: dead letters are measured by the tests, not here.
+    config = dataclasses.replace(config, malformed_fraction=0.0)
+    table = generate_events(config)
+    return table, kafka_batch(config, table)
+
+
+def _job(
+    bench: _Bench, workdir: Path, tag: str, workers: int, *extra: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    stats = workdir / f"{tag}.json"
+    env = {**os.environ, **bench.settings.env_vars()}
+    cmd = [sys.executable, "-m", "featureline.cli", "stream", "--repo", str(bench.repo_dir),
+           "--progress", "off", "--stats-file", str(stats), "--workers", str(workers),
+           *extra]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL), stats
+
+
+def _wait_applied(bench: _Bench, total: int, timeout_s: float) -> None:
+    """Until the job applied `total` messages: offsets start at 0 on a new topic, so
+    the watermarks (last applied offset per partition) add up to total - partitions.
+    (Not ListOffsets: Tansu 0.6 answers the last batch's base offset as the end.)"""
+    import redis
+
+    from featureline.online.tiles import offsets_key
+
+    client = redis.Redis.from_url(bench.settings.redis_url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        applied = 0
+        for p in range(bench.partitions):
+            mark = cast(bytes | None, client.get(offsets_key(bench.project, bench.topic, p)))
+            applied += 0 if mark is None else int(mark) + 1
+        if applied >= total:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"the job did not apply {total:,} events within {timeout_s:.0f} s")
+
+
+def _stop(job: subprocess.Popen[bytes], stats: Path) -> dict[str, Any]:
+    job.terminate()
+    job.wait(timeout=60)
+    return dict(json.loads(stats.read_text()))
+
+
+def _throughput(args: Any, bench: _Bench, workdir: Path) -> tuple[dict[str, Any], Any, float]:
+    from featureline.generator import produce
+
+    # Event times as a live stream at 50k events/s would have them, ending now.
+    span_s = max(args.events / 50_000, 1.0)
+    table, batch = _events(args, args.events, datetime.now(UTC) - timedelta(seconds=span_s), span_s)
+    report = produce(bench.settings, batch, bench.topic)
+    job, stats = _job(bench, workdir, "throughput", args.workers, "--start-from", "earliest")
+    _wait_applied(bench, len(batch), timeout_s=600)
+    return _stop(job, stats), table, report.per_second
+
+
+def _paced_produce(bench: _Bench, values: list[bytes], keys: list[bytes], rate: float) -> None:
+    """Send at `rate` messages/s in 10 ms steps; record time = send time (ms)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bench.settings.kafka_bootstrap, linger_ms=5)
+    per_step = max(1, round(rate / 100))
+    began = time.monotonic()
+    for step, lo in enumerate(range(0, len(values), per_step)):
+        delay = began + step / 100 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        now_ms = int(time.time() * 1000)
+        for i in range(lo, min(lo + per_step, len(values))):
+            producer.send(bench.topic, key=keys[i], value=values[i], timestamp_ms=now_ms)
+    producer.flush()
+    producer.close()
+
+
+def _freshness(args: Any, bench: _Bench, workdir: Path) -> dict[str, Any]:
+    job, stats = _job(bench, workdir, "freshness", args.workers, "--start-from", "latest")
+    n = int(args.rate * args.seconds)
+    _, batch = _events(args, n, datetime.now(UTC) - timedelta(seconds=args.seconds), args.seconds)
+    time.sleep(12)  # the job's start-up (imports, Beam); events sent before would be old
+    _paced_produce(bench, batch.values, batch.keys, args.rate)
+    _wait_applied(bench, args.events + len(batch), timeout_s=120)
+    return _stop(job, stats)
+
+
+def _feast_push(bench: _Bench, table: Any, n: int) -> float:
+    """Rows/s of FeatureStore.write_to_online_store into user_last_txn."""
+    bench.settings.export_env()
+    from feast import FeatureStore
+    from feast.repo_operations import parse_repo
+
+    sys.path.append(str(bench.repo_dir))
+    store = FeatureStore(repo_path=str(bench.repo_dir))
+    cwd = os.getcwd()
+    os.chdir(bench.repo_dir)  # parse_repo names modules relative to the working directory
+    try:
+        contents = parse_repo(bench.repo_dir)
+    finally:
+        os.chdir(cwd)
+    store.apply([*contents.entities, *contents.data_sources, *contents.feature_views,
+                 *contents.stream_feature_views])  # fmt: skip
+    df = (
+        table.slice(0, n)
+        .select(["user_id", "amount", "merchant_id", "country", "event_timestamp", "created"])
+        .to_pandas()
+    )
+    began = time.monotonic()
+    for lo in range(0, len(df), 20_000):
+        store.write_to_online_store("user_last_txn", df.iloc[lo : lo + 20_000])
+    return len(df) / (time.monotonic() - began)
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def run(args: Any, settings: Settings) -> int:
+    from featureline.devstack import ensure_topic, load_state, start_stack, stop_stack
+
+    if args.quick:
+        args.events, args.seconds, args.feast_events = 100_000, 10.0, 50_000
+    started = load_state(settings) is None
+    start_stack(settings)
+    workdir = Path(tempfile.mkdtemp(prefix="fl-bench-stream-"))
+    try:
+        bench = _bench_repo(settings, workdir, args.partitions)
+        ensure_topic(bench.settings, bench.topic, args.partitions)
+        from featureline.repo import load_repo
+
+        load_repo(bench.settings)  # parse once (feast), the jobs read the cache
+        _say("throughput run ...")
+        thr, table, produce_rate = _throughput(args, bench, workdir)
+        _say(f"throughput run done: {thr['events_per_s']:,.0f} events/s; freshness run ...")
+        fresh = _freshness(args, bench, workdir)
+        _say("freshness run done; Feast ...")
+        feast_rate = _feast_push(bench, table, min(args.feast_events, table.num_rows))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if started:
+            stop_stack(settings)
+    _report(args, thr, fresh, feast_rate, produce_rate)
+    return 0
+
+
+def _report(
+    args: Any, thr: dict[str, Any], fresh: dict[str, Any], feast_rate: float, produce_rate: float
+) -> None:
+    ours = thr["events_per_s"]
+    q = {k: fresh["freshness"].get(k, float("nan")) * 1000 for k in ("p50_s", "p99_s", "max_s")}
+    print(
+        f"stream bench: {args.events:,} events, {args.users:,} users, {args.merchants:,} "
+        f"merchants, {args.partitions} partitions, broker + Redis on this machine "
+        f"({os.cpu_count()} cores)"
+    )
+    print(
+        f"  throughput (Kafka -> tiles of 2 views + latest values + raw Parquet): "
+        f"{ours:,.0f} events/s ({thr['events']:,} events in {thr['apply_span_s']:.1f} s; "
+        f"{thr['events'] / thr['elapsed_s']:,.0f}/s counting the job's start-up)"
+    )
+    print(
+        f"  freshness at {args.rate:,.0f} events/s for {args.seconds:.0f} s "
+        f"({fresh['events']:,} events): p50 {q['p50_s']:.0f} ms, p99 {q['p99_s']:.0f} ms, "
+        f"max {q['max_s']:.0f} ms"
+    )
+    print(f"  Feast write_to_online_store (user_last_txn, latest only): {feast_rate:,.0f} rows/s")
+    print(f"  ratio ours / Feast: {ours / feast_rate:.1f}x")
+    print(f"  (producer alone: {produce_rate:,.0f} msg/s)")
