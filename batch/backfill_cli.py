@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from featureline.settings import Settings
 
 
 def parse_instant(text: str) -> datetime:
-    """ISO 8601 date or date-time; a naive value is UTC (semantics.md)."""
+    """ISO 8601 date or date-time (a naive value is UTC, semantics.md), or `now`,
+    `today` / `yesterday` (UTC midnights: what a nightly job passes)."""
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    relative = {"now": datetime.now(UTC), "today": midnight, "yesterday": midnight - timedelta(days=1)}
+    if text.lower() in relative:
+        return relative[text.lower()]
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -22,7 +27,9 @@ def parse_instant(text: str) -> datetime:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--start", required=True, type=parse_instant, help="first day (UTC)")
+    parser.add_argument(
+        "--start", required=True, type=parse_instant, help="first day (UTC; ISO 8601, today, yesterday)"
+    )
     parser.add_argument(
         "--end", required=True, type=parse_instant, help="end, exclusive (widened to a whole day)"
     )
