@@ -10,14 +10,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from featureline.errors import BadInputError
 from featureline.settings import Settings
-from serving_api.typed_client import AsyncTensorClient
+from serving_api.client import FeatureTensor
 from serving_api.workers.layout import FeatureLayout
 from serving_api.workers.messages import new_request, score_records
 from serving_api.workers.model import Scorer
@@ -134,8 +134,14 @@ class Workload:
     fingerprint: str
 
 
+class TensorSource(Protocol):
+    """What the pipeline fetches features from: the serving API, or a replay."""
+
+    async def fetch(self, entities: dict[str, list[Any]]) -> FeatureTensor: ...
+
+
 async def measure_ours(
-    client: AsyncTensorClient, scorer: Scorer, work: Workload, batch: int, inflight: int, seconds: float
+    client: TensorSource, scorer: Scorer, work: Workload, batch: int, inflight: int, seconds: float
 ) -> Point:
     """Closed loop: `inflight` batches of `batch` requests always out. A request's clock
     starts when its batch is built, after a slot is free, so latency is the service

@@ -15,6 +15,7 @@ import torch
 from featureline.repo import load_repo
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
+from serving_api.client import FeatureTensor
 from serving_api.typed_client import AsyncTensorClient, TensorClient
 from serving_api.workers.bench import GOAL_VECTORS_PER_S
 from serving_api.workers.bench_env import dev_stack, serving
@@ -102,6 +103,38 @@ async def _ours_point(
     ) as client:
         await client.expect(work.layout.names)
         return await measure_ours(client, scorer, work, batch, inflight, options.seconds)
+
+
+def worker_alone(
+    options: BenchOptions, work: Workload, model_path: Path, target: str
+) -> list[dict[str, Any]]:
+    """The worker's own ceiling: the same pipeline, model and score records, with the
+    features of each batch replayed from memory (one real tensor fetched up front)."""
+    from serving_api.workers.model import load_model
+
+    out: list[dict[str, Any]] = []
+    for device in options.devices:
+        model, _ = load_model(model_path, device)
+        scorer = Scorer(model, device)
+        for batch in options.batch_sizes:
+            replay = _Replay(target, work, batch)
+            point = asyncio.run(measure_ours(replay, scorer, work, batch, options.inflight, options.seconds))
+            point.side = "worker_alone"
+            out.append(point.summary())
+    return out
+
+
+class _Replay:
+    """A fetch that answers every batch with one tensor the server sent earlier."""
+
+    def __init__(self, target: str, work: Workload, batch: int) -> None:
+        names = [n for n, _ in work.layout.entity_fields]
+        rows = work.rows[:batch]
+        with TensorClient(target, work.layout.service, timeout_s=30.0) as client:
+            self.tensor = client.fetch({n: [r[i] for r in rows] for i, n in enumerate(names)})
+
+    async def fetch(self, entities: dict[str, list[Any]]) -> FeatureTensor:
+        return self.tensor
 
 
 def feast_side(
@@ -211,6 +244,10 @@ def run_all(options: BenchOptions, base: Settings) -> dict[str, Any]:
             model_path = bench_model(settings, options, work, serve.grpc_target)
             summary["ours"] = ours(options, work, model_path, serve.grpc_target)
             print_table("ours: scoring pipeline, features from GetOnlineTensor", summary["ours"])
+            summary["worker_alone"] = worker_alone(options, work, model_path, serve.grpc_target)
+            print_table(
+                "the worker alone: same pipeline, features replayed from memory", summary["worker_alone"]
+            )
             if options.kafka_requests:
                 summary["kafka"] = kafka_side(settings, options, work, model_path, serve.grpc_target)
         if options.feast:
