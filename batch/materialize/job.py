@@ -222,16 +222,12 @@ def _write_latest(
     def shard(index: int, shards: int, add: Any) -> int:
         lo, hi = shard_bounds(n, index, shards)
         client = redis_client(settings)
-        writer = LatestLwwWriter(client, view)
-        encoded = encode_rows(latest.slice(lo, hi - lo), view, repo.project, has_created)
-        written = 0
-        step = 20_000
-        for a in range(0, len(encoded), step):
-            part = encoded.slice(a, a + step)
-            written += writer.write(part)
-            add(len(part))
-        client.close()
-        return written
+        try:
+            writer = LatestLwwWriter(client, view)
+            encoded = encode_rows(latest.slice(lo, hi - lo), view, repo.project, has_created)
+            return writer.write(encoded, add)
+        finally:
+            client.close()
 
     written = sum(run_sharded(shard, count, progress))
     return rows.num_rows, n, written

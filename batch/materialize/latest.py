@@ -13,6 +13,7 @@ takes columns encoded at once (batch.materialize.encode) instead of row objects.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain, repeat
 from typing import Any
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 
 from batch.backfill.events import CREATED_US, TS_US
 from batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
+from batch.materialize.redis_pipe import PipelinedWriter
 from featureline.offline import KAFKA_OFFSET
 from featureline.online.feast_format import feature_field, order_field, ts_field
 from featureline.online.writer import CHUNK_KEYS, LATEST_LWW_LUA
@@ -30,29 +32,44 @@ from featureline.specs import ViewSpec
 
 
 def latest_per_key(rows: pa.Table, view: ViewSpec) -> pa.Table:
-    """One row per entity: the largest (TS_US, created) (semantics.latest_order_key).
+    """One row per entity: the largest (TS_US, CREATED_US) (semantics.latest_order_key);
+    a full tie goes to the later Kafka offset (else the later row), as streaming's LWW
+    write (>=) decides it. CREATED_US is -1 for a row without a created time, so it loses
+    to any present one. Rows with a null key are dropped.
 
-    `rows` has the join keys, TS_US and CREATED_US (-1 when the row has no created
-    time). Rows with a null key are dropped. Only the sort columns are sorted and only
-    the winners are gathered (1M rows -> 100k entities: ~0.35 s instead of ~0.9 s).
+    No sort: per entity, three `np.maximum.at` passes narrow the candidates (event time,
+    then created, then offset): ~0.15 s for 1M rows / 100k entities, a sort ~0.5 s.
     """
-    keys = list(view.join_key_names)
-    for k in keys:
-        if rows[k].null_count:
-            rows = rows.filter(pc.is_valid(rows[k]))
     if rows.num_rows == 0:
         return rows
-    sort_keys = [*((k, "ascending") for k in keys), (TS_US, "descending"), (CREATED_US, "descending")]
-    if KAFKA_OFFSET in rows.column_names:
-        # A full tie goes to the later message, as streaming's LWW write (>=) decides it.
-        sort_keys.append((KAFKA_OFFSET, "descending"))
-    order = pc.sort_indices(rows.select([name for name, _ in sort_keys]), sort_keys=sort_keys)
-    first = np.zeros(len(order), dtype=bool)
-    first[0] = True
-    for k in keys:
-        col = rows[k].take(order).to_numpy(zero_copy_only=False)
-        first[1:] |= col[1:] != col[:-1]
-    return rows.take(order.filter(pa.array(first)))
+    gid = _entity_ids(rows, list(view.join_key_names))
+    groups = int(gid.max()) + 1 if len(gid) else 0
+    cand = np.flatnonzero(gid >= 0)
+    tiebreak = rows[KAFKA_OFFSET] if KAFKA_OFFSET in rows.column_names else None
+    for col in (rows[TS_US], rows[CREATED_US], tiebreak):
+        values = (
+            np.arange(rows.num_rows, dtype=np.int64)
+            if col is None
+            else pc.fill_null(col, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        )[cand]
+        best = np.full(groups, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(best, gid[cand], values)
+        cand = cand[values == best[gid[cand]]]
+    if tiebreak is not None:  # equal offsets too (the same message stored twice): one row
+        cand = cand[np.unique(gid[cand], return_index=True)[1]]
+    return rows.take(pa.array(np.sort(cand)))
+
+
+def _entity_ids(rows: pa.Table, keys: list[str]) -> np.ndarray:
+    """Dense entity id per row; -1 where a key is null."""
+    import pandas as pd
+
+    if len(keys) == 1:
+        codes, _ = pd.factorize(rows[keys[0]].to_numpy(zero_copy_only=False), use_na_sentinel=True)
+        return codes.astype(np.int64)
+    from batch.backfill.groups import group_ids
+
+    return group_ids({k: rows[k] for k in keys})
 
 
 @dataclass(frozen=True)
@@ -92,7 +109,11 @@ def encode_rows(rows: pa.Table, view: ViewSpec, project: str, has_created: bool)
 
 
 class LatestLwwWriter:
-    """Sends EncodedRows with the shared LWW script, `CHUNK_KEYS` entities per call."""
+    """Sends EncodedRows with the shared LWW script, `CHUNK_KEYS` entities per call.
+
+    `client` is a redis-py client (loads the script, and serves `queue` on a pipeline);
+    `write` streams the calls over a PipelinedWriter to the same server.
+    """
 
     def __init__(self, client: Any, view: ViewSpec) -> None:
         self._client = client
@@ -101,9 +122,8 @@ class LatestLwwWriter:
         self._ts_field = ts_field(view.name)
         self._fields = [feature_field(view.name, f.name) for f in view.features]
 
-    def queue(self, pipe: Any, rows: EncodedRows) -> int:
-        """Queue the script calls for `rows` on `pipe`; returns the calls queued."""
-        calls = 0
+    def commands(self, rows: EncodedRows) -> Iterator[tuple[Any, ...]]:
+        """One EVALSHA per CHUNK_KEYS entities, in the script's argument layout."""
         for lo in range(0, len(rows), CHUNK_KEYS):
             part = rows.slice(lo, lo + CHUNK_KEYS)
             streams: list[Any] = [part.orders]
@@ -112,20 +132,42 @@ class LatestLwwWriter:
             streams += [repeat(self._ts_field), part.timestamps]
             # repeat() is endless: zip stops with the finite columns (all of one length).
             argv = chain.from_iterable(zip(*streams, strict=False))
-            pipe.execute_command(
+            yield (
                 "EVALSHA", self._sha, len(part), *part.keys,
                 self._order_field, len(self._fields) + 1, *argv,
             )  # fmt: skip
+
+    def queue(self, pipe: Any, rows: EncodedRows) -> int:
+        """Queue the script calls for `rows` on a redis-py pipeline; returns the calls."""
+        calls = 0
+        for command in self.commands(rows):
+            pipe.execute_command(*command)
             calls += 1
         return calls
 
-    def write(self, rows: EncodedRows, calls_per_round_trip: int = 8) -> int:
-        """Write all rows; returns how many entities took the new value (others kept a
-        newer one). `calls_per_round_trip` script calls are pipelined per round trip."""
-        written = 0
-        step = CHUNK_KEYS * calls_per_round_trip
-        for lo in range(0, len(rows), step):
-            pipe = self._client.pipeline(transaction=False)
-            self.queue(pipe, rows.slice(lo, lo + step))
-            written += sum(int(n) for n in pipe.execute())
-        return written
+    def write(
+        self,
+        rows: EncodedRows,
+        progress: Callable[[int], None] | None = None,
+        calls_per_batch: int = 8,
+    ) -> int:
+        """Write all rows, several batches in flight; returns how many entities took the
+        new value (the others kept a newer one)."""
+        kwargs = self._client.connection_pool.connection_kwargs
+        pipe = PipelinedWriter(kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379)))
+        try:
+            batch: list[tuple[Any, ...]] = []
+            for command in self.commands(rows):
+                batch.append(command)
+                if len(batch) == calls_per_batch:
+                    pipe.send(batch)
+                    if progress is not None:
+                        progress(sum(c[2] for c in batch))
+                    batch = []
+            if batch:
+                pipe.send(batch)
+                if progress is not None:
+                    progress(sum(c[2] for c in batch))
+            return sum(int(n) for n in pipe.finish())
+        finally:
+            pipe.close()
