@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="processes sharing the partitions (p %% N == i); each partition has one writer (default: 1)",
     )
+    parser.add_argument(
+        "--idle-exit-s",
+        type=float,
+        default=0.0,
+        help="drain, flush, commit and exit once no message arrived for this many seconds "
+        "(default: run until SIGTERM)",
+    )
     parser.add_argument("--shard", default="", help=argparse.SUPPRESS)  # "i/N", set for workers
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress line on stderr (auto: when it is a terminal)")  # fmt: skip
@@ -82,6 +90,29 @@ def _progress(stop: threading.Event, enabled: bool) -> threading.Thread | None:
         bar.close()
 
     thread = threading.Thread(target=loop, name="progress", daemon=True)
+    thread.start()
+    return thread
+
+
+def _idle_watchdog(idle_s: float, stop: threading.Event) -> threading.Thread | None:
+    """Stop the job (as SIGTERM does) once the counters stood still for `idle_s`: the
+    way a bounded run (the demo, a catch-up) ends after reading everything there is."""
+    if idle_s <= 0:
+        return None
+    from streaming import kafka_read
+    from streaming.metrics import TOTALS
+
+    def loop() -> None:
+        seen, since = -1, time.monotonic()
+        while not stop.wait(0.25):
+            now_seen = TOTALS.events + TOTALS.skipped + TOTALS.dead + TOTALS.late
+            if now_seen != seen:
+                seen, since = now_seen, time.monotonic()
+            elif time.monotonic() - since >= idle_s:
+                kafka_read.STOP.set()
+                return
+
+    thread = threading.Thread(target=loop, name="idle-exit", daemon=True)
     thread.start()
     return thread
 
@@ -170,6 +201,7 @@ def run(args: Any, settings: Settings) -> int:
     done = threading.Event()
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
     progress = _progress(done, show)
+    _idle_watchdog(args.idle_exit_s, done)
     try:
         run_pipeline(plan, args.runner)
     finally:

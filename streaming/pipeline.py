@@ -129,7 +129,9 @@ class ApplyBatches(beam.DoFn):
         plan = self.plan
         self._redis = redis.Redis.from_url(plan.redis_url)
         self._online = {
-            t: OnlineSink(self._redis, plan.project, t, vs, margin_s=plan.margin_s)
+            t: OnlineSink(
+                self._redis, plan.project, t, vs, margin_s=plan.margin_s, max_future_s=plan.max_future_s
+            )  # fmt: skip
             for t, vs in plan.views.items()
         }
         self._offline = {

@@ -29,18 +29,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featureline.offline import CREATED, KAFKA_OFFSET
-from featureline.online.tiles import decode_tile, encode_tile, merge_tile_states, offsets_key
+from featureline.online.tiles import (
+    decode_tile,
+    merge_tile_states,
+    offsets_key,
+    parse_tile_field,
+)
 from featureline.online.writer import LatestValueWriter
 from featureline.semantics import US, AggState
 from featureline.specs import ViewSpec
 from streaming.batches import DeadLetter, ParsedBatch
-from streaming.parse import apply_udf
-from streaming.tiles import ViewUpdate, view_update
+from streaming.parse import DEFAULT_MAX_FUTURE_S, apply_udf
+from streaming.tiles import ViewUpdate, encode_tile_fast, view_update
 
-# Per tile hash: set fields, prune fields past retention when a new tile starts (the
-# only time one can fall out), and push the key's expiry forward, never back.
-# KEYS: tile keys. ARGV[1]: now (ms); per key: expire_at_ms, prune_before_s (0: no
-# pruning), n, then n field/value pairs.
+# Per tile hash: set fields; when a tile starts (the only time the key's expiry moves
+# and an old tile can fall out), prune fields past retention and push the expiry
+# forward, never back. KEYS: tile keys. ARGV[1]: now (ms); per key: expire_at_ms
+# (0: unchanged), prune_before_s (0: no pruning), n, then n field/value pairs.
 TILE_WRITE_LUA = """
 local now = tonumber(ARGV[1])
 local pos = 2
@@ -55,14 +60,18 @@ for _, key in ipairs(KEYS) do
       if s and s < cutoff then redis.call('HDEL', key, f) end
     end
   end
-  local ttl = redis.call('PTTL', key)
-  if ttl < 0 or now + ttl < exp then redis.call('PEXPIREAT', key, exp) end
+  if exp > 0 then
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 or now + ttl < exp then redis.call('PEXPIREAT', key, exp) end
+  end
   pos = pos + 3 + 2 * n
 end
 return #KEYS
 """
 # Keys per script call: ~1 ms of Redis time, so readers are never blocked for long.
 _CHUNK_KEYS = 400
+# Between this job's clock and another writer's (a zombie on another host).
+_CLOCK_SKEW_S = 60
 # Cached tile states (one per (tile key, field)); past this the cache starts over.
 DEFAULT_CACHE_ENTRIES = 1_000_000
 
@@ -89,6 +98,7 @@ class OnlineSink:
         views: list[ViewSpec],
         *,
         margin_s: int,
+        max_future_s: int = DEFAULT_MAX_FUTURE_S,
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
         now: Callable[[], float] = time.time,
     ) -> None:
@@ -103,6 +113,8 @@ class OnlineSink:
         self._latest = {v.name: LatestValueWriter(client, v) for v in views if not v.is_aggregating}
         self._cache: dict[tuple[bytes, bytes], dict[str, AggState]] = {}
         self._cache_entries = cache_entries
+        self._max_future_s = max_future_s
+        self._unseen_after_s = int(now()) + max_future_s + _CLOCK_SKEW_S
 
     def watermark(self, partition: int) -> int:
         raw = self._client.get(offsets_key(self.project, self.topic, partition))
@@ -127,7 +139,16 @@ class OnlineSink:
                         sent_dead = True
                     return self._apply_above(tx, key, batch, mark)
                 except self._watch_error:
-                    self._cache.clear()  # someone else wrote: our cached states may be stale
+                    self._forget()  # someone else wrote: our cached states may be stale
+                except BaseException:
+                    self._forget()  # merged in place, maybe never written
+                    raise
+
+    def _forget(self) -> None:
+        """Drop the cache; tiles written so far (by us or a concurrent writer) start at
+        most max_future_s after now, so only later ones are known to be new."""
+        self._cache.clear()
+        self._unseen_after_s = int(self._now()) + self._max_future_s + _CLOCK_SKEW_S
 
     def _apply_above(self, tx: Any, key: bytes, batch: ParsedBatch, mark: int) -> ApplyResult:
         table = batch.table
@@ -145,8 +166,6 @@ class OnlineSink:
         tx.set(key, batch.last_offset)
         tx.execute()
         visible_ms = int(self._now() * 1000)
-        for w in writes:
-            self._cache[(w.key, w.field)] = w.states
         created = table[CREATED].cast(pa.int64()).to_numpy(zero_copy_only=False) // 1000
         return ApplyResult(
             applied=table.num_rows,
@@ -161,11 +180,20 @@ class OnlineSink:
             table = apply_udf(view.udf_source, table)
         return view_update(self.project, view, table, partition, now_us=now_us, margin_s=self.margin_s)
 
-    def _merge_tiles(self, updates: list[ViewUpdate], now_us: int) -> list[_TileWrite]:
-        """Partial states + stored (cached or read) states -> merged state per field."""
+    def _merge_tiles(self, updates: list[ViewUpdate], now_us: int) -> dict[bytes, _KeyWrite]:
+        """Merge each partial state into the stored one (cached, or read on a miss), in
+        place in the cache: if the transaction fails, `apply` drops the cache."""
         if len(self._cache) > self._cache_entries:
-            self._cache.clear()
-        missing = [i for u in updates for i in u.tiles if i not in self._cache]
+            self._forget()
+        cache = self._cache
+        # A tile starting after `_unseen_after_s` cannot be in Redis unless we wrote it
+        # (then it is cached): earlier runs stopped before we started and accepted no
+        # event further ahead than max_future_s; a concurrent writer fails our WATCH.
+        # So a long-running job reads Redis only for late events' tiles.
+        unseen = self._unseen_after_s
+        missing = [
+            i for u in updates for i in u.tiles if i not in cache and parse_tile_field(i[1])[0] <= unseen
+        ]
         stored: dict[tuple[bytes, bytes], bytes | None] = {}
         if missing:
             pipe = self._client.pipeline(transaction=False)
@@ -173,43 +201,42 @@ class OnlineSink:
                 pipe.hget(hkey, fld)
             stored = dict(zip(missing, pipe.execute(), strict=True))
         now_s = now_us // US
-        out = []
+        by_key: dict[bytes, _KeyWrite] = {}
         for update in updates:
             for ident, partial in update.tiles.items():
-                merged: dict[str, AggState] = {}
-                previous = self._cache.get(ident)
-                raw = stored.get(ident)
-                if previous is not None:
-                    merge_tile_states(merged, previous)
-                elif raw is not None:
-                    merge_tile_states(merged, decode_tile(raw))
-                merge_tile_states(merged, partial)
-                expire_ms, keep_s = update.housekeeping[ident[0]]
-                # A tile that starts now is the only moment an old one can fall out.
-                prune_before_s = now_s - keep_s if previous is None and raw is None else 0
-                out.append(_TileWrite(ident[0], ident[1], merged, expire_ms, prune_before_s))
-        return out
+                states = cache.get(ident)
+                write = by_key.get(ident[0])
+                if write is None:
+                    write = by_key[ident[0]] = _KeyWrite()
+                if states is None:
+                    raw = stored.get(ident)
+                    states = cache[ident] = decode_tile(raw) if raw is not None else {}
+                    if raw is None:
+                        # A new tile: the key's expiry moves forward, and an old tile can
+                        # only fall out of retention now.
+                        expire_ms, keep_s = update.housekeeping[ident[0]]
+                        write.expire_at_ms = max(write.expire_at_ms, expire_ms)
+                        write.prune_before_s = now_s - keep_s
+                merge_tile_states(states, partial)
+                write.fields.append((ident[1], states))
+        return by_key
 
-    def _queue_tile_writes(self, tx: Any, writes: list[_TileWrite], now_us: int) -> None:
-        by_key: dict[bytes, list[_TileWrite]] = {}
-        for w in writes:
-            by_key.setdefault(w.key, []).append(w)
+    def _queue_tile_writes(self, tx: Any, by_key: dict[bytes, _KeyWrite], now_us: int) -> None:
         keys = list(by_key)
         for lo in range(0, len(keys), _CHUNK_KEYS):
             argv: list[Any] = [now_us // 1000]
             for key in keys[lo : lo + _CHUNK_KEYS]:
-                group = by_key[key]
-                argv += (max(w.expire_at_ms for w in group),
-                         max(w.prune_before_s for w in group), len(group))  # fmt: skip
-                for w in group:
-                    argv += (w.field, encode_tile(w.states))
+                write = by_key[key]
+                argv += (write.expire_at_ms, write.prune_before_s, len(write.fields))
+                for fld, states in write.fields:
+                    argv += (fld, encode_tile_fast(states))
             self._tile_script(keys=keys[lo : lo + _CHUNK_KEYS], args=argv, client=tx)
 
 
 @dataclass
-class _TileWrite:
-    key: bytes
-    field: bytes
-    states: dict[str, AggState]
-    expire_at_ms: int
-    prune_before_s: int
+class _KeyWrite:
+    """One tile hash's writes in a batch: fields, and housekeeping (0: none)."""
+
+    fields: list[tuple[bytes, dict[str, AggState]]] = field(default_factory=list)
+    expire_at_ms: int = 0
+    prune_before_s: int = 0

@@ -177,3 +177,18 @@ def test_lww_writer_keeps_the_newest_row_in_feast_format(redis_client: Any) -> N
             for i in range(1200)]  # fmt: skip
     # key 7 holds a newer row (event 2 s) than the one here (event 7 us)
     assert writer.write(reduce_latest(rows + rows[:10])) == 1199
+
+
+def test_fast_tile_encoding_decodes_like_the_shared_codec() -> None:
+    from featureline.online.tiles import decode_tile, encode_tile
+    from streaming.tiles import encode_tile_fast
+
+    rng = random.Random(5)
+    for _ in range(200):
+        amount = AggState()
+        merchant = AggState()
+        for _ in range(rng.randrange(0, 6)):
+            amount.add(rng.choice([0.1, -3.5, 1e20, 5e-324, 7.0, None]), track_distinct=False)
+            merchant.add(rng.choice(["a", "é", None]), numeric=False)
+        states = {"amount": amount, "merchant_id": merchant}
+        assert decode_tile(encode_tile_fast(states)) == decode_tile(encode_tile(states)) == states
