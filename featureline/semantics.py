@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 US = 1_000_000
@@ -78,13 +77,20 @@ def exact_units(value: float) -> int:
     return num << (_UNIT_EXP - (den.bit_length() - 1))
 
 
+_UNIT_DENOMINATOR = 1 << _UNIT_EXP
+
+
 def units_to_float(units: int) -> float:
-    """Round an exact sum to the nearest float64 (ties to even), once."""
-    return float(Fraction(units, 1 << _UNIT_EXP))
+    """Round an exact sum to the nearest float64 (ties to even), once.
+
+    CPython's int / int is correctly rounded (ties to even, subnormals included), so it
+    equals float(Fraction(units, 2**1074)) at ~0.3 us instead of ~6 us (the serving
+    path rounds one sum per aggregation per entity: 13,000 for a batch of 1,000)."""
+    return units / _UNIT_DENOMINATOR
 
 
 def units_mean(units: int, count: int) -> float | None:
-    return None if count == 0 else float(Fraction(units, count << _UNIT_EXP))
+    return None if count == 0 else units / (count << _UNIT_EXP)
 
 
 # --- aggregation state ----------------------------------------------------------------
