@@ -146,7 +146,7 @@ def test_cli_errors_are_clean(
     assert main(["materialize", "--repo", str(loaded.settings.repo), "--incremental", "--views", "nope"]) == 2
     assert "unknown feature view 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["backfill", "--start", "yesterday", "--end", "2024-01-02"])
+        main(["backfill", "--start", "last tuesday", "--end", "2024-01-02"])
     assert "not an ISO 8601 time" in capsys.readouterr().err
     assert (
         main(
