@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from batch_events import ORIGIN_US, make_events, write_raw
-from spark_cluster import start_standalone
 
 from batch.backfill import EventColumns, backfill, plain_values, read_raw_events, window_values
 from batch.backfill.tile_states import tile_states
@@ -157,29 +155,3 @@ def test_rerun_drops_rows_of_removed_events(backfilled: Backfilled, tmp_path: Pa
         assert days == {"2024-03-01", "2024-03-02"}
     finally:
         shutil.move(saved, raw_day)
-    assert backfill(backfilled.settings, START, END, views=["user_last_txn"]).ok
-
-
-@pytest.fixture(scope="module")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from batch.spark import get_spark, stop_spark
-
-    cluster = start_standalone(tmp_path_factory.mktemp("spark-standalone"))
-    try:
-        # One worker of 1 core / 1 GiB: executors must fit in it.
-        get_spark(cluster.master_url, conf={"spark.executor.memory": "512m", "spark.cores.max": "1"})
-        yield cluster.master_url
-    finally:
-        stop_spark()  # the next get_spark() starts a local session again
-        cluster.stop()
-
-
-def test_backfill_on_standalone_cluster(backfilled: Backfilled, standalone: str) -> None:
-    before = _snapshot(backfilled.offline)
-    shutil.rmtree(backfilled.offline / "user_txn_stats")
-    report = backfill(backfilled.settings, START, END, views=["user_txn_stats"], master=standalone)
-    assert report.ok, report
-    from batch.spark import get_spark
-
-    assert get_spark(standalone).sparkContext.master == standalone
-    assert _snapshot(backfilled.offline) == before
