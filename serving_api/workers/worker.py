@@ -18,7 +18,9 @@ the model's columns in the model's order.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -327,10 +329,21 @@ async def _stop_consumer(worker: KafkaWorker, consumer: _Consumer) -> None:
 
 
 def _stop_on_signals(consumer: _Consumer) -> None:
+    """First SIGINT/SIGTERM: stop reading, score what was read, commit, exit. A second
+    one exits at once (a drain can wait on an unreachable serving API); nothing is
+    lost either way: offsets past the last written score are not committed."""
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if consumer.stop.is_set():
+            print("worker: interrupted again, exiting without draining", file=sys.stderr, flush=True)
+            os._exit(130)
+        print("worker: stopping: scoring what was read, then committing", file=sys.stderr, flush=True)
+        consumer.stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            loop.add_signal_handler(sig, consumer.stop.set)
+            loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             return
 
