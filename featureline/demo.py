@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from featureline.errors import FeaturelineError
 from featureline.settings import Settings
@@ -84,10 +89,178 @@ def stage_generate(ctx: DemoContext) -> None:
     )
 
 
+def stage_stream(ctx: DemoContext) -> None:
+    """The Beam job reads the topic from the start and stops once it has been idle
+    (caught up) for a few seconds: SIGTERM-style drain, flush and offset commit."""
+    _cli(
+        "stream",
+        "--repo",
+        str(ctx.settings.repo),
+        "--start-from",
+        "earliest",
+        "--idle-exit-s",
+        "8",
+        "--flush-s",
+        "1",
+        "--progress",
+        "off",
+    )
+
+
+def stage_backfill(ctx: DemoContext) -> None:
+    day = dt.datetime.now(dt.UTC).date()
+    _cli(
+        "backfill",
+        "--repo",
+        str(ctx.settings.repo),
+        "--start",
+        (day - dt.timedelta(days=2)).isoformat(),
+        "--end",
+        (day + dt.timedelta(days=1)).isoformat(),
+    )
+
+
+def stage_materialize(ctx: DemoContext) -> None:
+    _cli("materialize", "--repo", str(ctx.settings.repo), "--views", "user_profile", "merchant_risk",
+         "--incremental")  # fmt: skip
+
+
+def stage_serve(ctx: DemoContext) -> None:
+    from featureline.devstack import free_ports
+
+    http_port, grpc_port = free_ports(2)
+    log = ctx.settings.home / "logs" / "serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "featureline.cli", "serve", "--repo", str(ctx.settings.repo),
+           "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port)]  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    if not ctx.args.keep:
+        ctx.cleanups.append(lambda: _stop(proc))
+    _wait_http(f"http://127.0.0.1:{http_port}/health", proc, log)
+    ctx.notes["http"] = f"http://127.0.0.1:{http_port}"
+    ctx.notes["grpc"] = f"127.0.0.1:{grpc_port}"
+    print(f"  REST  {ctx.notes['http']}  (OpenAPI docs at /docs, metrics at /metrics)")
+    print(f"  gRPC  {ctx.notes['grpc']}  (featureline.serving.v1, health, reflection)")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise FeaturelineError(f"the serving API exited ({proc.returncode}); see {log}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise FeaturelineError(f"the serving API did not become healthy in {timeout_s:.0f}s; see {log}")
+
+
+def _demo_rows(ctx: DemoContext, n: int) -> list[dict[str, Any]]:
+    """The day's last labelled transactions: real users and merchants to ask about."""
+    import pyarrow.parquet as pq
+
+    labels = pq.read_table(ctx.settings.resolved_offline_dir / "labels" / "fraud_labels.parquet")
+    return labels.slice(max(0, labels.num_rows - n)).to_pylist()
+
+
+def stage_fetch(ctx: DemoContext) -> None:
+    import httpx
+
+    from serving_api.client import FeatureClient
+
+    row = _demo_rows(ctx, 1)[0]
+    entities = {"user_id": [row["user_id"]], "merchant_id": [row["merchant_id"]],
+                "amount": [row["amount"]], "country": [row["country"]]}  # fmt: skip
+    body = {"feature_service": "fraud_model_v1", "entities": entities}
+    rest = httpx.post(f"{ctx.notes['http']}/get-online-features", json=body, timeout=10).json()
+    print(f"  REST POST /get-online-features for user {row['user_id']}, merchant {row['merchant_id']}:")
+    names = rest["metadata"]["feature_names"]
+    for name, result in zip(names, rest["results"], strict=True):
+        print(f"    {name:<26} {result['values'][0]!s:<22} {result['statuses'][0]}")
+    with FeatureClient(str(ctx.notes["grpc"])) as client:
+        online = client.get_online_features(entities, feature_service="fraud_model_v1")
+        tensor = client.get_tensor("fraud_model_v1", entities)
+    same = all(
+        online.values[n][0] == result["values"][0] for n, result in zip(names, rest["results"], strict=True)
+    )
+    print(f"  gRPC GetOnlineFeatures: {len(online.feature_names)} columns, equal to REST: {same}")
+    print(f"  gRPC GetOnlineTensor: float32 {tensor.values.shape}, {int(tensor.mask.sum())} present values")
+
+
+def stage_historical(ctx: DemoContext) -> None:
+    out = ctx.settings.home / "demo-training-set.parquet"
+    labels = ctx.settings.resolved_offline_dir / "labels" / "fraud_labels.parquet"
+    _cli("historical", "--repo", str(ctx.settings.repo), "--entity-df", str(labels),
+         "--feature-service", "fraud_training_v1", "--out", str(out))  # fmt: skip
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    print(f"  training set: {table.num_rows:,} rows x {table.num_columns} columns -> {out}")
+
+
+def stage_train(ctx: DemoContext) -> None:
+    model = ctx.settings.home / "models" / "fraud_training_v1.pt"
+    _cli("train", "--repo", str(ctx.settings.repo), "--feature-service", "fraud_training_v1",
+         "--epochs", "8", "--out", str(model))  # fmt: skip
+    ctx.notes["model"] = model
+
+
+def stage_score(ctx: DemoContext) -> None:
+    import json
+
+    from kafka import KafkaProducer
+
+    from featureline.devstack import ensure_topic
+
+    rows = _demo_rows(ctx, 500)
+    ensure_topic(ctx.settings, "transactions.scoring", 1)
+    producer = KafkaProducer(bootstrap_servers=ctx.settings.kafka_bootstrap)
+    for row in rows:
+        row = {**row, "event_timestamp": row["event_timestamp"].isoformat()}
+        producer.send("transactions.scoring", json.dumps(row, default=str).encode())
+    producer.flush()
+    producer.close()
+    print(f"  {len(rows)} scoring requests -> transactions.scoring")
+    _cli("worker", "--repo", str(ctx.settings.repo), "--model", str(ctx.notes["model"]),
+         "--serving", str(ctx.notes["grpc"]), "--max-requests", str(len(rows)),
+         "--idle-exit-s", "20")  # fmt: skip
+
+
+def stage_consistency(ctx: DemoContext) -> None:
+    from featureline.cli import main
+
+    rc = main(["consistency", "--repo", str(ctx.settings.repo), "--sample", "200",
+               "--feature-service", "fraud_training_v1"])  # fmt: skip
+    print("  online and offline agree on every feature" if rc == 0 else "  MISMATCHES found (see report)")
+    ctx.notes["consistency_rc"] = rc
+
+
 STAGES: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("start the embedded stack (Tansu Kafka, Redis, SQLite registry)", stage_stack),
     ("register the Feast definitions", stage_apply),
     ("generate a day of card transactions into Kafka", stage_generate),
+    ("stream: Beam job Kafka -> Redis tiles/latest values + Parquet raw events", stage_stream),
+    ("backfill: Spark recomputes the views (merchant_risk included) from raw events", stage_backfill),
+    ("materialize: offline batch views -> Redis", stage_materialize),
+    ("serve: gRPC + REST serving API", stage_serve),
+    ("fetch a feature vector over REST and gRPC", stage_fetch),
+    ("historical: point-in-time-correct training set", stage_historical),
+    ("train the fraud model from fraud_training_v1", stage_train),
+    ("score a stream of transactions with the worker", stage_score),
+    ("consistency: online vs offline, per feature", stage_consistency),
 ]
 
 

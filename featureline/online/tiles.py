@@ -25,6 +25,15 @@ def tile_key(project: str, view: str, tile_s: int, entity_key: bytes) -> bytes:
     return b"%s%s:%s:%d:%s" % (TILE_PREFIX, project.encode(), view.encode(), tile_s, entity_key)
 
 
+def tile_key_for(project: str, view: str, tile_s: int, feast_redis_key: bytes) -> bytes:
+    """tile_key from an entity's Feast Redis key (entity key + project), as the latest-value
+    writers compute it: the project suffix is not repeated in the tile key."""
+    suffix = project.encode()
+    if not feast_redis_key.endswith(suffix):
+        raise ValueError(f"{feast_redis_key!r} is not a Redis key of project {project!r}")
+    return tile_key(project, view, tile_s, feast_redis_key[: len(feast_redis_key) - len(suffix)])
+
+
 def tile_field(tile_start_s: int, partition: int) -> bytes:
     return b"%d:%d" % (tile_start_s, partition)
 
