@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from featureline.offline import CREATED
 from featureline.online.feast_format import redis_key, single_key_encoder
-from featureline.online.tiles import tile_columns, tile_field, tile_key
+from featureline.online.tiles import tile_columns, tile_field, tile_key_for
 from featureline.online.writer import LatestRow
 from featureline.semantics import US, AggState, exact_units, tile_retention_s
 from featureline.specs import ViewSpec
@@ -156,7 +156,7 @@ def _tile_size_update(ctx: _Ctx, tile_s: int, window_s: int, update: ViewUpdate,
     }
     for g, pos in enumerate(bounds.tolist()):
         ekey = ctx.entity_keys[int(g_code[pos])]
-        hkey = tile_key(ctx.project, ctx.view.name, tile_s, ekey)
+        hkey = tile_key_for(ctx.project, ctx.view.name, tile_s, ekey)
         fld = tile_field(int(g_start[pos]), ctx.partition)
         update.tiles[(hkey, fld)] = {col: states[g] for col, states in per_column.items()}
         exp_ms = int(expire_s[order[pos]]) * 1000

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from batch.backfill.tile_states import PARTITION, STATE, TILE_START_S, tile_states
 from batch.materialize.encode import encode_keys
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
-from featureline.online.tiles import offsets_key, tile_field, tile_key
+from featureline.online.tiles import offsets_key, tile_field, tile_key_for
 from featureline.semantics import US, tile_retention_s
 from featureline.specs import ViewSpec
 
@@ -102,7 +102,7 @@ def write_tiles(
     keeps = {int(s): keep_s(view, int(s), margin_s) for s in np.unique(sizes)}
     by_key: dict[bytes, list[Any]] = {}
     for i, ekey in enumerate(entity):
-        key = tile_key(project, view.name, int(sizes[i]), ekey)
+        key = tile_key_for(project, view.name, int(sizes[i]), ekey)
         entry = by_key.setdefault(key, [0])
         entry[0] = max(entry[0], (int(starts[i]) + keeps[int(sizes[i])]) * 1000)
         entry += (tile_field(int(starts[i]), int(parts[i])), states[i])

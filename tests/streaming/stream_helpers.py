@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from featureline.online.feast_format import decode_timestamp, decode_value, feature_field
-from featureline.online.tiles import decode_tile, offsets_key, parse_tile_field, tile_key
+from featureline.online.tiles import decode_tile, offsets_key, parse_tile_field, tile_key_for
 from featureline.semantics import US, aggregate, in_window, latest_order_key
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
@@ -108,7 +108,7 @@ def online_aggregates(client: Any, project: str, view: ViewSpec, key: Any, t_us:
     ekey = key_encoder(project, view)((key,))
     tiles: dict[int, list[tuple[int, Any]]] = {}
     for tile_s in view.tile_sizes_s():
-        raw = client.hgetall(tile_key(project, view.name, tile_s, ekey))
+        raw = client.hgetall(tile_key_for(project, view.name, tile_s, ekey))
         tiles[tile_s] = [(parse_tile_field(f)[0], decode_tile(v)) for f, v in raw.items()]
     return {a.name: window_value(a, tiles[a.tile_s], t_us) for a in view.aggregations}
 
