@@ -27,7 +27,7 @@ from serving_api.codec_proto import (
     parse_online_request,
     parse_tensor_request,
 )
-from serving_api.proto import FEAST_SERVICE_NAME, SERVICE_NAME, pb
+from serving_api.proto import FEAST_GRPC_SERVER_NAME, FEAST_SERVICE_NAME, SERVICE_NAME, pb
 from serving_api.service import FeatureQuery, RequestTimer, ServingCore
 from serving_api.tensor import frame_to_tensor
 
@@ -172,6 +172,7 @@ def create_grpc_server(
         (
             grpc.method_handlers_generic_handler(SERVICE_NAME, methods),
             grpc.method_handlers_generic_handler(FEAST_SERVICE_NAME, feast_methods),
+            grpc.method_handlers_generic_handler(FEAST_GRPC_SERVER_NAME, feast_methods),
         )
     )
     health_pb2_grpc.add_HealthServicer_to_server(RedisHealth(core), server)

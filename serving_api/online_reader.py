@@ -17,15 +17,15 @@ request are read once. `prepare` and `assemble` are pure (tested without Redis);
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from featureline.errors import BadInputError
-from featureline.online.feast_format import decode_timestamp
-from featureline.online.tiles import decode_tile, tile_key, window_state
-from featureline.semantics import US, tile_start_us, window_start_us
+from featureline.online.tiles import decode_tile, tile_key
+from featureline.semantics import US, AggState, tile_start_us, window_start_us
 from featureline.specs import RepoSpec
 from serving_api.entities import coerce_column, row_count
 from serving_api.frame import (
@@ -39,6 +39,7 @@ from serving_api.frame import (
 from serving_api.odfv import OnDemandRunner
 from serving_api.plans import PlainRead, ReadPlan, TileRead, build_plan
 from serving_api.redis_client import RedisClient
+from serving_api.vector_codec import decode_timestamps
 
 # Decoded tiles keyed by their raw bytes: a tile's bytes fully determine its states,
 # so equal bytes can share one decode (JSON + big-int sums, ~5 us) across requests.
@@ -46,6 +47,10 @@ from serving_api.redis_client import RedisClient
 _TILE_CACHE: dict[bytes, Any] = {}
 _TILE_CACHE_MAX = 50_000
 _PLAN_CACHE_MAX = 1024
+# Window values per digest of (an entity's tile bytes, window bounds): ~200 bytes each.
+_WINDOW_CACHE: dict[bytes, tuple[list[Any], int]] = {}
+_WINDOW_CACHE_MAX = 200_000
+_EMPTY = AggState()  # read only: the state of an empty window
 
 
 @dataclass
@@ -73,14 +78,23 @@ def _unique(keys: list[bytes]) -> tuple[list[bytes], list[int] | None]:
     return list(positions), index
 
 
-def _view_keys(read: PlainRead | TileRead, keys: dict[str, list[Any]], n: int) -> list[bytes]:
+def _view_keys(
+    read: PlainRead | TileRead,
+    keys: dict[str, list[Any]],
+    done: dict[tuple[str, ...], tuple[list[bytes], list[int] | None]],
+) -> tuple[list[bytes], list[int] | None]:
+    """Unique Redis keys of a view's entities and each row's index into them. Feast's
+    key does not name the view, so views with the same join keys share one encoding."""
     names = read.view.join_key_names
-    columns = [keys[name] for name in names]
-    encode = read.encode_key
-    if len(columns) == 1:
-        col = columns[0]
-        return [encode((col[i],)) for i in range(n)]
-    return [encode(values) for values in zip(*columns, strict=True)]
+    if names not in done:
+        columns = [keys[name] for name in names]
+        encode = read.encode_key
+        if len(columns) == 1:
+            encoded = [encode((v,)) for v in columns[0]]
+        else:
+            encoded = [encode(values) for values in zip(*columns, strict=True)]
+        done[names] = _unique(encoded)
+    return done[names]
 
 
 def prepare(plan: ReadPlan, entities: Mapping[str, Sequence[Any]]) -> PreparedRead:
@@ -108,22 +122,26 @@ def prepare(plan: ReadPlan, entities: Mapping[str, Sequence[Any]]) -> PreparedRe
     ]
     prepared = PreparedRead(plan, n, keys, request_values, echoed)
     parts: list[bytes] = []
+    done: dict[tuple[str, ...], tuple[list[bytes], list[int] | None]] = {}
     for read in plan.plain:
-        unique, index = _unique(_view_keys(read, keys, n))
+        unique, index = _view_keys(read, keys, done)
         prepared.unique_keys.append(unique)
         prepared.row_index.append(index)
         command = read.command
         parts += [command(k) for k in unique]
         prepared.expected_replies += len(unique)
     for tread in plan.tiles:
-        unique, index = _unique(_view_keys(tread, keys, n))
+        unique, index = _view_keys(tread, keys, done)
         prepared.unique_keys.append(unique)
         prepared.row_index.append(index)
+        prefixes = [tile_key(tread.project, tread.view.name, s, b"") for s in tread.tile_sizes]
+        cut = tread.project_len
         for key in unique:
-            entity = key[: len(key) - tread.project_len]
-            for tile_s in tread.tile_sizes:
-                tkey = tile_key(tread.project, tread.view.name, tile_s, entity)
-                parts.append(b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s\r\n" % (len(tkey), tkey))
+            entity = key[: len(key) - cut]
+            for prefix in prefixes:
+                parts.append(
+                    b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s%s\r\n" % (len(prefix) + len(entity), prefix, entity)
+                )
         prepared.expected_replies += len(unique) * len(tread.tile_sizes)
     prepared.payload = b"".join(parts)
     return prepared
@@ -138,17 +156,14 @@ def _plain_columns(
 ) -> dict[str, FrameColumn]:
     """Columns of one latest-value view from its HMGET replies (one per unique key)."""
     ttl_us = read.view.ttl_s * US
-    key_status: list[int] = []
-    key_event: list[int] = []
-    for reply in replies:
-        ts = reply[-1]
-        if ts is None:
-            key_status.append(NOT_FOUND)
-            key_event.append(0)
-            continue
-        event_us = decode_timestamp(ts) or 0
-        key_event.append(event_us)
-        key_status.append(OUTSIDE_MAX_AGE if ttl_us and event_us < t_us - ttl_us else PRESENT)
+    stamps = [reply[-1] for reply in replies]
+    found = [i for i, ts in enumerate(stamps) if ts is not None]
+    key_event = [0] * len(replies)
+    key_status = [NOT_FOUND] * len(replies)
+    oldest = t_us - ttl_us if ttl_us else None
+    for i, event_us in zip(found, decode_timestamps([stamps[i] for i in found]), strict=True):
+        key_event[i] = event_us
+        key_status[i] = OUTSIDE_MAX_AGE if oldest is not None and event_us < oldest else PRESENT
     event = _expand(key_event, index)
     out: dict[str, FrameColumn] = {}
     for pos, (feature, dtype) in enumerate(zip(read.features, read.dtypes, strict=True)):
@@ -180,45 +195,91 @@ def _decode_tile_cached(raw: bytes) -> Any:
     return states
 
 
-def _entity_tiles(read: TileRead, replies: Sequence[Any], t_us: int) -> dict[int, list[tuple[int, Any]]]:
-    """tile size -> (tile_start_s, states) of one entity's tiles that a window can use."""
-    by_size: dict[int, list[tuple[int, Any]]] = {}
-    for tile_s, flat in zip(read.tile_sizes, replies, strict=True):
-        tiles = by_size[tile_s] = []
-        if not flat:
-            continue
-        lo = read.earliest_start_us(tile_s, t_us)
-        hi = tile_start_us(t_us, tile_s)
-        for i in range(0, len(flat), 2):
-            start_s = int(flat[i].partition(b":")[0])
-            if lo <= start_s * US <= hi:
-                tiles.append((start_s, _decode_tile_cached(flat[i + 1])))
-    return by_size
+def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int, Any]]:
+    """(tile_start_s, states) of one tile hash (HGETALL: field, value, ...) that start
+    within [lo_s, hi_s]; fields are "{tile_start_s}:{partition}"."""
+    tiles = []
+    for i in range(0, len(flat), 2):
+        field = flat[i]
+        start_s = int(field[: field.index(b":")])
+        if lo_s <= start_s <= hi_s:
+            tiles.append((start_s, _decode_tile_cached(flat[i + 1])))
+    return tiles
+
+
+def _window_values(
+    by_size: list[list[tuple[int, Any]]], groups: list[tuple[str, int, int, list[tuple[str, str]]]]
+) -> tuple[list[Any], int]:
+    """One entity's window values (features in group order) and its newest tile start."""
+    out: list[Any] = []
+    latest = 0
+    for column, j, start_s, outputs in groups:
+        parts = [
+            (tile_start, states[column])
+            for tile_start, states in by_size[j]
+            if tile_start >= start_s and column in states
+        ]
+        if not parts:
+            state = _EMPTY
+        elif len(parts) == 1:  # one tile (short windows): its state as it is
+            state = parts[0][1]
+        else:
+            state = AggState()
+            for _, part in parts:
+                state.merge(part)
+        if parts:
+            latest = max(latest, max(p[0] for p in parts))
+        out += [state.result(function) for function, _ in outputs]
+    return out, latest
+
+
+def _content_key(flats: Sequence[Any], bounds: bytes) -> bytes:
+    """A digest of one entity's tile hashes and the window bounds. Fields are ASCII and
+    tiles JSON (UTF-8), which never contain the bytes 0xFE / 0xFF used as separators."""
+    joined = b"\xfe".join([b"\xff".join(flat) if flat else b"" for flat in flats])
+    return hashlib.blake2b(joined + bounds, digest_size=16).digest()
 
 
 def _tile_columns(
     read: TileRead, replies: list[Any], index: list[int] | None, t_us: int
 ) -> dict[str, FrameColumn]:
-    per_key = len(read.tile_sizes)
-    values: dict[str, list[Any]] = {f: [] for f in read.features}
+    """Window values of one aggregating view at time t, per unique entity.
+
+    Window bounds (semantics.md 2) are worked out once per request: a tile counts for
+    a group when window_start(t) <= its start <= tile_start(t); states merge with
+    semantics.AggState. The values are a pure function of the entity's tile bytes and
+    the bounds, so they are memoized under a digest of both: an entity whose tiles did
+    not change since its last request (closed tiles never do) costs one hash (~2 us)
+    instead of decoding and merging its tiles (~40 us for ~16 tiles)."""
+    sizes = read.tile_sizes
+    hi_s = [tile_start_us(t_us, s) // US for s in sizes]
+    lo_s = [read.earliest_start_us(s, t_us) // US for s in sizes]
+    groups = [
+        (g.column, sizes.index(g.tile_s), window_start_us(t_us, g.window_s, g.tile_s) // US,
+         [(function, name) for name, function in g.outputs])
+        for g in read.groups
+    ]  # fmt: skip
+    bounds = repr((read.view.name, read.features, hi_s, [g[2] for g in groups])).encode()
+    names = [name for group in groups for _, name in group[3]]
+    columns: list[list[Any]] = [[] for _ in names]
     newest: list[int] = []
-    for k in range(len(replies) // per_key if per_key else 0):
-        by_size = _entity_tiles(read, replies[k * per_key : (k + 1) * per_key], t_us)
-        latest = 0
-        for group in read.groups:
-            tiles = by_size[group.tile_s]
-            state = window_state(group.column, group.window_s, group.tile_s, tiles, t_us)
-            for name, function in group.outputs:
-                values[name].append(state.result(function))
-            if state.count:
-                lo = window_start_us(t_us, group.window_s, group.tile_s)
-                starts = [s * US for s, _ in tiles if s * US >= lo]
-                latest = max(latest, *starts)
-        newest.append(latest)
+    per_key = len(sizes)
+    for base in range(0, len(replies), per_key):
+        flats = replies[base : base + per_key]
+        key = _content_key(flats, bounds)
+        hit = _WINDOW_CACHE.get(key)
+        if hit is None:
+            by_size = [_usable_tiles(flat, lo_s[j], hi_s[j]) if flat else [] for j, flat in enumerate(flats)]
+            if len(_WINDOW_CACHE) >= _WINDOW_CACHE_MAX:
+                _WINDOW_CACHE.clear()
+            hit = _WINDOW_CACHE[key] = _window_values(by_size, groups)
+        for column, value in zip(columns, hit[0], strict=True):
+            column.append(value)
+        newest.append(hit[1] * US)
     event = _expand(newest, index)
     return {
-        f: FrameColumn.from_values(f, read.dtype(f), _expand(vals, index), event)
-        for f, vals in values.items()
+        name: FrameColumn.from_values(name, read.dtype(name), _expand(vals, index), event)
+        for name, vals in zip(names, columns, strict=True)
     }
 
 

@@ -12,8 +12,11 @@ from types import ModuleType
 from featureline.errors import FeaturelineError
 
 SERVICE_NAME = "featureline.serving.v1.FeatureServing"
-# Feast's own service: GetOnlineFeatures has the same wire format, so it is served too.
+# Feast's own services: GetOnlineFeatures has the same wire format, so it is served
+# under their names too (the ServingService of Feast's protos, and the service of
+# `feast serve -t grpc`), and a Feast gRPC client only changes its target.
 FEAST_SERVICE_NAME = "feast.serving.ServingService"
+FEAST_GRPC_SERVER_NAME = "GrpcFeatureServer"
 
 
 class GeneratedCodeMissingError(FeaturelineError):

@@ -1,0 +1,116 @@
+"""`featureline bench serve`: `feast serve` and `featureline serve` on one Redis and one
+data set, driven by the same load generator (serving_api.loadgen) in the same run.
+
+Phases (each prints our figure, Feast's and the ratio where Feast has one):
+  batch 1, REST and gRPC, closed loop at --concurrency: requests/s, p50, p99;
+  batch 1 at half our peak rate (open loop): p99 (goal <= 3 ms);
+  batch 100, REST: p50 at concurrency 1 (goal <= 5 ms) and requests/s at --concurrency;
+  batch 1000 through the tensor call (gRPC): p50 (goal <= 15 ms), plain views and the
+  whole feature service (tiles + on-demand views), Feast's REST batch 1000 beside it;
+  a soak (--soak-s, default 60 s) at half peak: errors and the workers' memory.
+Both servers read the same Feast-written latest values; the feature service's
+aggregations (tiles) exist only for us (Feast cannot serve them). argparse only at
+import time: `featureline bench --help` imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from featureline.settings import Settings
+
+DEFAULTS = {"users": 10_000, "seconds": 10.0, "soak_s": 60.0}
+QUICK = {"users": 1_000, "seconds": 3.0, "soak_s": 10.0}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="small sizes: 1k users, 3 s phases")
+    parser.add_argument("--users", type=int, default=None, help="card holders (default 10000)")
+    parser.add_argument("--seconds", type=float, default=None, help="per phase (default 10)")
+    parser.add_argument("--soak-s", type=float, default=None, help="soak length (default 60)")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections (default 8)")
+    parser.add_argument("--workers", type=int, default=2, help="processes per server (default 2)")
+    parser.add_argument("--service", default="fraud_model_v1", help="feature service of the tensor phase")
+    parser.add_argument("--skip-feast", action="store_true", help="measure featureline only")
+    parser.add_argument("--out", default="", help="also write the figures as JSON here")
+
+
+def _sizes(args: Any) -> dict[str, Any]:
+    base = QUICK if args.quick else DEFAULTS
+    return {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in base.items()}
+
+
+def run(args: Any, settings: Settings) -> int:
+    from featureline.repo import load_repo
+    from serving_api import bench_setup as setup
+    from serving_api.bench_phases import Workload, run_phases
+
+    sizes = _sizes(args)
+    home = settings.home / "bench-serve" / time.strftime("%Y%m%d-%H%M%S")
+    bench = setup.bench_settings(settings, home)
+    procs: list[setup.Proc] = []
+    try:
+        procs.append(setup.start_redis(bench))
+        repo = load_repo(bench)
+        keys = setup.entity_values(repo, sizes["users"])
+        _say(f"applying {bench.repo} to Feast and writing data for {sizes['users']} users ...")
+        store = setup.feast_apply(bench)
+        rows = setup.load_plain(store, repo, keys, seed=1)
+        import redis
+
+        tiles = setup.load_tiles(redis.Redis(port=bench.redis_port), repo, keys, seed=2)
+        _say(f"{rows} latest rows (written by Feast), {tiles} tiles (shared core layout)")
+        servers = _start_servers(bench, args, procs)
+        workload = Workload.build(repo, keys, args.service, seed=3)
+        report = run_phases(workload, servers, sizes, args.concurrency, skip_feast=args.skip_feast)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    report["config"] = {**sizes, "concurrency": args.concurrency, "workers": args.workers,
+                        "repo": str(settings.repo)}  # fmt: skip
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _start_servers(bench: Settings, args: Any, procs: list[Any]) -> dict[str, Any]:
+    from featureline.devstack import free_ports
+    from serving_api import bench_setup as setup
+
+    ours_http, ours_grpc, feast_http, feast_grpc = free_ports(4)
+    ours = setup.spawn("featureline-serve", [
+        sys.executable, "-m", "featureline.cli", "serve", "--repo", str(bench.repo),
+        "--host", "127.0.0.1", "--http-port", str(ours_http), "--grpc-port", str(ours_grpc),
+        "--workers", str(args.workers), "--max-in-flight", "4096",
+    ], bench)  # fmt: skip
+    procs.append(ours)
+    servers: dict[str, Any] = {"ours_http": ours_http, "ours_grpc": ours_grpc, "ours": ours}
+    if not args.skip_feast:
+        feast = str(Path(sys.executable).with_name("feast"))
+        common = ["--no-access-log"]
+        rest = setup.spawn("feast-serve", [
+            feast, "-c", str(bench.repo), "serve", "-h", "127.0.0.1", "-p", str(feast_http),
+            "--workers", str(args.workers), "--max-requests", "0", *common,
+        ], bench)  # fmt: skip
+        # Feast's gRPC feature server (`feast serve -t grpc` refuses: "Python server
+        # only supports 'http'"); one process, a thread pool.
+        grpc_proc = setup.spawn("feast-listen-grpc", [
+            feast, "-c", str(bench.repo), "listen", "-a", f"127.0.0.1:{feast_grpc}",
+            "-w", str(4 * args.concurrency),
+        ], bench)  # fmt: skip
+        procs += [rest, grpc_proc]
+        setup.wait_port(rest, "127.0.0.1", feast_http)
+        setup.wait_port(grpc_proc, "127.0.0.1", feast_grpc)
+        servers.update(feast_http=feast_http, feast_grpc=feast_grpc)
+    setup.wait_port(ours, "127.0.0.1", ours_http)
+    setup.wait_port(ours, "127.0.0.1", ours_grpc)
+    return servers

@@ -1,0 +1,230 @@
+"""The measured phases of `featureline bench serve` and their report (see bench.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from featureline.specs import RepoSpec
+from serving_api.bench_setup import children, random_value, rss_bytes
+from serving_api.client import online_request, tensor_request
+from serving_api.loadgen import LoadResult, grpc_callers, http_callers, run_closed, run_open
+from serving_api.proto import FEAST_GRPC_SERVER_NAME, SERVICE_NAME
+
+N_BODIES = 200  # distinct request bodies per workload, taken in turn
+FEAST_GRPC_METHOD = f"/{FEAST_GRPC_SERVER_NAME}/GetOnlineFeatures"
+TENSOR_METHOD = f"/{SERVICE_NAME}/GetOnlineTensor"
+
+
+@dataclass
+class Workload:
+    """Request bodies: `plain` reads every feature of the plain views (what both servers
+    can serve); `service` is the whole feature service (tiles + on-demand views)."""
+
+    plain_refs: list[str]
+    service: str
+    make_entities: Callable[[int, bool], dict[str, list[Any]]]
+
+    @classmethod
+    def build(cls, repo: RepoSpec, keys: dict[str, list[Any]], service: str, seed: int) -> Workload:
+        rng = random.Random(seed)
+        plain = [view for view in repo.views.values() if view.online and not view.is_aggregating]
+        refs = [f"{v.name}:{f}" for v in plain for f in v.feature_names]
+        key_names = sorted({k for v in repo.views.values() for k in v.join_key_names})
+        request_fields = {f.name: f.dtype for o in repo.on_demand_views.values()
+                          for f in o.request_fields}  # fmt: skip
+
+        def entities(batch: int, with_request: bool) -> dict[str, list[Any]]:
+            out = {k: [rng.choice(keys[k]) for _ in range(batch)] for k in key_names}
+            if with_request:
+                for name, dtype in request_fields.items():
+                    out[name] = [random_value(dtype, rng) for _ in range(batch)]
+            return out
+
+        return cls(refs, service, entities)
+
+    def rest(self, batch: int, service: bool = False) -> list[bytes]:
+        kind: dict[str, Any] = {"feature_service": self.service} if service else {"features": self.plain_refs}
+        return [orjson.dumps({**kind, "entities": self.make_entities(batch, service)})
+                for _ in range(N_BODIES)]  # fmt: skip
+
+    def grpc(self, batch: int) -> list[bytes]:
+        return [
+            online_request(self.plain_refs, None, self.make_entities(batch, False), False).SerializeToString()
+            for _ in range(N_BODIES)
+        ]
+
+    def tensor(self, batch: int, service: bool) -> list[bytes]:
+        refs = None if service else self.plain_refs
+        name = self.service if service else None
+        return [
+            tensor_request(refs, name, self.make_entities(batch, service), False, 0.0).SerializeToString()
+            for _ in range(max(4, N_BODIES // batch))
+        ]
+
+
+Runner = Callable[[], Awaitable[LoadResult]]
+
+
+async def _rest(port: int, bodies: list[bytes], conc: int, secs: float, rate: float = 0) -> LoadResult:
+    callers = http_callers("127.0.0.1", port, "/get-online-features", conc)
+    if rate:
+        return await run_open(callers, bodies, rate, secs)
+    return await run_closed(callers, bodies, secs)
+
+
+async def _grpc(port: int, method: str, bodies: list[bytes], conc: int, secs: float,
+                rate: float = 0) -> LoadResult:  # fmt: skip
+    callers, close = grpc_callers(f"127.0.0.1:{port}", method, conc)
+    try:
+        if rate:
+            return await run_open(callers, bodies, rate, secs)
+        return await run_closed(callers, bodies, secs)
+    finally:
+        await close()
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, phase: str, system: str, result: LoadResult, **extra: Any) -> dict[str, Any]:
+        row = {"phase": phase, "system": system, **result.summary(), **extra}
+        self.rows.append(row)
+        print(
+            f"  {phase:<44} {system:<11} {row['rps']:>9.0f} req/s  p50 {row['p50_ms']:>7.2f} ms"
+            f"  p99 {row['p99_ms']:>7.2f} ms  errors {row['errors']}",
+            flush=True,
+        )
+        return row
+
+    def ratio(self, label: str, ours: float, feast: float, goal: str) -> None:
+        value = ours / feast if feast else float("inf")
+        self.rows.append({"phase": label, "ratio": round(value, 1), "goal": goal})
+        print(f"  => {label}: {value:.1f}x  ({goal})", flush=True)
+
+    def goal(self, label: str, value: float, limit: float) -> None:
+        met = value <= limit
+        self.rows.append({"phase": label, "value_ms": round(value, 3), "limit_ms": limit,
+                          "met": met})  # fmt: skip
+        print(f"  => {label}: {value:.2f} ms (goal <= {limit} ms: {'met' if met else 'NOT met'})")
+
+
+async def _batch1(w: Workload, s: dict[str, Any], r: Report, conc: int, secs: float,
+                  feast: bool) -> None:  # fmt: skip
+    rest, grpc_bodies = w.rest(1), w.grpc(1)
+    print("batch 1 (plain views), closed loop:", flush=True)
+    if feast:
+        f_rest = r.add("batch 1 REST", "feast", await _rest(s["feast_http"], rest, conc, secs))
+    o_rest = r.add("batch 1 REST", "featureline", await _rest(s["ours_http"], rest, conc, secs))
+    if feast:
+        f_grpc = r.add("batch 1 gRPC", "feast", await _grpc(s["feast_grpc"], FEAST_GRPC_METHOD,
+                                                           grpc_bodies, conc, secs))  # fmt: skip
+    o_grpc = r.add("batch 1 gRPC", "featureline", await _grpc(s["ours_grpc"], FEAST_GRPC_METHOD,
+                                                             grpc_bodies, conc, secs))  # fmt: skip
+    if feast:
+        r.ratio("batch 1 REST req/s ours/feast", o_rest["rps"], f_rest["rps"], "goal >= 10x")
+        r.ratio("batch 1 gRPC req/s ours/feast", o_grpc["rps"], f_grpc["rps"], "goal >= 10x")
+    print("batch 1 at half our peak rate, open loop:", flush=True)
+    half = r.add("batch 1 REST @ half peak", "featureline",
+                 await _rest(s["ours_http"], rest, conc * 4, secs, rate=o_rest["rps"] / 2))  # fmt: skip
+    r.goal("batch 1 REST p99 at half peak", half["p99_ms"], 3.0)
+    half_g = r.add("batch 1 gRPC @ half peak", "featureline",
+                   await _grpc(s["ours_grpc"], FEAST_GRPC_METHOD, grpc_bodies, conc * 4, secs,
+                               rate=o_grpc["rps"] / 2))  # fmt: skip
+    r.goal("batch 1 gRPC p99 at half peak", half_g["p99_ms"], 3.0)
+    s["half_rest_rate"], s["half_grpc_rate"] = o_rest["rps"] / 2, o_grpc["rps"] / 2
+
+
+async def _batch100(w: Workload, s: dict[str, Any], r: Report, conc: int, secs: float,
+                    feast: bool) -> None:  # fmt: skip
+    bodies = w.rest(100)
+    print("batch 100 (plain views), REST:", flush=True)
+    for c in (1, conc):
+        if feast:
+            f = r.add(f"batch 100 REST c={c}", "feast", await _rest(s["feast_http"], bodies, c, secs))
+        o = r.add(f"batch 100 REST c={c}", "featureline", await _rest(s["ours_http"], bodies, c, secs))
+        if feast:
+            r.ratio(f"batch 100 REST c={c} req/s ours/feast", o["rps"], f["rps"], "throughput")
+        if c == 1:
+            r.goal("batch 100 REST p50", o["p50_ms"], 5.0)
+
+
+async def _batch1000(w: Workload, s: dict[str, Any], r: Report, secs: float, feast: bool) -> None:
+    print("batch 1000, tensor call (gRPC) at concurrency 1:", flush=True)
+    plain = r.add("batch 1000 tensor, plain views", "featureline",
+                  await _grpc(s["ours_grpc"], TENSOR_METHOD, w.tensor(1000, False), 1, secs))  # fmt: skip
+    r.goal("batch 1000 tensor p50 (plain views)", plain["p50_ms"], 15.0)
+    full = r.add(f"batch 1000 tensor, {w.service}", "featureline",
+                 await _grpc(s["ours_grpc"], TENSOR_METHOD, w.tensor(1000, True), 1, secs))  # fmt: skip
+    r.goal(f"batch 1000 tensor p50 ({w.service})", full["p50_ms"], 15.0)
+    if feast:
+        bodies = w.rest(1000)[:8]
+        f = r.add("batch 1000 REST JSON, plain views", "feast",
+                  await _rest(s["feast_http"], bodies, 1, secs))  # fmt: skip
+        r.ratio("batch 1000 p50 feast REST / our tensor", f["p50_ms"], plain["p50_ms"], "speed-up")
+
+
+async def _service_batch1(w: Workload, s: dict[str, Any], r: Report, conc: int, secs: float) -> None:
+    print(f"batch 1, whole service {w.service} (tiles + on-demand), REST:", flush=True)
+    r.add(f"batch 1 REST {w.service}", "featureline",
+          await _rest(s["ours_http"], w.rest(1, service=True), conc, secs))  # fmt: skip
+
+
+async def _soak(w: Workload, s: dict[str, Any], r: Report, conc: int, secs: float) -> None:
+    print(f"soak {secs:.0f} s at half peak (REST + gRPC together):", flush=True)
+    workers = children(s["ours"].popen.pid)
+    samples: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(sum(rss_bytes(p) for p in workers))
+            await asyncio.sleep(max(1.0, secs / 20))
+
+    sampler = asyncio.ensure_future(sample())
+    rest, grpc_res = await asyncio.gather(
+        _rest(s["ours_http"], w.rest(1), conc * 4, secs, rate=s["half_rest_rate"] / 2),
+        _grpc(s["ours_grpc"], FEAST_GRPC_METHOD, w.grpc(1), conc * 4, secs,
+              rate=s["half_grpc_rate"] / 2),
+    )  # fmt: skip
+    sampler.cancel()
+    r.add("soak REST", "featureline", rest)
+    r.add("soak gRPC", "featureline", grpc_res)
+    mib = [round(x / 2**20, 1) for x in samples]
+    third = max(1, len(mib) // 3)
+    growth = (max(mib[-third:]) - max(mib[:third])) if mib else 0.0
+    r.rows.append({"phase": "soak memory", "rss_mib": mib, "growth_mib": round(growth, 1),
+                   "errors": rest.errors + grpc_res.errors})  # fmt: skip
+    print(
+        f"  => soak: {rest.errors + grpc_res.errors} errors; workers' RSS {mib[0] if mib else 0}"
+        f" -> {mib[-1] if mib else 0} MiB (growth first->last third: {growth:+.1f} MiB)"
+    )
+
+
+def run_phases(w: Workload, servers: dict[str, Any], sizes: dict[str, Any], conc: int, *,
+               skip_feast: bool) -> dict[str, Any]:  # fmt: skip
+    import uvloop
+
+    feast = not skip_feast
+    secs = sizes["seconds"]
+    report = Report()
+    started = time.time()
+
+    async def main() -> None:
+        await _batch1(w, servers, report, conc, secs, feast)
+        await _batch100(w, servers, report, conc, secs, feast)
+        await _batch1000(w, servers, report, secs, feast)
+        await _service_batch1(w, servers, report, conc, secs)
+        await _soak(w, servers, report, conc, sizes["soak_s"])
+
+    print(f"featureline bench serve: {len(w.plain_refs)} plain features, service {w.service},"
+          f" {conc} connections, {secs:.0f} s per phase", file=sys.stderr, flush=True)  # fmt: skip
+    uvloop.run(main())
+    return {"started": started, "rows": report.rows}
