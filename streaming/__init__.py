@@ -1,1 +1,36 @@
-"""Streaming: the Beam job Kafka -> Redis (tiles, latest values) + Parquet (raw events)."""
+"""Streaming: the Beam job Kafka -> Redis (tiles, latest values) + Parquet (raw events).
+
+Public API (imported lazily: `featureline stream --help` must not load Beam):
+
+- `plan_stream(settings, repo, start_from=, only_views=, shard=)` -> `StreamPlan`
+- `run_stream(plan, runner="DirectRunner")`: run until `STOP` is set (SIGTERM), drained
+- `STOP`: the threading.Event that drains the job
+- `BatchParser`, `OnlineSink`, `OfflineSink`, `view_update`: the pieces, for reuse/tests
+- `TOTALS`: the running job's counters (events, dead letters, late, freshness)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "plan_stream": ("streaming.pipeline", "plan_stream"),
+    "run_stream": ("streaming.pipeline", "run"),
+    "StreamPlan": ("streaming.pipeline", "StreamPlan"),
+    "STOP": ("streaming.kafka_read", "STOP"),
+    "BatchParser": ("streaming.parse", "BatchParser"),
+    "OnlineSink": ("streaming.redis_sink", "OnlineSink"),
+    "OfflineSink": ("streaming.parquet_sink", "OfflineSink"),
+    "view_update": ("streaming.tiles", "view_update"),
+    "TOTALS": ("streaming.metrics", "TOTALS"),
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'streaming' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(module), attr)

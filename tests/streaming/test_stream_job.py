@@ -136,7 +136,8 @@ def test_online_equals_oracle_with_late_and_dead_letters(
     first = make_events(rng, 1500, users=25, t0_us=t_sent, old=20)
     last = send(stream_case, first, BAD)
     stats = tmp_path / "stats.json"
-    job = stream_case.start_job("--stats-file", str(stats), "--max-records", "300")
+    # Two worker processes share the partitions (--workers): stats are merged on exit.
+    job = stream_case.start_job("--stats-file", str(stats), "--max-records", "300", "--workers", "2")
     try:
         wait_applied(redis_client, stream_case, last, job)
         assert assert_online_equals_oracle(redis_client, stream_case, first) > 0
