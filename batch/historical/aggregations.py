@@ -4,6 +4,16 @@ Engines compute, per request row and per input column, plain SQL aggregates that
 exact in any engine: count, min, max, count(DISTINCT), and integer sums of *limbs*.
 This module turns those into feature values with `featureline.semantics`.
 
+Windows as tiles plus a head
+----------------------------
+The window [start(t), t] is tile-aligned at its tail, so it is the whole tiles
+[start(t), floor(t/s)*s) plus the head [floor(t/s)*s, t] of the row's own tile. The
+engines aggregate each view's events once per (key, tile), join every request row to
+the w/s tiles of its window on (key, tile) equality, and add the head's events: the
+work per row is w/s + the events of one tile, not the events of the whole window (or,
+with a plain range join, all events of the key). count(DISTINCT) uses the distinct
+values per (key, tile) the same way.
+
 Exact float sums through integer limbs
 --------------------------------------
 A float64 is mant * 2**exp with a 53-bit integer mantissa. Over one column, with
@@ -19,6 +29,7 @@ semantics reference (and to math.fsum for sums). Money-like data (0.01 .. 1e5) n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,13 +140,19 @@ def window_starts_us(t_us: np.ndarray, window_s: int, tile_s: int) -> np.ndarray
     return ((t_us - np.int64(window_s * US)) // size) * size
 
 
+def tile_starts_us(ts_us: np.ndarray, tile_s: int) -> np.ndarray:
+    """Vectorized `semantics.tile_start_us`: floor(ts / s) * s."""
+    size = np.int64(tile_s * US)
+    return (ts_us // size) * size
+
+
 def sum_values(limb_sums: list[np.ndarray], layout: LimbLayout, n: int) -> pa.Array:
     """Per-row sums (0.0 for an empty window) from per-row limb sums."""
     out = np.zeros(n, dtype=np.float64)
     if layout.count:
         cols = [s.tolist() for s in limb_sums]
         for row in range(n):
-            out[row] = _rounded(units_from_limb_sums([c[row] for c in cols], layout), None)
+            out[row] = rounded_sum(_relative(cols, row), layout.base, None)
     return pa.array(out, type=pa.float64())
 
 
@@ -144,15 +161,47 @@ def mean_values(limb_sums: list[np.ndarray], counts: np.ndarray, layout: LimbLay
     cols = [s.tolist() for s in limb_sums]
     result: list[float | None] = []
     for row, count in enumerate(counts.tolist()):
-        units = units_from_limb_sums([c[row] for c in cols], layout) if layout.count else 0
-        result.append(_rounded(units, int(count)))
+        rel = _relative(cols, row) if layout.count else 0
+        result.append(None if count == 0 else rounded_sum(rel, layout.base, int(count)))
     return pa.array(result, type=pa.float64())
 
 
-def _rounded(units: int, count: int | None) -> float | None:
-    """semantics' rounding; a sum beyond float64's range is an error there too."""
+def _relative(cols: list[list[int]], row: int) -> int:
+    rel = 0
+    for i, col in enumerate(cols):
+        rel += col[row] << (LIMB_BITS * i)
+    return rel
+
+
+# Results at or above 2**-1021 are normal floats: scaling them by a power of two is exact.
+_NORMAL_EXP = -1021
+
+
+def rounded_sum(rel: int, base: int, count: int | None) -> float:
+    """rel * 2**base (divided by count), rounded once to float64, bit-identical to
+    semantics.units_to_float / units_mean.
+
+    Fast path (~0.3 us): Python's float(int) and int / int are correctly rounded (ties to
+    even), and ldexp by 2**base is exact while the result stays a normal float; so the
+    result is the same single rounding. Near the subnormal range or float overflow, the
+    semantics functions decide.
+    """
+    if rel == 0:
+        return 0.0
     try:
-        return units_to_float(units) if count is None else units_mean(units, count)
+        quotient = float(rel) if count is None else rel / count
+        value = math.ldexp(quotient, base)
+        if math.isfinite(value) and math.frexp(value)[1] - 1 >= _NORMAL_EXP:
+            return value
+    except OverflowError:
+        pass
+    units = rel << (base - _MIN_EXP) if rel >= 0 else -((-rel) << (base - _MIN_EXP))
+    try:
+        if count is None:
+            return units_to_float(units)
+        mean = units_mean(units, count)
+        assert mean is not None
+        return mean
     except OverflowError:
         raise BadInputError(
             "a windowed sum overflows float64 (values near 1.8e308); it has no float value"

@@ -5,9 +5,9 @@
   into one HUGEINT, so equal event times are broken by the created time inside the
   join itself instead of by a separate dedup pass over the source. A winning row older
   than t - ttl means no row is in range (it was the newest <= t): null.
-- Windowed aggregations: a range join of request rows with the view's raw events on
-  key and start(t) <= event_ts <= t, grouped by request row (see aggregations.py for
-  the exact sums). The events' summed columns are loaded into memory for their limbs.
+- Windowed aggregations: whole tiles plus the head of the row's own tile
+  (local_windows.py, aggregations.py). The events' aggregated columns are loaded
+  into memory, for their exact-sum limbs.
 
 DuckDB runs with `memory_limit`, `threads` and a `temp_directory` so a join larger than
 memory spills instead of failing. Results come back ordered by request row.
@@ -21,19 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from batch.historical.aggregations import LimbLayout, limb_layout, limbs, numeric_values
+from batch.historical.aggregations import LimbLayout
 from batch.historical.entity_df import ROW_ID, ROW_TS
 from batch.historical.finish import LayoutKey, RawResult
-from batch.historical.plan import (
-    RetrievalPlan,
-    ViewRequest,
-    WindowGroup,
-    agg_column,
-    plain_column,
-    quote,
-)
+from batch.historical.plan import RetrievalPlan, ViewRequest, plain_column, quote
 from batch.historical.progress import Stages
 from featureline.errors import BadInputError
 from featureline.semantics import US
@@ -79,6 +71,8 @@ def connect(options: LocalOptions) -> Any:
 def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawResult:
     import duckdb
 
+    from batch.historical.local_windows import aggregate_view
+
     con = connect(options or LocalOptions())
     con.register("ent", plan.narrow)
     parts: list[pa.Table] = []
@@ -88,10 +82,10 @@ def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawRe
     stages = Stages(len(aggregating) + bool(plain), "historical (local)")
     try:
         if plain:
-            parts.append(_query(con, _latest_sql(plain)))
+            parts.append(query(con, _latest_sql(plain)))
             stages.step()
         for view in aggregating:
-            view_parts, view_layouts = _aggregate_view(con, view)
+            view_parts, view_layouts = aggregate_view(con, view)
             parts += view_parts
             layouts.update(view_layouts)
             stages.step()
@@ -103,7 +97,8 @@ def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawRe
     return RawResult(_side_by_side(parts, plan.entities.num_rows), layouts)
 
 
-def _query(con: Any, sql: str) -> pa.Table:
+def query(con: Any, sql: str) -> pa.Table:
+    """Run `sql`; the row id column it returns first is dropped (rows are in order)."""
     table = con.sql(sql).to_arrow_table()
     return table.drop_columns([ROW_ID]) if ROW_ID in table.column_names else table
 
@@ -165,65 +160,4 @@ def _latest_sql(views: list[ViewRequest]) -> str:
         f"SELECT e.{ROW_ID}, {', '.join(selects)} "
         f"FROM (SELECT *, {packed} AS {ORDER} FROM ent) e {' '.join(joins)} "
         f"ORDER BY e.{ROW_ID}"
-    )
-
-
-def _aggregate_view(con: Any, view: ViewRequest) -> tuple[list[pa.Table], dict[LayoutKey, LimbLayout]]:
-    columns = view.agg_columns()
-    index = {c.column: c.index for g in view.groups for c in g.columns}
-    sql = source_sql(view, [(view.source.columns[c], f"c{index[c]}") for c in columns])
-    events = con.sql(sql).to_arrow_table().drop_columns([ORDER])
-    events, layouts = _with_limbs(view, events, index)
-    name = f"ev{view.index}"
-    con.register(name, events)
-    try:
-        parts = [_query(con, _window_sql(view, g, name, layouts)) for g in view.groups]
-    finally:
-        con.unregister(name)
-    return parts, {(view.index, c): layouts[c] for c in layouts}
-
-
-def _with_limbs(
-    view: ViewRequest, events: pa.Table, index: dict[str, int]
-) -> tuple[pa.Table, dict[str, LimbLayout]]:
-    """Null out NaN (skipped like null by semantics) and add the limbs of summed columns."""
-    summed = {c.column for g in view.groups for c in g.columns if c.needs_limbs}
-    layouts: dict[str, LimbLayout] = {}
-    for column, i in index.items():
-        name = f"c{i}"
-        values = events.column(name)
-        if pa.types.is_floating(values.type):
-            values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
-            events = events.set_column(events.column_names.index(name), name, values)
-        if column in summed:
-            numbers = numeric_values(values, f"{view.view.name}.{column}")
-            layout = limb_layout(numbers)
-            layouts[column] = layout
-            for j, limb in enumerate(limbs(numbers, layout)):
-                events = events.append_column(f"{name}_l{j}", pa.array(limb))
-    return events, layouts
-
-
-def _window_sql(view: ViewRequest, group: WindowGroup, events: str, layouts: dict[str, LimbLayout]) -> str:
-    aggs = []
-    for col in group.columns:
-        value = f"a.c{col.index}"
-
-        def out(kind: str, col_index: int = col.index) -> str:
-            return agg_column(view.index, group.index, col_index, kind)
-
-        aggs.append(f"count({value}) AS {out('count')}")
-        for fn in ("min", "max"):
-            if fn in col.functions:
-                aggs.append(f"{fn}({value}) AS {out(fn)}")
-        if "count_distinct" in col.functions:
-            aggs.append(f"count(DISTINCT {value}) AS {out('distinct')}")
-        if col.needs_limbs:
-            for j in range(layouts[col.column].count):
-                aggs.append(f"CAST(sum(a.c{col.index}_l{j}) AS BIGINT) AS {out(f'l{j}')}")
-    on = [f"e.{k} = a.{k}" for k in view.keys]
-    on += [f"a.{EVENT_TS} >= e.{group.start_column}", f"a.{EVENT_TS} <= e.{ROW_TS}"]
-    return (
-        f"SELECT e.{ROW_ID}, {', '.join(aggs)} FROM ent e LEFT JOIN {events} a "
-        f"ON {' AND '.join(on)} GROUP BY e.{ROW_ID} ORDER BY e.{ROW_ID}"
     )

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from batch.historical.aggregations import window_starts_us
+from batch.historical.aggregations import tile_starts_us, window_starts_us
 from batch.historical.entity_df import ROW_ID, ROW_TS, EntityFrame, key_column
 from featureline.errors import BadInputError, NotFoundError
 from featureline.specs import AggregationSpec, RepoSpec, ResolvedFeature, ViewSpec
@@ -64,6 +64,16 @@ class WindowGroup:
     @property
     def start_column(self) -> str:
         return window_start_column(self.window_s, self.tile_s)
+
+    @property
+    def head_column(self) -> str:
+        """The request row's own tile start, floor(t / s) * s: the head of its window."""
+        return tile_start_column(self.tile_s)
+
+    @property
+    def event_tile_column(self) -> str:
+        """The event's tile start (a column of the events relation)."""
+        return tile_start_column(self.tile_s)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,10 @@ def window_start_column(window_s: int, tile_s: int) -> str:
     return f"__fl_start_{window_s}_{tile_s}"
 
 
+def tile_start_column(tile_s: int) -> str:
+    return f"__fl_tile_{tile_s}"
+
+
 def key_name(index: int) -> str:
     return f"__fl_k{index}"
 
@@ -158,6 +172,8 @@ def build_plan(
     for group in {(g.window_s, g.tile_s) for v in views for g in v.groups}:
         starts = window_starts_us(entities.ts_us, *group)
         narrow_cols[window_start_column(*group)] = pa.chunked_array([starts])
+    for tile_s in {g.tile_s for v in views for g in v.groups}:
+        narrow_cols[tile_start_column(tile_s)] = pa.chunked_array([tile_starts_us(entities.ts_us, tile_s)])
     return RetrievalPlan(
         entities=entities,
         narrow=pa.table(narrow_cols),

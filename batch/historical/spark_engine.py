@@ -5,9 +5,9 @@
   row at or before it (`last(..., ignorenulls)` over a running window). This is a
   sort per key, not a join that multiplies rows, so a key with many source rows costs
   n log n, not n x m. Equal event times: the largest created time is last, so it wins.
-- Windowed aggregations: a range join on key and start(t) <= event_ts <= t, grouped by
-  request row, with the exact limb sums of aggregations.py (limbs computed in the
-  Python workers by the same numpy code as the local engine).
+- Windowed aggregations: whole tiles plus the head of the row's own tile, as in the
+  local engine (spark_windows.py), with the exact limb sums of aggregations.py (limbs
+  computed in the Python workers by the same numpy code as the local engine).
 
 Results are sorted by request row and collected as Arrow; the driver finishes them
 (batch.historical.finish), so both engines share every value rule after the join.
@@ -15,16 +15,15 @@ Results are sorted by request row and collected as Arrow; the driver finishes th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from batch.historical.aggregations import LimbLayout, limb_layout, limbs, numeric_values
+from batch.historical.aggregations import LimbLayout
 from batch.historical.entity_df import ROW_ID, ROW_TS
 from batch.historical.finish import LayoutKey, RawResult
-from batch.historical.plan import RetrievalPlan, ViewRequest, WindowGroup, agg_column, plain_column
+from batch.historical.plan import RetrievalPlan, ViewRequest, plain_column
 from batch.historical.progress import Stages
 from featureline.semantics import US
 
@@ -36,6 +35,7 @@ _SPARK_TYPES = {"int32": "long", "int64": "long", "string": "string", "bytes": "
 
 
 def run_spark(plan: RetrievalPlan, master: str | None = None) -> RawResult:
+    from batch.historical.spark_windows import aggregate_view
     from batch.spark import get_spark
 
     spark = get_spark(master)
@@ -50,11 +50,11 @@ def run_spark(plan: RetrievalPlan, master: str | None = None) -> RawResult:
     try:
         for view in views:
             if view.groups:
-                view_parts, view_layouts = _aggregate_view(spark, entities, view)
+                view_parts, view_layouts = aggregate_view(spark, entities, view)
                 parts += view_parts
                 layouts.update(view_layouts)
             else:
-                parts.append(_collect(_latest(spark, entities, view)))
+                parts.append(collect(_latest(spark, entities, view)))
             stages.step()
     finally:
         stages.close()
@@ -65,7 +65,7 @@ def run_spark(plan: RetrievalPlan, master: str | None = None) -> RawResult:
     return RawResult(table, layouts)
 
 
-def _collect(frame: Any) -> pa.Table:
+def collect(frame: Any) -> pa.Table:
     """Collect and put rows back in request order on the driver: an O(n) scatter by row
     id, instead of a Spark sort whose range-partition sampling runs the plan twice."""
     table = frame.toArrow()
@@ -151,95 +151,3 @@ def _latest(spark: Any, entities: Any, view: ViewRequest) -> Any:
             value = F.when(F.col("__fl_m.ts") >= F.col(ROW_TS) - F.lit(ttl_us), value)
         values.append(value.alias(name))
     return joined.select(ROW_ID, *values)
-
-
-def _aggregate_view(
-    spark: Any, entities: Any, view: ViewRequest
-) -> tuple[list[pa.Table], dict[LayoutKey, LimbLayout]]:
-    from pyspark.sql import functions as F
-
-    index = {c.column: c.index for g in view.groups for c in g.columns}
-    cols = [(view.source.columns[c], f"c{index[c]}") for c in view.agg_columns()]
-    events = read_source(spark, view, cols).drop(CREATED)
-    for _, name in cols:
-        if events.schema[name].dataType.typeName() in ("double", "float"):
-            events = events.withColumn(name, F.when(F.isnan(name), F.lit(None)).otherwise(F.col(name)))
-    summed = sorted({index[c.column] for g in view.groups for c in g.columns if c.needs_limbs})
-    layouts = {i: _layout(events, f"c{i}", f"{view.view.name}") for i in summed}
-    events = _with_limbs(events, layouts).cache()
-    try:
-        parts = [_collect(_window_frame(entities, events, view, g, layouts)) for g in view.groups]
-    finally:
-        events.unpersist()
-    by_name = {i: c for c, i in index.items()}
-    return parts, {(view.index, by_name[i]): lay for i, lay in layouts.items()}
-
-
-def _layout(events: Any, column: str, view: str) -> LimbLayout:
-    """The limb layout of one column over all events: per Arrow batch, then merged."""
-
-    def batch_layouts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            values = numeric_values(batch.column(0), f"{view}.{column}")
-            lay = limb_layout(values)
-            yield pa.RecordBatch.from_pydict({"base": [lay.base], "count": [lay.count]})
-
-    rows = events.select(column).mapInArrow(batch_layouts, "base long, count long").collect()
-    layout = LimbLayout.empty()
-    for row in rows:
-        layout = layout.merge(LimbLayout(int(row["base"]), int(row["count"])))
-    return layout
-
-
-def _with_limbs(events: Any, layouts: dict[int, LimbLayout]) -> Any:
-    if not any(lay.count for lay in layouts.values()):
-        return events
-    from pyspark.sql.types import LongType, StructField, StructType
-
-    fields = list(events.schema.fields)
-    for i, lay in layouts.items():
-        fields += [StructField(f"c{i}_l{j}", LongType(), False) for j in range(lay.count)]
-    plan = dict(layouts)
-
-    def add_limbs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            arrays = dict(zip(batch.schema.names, batch.columns, strict=True))
-            for i, lay in plan.items():
-                values = numeric_values(batch.column(f"c{i}"), f"c{i}")
-                for j, limb in enumerate(limbs(values, lay)):
-                    arrays[f"c{i}_l{j}"] = pa.array(limb)
-            yield pa.RecordBatch.from_pydict(arrays)
-
-    return events.mapInArrow(add_limbs, StructType(fields))
-
-
-def _window_frame(
-    entities: Any, events: Any, view: ViewRequest, group: WindowGroup, layouts: dict[int, LimbLayout]
-) -> Any:
-    from pyspark.sql import functions as F
-
-    e, a = entities.alias("e"), events.alias("a")
-    cond = [F.col(f"e.{k}") == F.col(f"a.{k}") for k in view.keys]
-    cond += [
-        F.col(f"a.{EVENT_TS}") >= F.col(f"e.{group.start_column}"),
-        F.col(f"a.{EVENT_TS}") <= F.col(f"e.{ROW_TS}"),
-    ]
-    aggs = []
-    for col in group.columns:
-        value = F.col(f"a.c{col.index}")
-
-        def out(kind: str, col_index: int = col.index) -> str:
-            return agg_column(view.index, group.index, col_index, kind)
-
-        aggs.append(F.count(value).alias(out("count")))
-        if "min" in col.functions:
-            aggs.append(F.min(value).alias(out("min")))
-        if "max" in col.functions:
-            aggs.append(F.max(value).alias(out("max")))
-        if "count_distinct" in col.functions:
-            aggs.append(F.countDistinct(value).alias(out("distinct")))
-        if col.needs_limbs:
-            for j in range(layouts[col.index].count):
-                aggs.append(F.sum(F.col(f"a.c{col.index}_l{j}")).alias(out(f"l{j}")))
-    joined = e.join(a, on=cond, how="left")
-    return joined.groupBy(F.col(f"e.{ROW_ID}").alias(ROW_ID)).agg(*aggs)

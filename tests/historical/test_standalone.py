@@ -19,7 +19,7 @@ from featureline.repo import source_fingerprint
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
 
-FEATURES = ["profile:score", "profile:tier", "pair:pair_amount"] + [f"txn_stats:{a.name}" for a in AGGS[:6]]
+FEATURES = ["profile:score", "profile:tier", "pair:pair_amount"] + [f"txn_stats:{a.name}" for a in AGGS[:5]]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
