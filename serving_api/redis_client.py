@@ -59,6 +59,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
         self.waiters: deque[_Waiter] = deque()
+        self._outgoing: list[bytes] = []
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,8 +93,17 @@ class _Connection(asyncio.Protocol):
             future.set_exception(RedisUnavailableError(f"not connected to Redis at {self.address}"))
             return future
         self.waiters.append(_Waiter(future, expected))
-        self.transport.write(payload)
+        # Requests of one loop iteration go out in one write (one syscall, and Redis
+        # reads them in one go): auto-pipelining across concurrent requests.
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(payload)
         return future
+
+    def _flush(self) -> None:
+        if self._outgoing and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self._outgoing))
+        self._outgoing.clear()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

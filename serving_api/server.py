@@ -55,6 +55,7 @@ async def serve(config: WorkerConfig) -> None:
     from featureline.specs import RepoSpec
     from serving_api.auth import TokenAuth
     from serving_api.grpc_server import create_grpc_server
+    from serving_api.http_protocol import CoalescingHttpToolsProtocol
     from serving_api.redis_client import RedisClient
     from serving_api.rest_app import FastPath
     from serving_api.service import ServingCore
@@ -68,7 +69,7 @@ async def serve(config: WorkerConfig) -> None:
     uv_config = uvicorn.Config(
         FastPath(core),
         loop="none",  # this coroutine already runs in uvloop
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="off",
         access_log=False,
         log_level=config.log_level,
