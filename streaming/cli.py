@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from featureline.errors import FeaturelineError
 from featureline.settings import Settings
 
 RUNNERS = ("DirectRunner", "FlinkRunner", "DataflowRunner")
@@ -173,6 +174,25 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
+def _require_redis(settings: Settings) -> None:
+    import redis
+
+    from featureline.errors import ServiceUnavailableError
+
+    try:
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        raise ServiceUnavailableError(
+            f"Redis does not answer on {settings.redis_addr} ({exc}); start the dev stack "
+            "with `featureline dev up` or set FEATURELINE_REDIS_HOST/_PORT"
+        ) from exc
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def run(args: Any, settings: Settings) -> int:
     from featureline.repo import load_repo
     from streaming import kafka_read, metrics
@@ -203,7 +223,12 @@ def run(args: Any, settings: Settings) -> int:
     progress = _progress(done, show)
     _idle_watchdog(args.idle_exit_s, done)
     try:
+        _require_redis(settings)
         run_pipeline(plan, args.runner)
+    except FeaturelineError:
+        raise
+    except Exception as exc:  # Beam wraps worker errors in pages of trace; give one line
+        raise FeaturelineError(f"the stream job failed: {_last_line(exc)}") from exc
     finally:
         done.set()
         if progress is not None:

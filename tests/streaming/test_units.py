@@ -11,7 +11,7 @@ import pytest
 
 from featureline.offline import TS_TYPE
 from featureline.online.feast_format import decode_timestamp, decode_value, feature_field
-from featureline.online.tiles import tile_field, tile_key
+from featureline.online.tiles import tile_field, tile_key_for
 from featureline.online.writer import LatestRow, LatestValueWriter, reduce_latest
 from featureline.semantics import US, AggState, tile_start_us
 from featureline.specs import AggregationSpec, FieldSpec, KafkaSourceSpec, ViewSpec
@@ -130,7 +130,7 @@ def test_vectorized_tiles_equal_event_by_event_states() -> None:
                 continue  # older than w + s + margin: no window can still ask for it
             kept_any = True
             ekey = encode((r["user_id"],))
-            ident = (tile_key("p", "stats", tile_s, ekey), tile_field(start // US, 4))
+            ident = (tile_key_for("p", "stats", tile_s, ekey), tile_field(start // US, 4))
             for agg in aggs:
                 state = expected.setdefault(ident, {}).setdefault(agg.column, AggState())
                 state.add(r[agg.column], numeric=agg.function == "sum",
@@ -192,3 +192,35 @@ def test_fast_tile_encoding_decodes_like_the_shared_codec() -> None:
             merchant.add(rng.choice(["a", "é", None]), numeric=False)
         states = {"amount": amount, "merchant_id": merchant}
         assert decode_tile(encode_tile_fast(states)) == decode_tile(encode_tile(states)) == states
+
+
+def test_avro_messages_parse_like_json() -> None:
+    import io
+
+    import fastavro
+
+    schema = {
+        "type": "record", "name": "tx",
+        "fields": [
+            {"name": "user_id", "type": "long"},
+            {"name": "merchant_id", "type": ["null", "string"]},
+            {"name": "amount", "type": "double"},
+            {"name": "event_timestamp", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        ],
+    }  # fmt: skip
+    source = KafkaSourceSpec(
+        name="tx", bootstrap_servers="", topic="tx", message_format="avro",
+        schema=orjson.dumps(schema).decode(), timestamp_field="event_timestamp",
+    )  # fmt: skip
+    view = ViewSpec(**{**LATEST_VIEW.__dict__, "stream_source": source})
+    parser = BatchParser(source_schema([view]), now=lambda: NOW_US / US)
+    out = io.BytesIO()
+    record = {"user_id": 3, "merchant_id": None, "amount": 1.5, "event_timestamp": NOW_US}
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), record)
+    parsed = parser.parse(_raw([out.getvalue(), b"\x01"]))
+    assert parsed.table.select(["user_id", "merchant_id", "amount"]).to_pylist() == [
+        {"user_id": 3, "merchant_id": None, "amount": 1.5}
+    ]
+    assert parsed.table["event_timestamp"].cast(pa.int64()).to_pylist() == [NOW_US]
+    assert [d.offset for d in parsed.dead] == [1]
+    assert "malformed AVRO" in parsed.dead[0].error
