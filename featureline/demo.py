@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 class DemoContext:
     settings: Settings
     args: argparse.Namespace
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)
 
 
@@ -214,7 +214,7 @@ def stage_historical(ctx: DemoContext) -> None:
 def stage_train(ctx: DemoContext) -> None:
     model = ctx.settings.home / "models" / "fraud_training_v1.pt"
     _cli("train", "--repo", str(ctx.settings.repo), "--feature-service", "fraud_training_v1",
-         "--epochs", "8", "--out", str(model))  # fmt: skip
+         "--epochs", "5", "--out", str(model))  # fmt: skip
     ctx.notes["model"] = model
 
 
@@ -237,6 +237,39 @@ def stage_score(ctx: DemoContext) -> None:
     _cli("worker", "--repo", str(ctx.settings.repo), "--model", str(ctx.notes["model"]),
          "--serving", str(ctx.notes["grpc"]), "--max-requests", str(len(rows)),
          "--idle-exit-s", "20")  # fmt: skip
+    _show_scores(ctx, rows)
+
+
+def _show_scores(ctx: DemoContext, rows: list[dict[str, Any]]) -> None:
+    """Read the scores back from Kafka and set them beside the generator's fraud labels."""
+    import json
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=ctx.settings.kafka_bootstrap, enable_auto_commit=False)
+    parts = [
+        TopicPartition("transactions.scores", p)
+        for p in consumer.partitions_for_topic("transactions.scores") or []
+    ]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    scores: dict[str, float] = {}
+    deadline = time.monotonic() + 20
+    while len(scores) < len(rows) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                msg = json.loads(record.value)
+                scores[msg["txn_id"]] = float(msg["score"])
+    consumer.close()
+    labelled = sorted(((scores[r["txn_id"]], r) for r in rows if r["txn_id"] in scores), key=lambda x: -x[0])
+    frauds = sum(r["is_fraud"] for r in rows)
+    top = labelled[: max(frauds, 1)]
+    caught = sum(r["is_fraud"] for _, r in top)
+    print(f"  read back {len(scores)} scores from transactions.scores; highest five:")
+    for score, row in labelled[:5]:
+        print(f"    txn {row['txn_id']}  user {row['user_id']:>5}  amount {row['amount']:>9.2f}  "
+              f"score {score:.3f}  labelled fraud: {bool(row['is_fraud'])}")  # fmt: skip
+    print(f"  {caught} of the {frauds} labelled frauds are among the {len(top)} highest scores")
 
 
 def stage_consistency(ctx: DemoContext) -> None:
