@@ -27,7 +27,7 @@ from batch.historical.entity_df import ROW_ID, ROW_TS
 from batch.historical.finish import LayoutKey, RawResult
 from batch.historical.plan import RetrievalPlan, ViewRequest, plain_column, quote
 from batch.historical.progress import Stages
-from featureline.errors import BadInputError
+from featureline.errors import BadInputError, FeaturelineError
 from featureline.semantics import US
 
 EVENT_TS = "__fl_ets"
@@ -54,12 +54,16 @@ def default_memory_limit() -> str:
     return f"{max(total // 2 // 2**20, 256)}MB"
 
 
+def con_limit(options: LocalOptions | None) -> str:
+    return (options.memory_limit if options else None) or default_memory_limit()
+
+
 def connect(options: LocalOptions) -> Any:
     import duckdb
 
     con = duckdb.connect()
     temp = options.temp_directory or os.path.join(tempfile.gettempdir(), "featureline-duckdb")
-    con.execute(f"SET memory_limit = '{options.memory_limit or default_memory_limit()}'")
+    con.execute(f"SET memory_limit = '{con_limit(options)}'")
     con.execute(f"SET threads = {int(options.threads or os.cpu_count() or 2)}")
     con.execute(f"SET temp_directory = '{temp}'")
     # Row order is restored by ORDER BY row id; not preserving scan order saves memory.
@@ -89,6 +93,11 @@ def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawRe
             parts += view_parts
             layouts.update(view_layouts)
             stages.step()
+    except duckdb.OutOfMemoryException as exc:
+        raise FeaturelineError(
+            f"DuckDB ran out of memory even when spilling (memory limit {con_limit(options)}); "
+            f"raise it with --memory-limit: {exc}"
+        ) from exc
     except duckdb.Error as exc:
         raise BadInputError(f"historical retrieval failed reading the sources: {exc}") from exc
     finally:
