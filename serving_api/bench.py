@@ -66,6 +66,7 @@ def run(args: Any, settings: Settings) -> int:
         tiles = setup.load_tiles(redis.Redis(port=bench.redis_port), repo, keys, seed=2)
         _say(f"{rows} latest rows (written by Feast), {tiles} tiles (shared core layout)")
         servers = _start_servers(bench, args, procs)
+        servers["keys"] = keys
         workload = Workload.build(repo, keys, args.service, seed=3)
         report = run_phases(workload, servers, sizes, args.concurrency, skip_feast=args.skip_feast)
     finally:

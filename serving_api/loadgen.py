@@ -31,7 +31,11 @@ class LoadResult:
     requests: int
     errors: int
     seconds: float
-    latencies_ms: np.ndarray
+    latencies_ms: np.ndarray  # closed loop: per call; open loop: from the scheduled start
+    # Open loop only: from the actual send (the server's share), and how late the
+    # generator sent (its own lag on a busy machine, plus waiting for a free caller).
+    service_ms: np.ndarray | None = None
+    lag_ms: np.ndarray | None = None
 
     @property
     def rps(self) -> float:
@@ -41,7 +45,7 @@ class LoadResult:
         return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else 0.0
 
     def summary(self) -> dict[str, float]:
-        return {
+        out = {
             "requests": self.requests,
             "errors": self.errors,
             "rps": round(self.rps, 1),
@@ -50,6 +54,11 @@ class LoadResult:
             "p99_ms": round(self.pct(99), 3),
             "max_ms": round(float(self.latencies_ms.max()) if len(self.latencies_ms) else 0.0, 3),
         }
+        if self.service_ms is not None and self.lag_ms is not None and len(self.service_ms):
+            out["service_p50_ms"] = round(float(np.percentile(self.service_ms, 50)), 3)
+            out["service_p99_ms"] = round(float(np.percentile(self.service_ms, 99)), 3)
+            out["lag_p99_ms"] = round(float(np.percentile(self.lag_ms, 99)), 3)
+        return out
 
 
 class HttpConnection:
@@ -161,33 +170,42 @@ async def run_closed(callers: Sequence[Call], bodies: Sequence[bytes], seconds: 
 async def run_open(
     callers: Sequence[Call], bodies: Sequence[bytes], rate: float, seconds: float
 ) -> LoadResult:
-    """Requests start every 1/rate s on the next free caller; latency from the schedule."""
-    free: asyncio.Queue[Call] = asyncio.Queue()
-    for c in callers:
-        free.put_nowait(c)
+    """Requests start on a fixed schedule (every 1/rate s), request i on caller
+    i mod len(callers); latency counts from the scheduled start. A caller still busy
+    when its next request is due sends it late, and the lateness counts as latency:
+    a slow server cannot slow the schedule down (no coordinated omission). One loop
+    per caller instead of a task per request keeps the generator cheap."""
     source = itertools.cycle(bodies)
     latencies: list[float] = []
+    service: list[float] = []
+    lags: list[float] = []
     errors = 0
     total = int(rate * seconds)
+    began = time.perf_counter() + 0.01
+    stride = len(callers)
 
-    async def one(scheduled: float) -> None:
+    async def loop(k: int, call: Call) -> None:
         nonlocal errors
-        call = await free.get()
-        try:
+        for i in range(k, total, stride):
+            scheduled = began + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = time.perf_counter()
             ok = await call(next(source))
-        finally:
-            free.put_nowait(call)
-        latencies.append(time.perf_counter() - scheduled)
-        errors += not ok
+            done = time.perf_counter()
+            latencies.append(done - scheduled)
+            service.append(done - sent)
+            lags.append(sent - scheduled)
+            errors += not ok
 
-    began = time.perf_counter()
-    tasks = []
-    for i in range(total):
-        scheduled = began + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(scheduled)))
-    await asyncio.gather(*tasks)
+    await asyncio.gather(*(loop(k, c) for k, c in enumerate(callers)))
     elapsed = time.perf_counter() - began
-    return LoadResult(len(latencies), errors, elapsed, np.array(latencies) * 1000)
+    return LoadResult(
+        len(latencies),
+        errors,
+        elapsed,
+        np.array(latencies) * 1000,
+        np.array(service) * 1000,
+        np.array(lags) * 1000,
+    )
