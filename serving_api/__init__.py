@@ -1,5 +1,39 @@
 """Featureline's serving API: gRPC + REST servers (`featureline serve`) and a client SDK.
 
-Nothing heavy is imported here: `featureline serve --help` and the bench table import
-submodules of this package for their argparse options only.
+    from serving_api import FeatureClient
+    with FeatureClient("127.0.0.1:6566") as client:
+        tensor = client.get_tensor("fraud_model_v1", {"user_id": ids, ...})
+
+The client names below are imported on first use: `featureline serve --help` and the
+bench table import submodules of this package for their argparse options only, and
+must not pay for grpc and numpy.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from serving_api.client import (
+        AsyncFeatureClient,
+        FeatureClient,
+        FeatureTensor,
+        OnlineFeatures,
+        ServingTimeoutError,
+    )
+
+__all__ = [
+    "AsyncFeatureClient",
+    "FeatureClient",
+    "FeatureTensor",
+    "OnlineFeatures",
+    "ServingTimeoutError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from serving_api import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'serving_api' has no attribute {name!r}")
