@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +43,14 @@ def _collect(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
     return pa.Table.from_batches(items)
 
 
+def _count_days(counts: Any, table: pa.Table) -> None:
+    """Add rows per date to a DayCounts accumulator (None: not counting)."""
+    if counts is None or table.num_rows == 0:
+        return
+    grouped = table.group_by(DATE).aggregate([(DATE, "count")])
+    counts.add(dict(zip(grouped[DATE].to_pylist(), grouped[f"{DATE}_count"].to_pylist(), strict=True)))
+
+
 @dataclass(frozen=True)
 class FeatureRowsTask:
     """Offline feature rows of one view for events with start <= ts < end."""
@@ -50,6 +59,7 @@ class FeatureRowsTask:
     events_schema: pa.Schema
     start_us: int
     end_us: int
+    counts: Any = None  # a DayCounts accumulator
 
     def output_schema(self) -> pa.Schema:
         return feature_schema(self.view, self.events_schema).append(pa.field(DATE, pa.string()))
@@ -62,7 +72,9 @@ class FeatureRowsTask:
         compute = window_values if self.view.is_aggregating else plain_values
         out = compute(events, self.view, self.start_us, self.end_us)
         ts_col = EventColumns.of(self.view).timestamp
-        yield from with_date(out, out[ts_col]).cast(self.output_schema()).to_batches()
+        out = with_date(out, out[ts_col]).cast(self.output_schema())
+        _count_days(self.counts, out)
+        yield from out.to_batches()
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class TileRowsTask:
     view: ViewSpec
     start_us: int
     end_us: int
+    counts: Any = None  # a DayCounts accumulator
 
     def output_schema(self) -> pa.Schema:
         return tile_schema(self.view).append(pa.field(DATE, pa.string()))
@@ -90,4 +103,6 @@ class TileRowsTask:
             )
             tiles = tiles.filter(keep)
             stamps = pc.multiply(tiles[TILE_START_S], US)
-            yield from with_date(tiles, stamps).cast(self.output_schema()).to_batches()
+            out = with_date(tiles, stamps).cast(self.output_schema())
+            _count_days(self.counts, out)
+            yield from out.to_batches()

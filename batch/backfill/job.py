@@ -22,7 +22,7 @@ from batch.backfill.arrow_types import spark_ddl
 from batch.backfill.compute import FeatureRowsTask, TileRowsTask
 from batch.backfill.events import EventColumns, datetime_to_us, day_range
 from batch.backfill.plan import ViewPlan, plan_views
-from batch.backfill.spark_io import dedupe_spark, read_events, write_days
+from batch.backfill.spark_io import DayCounts, dedupe_spark, read_events, write_days
 from featureline.errors import BadInputError, FeaturelineError
 from featureline.semantics import US
 from featureline.settings import Settings
@@ -121,14 +121,16 @@ def _run_plan(
         raise BadInputError(f"no raw events at {plan.source} (stream or generate some first)")
     n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions") or 4)
     keyed = events.repartition(n, *cols.join_keys)
-    task = FeatureRowsTask(plan.view, _arrow_schema(events), start_us, end_us)
+    counts = DayCounts(spark)
+    task = FeatureRowsTask(plan.view, _arrow_schema(events), start_us, end_us, counts.accumulator)
     rows_df = keyed.mapInArrow(task, spark_ddl(task.output_schema()))
-    rows = write_days(rows_df, plan.output, days)
+    rows = write_days(rows_df, plan.output, days, counts)
     tiles = 0
     if plan.tiles is not None:
-        tile_task = TileRowsTask(plan.view, start_us, end_us)
+        tile_counts = DayCounts(spark)
+        tile_task = TileRowsTask(plan.view, start_us, end_us, tile_counts.accumulator)
         tiles_df = keyed.mapInArrow(tile_task, spark_ddl(tile_task.output_schema()))
-        tiles = write_days(tiles_df, plan.tiles, days)
+        tiles = write_days(tiles_df, plan.tiles, days, tile_counts)
     return rows, tiles
 
 

@@ -78,18 +78,49 @@ def dedupe_spark(df: DataFrame) -> DataFrame:
     return first.unionByName(df.where(~from_kafka))
 
 
-def write_days(df: DataFrame, output: Path, days: list[str]) -> int:
+class DayCounts:
+    """A Spark accumulator of rows per `date` written by mapInArrow tasks.
+
+    Read on the driver after the write: one Spark job per output instead of a count
+    job plus the write. (A retried task adds its rows twice: the counts are a report,
+    the set of days - what partition replacement relies on - stays exact.)
+    """
+
+    def __init__(self, spark: SparkSession) -> None:
+        from pyspark.accumulators import AccumulatorParam
+
+        class _Param(AccumulatorParam):
+            def zero(self, value: dict[str, int]) -> dict[str, int]:
+                return {}
+
+            def addInPlace(self, a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+                for day, n in b.items():
+                    a[day] = a.get(day, 0) + n
+                return a
+
+        self.accumulator = spark.sparkContext.accumulator({}, _Param())
+
+    @property
+    def value(self) -> dict[str, int]:
+        return dict(self.accumulator.value)
+
+
+def write_days(df: DataFrame, output: Path, days: list[str], counts: DayCounts | None = None) -> int:
     """Replace the date partitions `days` of `output` with `df`'s rows; returns rows.
 
-    `df` is cached for the write and the count, so it is computed once.
+    With `counts` (filled by the tasks that produce `df`) the write is the only job;
+    without, `df` is cached and counted per date first.
     """
     from pyspark import StorageLevel
 
     spark = df.sparkSession
-    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    if counts is None:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        written = {r[0]: r[1] for r in df.groupBy(DATE).count().collect()}
-        if written:
+        written: dict[str, int] = {}
+        if counts is None:
+            written = {r[0]: r[1] for r in df.groupBy(DATE).count().collect()}
+        if counts is not None or written:
             (
                 df.write.mode("overwrite")
                 .option("partitionOverwriteMode", "dynamic")
@@ -97,10 +128,13 @@ def write_days(df: DataFrame, output: Path, days: list[str]) -> int:
                 .partitionBy(DATE)
                 .parquet(str(output))
             )
+        if counts is not None:
+            written = counts.value
         _delete_days(spark, output, [d for d in days if d not in written])
         return int(sum(written.values()))
     finally:
-        df.unpersist()
+        if counts is None:
+            df.unpersist()
 
 
 def _delete_days(spark: SparkSession, output: Path, days: list[str]) -> None:

@@ -55,7 +55,7 @@ def _labels(events: pa.Table) -> pa.Table:
 def backfilled(demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Backfilled:
     home = tmp_path_factory.mktemp("backfill")
     settings = dataclasses.replace(demo_settings, home=home, offline_dir=str(home / "offline"))
-    events = make_events(1500, span_s=3 * 86_400, seed=11)
+    events = make_events(1000, span_s=3 * 86_400, seed=11)
     write_raw(events, settings.resolved_offline_dir)
     labels = _labels(events)
     (settings.resolved_offline_dir / "labels").mkdir(parents=True)
@@ -87,7 +87,7 @@ def test_spark_rows_equal_pure_computation(backfilled: Backfilled, view_name: st
     identity = ["kafka_partition", "kafka_offset"]
     got = _sorted_rows(read_table(backfilled.offline / view_name), identity)
     want = _sorted_rows(_pure(backfilled, view_name), identity)
-    assert len(got) == len(want) == 1500  # one row per event: the 30 redeliveries dropped
+    assert len(got) == len(want) == 1000  # one row per event: the 20 redeliveries dropped
     assert got == want
 
 
