@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -61,42 +62,70 @@ class LoadResult:
         return out
 
 
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+
+
+class _HttpProtocol(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; one request in flight at a time. A Protocol
+    (not streams): ~2x less generator CPU per request, which matters on 2 cores."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        match = _CONTENT_LENGTH.search(self.buffer, 0, end + 2)
+        length = int(match.group(1)) if match else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        status = int(self.buffer[9:12])
+        del self.buffer[: end + 4 + length]
+        waiter, self.waiter = self.waiter, None
+        if not waiter.done():
+            waiter.set_result(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection lost"))
+
+
 class HttpConnection:
-    """One keep-alive HTTP/1.1 connection posting JSON bodies to one path."""
+    """Posts JSON bodies to one path over one keep-alive connection."""
 
     def __init__(self, host: str, port: int, path: str, headers: dict[str, str] | None = None):
-        self.host, self.port, self.path = host, port, path
+        self.host, self.port = host, port
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"{extra}Content-Length: "
         ).encode()
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self._proto: _HttpProtocol | None = None
 
-    async def _connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    async def post(self, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None or self.writer.is_closing():
-            await self._connect()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        payload = await self.reader.readexactly(length) if length else b""
-        if b"connection: close" in head.lower():
-            self.close()
-        return status, payload
+    async def post(self, body: bytes) -> int:
+        proto = self._proto
+        if proto is None or proto.closed:
+            loop = asyncio.get_running_loop()
+            _, proto = await loop.create_connection(_HttpProtocol, self.host, self.port)
+            self._proto = proto
+        assert proto.transport is not None
+        proto.waiter = asyncio.get_running_loop().create_future()
+        proto.transport.write(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
+        return await proto.waiter
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        self._proto = None
 
 
 def http_callers(
@@ -109,8 +138,8 @@ def http_callers(
 
         async def call(body: bytes) -> bool:
             try:
-                status, _ = await conn.post(body)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
+                status = await conn.post(body)
+            except (OSError, ValueError):
                 conn.close()
                 return False
             return status == 200

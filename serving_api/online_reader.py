@@ -164,24 +164,25 @@ def _plain_columns(
     for i, event_us in zip(found, decode_timestamps([stamps[i] for i in found]), strict=True):
         key_event[i] = event_us
         key_status[i] = OUTSIDE_MAX_AGE if oldest is not None and event_us < oldest else PRESENT
+    all_found = len(found) == len(replies) and OUTSIDE_MAX_AGE not in key_status
     event = _expand(key_event, index)
+    name = read.view.name
     out: dict[str, FrameColumn] = {}
     for pos, (feature, dtype) in enumerate(zip(read.features, read.dtypes, strict=True)):
-        raws = [
-            (reply[pos] or None) if st == PRESENT else None
-            for reply, st in zip(replies, key_status, strict=True)
-        ]
-        statuses = [
-            st if st != PRESENT else (PRESENT if raw else NULL_VALUE)
-            for raw, st in zip(raws, key_status, strict=True)
-        ]
+        if all_found:  # the common case: every row is in the store and within ttl
+            raws = [reply[pos] or None for reply in replies]
+            statuses = [PRESENT if raw else NULL_VALUE for raw in raws]
+        else:
+            raws = [
+                (reply[pos] or None) if st == PRESENT else None
+                for reply, st in zip(replies, key_status, strict=True)
+            ]
+            statuses = [
+                st if st != PRESENT else (PRESENT if raw else NULL_VALUE)
+                for raw, st in zip(raws, key_status, strict=True)
+            ]
         out[feature] = FrameColumn(
-            feature,
-            dtype,
-            _expand(statuses, index),
-            event,
-            raw=_expand(raws, index),
-            view=read.view.name,
+            feature, dtype, _expand(statuses, index), event, _expand(raws, index), view=name
         )
     return out
 

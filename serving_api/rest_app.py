@@ -42,6 +42,7 @@ from serving_api.tensor import frame_to_tensor
 
 log = logging.getLogger("featureline.serving.rest")
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+_WANTED_HEADERS = frozenset({b"authorization", b"content-length", b"accept"})
 PROTOBUF = "application/x-protobuf"
 
 
@@ -333,7 +334,10 @@ class FastPath:
         handler = self.routes.get(scope["path"])
         if handler is None:
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only the headers the handlers read (uvicorn gives names in lower case).
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED_HEADERS
+        }
         try:
             body = await self._body(receive, headers)
         except Exception as exc:
