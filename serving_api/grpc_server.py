@@ -27,6 +27,7 @@ from serving_api.codec_proto import (
     parse_online_request,
     parse_tensor_request,
 )
+from serving_api.frame import FeatureFrame
 from serving_api.proto import FEAST_GRPC_SERVER_NAME, FEAST_SERVICE_NAME, SERVICE_NAME, pb
 from serving_api.service import FeatureQuery, RequestTimer, ServingCore
 from serving_api.tensor import frame_to_tensor
@@ -51,18 +52,36 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, timer: Reque
     await context.abort(getattr(grpc.StatusCode, code_name), message)
 
 
-def _handlers(core: ServingCore) -> dict[str, Handler]:
-    async def get_online(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+def _tensor_message(frame: FeatureFrame, fill: float) -> bytes:
+    parts = frame_to_tensor(frame, fill)
+    message = pb.Tensor(
+        rows=parts.values.shape[0],
+        cols=parts.values.shape[1],
+        column_names=parts.column_names,
+        values=parts.values.tobytes(),
+        present=parts.present.tobytes(),
+        omitted_features=parts.omitted,
+        served_at_us=frame.t_us,
+    )
+    return bytes(message.SerializeToString())
+
+
+class FeatureServicer:
+    """The three methods of featureline.serving.v1.FeatureServing, on raw bytes."""
+
+    def __init__(self, core: ServingCore) -> None:
+        self.core = core
+
+    async def _read(self, query: FeatureQuery, context: grpc.aio.ServicerContext, scope: Any) -> FeatureFrame:
+        return await self.core.get_online(query, scope=scope, time_remaining_s=context.time_remaining())
+
+    async def get_online(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         timer = RequestTimer("grpc/GetOnlineFeatures")
         try:
-            scope = core.authenticate(_authorization(context))
+            scope = self.core.authenticate(_authorization(context))
             refs, service, entities, full = parse_online_request(request)
             timer.n_rows = len(next(iter(entities.values()), ()))
-            frame = await core.get_online(
-                FeatureQuery(refs, service, entities, full),
-                scope=scope,
-                time_remaining_s=context.time_remaining(),
-            )
+            frame = await self._read(FeatureQuery(refs, service, entities, full), context, scope)
             response = encode_online_response(frame)
         except Exception as exc:
             await _abort(context, exc, timer)
@@ -70,42 +89,26 @@ def _handlers(core: ServingCore) -> dict[str, Handler]:
         timer.done("OK")
         return response
 
-    async def get_tensor(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def get_tensor(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         timer = RequestTimer("grpc/GetOnlineTensor")
         try:
-            scope = core.authenticate(_authorization(context))
+            scope = self.core.authenticate(_authorization(context))
             refs, service, entities, full, fill = parse_tensor_request(request)
             timer.n_rows = len(next(iter(entities.values()), ()))
-            frame = await core.get_online(
-                FeatureQuery(refs, service, entities, full),
-                scope=scope,
-                time_remaining_s=context.time_remaining(),
-            )
-            parts = frame_to_tensor(frame, fill)
-            response = pb.Tensor(
-                rows=parts.values.shape[0],
-                cols=parts.values.shape[1],
-                column_names=parts.column_names,
-                values=parts.values.tobytes(),
-                present=parts.present.tobytes(),
-                omitted_features=parts.omitted,
-                served_at_us=frame.t_us,
-            ).SerializeToString()
+            frame = await self._read(FeatureQuery(refs, service, entities, full), context, scope)
+            response = _tensor_message(frame, fill)
         except Exception as exc:
             await _abort(context, exc, timer)
             raise
         timer.done("OK")
-        return bytes(response)
+        return response
 
-    async def describe(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def describe(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         timer = RequestTimer("grpc/DescribeFeatures")
         try:
-            scope = core.authenticate(_authorization(context))
+            scope = self.core.authenticate(_authorization(context))
             refs, service, full = parse_describe_request(request)
-            layout = core.describe(
-                FeatureQuery(refs, service, {}, full),
-                scope=scope,
-            )
+            layout = self.core.describe(FeatureQuery(refs, service, {}, full), scope=scope)
             response = pb.FeatureLayout(
                 join_keys=layout.join_keys,
                 request_fields=layout.request_fields,
@@ -117,7 +120,12 @@ def _handlers(core: ServingCore) -> dict[str, Handler]:
         timer.done("OK")
         return bytes(response)
 
-    return {"GetOnlineFeatures": get_online, "GetOnlineTensor": get_tensor, "DescribeFeatures": describe}
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "GetOnlineFeatures": self.get_online,
+            "GetOnlineTensor": self.get_tensor,
+            "DescribeFeatures": self.describe,
+        }
 
 
 class RedisHealth(health_pb2_grpc.HealthServicer):
@@ -165,7 +173,7 @@ def create_grpc_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(options=options)
-    handlers = _handlers(core)
+    handlers = FeatureServicer(core).handlers()
     methods = {name: grpc.unary_unary_rpc_method_handler(handler) for name, handler in handlers.items()}
     feast_methods = {"GetOnlineFeatures": methods["GetOnlineFeatures"]}
     server.add_generic_rpc_handlers(
