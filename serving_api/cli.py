@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -163,6 +164,7 @@ def _supervise(config: Any, workers: int) -> int:
         proc.join(5)
         if proc.is_alive():
             proc.kill()
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     return code
 
 
