@@ -65,6 +65,9 @@ class PartitionReader:
     def __init__(self, bootstrap: str, topic: str, partition: int, offset: int, max_records: int):
         from kafka import KafkaConsumer, TopicPartition
 
+        from streaming import kafka_fast
+
+        kafka_fast.install()
         self.tp = TopicPartition(topic, partition)
         self.max_records = max_records
         self.consumer = KafkaConsumer(
