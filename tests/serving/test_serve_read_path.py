@@ -254,3 +254,16 @@ def test_tensor_keeps_order_masks_missing_and_decodes_exactly() -> None:
     assert parts.present[:, 2].tolist() == [1, 0, 1]
     assert parts.present[:, 3].tolist() == [1, 0, 0]  # 2 / 0.0 -> None -> not present
     assert parts.values[0, 3] == np.float32(0.25)
+
+
+def test_tile_keys_follow_the_shared_rule() -> None:
+    from featureline.online.feast_format import redis_key
+    from featureline.online.tiles import tile_key_for
+
+    plan = _plan([f"stats:{f}" for f in REPO.views["stats"].feature_names])
+    prepared = prepare(plan, {"user_id": [7, -3]})
+    for user in (7, -3):
+        feast_key = redis_key("unit", ["user_id"], ["int64"], [user])
+        for tile_s in REPO.views["stats"].tile_sizes_s():
+            key = tile_key_for("unit", "stats", tile_s, feast_key)
+            assert b"$%d\r\n%s\r\n" % (len(key), key) in prepared.payload
