@@ -43,9 +43,9 @@ from serving_api.vector_codec import decode_timestamps
 
 # Decoded tiles keyed by their raw bytes: a tile's bytes fully determine its states,
 # so equal bytes can share one decode (JSON + big-int sums, ~5 us) across requests.
-# Closed tiles never change, so hot entities hit this; 50k entries is ~50 MB at most.
+# Closed tiles never change, so hot entities hit this; 100k entries is ~60 MB at most.
 _TILE_CACHE: dict[bytes, Any] = {}
-_TILE_CACHE_MAX = 50_000
+_TILE_CACHE_MAX = 100_000
 _PLAN_CACHE_MAX = 1024
 # Window values per digest of (an entity's tile bytes, window bounds): ~200 bytes each.
 _WINDOW_CACHE: dict[bytes, tuple[list[Any], int]] = {}
