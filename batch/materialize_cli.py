@@ -21,7 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--views", nargs="+", metavar="VIEW", help="only these views")
     parser.add_argument(
-        "--workers", type=int, default=None, help="writer processes (default: CPUs, at most 4)"
+        "--workers", type=int, default=None, help="writer processes (default: one per 2 CPUs, at most 4)"
     )
 
 

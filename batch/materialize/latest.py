@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 from batch.backfill.events import CREATED_US, TS_US
 from batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
 from batch.materialize.redis_pipe import PipelinedWriter
+from batch.materialize.resp import bulk, bulk_column, command, join_rows, row_bytes
 from featureline.offline import KAFKA_OFFSET
 from featureline.online.feast_format import feature_field, order_field, ts_field
 from featureline.online.writer import CHUNK_KEYS, LATEST_LWW_LUA
@@ -74,22 +74,23 @@ def _entity_ids(rows: pa.Table, keys: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EncodedRows:
-    """A view's latest rows, encoded: what one LWW script call per chunk needs."""
+    """A view's latest rows, encoded (Arrow large_binary columns, one value per row)."""
 
-    keys: list[bytes]
-    orders: list[bytes]
-    timestamps: list[bytes]
-    columns: list[list[bytes]]  # one per feature, in view.features order
+    keys: pa.Array
+    orders: pa.Array
+    timestamps: pa.Array
+    columns: list[pa.Array]  # one per feature, in view.features order
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def slice(self, lo: int, hi: int) -> EncodedRows:
+        n = max(0, min(hi, len(self)) - lo)
         return EncodedRows(
-            self.keys[lo:hi],
-            self.orders[lo:hi],
-            self.timestamps[lo:hi],
-            [c[lo:hi] for c in self.columns],
+            self.keys.slice(lo, n),
+            self.orders.slice(lo, n),
+            self.timestamps.slice(lo, n),
+            [c.slice(lo, n) for c in self.columns],
         )
 
 
@@ -97,7 +98,7 @@ def encode_rows(rows: pa.Table, view: ViewSpec, project: str, has_created: bool)
     """Encode latest rows (join keys, TS_US, CREATED_US, features) in Feast's format."""
     ts = rows[TS_US].to_numpy()
     created = rows[CREATED_US].to_numpy()
-    has = np.full(len(ts), has_created) & (created >= 0) if has_created else np.zeros(len(ts), bool)
+    has = (created >= 0) if has_created else np.zeros(len(ts), bool)
     keys = encode_keys(
         project,
         view.join_key_names,
@@ -111,39 +112,38 @@ def encode_rows(rows: pa.Table, view: ViewSpec, project: str, has_created: bool)
 class LatestLwwWriter:
     """Sends EncodedRows with the shared LWW script, `CHUNK_KEYS` entities per call.
 
-    `client` is a redis-py client (loads the script, and serves `queue` on a pipeline);
-    `write` streams the calls over a PipelinedWriter to the same server.
+    The calls are byte-for-byte what redis-py would send for
+    EVALSHA sha n key... order_field nf (order f1 v1 ... _ts:view ts)... but packed
+    column-wise (batch.materialize.resp) and streamed with several batches in flight
+    (batch.materialize.redis_pipe). `client` (redis-py) loads the script.
     """
 
     def __init__(self, client: Any, view: ViewSpec) -> None:
         self._client = client
-        self._sha = client.script_load(LATEST_LWW_LUA)
+        self._sha = client.script_load(LATEST_LWW_LUA).encode()
         self._order_field = order_field(view.name)
         self._ts_field = ts_field(view.name)
         self._fields = [feature_field(view.name, f.name) for f in view.features]
 
-    def commands(self, rows: EncodedRows) -> Iterator[tuple[Any, ...]]:
-        """One EVALSHA per CHUNK_KEYS entities, in the script's argument layout."""
-        for lo in range(0, len(rows), CHUNK_KEYS):
-            part = rows.slice(lo, lo + CHUNK_KEYS)
-            streams: list[Any] = [part.orders]
-            for fld, col in zip(self._fields, part.columns, strict=True):
-                streams += [repeat(fld), col]
-            streams += [repeat(self._ts_field), part.timestamps]
-            # repeat() is endless: zip stops with the finite columns (all of one length).
-            argv = chain.from_iterable(zip(*streams, strict=False))
-            yield (
-                "EVALSHA", self._sha, len(part), *part.keys,
-                self._order_field, len(self._fields) + 1, *argv,
-            )  # fmt: skip
+    def packed(self, rows: EncodedRows) -> tuple[pa.Array, pa.Array]:
+        """(bulk-string keys, per-entity bulk-string argument rows)."""
+        parts: list[pa.Array | bytes] = [bulk_column(rows.orders)]
+        for fld, col in zip(self._fields, rows.columns, strict=True):
+            parts += [bulk(fld), bulk_column(col)]
+        parts += [bulk(self._ts_field), bulk_column(rows.timestamps)]
+        return bulk_column(rows.keys), join_rows(parts)
 
-    def queue(self, pipe: Any, rows: EncodedRows) -> int:
-        """Queue the script calls for `rows` on a redis-py pipeline; returns the calls."""
-        calls = 0
-        for command in self.commands(rows):
-            pipe.execute_command(*command)
-            calls += 1
-        return calls
+    def commands(self, rows: EncodedRows) -> Iterator[bytes]:
+        """One packed EVALSHA per CHUNK_KEYS entities."""
+        keys, argv = self.packed(rows)
+        per_key = 1 + 2 * (len(self._fields) + 1)
+        middle = [self._order_field, b"%d" % (len(self._fields) + 1)]
+        for lo in range(0, len(rows), CHUNK_KEYS):
+            hi = min(lo + CHUNK_KEYS, len(rows))
+            head = [b"EVALSHA", self._sha, b"%d" % (hi - lo)]
+            yield command(
+                head, row_bytes(keys, lo, hi), hi - lo, middle, row_bytes(argv, lo, hi), per_key * (hi - lo)
+            )
 
     def write(
         self,
@@ -155,19 +155,14 @@ class LatestLwwWriter:
         new value (the others kept a newer one)."""
         kwargs = self._client.connection_pool.connection_kwargs
         pipe = PipelinedWriter(kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379)))
+        step = CHUNK_KEYS * calls_per_batch
         try:
-            batch: list[tuple[Any, ...]] = []
-            for command in self.commands(rows):
-                batch.append(command)
-                if len(batch) == calls_per_batch:
-                    pipe.send(batch)
-                    if progress is not None:
-                        progress(sum(c[2] for c in batch))
-                    batch = []
-            if batch:
-                pipe.send(batch)
+            for lo in range(0, len(rows), step):
+                part = rows.slice(lo, lo + step)
+                payloads = list(self.commands(part))
+                pipe.send_packed(b"".join(payloads), len(payloads))
                 if progress is not None:
-                    progress(sum(c[2] for c in batch))
+                    progress(len(part))
             return sum(int(n) for n in pipe.finish())
         finally:
             pipe.close()

@@ -35,10 +35,14 @@ class PipelinedWriter:
         self.replies: list[Any] = []
 
     def send(self, commands: Sequence[Sequence[Any]]) -> None:
-        """Send one batch of commands; read replies of older batches beyond `depth`."""
+        """Send one batch of commands (packed by hiredis)."""
         payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
+        self.send_packed(payload, len(commands))
+
+    def send_packed(self, payload: bytes, n_commands: int) -> None:
+        """Send `n_commands` already in RESP; read replies of older batches beyond `depth`."""
         self._sock.sendall(payload)
-        self._pending.append(len(commands))
+        self._pending.append(n_commands)
         while len(self._pending) > self._depth:
             self._read_batch()
 

@@ -94,7 +94,7 @@ def write_tiles(
     entity = encode_keys(
         project, view.join_key_names, [k.dtype for k in view.join_keys],
         [tiles[k] for k in view.join_key_names],
-    )  # fmt: skip
+    ).to_pylist()  # fmt: skip
     sizes = tiles["tile_s"].to_numpy()
     starts = tiles[TILE_START_S].to_numpy()
     parts = tiles[PARTITION].to_numpy()

@@ -33,29 +33,30 @@ FLOATS = [0.0, -0.0, 1.5, -2.25, 1e-310, 5e-324, 1.7976931348623157e308, float("
         ("float64", FLOATS, pa.float64()),
         ("float32", [1.5, None, -0.0, 3.0e38], pa.float32()),
         ("string", ["", "é", "x" * 300, None], pa.string()),
+        ("bytes", [b"", b"\x00\xff", b"y" * 200, None], pa.binary()),
         ("bool", [True, False, None], pa.bool_()),
     ],
 )
 def test_encode_column_equals_feast_value_encoding(dtype: str, values: list, arrow: pa.DataType) -> None:
     arr = pa.array(values, arrow)
-    assert encode_column(dtype, arr) == [encode_value(dtype, v) for v in arr.to_pylist()]
+    assert encode_column(dtype, arr).to_pylist() == [encode_value(dtype, v) for v in arr.to_pylist()]
 
 
 def test_encode_keys_timestamps_orders_equal_reference() -> None:
     rng = np.random.default_rng(5)
     users = pa.array([0, 1, -7, 2**40, 2**63 - 1])
-    assert encode_keys("proj", ["user_id"], ["int64"], [users]) == [
+    assert encode_keys("proj", ["user_id"], ["int64"], [users]).to_pylist() == [
         redis_key("proj", ["user_id"], ["int64"], [u]) for u in users.to_pylist()
     ]
     merchants = pa.array(["m1", "", "é"])
-    assert encode_keys("p", ["merchant_id"], ["string"], [merchants]) == [
+    assert encode_keys("p", ["merchant_id"], ["string"], [merchants]).to_pylist() == [
         redis_key("p", ["merchant_id"], ["string"], [m]) for m in merchants.to_pylist()
     ]
     ts = np.concatenate([[0, 1, 999_999, 1_000_000], rng.integers(1.6e15, 1.9e15, 200)])
-    assert encode_timestamps(ts) == [encode_timestamp(int(t)) for t in ts]
+    assert encode_timestamps(ts).to_pylist() == [encode_timestamp(int(t)) for t in ts]
     created = rng.integers(0, 1.9e15, len(ts))
     has = rng.random(len(ts)) < 0.8
-    assert encode_orders(ts, created, has) == [
+    assert encode_orders(ts, created, has).to_pylist() == [
         order_value(int(e), int(c) if h else None) for e, c, h in zip(ts, created, has, strict=True)
     ]
 
@@ -91,3 +92,39 @@ def test_window_bounds_fallback_equals_composite_search() -> None:
     wide = ts.astype(np.int64) * 2**40
     loop = window_bounds(gid, wide, lo_ts.astype(np.int64) * 2**40, wide)
     assert np.array_equal(composite[0], loop[0]) and np.array_equal(composite[1], loop[1])
+
+
+def test_packed_commands_equal_hiredis(demo_spec: RepoSpec) -> None:
+    """The column-wise RESP of LatestLwwWriter is hiredis.pack_command's, byte for byte."""
+    import hiredis
+
+    from batch.materialize.latest import CHUNK_KEYS, LatestLwwWriter, encode_rows
+    from featureline.online.feast_format import feature_field, order_field, ts_field
+
+    class _Client:
+        def script_load(self, script: str) -> str:
+            return "f" * 40
+
+    view = demo_spec.view("user_profile")
+    n = CHUNK_KEYS + 7  # two calls
+    rows = pa.table({
+        "user_id": pa.array(range(n), pa.int64()), TS_US: pa.array([10**15 + i for i in range(n)]),
+        CREATED_US: pa.array([-1 if i % 5 == 0 else 10**15 + 2 * i for i in range(n)]),
+        "account_age_days": pa.array([None if i % 7 == 0 else i for i in range(n)], pa.int64()),
+        "home_country": pa.array([None if i % 3 == 0 else "é" * (i % 4) for i in range(n)]),
+        "credit_limit": pa.array([i / 3 for i in range(n)]),
+    })  # fmt: skip
+    encoded = encode_rows(rows, view, "proj", has_created=True)
+    got = list(LatestLwwWriter(_Client(), view).commands(encoded))
+    assert len(got) == 2
+    fields = [feature_field("user_profile", f) for f in view.feature_names]
+    for call, lo in zip(got, (0, CHUNK_KEYS), strict=True):
+        part = encoded.slice(lo, lo + CHUNK_KEYS)
+        argv: list[bytes] = [order_field("user_profile"), b"4"]
+        for i in range(len(part)):
+            argv.append(part.orders[i].as_py())
+            for fld, col in zip(fields, part.columns, strict=True):
+                argv += [fld, col[i].as_py()]
+            argv += [ts_field("user_profile"), part.timestamps[i].as_py()]
+        want = hiredis.pack_command(("EVALSHA", "f" * 40, len(part), *part.keys.to_pylist(), *argv))
+        assert call == want
