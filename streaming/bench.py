@@ -137,9 +137,28 @@ def _throughput(args: Any, bench: _Bench, workdir: Path) -> tuple[dict[str, Any]
     span_s = max(args.events / 50_000, 1.0)
     table, batch = _events(args, args.events, datetime.now(UTC) - timedelta(seconds=span_s), span_s)
     report = produce(bench.settings, batch, bench.topic)
+    servers_before = _server_cpu_s(bench.settings)
     job, stats = _job(bench, workdir, "throughput", args.workers, "--start-from", "earliest")
     _wait_applied(bench, len(batch), timeout_s=600)
-    return _stop(job, stats), table, report.per_second
+    servers = {k: v - servers_before.get(k, 0.0) for k, v in _server_cpu_s(bench.settings).items()}
+    summary = _stop(job, stats)
+    summary["servers_cpu_s"] = servers
+    return summary, table, report.per_second
+
+
+def _server_cpu_s(settings: Settings) -> dict[str, float]:
+    """CPU seconds Redis and the broker have used so far (Linux /proc)."""
+    from featureline.devstack import load_state
+
+    state = load_state(settings)
+    out: dict[str, float] = {}
+    for name, service in state.services.items() if state else []:
+        try:
+            fields = Path(f"/proc/{service.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def _paced_produce(bench: _Bench, values: list[bytes], keys: list[bytes], rate: float) -> None:
@@ -232,6 +251,21 @@ def run(args: Any, settings: Settings) -> int:
     return 0
 
 
+def _report_cpu(thr: dict[str, Any]) -> None:
+    """CPU per event of the throughput run: the job (its apply span) and the servers.
+    Unlike events/s, it does not depend on what else runs on the machine."""
+    events = max(thr["events"], 1)
+    parts = {"job": thr.get("apply_cpu_s", 0.0), **thr.get("servers_cpu_s", {})}
+    per_event = {k: v / events * 1e6 for k, v in parts.items()}
+    total = sum(per_event.values())
+    cores = os.cpu_count() or 1
+    print(
+        "  CPU per event: "
+        + ", ".join(f"{k} {v:.1f} us" for k, v in per_event.items())
+        + f" = {total:.1f} us; {cores} idle cores would carry ~{cores / total * 1e6:,.0f} events/s"
+    )
+
+
 def _report(
     args: Any, thr: dict[str, Any], fresh: dict[str, Any], feast_rate: float, produce_rate: float
 ) -> None:
@@ -252,6 +286,7 @@ def _report(
         f"({fresh['events']:,} events): p50 {q['p50_s']:.0f} ms, p99 {q['p99_s']:.0f} ms, "
         f"max {q['max_s']:.0f} ms"
     )
+    _report_cpu(thr)
     print(f"  Feast write_to_online_store (user_last_txn, latest only): {feast_rate:,.0f} rows/s")
     print(f"  ratio ours / Feast: {ours / feast_rate:.1f}x")
     print(f"  (producer alone: {produce_rate:,.0f} msg/s)")

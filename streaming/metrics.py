@@ -15,6 +15,7 @@ Freshness is observed for up to 64 events per batch: observing all of them would
 from __future__ import annotations
 
 import json
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ _SAMPLES_PER_BATCH = 64
 _MAX_KEPT = 1_000_000
 
 
+def _process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def serve(port: int) -> None:
     start_http_server(port, registry=REGISTRY)
 
@@ -67,6 +73,10 @@ class Totals:
     started: float = field(default_factory=time.time)
     first_apply: float = 0.0
     last_apply: float = 0.0
+    # This process's CPU seconds between its first and last applied batch (start-up
+    # excluded): CPU per event, a figure that does not depend on the machine's load.
+    apply_cpu_s: float = 0.0
+    _cpu_at_first: float = 0.0
     _fresh: list[np.ndarray] = field(default_factory=list)
     _kept: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,7 +92,10 @@ class Totals:
     ) -> None:
         with self._lock:
             now = time.time()
-            self.first_apply = self.first_apply or now
+            if not self.first_apply:
+                self.first_apply, self._cpu_at_first = now, _process_cpu_s()
+            else:
+                self.apply_cpu_s = _process_cpu_s() - self._cpu_at_first
             self.last_apply = now
             self.events += applied
             self.skipped += skipped
@@ -130,6 +143,7 @@ class Totals:
             "lag": sum(self.lag.values()),
             "elapsed_s": time.time() - self.started,
             "first_apply": self.first_apply,
+            "apply_cpu_s": self.apply_cpu_s,
             "last_apply": self.last_apply,
             "apply_span_s": span if self.events else 0.0,
             "events_per_s": self.events / span if self.events else 0.0,
@@ -165,6 +179,7 @@ def merge_summaries(paths: list[Path], out: Path) -> dict[str, Any]:
             first = totals.first_apply or part["first_apply"]
             totals.first_apply = min(first, part["first_apply"])
             totals.last_apply = max(totals.last_apply, part["last_apply"])
+            totals.apply_cpu_s += part.get("apply_cpu_s", 0.0)
         totals.started = min(totals.started, time.time() - part["elapsed_s"])
     for p in paths:
         if _values_path(p).exists():
