@@ -17,6 +17,7 @@ request are read once. `prepare` and `assemble` are pure (tested without Redis);
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
@@ -310,9 +311,9 @@ def assemble(prepared: PreparedRead, replies: list[Any], t_us: int) -> FeatureFr
         )
     for feature, out_name in zip(plan.outputs, plan.output_names, strict=True):
         col = by_view[feature.view][feature.feature]
-        frame.columns.append(
-            FrameColumn(out_name, col.dtype, col.statuses, col.event_us, col.raw, col._values, col.view)
-        )
+        if col.name != out_name:  # full feature names, or one feature requested twice
+            col = dataclasses.replace(col, name=out_name)
+        frame.columns.append(col)
     return frame
 
 
