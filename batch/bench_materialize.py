@@ -169,7 +169,7 @@ def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | N
 
     import redis
 
-    from batch.materialize import materialize
+    from batch.materialize import mark_key, materialize
 
     settings = Settings(repo=repo, home=home, redis_port=port)
     from featureline.repo import load_repo
@@ -189,7 +189,8 @@ def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | N
         "seconds": seconds,
         "rows": result.rows_read,
         "entities": result.entities,
-        "keys": client.dbsize(),
+        # Feature hashes only: not materialize's own incremental mark.
+        "keys": int(client.dbsize()) - int(client.exists(mark_key(project, VIEW))),  # type: ignore[arg-type]
         "sample": _sample(client, project, entities),
     }
 

@@ -39,6 +39,15 @@ class EventColumns:
     timestamp: str
     created: str  # "" when the source has no created column
     values: tuple[str, ...]  # the fields the view reads (features or aggregation inputs)
+    # Feast's field_mapping, file column -> our name, for the join keys and values.
+    renames: tuple[tuple[str, str], ...] = ()
+
+    def file_column(self, name: str) -> str:
+        """The source file's column holding our column `name`."""
+        for file_name, ours in self.renames:
+            if ours == name:
+                return file_name
+        return name
 
     @classmethod
     def of(cls, view: ViewSpec) -> EventColumns:
@@ -51,6 +60,7 @@ class EventColumns:
             timestamp=view.timestamp_field or source.timestamp_field,
             created=source.created_timestamp_column or view.created_timestamp_column,
             values=tuple(f.name for f in inputs),
+            renames=tuple(sorted(source.field_mapping.items())),
         )
 
 
@@ -140,7 +150,7 @@ def read_raw_events(
     if not base.exists():
         return _empty_events(cols)
     data = dataset(base)
-    wanted = [*cols.join_keys, cols.timestamp, *cols.values]
+    wanted = [cols.file_column(c) for c in (*cols.join_keys, *cols.values)] + [cols.timestamp]
     optional = [cols.created, KAFKA_PARTITION, KAFKA_OFFSET]
     names = set(data.schema.names)
     missing = [c for c in wanted if c not in names]
@@ -152,6 +162,9 @@ def read_raw_events(
         days = day_range(start_us, end_us)
         flt = pc.field("date").cast(pa.string()).isin(days)
     table = data.to_table(columns=columns, filter=flt)
+    if cols.renames:
+        mapping = dict(cols.renames)
+        table = table.rename_columns([mapping.get(c, c) for c in table.column_names])
     table = with_times(table, cols)
     low = start_us if start_us is not None else -(2**62)
     high = end_us if end_us is not None else 2**62

@@ -47,6 +47,8 @@ def read_events(
     if not path_exists(spark, base):
         return None
     df = spark.read.parquet(str(base))
+    for file_name, ours in cols.renames:  # Feast's field_mapping
+        df = df.withColumnRenamed(file_name, ours)
     names = set(df.columns)
     wanted = [*cols.join_keys, cols.timestamp, *cols.values]
     extra = [c for c in (cols.created, KAFKA_PARTITION, KAFKA_OFFSET, "txn_id") if c in names]

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
+import redis
+
 from batch.backfill.events import EventColumns, datetime_to_us, read_raw_events
 from batch.materialize.latest import LatestLwwWriter, encode_rows, latest_per_key
 from batch.materialize.parallel import default_workers, run_sharded, shard_bounds
@@ -77,8 +80,6 @@ def mark_key(project: str, view: str) -> str:
 
 
 def redis_client(settings: Settings) -> Any:
-    import redis
-
     client = redis.Redis.from_url(settings.redis_url)
     try:
         client.ping()
@@ -185,6 +186,11 @@ def _materialize_view(
             stats = _write_latest(settings, repo, view, start_us, end_us, workers, progress)
     except FeaturelineError as exc:
         return ViewMaterialized(view.name, kind, start_us, end_us, error=str(exc))
+    except (OSError, pa.ArrowException) as exc:  # unreadable Parquet, a dropped connection
+        return ViewMaterialized(view.name, kind, start_us, end_us, error=f"{type(exc).__name__}: {exc}")
+    except redis.RedisError as exc:
+        error = f"Redis at {settings.redis_addr}: {exc}"
+        return ViewMaterialized(view.name, kind, start_us, end_us, error=error)
     rows, entities, written = stats
     return ViewMaterialized(
         view.name, kind, start_us, end_us, rows, entities, written, time.perf_counter() - began

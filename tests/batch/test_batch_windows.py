@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from batch_events import ORIGIN_US
 
-from batch.backfill.events import EventColumns, dedupe_events, with_times
+from batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
 from batch.backfill.tile_states import STATE, TILE_START_S, tile_states
 from batch.backfill.windows import window_values
+from featureline.offline import TS_TYPE
 from featureline.online.tiles import decode_tile, encode_tile, tile_columns
 from featureline.semantics import US, AggState, aggregate, in_window, tile_start_us
 from featureline.specs import RepoSpec, ViewSpec
@@ -79,3 +82,18 @@ def test_tile_states_match_naive_oracle(demo_spec: RepoSpec, small_events: pa.Ta
             assert decode_tile(g[STATE]) == want
             # byte-identical to what an online writer encodes for the same events
             assert g[STATE] == encode_tile(want)
+
+
+def test_read_raw_events_applies_field_mapping(tmp_path: Path) -> None:
+    """Feast's field_mapping (file column -> feature name) and the range filter."""
+    stamps = pa.array([ORIGIN_US, ORIGIN_US + US, ORIGIN_US + 2 * US]).cast(TS_TYPE)
+    pq.write_table(
+        pa.table({"uid": [1, 2, 3], "amt": [1.5, None, 3.0], "ts": stamps, "kafka_offset": [0, 1, 1],
+                  "kafka_partition": [0, 0, 0], "created": stamps}),
+        tmp_path / "f.parquet",
+    )  # fmt: skip
+    cols = EventColumns(("user_id",), "ts", "created", ("amount",), (("amt", "amount"), ("uid", "user_id")))
+    got = read_raw_events(tmp_path / "f.parquet", cols, ORIGIN_US, ORIGIN_US + 2 * US)
+    assert got.select(["user_id", "amount"]).to_pylist() == [
+        {"user_id": 1, "amount": 1.5}, {"user_id": 2, "amount": None},
+    ]  # fmt: skip
