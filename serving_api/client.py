@@ -191,10 +191,18 @@ def tensor_from_message(message: Any) -> FeatureTensor:
     )
 
 
+def _status(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str | None]:
+    """Code and details of a sync (grpc.Call) or asyncio (grpc.aio.AioRpcError) error:
+    AioRpcError is no grpc.Call, but has the same two methods."""
+    code = getattr(exc, "code", None)
+    details = getattr(exc, "details", None)
+    return (code() if callable(code) else None, details() if callable(details) else None)
+
+
 def translate_error(exc: grpc.RpcError, target: str) -> Exception:
     """A grpc error -> the FeaturelineError a person can act on (no grpc trace)."""
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    detail = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
+    code, details = _status(exc)
+    detail = details or str(code)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFoundError(detail)
     if code in (
@@ -210,7 +218,7 @@ def translate_error(exc: grpc.RpcError, target: str) -> Exception:
 
 
 def _retryable(exc: grpc.RpcError) -> bool:
-    return isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE
+    return _status(exc)[0] == grpc.StatusCode.UNAVAILABLE
 
 
 def _pause(attempt: int) -> float:
