@@ -94,30 +94,7 @@ def build_repo(offline: Path) -> RepoSpec:
             "pair_src", str(offline / "pair.parquet"), "ts", "", {"amt": "pair_amount"}
         ),
     )
-    agg_outputs = tuple(
-        FieldSpec(
-            a.name,
-            "int64"
-            if a.function in ("count", "count_distinct")
-            else ("string" if a.column == "merchant_id" else "float64"),
-        )
-        for a in AGGS
-    )
-    stats = ViewSpec(
-        name="txn_stats",
-        kind="stream",
-        entities=("user",),
-        join_keys=(user,),
-        features=agg_outputs,
-        ttl_s=86400,
-        timestamp_field="event_timestamp",
-        created_timestamp_column="created",
-        batch_source=FileSourceSpec(
-            "txn_raw", str(offline / "raw" / "transactions"), "event_timestamp", "created"
-        ),
-        aggregations=AGGS,
-        input_fields=(FieldSpec("amount", "float64"), merchant),
-    )
+    stats = _stats_view(offline, user, merchant)
     return RepoSpec(
         project="hist_test",
         entities={
@@ -127,6 +104,29 @@ def build_repo(offline: Path) -> RepoSpec:
         views={v.name: v for v in (profile, pair, stats)},
         on_demand_views={},
         services={},
+    )
+
+
+def _stats_view(offline: Path, user: FieldSpec, merchant: FieldSpec) -> ViewSpec:
+    def dtype(agg: AggregationSpec) -> str:
+        if agg.function in ("count", "count_distinct"):
+            return "int64"
+        return "string" if agg.column == "merchant_id" else "float64"
+
+    return ViewSpec(
+        name="txn_stats",
+        kind="stream",
+        entities=("user",),
+        join_keys=(user,),
+        features=tuple(FieldSpec(a.name, dtype(a)) for a in AGGS),
+        ttl_s=86400,
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        batch_source=FileSourceSpec(
+            "txn_raw", str(offline / "raw" / "transactions"), "event_timestamp", "created"
+        ),
+        aggregations=AGGS,
+        input_fields=(FieldSpec("amount", "float64"), merchant),
     )
 
 
