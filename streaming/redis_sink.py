@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from featureline.offline import CREATED, KAFKA_OFFSET
 from featureline.online.tiles import (
     decode_tile,
+    encode_tile,
     merge_tile_states,
     offsets_key,
     parse_tile_field,
@@ -40,7 +41,7 @@ from featureline.semantics import US, AggState
 from featureline.specs import ViewSpec
 from streaming.batches import DeadLetter, ParsedBatch
 from streaming.parse import DEFAULT_MAX_FUTURE_S, apply_udf
-from streaming.tiles import ViewUpdate, encode_tile_fast, view_update
+from streaming.tiles import ViewUpdate, view_update
 
 # Per tile hash: set fields; when a tile starts (the only time the key's expiry moves
 # and an old tile can fall out), prune fields past retention and push the expiry
@@ -229,7 +230,7 @@ class OnlineSink:
                 write = by_key[key]
                 argv += (write.expire_at_ms, write.prune_before_s, len(write.fields))
                 for fld, states in write.fields:
-                    argv += (fld, encode_tile_fast(states))
+                    argv += (fld, encode_tile(states))
             self._tile_script(keys=keys[lo : lo + _CHUNK_KEYS], args=argv, client=tx)
 
 
