@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from featureline.errors import BadInputError
-from featureline.online.feast_format import encode_timestamp, encode_value
+from featureline.online.feast_format import encode_timestamp, encode_value, encode_varint
 from serving_api.frame import FeatureFrame, FrameColumn
 from serving_api.proto import pb
 
@@ -31,21 +31,12 @@ _VALUE_FIELDS = {
 }
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _len_field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+    return tag + encode_varint(len(payload)) + payload
 
 
 def _repeated_messages(tag: bytes, items: Iterable[bytes]) -> bytes:
-    return b"".join([tag + _varint(len(i)) + i for i in items])
+    return b"".join([tag + encode_varint(len(i)) + i for i in items])
 
 
 def _column_values(col: FrameColumn) -> list[bytes]:

@@ -62,9 +62,7 @@ def _entity_value_bytes(dtype: str, value: Any) -> tuple[int, bytes]:
     raise ValueError(f"entity keys of type {dtype} are not supported by Feast's key format")
 
 
-def serialize_entity_key(
-    join_keys: Sequence[str], dtypes: Sequence[str], values: Sequence[Any]
-) -> bytes:
+def serialize_entity_key(join_keys: Sequence[str], dtypes: Sequence[str], values: Sequence[Any]) -> bytes:
     """Feast's serialize_entity_key, version 3: keys sorted by name."""
     # One key: Feast's fast path, no sort.
     order = [0] if len(join_keys) == 1 else sorted(range(len(join_keys)), key=lambda i: join_keys[i])
@@ -78,9 +76,7 @@ def serialize_entity_key(
     return b"".join(out)
 
 
-def redis_key(
-    project: str, join_keys: Sequence[str], dtypes: Sequence[str], values: Sequence[Any]
-) -> bytes:
+def redis_key(project: str, join_keys: Sequence[str], dtypes: Sequence[str], values: Sequence[Any]) -> bytes:
     return serialize_entity_key(join_keys, dtypes, values) + project.encode()
 
 
@@ -127,7 +123,8 @@ def order_value(event_us: int, created_us: int | None) -> bytes:
 # --- varints and values ---------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
+    """Protobuf base-128 varint; a negative int64 as its 64-bit two's complement."""
     if n < 0:
         n += 1 << 64
     out = bytearray()
@@ -156,19 +153,19 @@ def encode_value(dtype: str, value: Any) -> bytes:
     if dtype == "float64":
         return b")" + _PACK_F64(value)  # field 5, wire type 1
     if dtype == "int64" or dtype == "int32":
-        return bytes([(_FIELD[dtype] << 3)]) + _varint(int(value))
+        return bytes([(_FIELD[dtype] << 3)]) + encode_varint(int(value))
     if dtype == "string":
         raw = str(value).encode()
-        return b"\x12" + _varint(len(raw)) + raw
+        return b"\x12" + encode_varint(len(raw)) + raw
     if dtype == "float32":
         return b"5" + _PACK_F32(value)  # field 6, wire type 5
     if dtype == "bool":
         return b"8" + (b"\x01" if value else b"\x00")
     if dtype == "bytes":
         raw = bytes(value)
-        return b"\n" + _varint(len(raw)) + raw
+        return b"\n" + encode_varint(len(raw)) + raw
     if dtype == "unix_timestamp":
-        return b"@" + _varint(int(value))
+        return b"@" + encode_varint(int(value))
     raise ValueError(f"unsupported feature type {dtype}")
 
 
@@ -202,9 +199,9 @@ def encode_timestamp(ts_us: int) -> bytes:
     seconds, micros = divmod(ts_us, 1_000_000)
     out = b""
     if seconds:
-        out += b"\x08" + _varint(seconds)
+        out += b"\x08" + encode_varint(seconds)
     if micros:
-        out += b"\x10" + _varint(micros * 1000)
+        out += b"\x10" + encode_varint(micros * 1000)
     return out
 
 
