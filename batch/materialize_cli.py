@@ -43,7 +43,7 @@ def run(args: Any, settings: Settings) -> int:
           f"{'written':>9} {'rows/s':>10}  status")  # fmt: skip
     for r in report.results:
         rate = f"{r.rows_read / r.seconds:,.0f}" if r.seconds > 0 else "-"
-        status = "ok" if r.ok else f"error: {r.error}"
+        status = ("ok" + (f" ({r.note})" if r.note else "")) if r.ok else f"error: {r.error}"
         print(
             f"{r.view:<22} {r.kind:<7} {_day(r.start_us):<21} {_day(r.end_us):<21} "
             f"{r.rows_read:>9} {r.entities:>9} {r.written:>9} {rate:>10}  {status}"

@@ -160,7 +160,7 @@ def read_raw_events(
     flt = None
     if start_us is not None and end_us is not None and "date" in names:
         days = day_range(start_us, end_us)
-        flt = pc.field("date").cast(pa.string()).isin(days)
+        flt = pc.field("date").cast(pa.string()).isin(pa.array(days, pa.string()))
     table = data.to_table(columns=columns, filter=flt)
     if cols.renames:
         mapping = dict(cols.renames)

@@ -50,6 +50,7 @@ class ViewMaterialized:
     written: int = 0  # latest: entities that took the value; tiles: fields written
     seconds: float = 0.0
     error: str = ""
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -192,9 +193,13 @@ def _materialize_view(
         error = f"Redis at {settings.redis_addr}: {exc}"
         return ViewMaterialized(view.name, kind, start_us, end_us, error=error)
     rows, entities, written = stats
-    return ViewMaterialized(
-        view.name, kind, start_us, end_us, rows, entities, written, time.perf_counter() - began
-    )
+    seconds = time.perf_counter() - began
+    note = ""
+    if view.is_aggregating and rows == 0:
+        margin = settings.tile_retention_margin_s
+        keep_h = max(keep_s(view, s, margin) for s in view.tile_sizes_s()) / 3600
+        note = f"no tiles: the online store holds tiles of the last {keep_h:g} h only"
+    return ViewMaterialized(view.name, kind, start_us, end_us, rows, entities, written, seconds, note=note)
 
 
 def _source_path(view: ViewSpec) -> Any:

@@ -97,3 +97,16 @@ def test_read_raw_events_applies_field_mapping(tmp_path: Path) -> None:
     assert got.select(["user_id", "amount"]).to_pylist() == [
         {"user_id": 1, "amount": 1.5}, {"user_id": 2, "amount": None},
     ]  # fmt: skip
+
+
+def test_read_raw_events_of_an_empty_range(
+    demo_spec: RepoSpec, small_events: pa.Table, tmp_path: Path
+) -> None:
+    """A range with no date partition (start >= end) reads nothing, with typed columns."""
+    from batch_events import write_raw
+
+    base = write_raw(small_events, tmp_path)
+    cols = EventColumns.of(demo_spec.view("user_txn_stats"))
+    got = read_raw_events(base, cols, ORIGIN_US + 10 * US, ORIGIN_US)
+    assert got.num_rows == 0 and got.schema.field("amount").type == pa.float64()
+    assert read_raw_events(base, cols, None, None).num_rows == 600
