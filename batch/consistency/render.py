@@ -42,6 +42,7 @@ def format_table(report: ConsistencyReport) -> str:
             )
     if report.skipped:
         lines.append("not compared (on-demand, need request data): " + ", ".join(report.skipped))
+    lines += [f"note: {n}" for n in report.notes]
     verdict = "agree exactly" if report.ok else "DISAGREE"
     lines.append(f"{len(report.features)} features: online and offline {verdict}")
     return "\n".join(lines)

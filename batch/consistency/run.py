@@ -41,6 +41,7 @@ class ConsistencyReport:
     entities: dict[str, int] = field(default_factory=dict)  # join keys -> sampled
     skipped: list[str] = field(default_factory=list)  # on-demand refs not compared
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -52,6 +53,7 @@ class ConsistencyReport:
             "sample": self.sample,
             "entities": self.entities,
             "skipped_on_demand": self.skipped,
+            "notes": self.notes,
             "ok": self.ok,
             "features": [f.to_dict() for f in self.features],
         }
@@ -78,6 +80,11 @@ def check_consistency(
     t_us = int(t.timestamp()) * US + t.microsecond
     groups, skipped = feature_groups(repo, refs, service)
     report = ConsistencyReport(t_us, sample, skipped=skipped)
+    if at is not None and at < datetime.now(UTC):
+        report.notes.append(
+            "t is in the past: online latest values written after t count as mismatches/extra "
+            "(the online store keeps the newest value only)"
+        )
     for group in groups:
         keys = sample_keys(group, sample, seed)
         report.entities[",".join(group.key_names)] = len(keys)
