@@ -113,6 +113,7 @@ Online: the serving path (Redis). Offline: historical retrieval at the same inst
 <table><tr><th>feature</th><th>compared</th><th>mismatches</th><th>missing</th><th>extra</th>
 <th>mismatch rate</th><th>missing rate</th><th>extra rate</th></tr>{rows}</table>
 {skipped}
+{"".join(f"<p>Note: {html.escape(n)}</p>" for n in report.notes)}
 </body></html>
 """
 
