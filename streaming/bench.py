@@ -69,16 +69,22 @@ class _Bench:
     partitions: int
 
 
-def _bench_repo(settings: Settings, workdir: Path, partitions: int) -> _Bench:
-    name = f"bench{uuid.uuid4().hex[:6]}"
+def isolated_repo(settings: Settings, workdir: Path, name: str) -> Settings:
+    """A copy of the settings' repo under `workdir` with project and topic `name` (and
+    its own offline dir), so a bench or a test shares the stack without mixing data."""
     repo_dir = workdir / "repo"
     shutil.copytree(settings.repo, repo_dir, ignore=shutil.ignore_patterns("data", "__pycache__"))
     yaml = repo_dir / "feature_store.yaml"
     yaml.write_text(yaml.read_text().replace("project: featureline_demo", f"project: {name}"))
     src = repo_dir / "sources.py"
     src.write_text(src.read_text().replace('topic="transactions"', f'topic="{name}"'))
-    bench_settings = dataclasses.replace(settings, repo=repo_dir, offline_dir=str(workdir / "offline"))
-    return _Bench(bench_settings, name, name, repo_dir, partitions)
+    return dataclasses.replace(settings, repo=repo_dir, offline_dir=str(workdir / "offline"))
+
+
+def _bench_repo(settings: Settings, workdir: Path, partitions: int) -> _Bench:
+    name = f"bench{uuid.uuid4().hex[:6]}"
+    bench_settings = isolated_repo(settings, workdir, name)
+    return _Bench(bench_settings, name, name, bench_settings.repo, partitions)
 
 
 def _events(args: Any, n: int, start: datetime, seconds: float) -> Any:

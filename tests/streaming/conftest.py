@@ -4,7 +4,6 @@ own project and topic, so tests share the session's Redis and broker without mee
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from stream_helpers import DEMO_REPO, StreamCase
 
 from featureline.settings import Settings
+from streaming.bench import isolated_repo
 
 
 @pytest.fixture
@@ -21,13 +21,7 @@ def stream_case(stack: Settings, tmp_path: Path) -> Iterator[StreamCase]:
     from featureline.repo import load_repo
 
     name = f"st{uuid.uuid4().hex[:8]}"
-    repo_dir = tmp_path / "repo"
-    shutil.copytree(DEMO_REPO, repo_dir, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    yaml = repo_dir / "feature_store.yaml"
-    yaml.write_text(yaml.read_text().replace("project: featureline_demo", f"project: {name}"))
-    sources = repo_dir / "sources.py"
-    sources.write_text(sources.read_text().replace('topic="transactions"', f'topic="{name}"'))
-    settings = dataclasses.replace(stack, repo=repo_dir, offline_dir=str(tmp_path / "offline"))
+    settings = isolated_repo(dataclasses.replace(stack, repo=DEMO_REPO), tmp_path, name)
     ensure_topic(settings, name, 3)
     repo = load_repo(settings)
     yield StreamCase(settings, repo, name)
