@@ -117,10 +117,6 @@ class OnlineSink:
         self._max_future_s = max_future_s
         self._unseen_after_s = int(now()) + max_future_s + _CLOCK_SKEW_S
 
-    def watermark(self, partition: int) -> int:
-        raw = self._client.get(offsets_key(self.project, self.topic, partition))
-        return int(raw) if raw is not None else -1
-
     def apply(self, batch: ParsedBatch, send_dead: Callable[[list[DeadLetter]], None]) -> ApplyResult:
         """Apply the batch's events above the watermark; dead letters above it are
         handed to `send_dead` (which must flush) before the watermark moves past them."""
