@@ -120,6 +120,16 @@ def _side_by_side(parts: list[pa.Table], n: int) -> pa.Table:
     return pa.table(columns) if columns else pa.table({ROW_ID: pa.nulls(n, pa.int64())})
 
 
+def micros_sql(column: str, arrow_type: pa.DataType | None) -> str:
+    """UTC microseconds of a timestamp column; nanoseconds (pandas' default) floored."""
+    if arrow_type is not None and pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
+        ns = f"epoch_ns({quote(column)})"
+        # DuckDB's % and // truncate toward zero; subtracting the non-negative remainder
+        # first makes this an exact floor before 1970 too.
+        return f"(({ns} - ((({ns} % 1000) + 1000) % 1000)) // 1000)"
+    return f"epoch_us({quote(column)})"
+
+
 def source_sql(view: ViewRequest, columns: list[tuple[str, str]]) -> str:
     """The view's Parquet files as a relation: internal key names, EVENT_TS (UTC
     microseconds), ORDER (latest-value order key) and `columns` (file column, alias)."""
@@ -129,9 +139,10 @@ def source_sql(view: ViewRequest, columns: list[tuple[str, str]]) -> str:
         f"CAST({quote(src.columns[k.name])} AS {_SQL_TYPES.get(k.dtype, 'VARCHAR')}) AS {internal}"
         for k, internal in zip(view.view.join_keys, view.keys, strict=True)
     ]
-    event = f"epoch_us({quote(src.timestamp)})"
+    event = micros_sql(src.timestamp, src.schema.field(src.timestamp).type if src.has_files else None)
     if src.created:
-        created = f"epoch_us({quote(src.created)})::HUGEINT + {_CREATED_OFFSET}"
+        created_type = src.schema.field(src.created).type if src.has_files else None
+        created = f"{micros_sql(src.created, created_type)}::HUGEINT + {_CREATED_OFFSET}"
         order = f"{event}::HUGEINT * {_PACK} + COALESCE({created}, 0)"
     else:
         order = event
