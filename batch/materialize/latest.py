@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from batch.backfill.events import CREATED_US, TS_US
 from batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
 from batch.materialize.redis_pipe import PipelinedWriter
-from batch.materialize.resp import bulk, bulk_column, command, join_rows, row_bytes
+from batch.materialize.resp import bulk_column, command, join_rows, row_bytes
 from featureline.offline import KAFKA_OFFSET
 from featureline.online.feast_format import feature_field, order_field, ts_field
 from featureline.online.writer import CHUNK_KEYS, LATEST_LWW_LUA
@@ -113,7 +113,7 @@ class LatestLwwWriter:
     """Sends EncodedRows with the shared LWW script, `CHUNK_KEYS` entities per call.
 
     The calls are byte-for-byte what redis-py would send for
-    EVALSHA sha n key... order_field nf (order f1 v1 ... _ts:view ts)... but packed
+    EVALSHA sha n key... order_field nf f1 ... _ts:view (order v1 ... ts)... but packed
     column-wise (batch.materialize.resp) and streamed with several batches in flight
     (batch.materialize.redis_pipe). `client` (redis-py) loads the script.
     """
@@ -126,18 +126,19 @@ class LatestLwwWriter:
         self._fields = [feature_field(view.name, f.name) for f in view.features]
 
     def packed(self, rows: EncodedRows) -> tuple[pa.Array, pa.Array]:
-        """(bulk-string keys, per-entity bulk-string argument rows)."""
+        """(bulk-string keys, per-entity bulk-string argument rows: order, values, ts)."""
         parts: list[pa.Array | bytes] = [bulk_column(rows.orders)]
-        for fld, col in zip(self._fields, rows.columns, strict=True):
-            parts += [bulk(fld), bulk_column(col)]
-        parts += [bulk(self._ts_field), bulk_column(rows.timestamps)]
+        parts += [bulk_column(col) for col in rows.columns]
+        parts.append(bulk_column(rows.timestamps))
         return bulk_column(rows.keys), join_rows(parts)
 
     def commands(self, rows: EncodedRows) -> Iterator[bytes]:
-        """One packed EVALSHA per CHUNK_KEYS entities."""
+        """One packed EVALSHA per CHUNK_KEYS entities (the script's argument layout:
+        order field, n, the n field names once, then per key its order and n values)."""
         keys, argv = self.packed(rows)
-        per_key = 1 + 2 * (len(self._fields) + 1)
-        middle = [self._order_field, b"%d" % (len(self._fields) + 1)]
+        names = [*self._fields, self._ts_field]
+        middle = [self._order_field, b"%d" % len(names), *names]
+        per_key = 1 + len(names)
         for lo in range(0, len(rows), CHUNK_KEYS):
             hi = min(lo + CHUNK_KEYS, len(rows))
             head = [b"EVALSHA", self._sha, b"%d" % (hi - lo)]

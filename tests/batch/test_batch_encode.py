@@ -120,11 +120,10 @@ def test_packed_commands_equal_hiredis(demo_spec: RepoSpec) -> None:
     fields = [feature_field("user_profile", f) for f in view.feature_names]
     for call, lo in zip(got, (0, CHUNK_KEYS), strict=True):
         part = encoded.slice(lo, lo + CHUNK_KEYS)
-        argv: list[bytes] = [order_field("user_profile"), b"4"]
+        argv: list[bytes] = [order_field("user_profile"), b"4", *fields, ts_field("user_profile")]
         for i in range(len(part)):
             argv.append(part.orders[i].as_py())
-            for fld, col in zip(fields, part.columns, strict=True):
-                argv += [fld, col[i].as_py()]
-            argv += [ts_field("user_profile"), part.timestamps[i].as_py()]
+            argv += [col[i].as_py() for col in part.columns]
+            argv.append(part.timestamps[i].as_py())
         want = hiredis.pack_command(("EVALSHA", "f" * 40, len(part), *part.keys.to_pylist(), *argv))
         assert call == want
