@@ -31,6 +31,18 @@ KAFKA_PARTITION = "kafka_partition"
 KAFKA_OFFSET = "kafka_offset"
 CREATED = "created"
 
+# The Arrow type of each feature dtype of featureline.specs, in every offline table.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bytes": pa.binary(),
+    "bool": pa.bool_(),
+    "unix_timestamp": TS_TYPE,
+}
+
 
 def raw_dir(offline_dir: Path, topic: str) -> Path:
     return offline_dir / "raw" / topic

@@ -5,18 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from featureline.errors import BadInputError
-from featureline.offline import TS_TYPE
+from featureline.offline import ARROW_TYPES
 
-_ARROW = {
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-    "bytes": pa.binary(),
-    "bool": pa.bool_(),
-    "unix_timestamp": TS_TYPE,
-}
 _SPARK_DDL = {
     "int32": "int",
     "int64": "bigint",
@@ -31,14 +21,14 @@ _SPARK_DDL = {
 
 def arrow_type(dtype: str) -> pa.DataType:
     try:
-        return _ARROW[dtype]
+        return ARROW_TYPES[dtype]
     except KeyError:
         raise BadInputError(f"feature type {dtype!r} is not supported by batch jobs") from None
 
 
 def spark_ddl(schema: pa.Schema) -> str:
     """An Arrow schema of the types above as a Spark DDL string ("a bigint, b string")."""
-    reverse = {str(v): _SPARK_DDL[k] for k, v in _ARROW.items()}
+    reverse = {str(v): _SPARK_DDL[k] for k, v in ARROW_TYPES.items()}
     parts = []
     for f in schema:
         if pa.types.is_timestamp(f.type):

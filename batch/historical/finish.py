@@ -17,18 +17,8 @@ import pyarrow.compute as pc
 from batch.historical.aggregations import LimbLayout, mean_values, sum_values
 from batch.historical.plan import RetrievalPlan, ViewRequest, WindowGroup, agg_column, plain_column
 from featureline.errors import BadInputError
+from featureline.offline import ARROW_TYPES
 from featureline.semantics import empty_value
-
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-    "bytes": pa.binary(),
-    "bool": pa.bool_(),
-    "unix_timestamp": pa.timestamp("us", tz="UTC"),
-}
 
 LayoutKey = tuple[int, str]  # (view index, input column)
 
