@@ -14,27 +14,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from featureline.offline import TS_TYPE, raw_dir, write_partitioned
+from featureline.generator.parquet import RAW_SCHEMA  # the generator's raw events: one schema
+from featureline.offline import raw_dir, write_partitioned
 from featureline.semantics import US
 
 # 2024-03-01T00:00:00Z: a fixed, tile-aligned origin keeps the data reproducible.
 ORIGIN_US = 1_709_251_200 * US
 PARTITIONS = 3
-
-RAW_SCHEMA = pa.schema(
-    [
-        ("txn_id", pa.string()),
-        ("user_id", pa.int64()),
-        ("merchant_id", pa.string()),
-        ("amount", pa.float64()),
-        ("currency", pa.string()),
-        ("country", pa.string()),
-        ("event_timestamp", TS_TYPE),
-        ("created", TS_TYPE),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-    ]
-)
 
 
 def make_events(
