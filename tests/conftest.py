@@ -74,3 +74,18 @@ def redis_client(stack: Settings) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_featureline_env() -> Iterator[None]:
+    """Commands export their settings to os.environ (Settings.export_env, for Feast's
+    feature_store.yaml); undo that after each test so no test sees another's repo,
+    registry or ports."""
+    import os
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith("FEATURELINE_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("FEATURELINE_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)

@@ -17,6 +17,8 @@ def test_apply_registers_every_object_for_feast(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
+    for name in ("FEATURELINE_REGISTRY_URL", "FEATURELINE_REPO"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FEATURELINE_HOME", str(home))
     monkeypatch.setenv("FEATURELINE_OFFLINE_DIR", str(tmp_path / "offline"))
     assert main(["apply", "--repo", str(REPO)]) == 0

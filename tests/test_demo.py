@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_demo_runs_every_stage_and_online_equals_offline(tmp_path: Path) -> None:
     redis_port, kafka_port = free_ports(2)
-    env = {
-        **os.environ,
+    # Only the settings given here: nothing another test or the caller exported.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURELINE_")}
+    env |= {
         "FEATURELINE_HOME": str(tmp_path / "home"),
         "FEATURELINE_REDIS_PORT": str(redis_port),
         "FEATURELINE_KAFKA_PORT": str(kafka_port),
     }
-    env.pop("FEATURELINE_OFFLINE_DIR", None)
     proc = subprocess.run(
         [sys.executable, "-m", "featureline.cli", "demo", "--events", "4000"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=900,
