@@ -18,6 +18,7 @@ from featureline.errors import BadInputError
 from featureline.online.feast_format import encode_timestamp, encode_value, encode_varint
 from serving_api.frame import FeatureFrame, FrameColumn
 from serving_api.proto import pb
+from serving_api.tensor import TensorParts
 
 _VALUE_FIELDS = {
     "bytes_val",
@@ -131,3 +132,17 @@ def parse_tensor_request(
             raise BadInputError("an entity column has no name")
         columns[column.name] = entity_column_values(column)
     return refs, service, columns, request.full_feature_names, request.fill_value
+
+
+def tensor_message(parts: TensorParts, served_at_us: int) -> bytes:
+    """The serialized featureline.serving.v1.Tensor of a tensor call (gRPC and REST)."""
+    message = pb.Tensor(
+        rows=parts.values.shape[0],
+        cols=parts.values.shape[1],
+        column_names=parts.column_names,
+        values=parts.values.tobytes(),
+        present=parts.present.tobytes(),
+        omitted_features=parts.omitted,
+        served_at_us=served_at_us,
+    )
+    return bytes(message.SerializeToString())

@@ -26,6 +26,7 @@ from serving_api.codec_proto import (
     parse_describe_request,
     parse_online_request,
     parse_tensor_request,
+    tensor_message,
 )
 from serving_api.frame import FeatureFrame
 from serving_api.proto import FEAST_GRPC_SERVER_NAME, FEAST_SERVICE_NAME, SERVICE_NAME, pb
@@ -50,20 +51,6 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, timer: Reque
     if http == 500:
         log.exception("error serving %s", timer.endpoint, exc_info=exc)
     await context.abort(getattr(grpc.StatusCode, code_name), message)
-
-
-def _tensor_message(frame: FeatureFrame, fill: float) -> bytes:
-    parts = frame_to_tensor(frame, fill)
-    message = pb.Tensor(
-        rows=parts.values.shape[0],
-        cols=parts.values.shape[1],
-        column_names=parts.column_names,
-        values=parts.values.tobytes(),
-        present=parts.present.tobytes(),
-        omitted_features=parts.omitted,
-        served_at_us=frame.t_us,
-    )
-    return bytes(message.SerializeToString())
 
 
 class FeatureServicer:
@@ -96,7 +83,7 @@ class FeatureServicer:
             refs, service, entities, full, fill = parse_tensor_request(request)
             timer.n_rows = len(next(iter(entities.values()), ()))
             frame = await self._read(FeatureQuery(refs, service, entities, full), context, scope)
-            response = _tensor_message(frame, fill)
+            response = tensor_message(frame_to_tensor(frame, fill), frame.t_us)
         except Exception as exc:
             await _abort(context, exc, timer)
             raise

@@ -25,9 +25,9 @@ from starlette.types import Receive, Scope, Send
 from featureline.errors import BadInputError
 from serving_api import metrics
 from serving_api.codec_json import frame_to_feast_json
+from serving_api.codec_proto import tensor_message
 from serving_api.frame import FeatureFrame
 from serving_api.limits import UnauthenticatedError, body_too_large
-from serving_api.proto import pb
 from serving_api.rest_models import (
     ERROR_RESPONSES,
     GetOnlineFeaturesRequest,
@@ -131,16 +131,7 @@ def _tensor_body(frame: FeatureFrame, fill: float, accept: str) -> Reply:
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         return Reply(200, sink.getvalue().to_pybytes(), ARROW_STREAM)
-    message = pb.Tensor(
-        rows=parts.values.shape[0],
-        cols=parts.values.shape[1],
-        column_names=parts.column_names,
-        values=parts.values.tobytes(),
-        present=parts.present.tobytes(),
-        omitted_features=parts.omitted,
-        served_at_us=frame.t_us,
-    )
-    return Reply(200, message.SerializeToString(), PROTOBUF)
+    return Reply(200, tensor_message(parts, frame.t_us), PROTOBUF)
 
 
 class RestHandlers:
