@@ -82,10 +82,10 @@ def _check_port(host: str, port: int, what: str) -> None:
 
 
 def build_config(args: Any, settings: Settings) -> Any:
+    from featureline.odfv import OnDemandRunner
     from featureline.repo import load_repo
     from serving_api.auth import TokenAuth
     from serving_api.limits import Limits
-    from serving_api.odfv import OnDemandRunner
     from serving_api.server import WorkerConfig
 
     if args.workers < 1:

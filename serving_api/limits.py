@@ -17,7 +17,7 @@ from featureline.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from serving_api.odfv import OnDemandError
+from featureline.odfv import OnDemandError
 from serving_api.redis_client import RedisTimeoutError
 
 MiB = 1024 * 1024

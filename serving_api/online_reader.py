@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featureline.errors import BadInputError
+from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile, tile_key
 from featureline.semantics import US, AggState, tile_start_us, window_start_us
 from featureline.specs import RepoSpec
@@ -37,7 +38,6 @@ from serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
-from serving_api.odfv import OnDemandRunner
 from serving_api.plans import PlainRead, ReadPlan, TileRead, build_plan
 from serving_api.redis_client import RedisClient
 from serving_api.vector_codec import decode_timestamps

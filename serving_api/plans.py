@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from featureline.errors import BadInputError
+from featureline.odfv import OnDemandRunner
 from featureline.online.feast_format import (
     feature_field,
     redis_key,
@@ -22,7 +23,6 @@ from featureline.online.feast_format import (
 )
 from featureline.semantics import window_start_us
 from featureline.specs import RepoSpec, ResolvedFeature, ViewSpec, resolve_features
-from serving_api.odfv import OnDemandRunner
 
 KeyEncoder = Callable[[Sequence[Any]], bytes]
 

@@ -21,8 +21,9 @@ from batch.historical.finish import finish
 from batch.historical.local_engine import LocalOptions, run_local
 from batch.historical.plan import build_plan
 from featureline.errors import BadInputError
+from featureline.offline import ARROW_TYPES
 from featureline.settings import Settings
-from featureline.specs import RepoSpec, resolve_features
+from featureline.specs import OnDemandViewSpec, RepoSpec, ResolvedFeature, resolve_features
 
 Engine = Literal["local", "spark"]
 ENGINES: tuple[Engine, ...] = ("local", "spark")
@@ -60,13 +61,76 @@ def get_historical_features(
         repo = load_repo(settings or Settings.from_env())
     refs = list(features) if features is not None else None
     resolved = resolve_features(repo, refs, feature_service, full_feature_names=full_feature_names)
-    key_types = {k.name: k.dtype for f in resolved if not f.on_demand for k in repo.view(f.view).join_keys}
-    entities = load_entity_df(entity_df, timestamp_column, key_types)
-    plan = build_plan(repo, resolved, entities, full_feature_names)
-    if engine == "spark":
-        from batch.historical.spark_engine import run_spark
+    run = _Retrieval(repo, entity_df, timestamp_column, engine, local_options, spark_master)
+    if not any(f.on_demand for f in resolved):
+        return run(resolved, full_feature_names)
+    return _with_on_demand(run, repo, resolved, full_feature_names)
 
-        raw = run_spark(plan, spark_master)
-    else:
-        raw = run_local(plan, local_options)
-    return finish(plan, raw)
+
+class _Retrieval:
+    """One retrieval of resolved (not on-demand) features for the caller's entity rows."""
+
+    def __init__(self, repo: RepoSpec, entity_df: Any, timestamp_column: str | None, engine: Engine,
+                 local_options: LocalOptions | None, spark_master: str | None) -> None:  # fmt: skip
+        self.repo, self.entity_df, self.timestamp_column = repo, entity_df, timestamp_column
+        self.engine, self.local_options, self.spark_master = engine, local_options, spark_master
+
+    def __call__(self, resolved: list[ResolvedFeature], full_feature_names: bool) -> pa.Table:
+        key_types = {k.name: k.dtype for f in resolved for k in self.repo.view(f.view).join_keys}
+        entities = load_entity_df(self.entity_df, self.timestamp_column, key_types)
+        plan = build_plan(self.repo, resolved, entities, full_feature_names)
+        if self.engine == "spark":
+            from batch.historical.spark_engine import run_spark
+
+            raw = run_spark(plan, self.spark_master)
+        else:
+            raw = run_local(plan, self.local_options)
+        return finish(plan, raw)
+
+
+def _with_on_demand(
+    run: _Retrieval, repo: RepoSpec, resolved: list[ResolvedFeature], full_feature_names: bool
+) -> pa.Table:
+    """On-demand features: retrieve their source features point-in-time (full names, so
+    they cannot collide with the caller's), run each udf over the rows with the entity
+    frame's request columns (featureline.odfv, the same runner serving uses), and lay
+    the columns out in the requested order after the entity columns."""
+    from featureline.odfv import OnDemandRunner
+
+    odfvs = {f.view: repo.on_demand_views[f.view] for f in resolved if f.on_demand}
+    sources = [(v, feat) for spec in odfvs.values() for v, feats in spec.sources for feat in feats]
+    inputs = run(resolve_features(repo, sorted({f"{v}:{x}" for v, x in sources}),
+                                  full_feature_names=True), True)  # fmt: skip
+    n = inputs.num_rows
+    computed: dict[str, pa.ChunkedArray | pa.Array] = {}
+    for name, spec in odfvs.items():
+        missing = [f.name for f in spec.request_fields if f.name not in inputs.column_names]
+        if missing:
+            raise BadInputError(
+                f"on-demand view {name!r} needs request column(s) {', '.join(missing)} in the entity frame"
+            )
+        columns = {x: inputs[f"{v}__{x}"].to_pylist() for v, x in sources if (v, x) in _pairs(spec)}
+        columns |= {f.name: inputs[f.name].to_pylist() for f in spec.request_fields}
+        out = OnDemandRunner.build(spec).run(columns, n)
+        for feat in spec.features:
+            computed[f"{name}:{feat.name}"] = pa.array(out[feat.name], type=ARROW_TYPES.get(feat.dtype))
+    plain = [f for f in resolved if not f.on_demand]
+    base = run(plain, full_feature_names) if plain else inputs
+    source_names = {f"{v}__{x}" for v, x in sources}
+    entity_columns = (
+        [c for c in base.column_names if c not in source_names]
+        if not plain
+        else [c for c in base.column_names if c not in {f.output_name(full_feature_names) for f in plain}]
+    )
+    arrays = [base[c] for c in entity_columns]
+    names = list(entity_columns)
+    for f in resolved:
+        arrays.append(
+            computed[f"{f.view}:{f.feature}"] if f.on_demand else base[f.output_name(full_feature_names)]
+        )
+        names.append(f.output_name(full_feature_names))
+    return pa.table(arrays, names=names)
+
+
+def _pairs(spec: OnDemandViewSpec) -> set[tuple[str, str]]:
+    return {(v, x) for v, feats in spec.sources for x in feats}

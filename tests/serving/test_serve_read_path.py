@@ -13,6 +13,7 @@ import pytest
 from serving_data import build_tiles
 
 from featureline.errors import BadInputError, NotFoundError
+from featureline.odfv import OnDemandError, OnDemandRunner
 from featureline.online.feast_format import encode_timestamp, encode_value
 from featureline.online.tiles import encode_tile, tile_field
 from featureline.semantics import US, aggregate, window_start_us
@@ -29,7 +30,6 @@ from featureline.specs import (
 from serving_api.codec_proto import encode_online_response
 from serving_api.entities import coerce_column
 from serving_api.frame import NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE, PRESENT
-from serving_api.odfv import OnDemandError, OnDemandRunner
 from serving_api.online_reader import assemble, prepare
 from serving_api.plans import build_plan
 from serving_api.proto import pb

@@ -1,11 +1,12 @@
-"""On-demand feature views, executed at request time from the udf source in the specs.
+"""On-demand feature views, executed from the udf source in the specs: at request time by
+serving, per entity row by historical retrieval (one implementation, so both agree).
 
-The server never imports feast or the repo's modules (~5 s, and definitions may have
+Neither imports feast or the repo's modules (~5 s, and definitions may have
 side effects): the udf's source text is parsed, its decorators and annotations are
 stripped with `ast` (they name Feast objects and typing names that do not exist here),
 and the function is executed in a small namespace (builtins, math, datetime, numpy;
 pandas for pandas-mode views). A name the udf needs beyond that is reported when the
-server starts, not on the first request.
+runner is built (server start), not on the first request.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def compile_udf(spec: OnDemandViewSpec) -> tuple[Callable[..., Any], bool]:
     """The udf as a callable, and whether Feast calls it once per row (singleton)."""
     where = f"on-demand view {spec.name!r}"
     if not spec.udf_source.strip():
-        raise BadInputError(f"{where} has no udf source in the specs; it cannot be served")
+        raise BadInputError(f"{where} has no udf source in the specs; it cannot be computed")
     try:
         tree = ast.parse(spec.udf_source)
     except SyntaxError as exc:
@@ -97,7 +98,7 @@ def compile_udf(spec: OnDemandViewSpec) -> tuple[Callable[..., Any], bool]:
     missing = _free_names(func, namespace)
     if missing:
         raise BadInputError(
-            f"{where}: its udf uses {', '.join(missing)}, which serving does not provide "
+            f"{where}: its udf uses {', '.join(missing)}, which Featureline does not provide "
             "(available: builtins, math, datetime, np/numpy, pd/pandas in pandas mode)"
         )
     module = ast.Module(body=[func], type_ignores=[])
@@ -117,7 +118,8 @@ class OnDemandRunner:
     def build(cls, spec: OnDemandViewSpec) -> OnDemandRunner:
         if spec.mode not in ("python", "pandas"):
             raise BadInputError(
-                f"on-demand view {spec.name!r} has mode {spec.mode!r}; serving runs python and pandas modes"
+                f"on-demand view {spec.name!r} has mode {spec.mode!r}; "
+                "Featureline runs python and pandas modes"
             )
         udf, singleton = compile_udf(spec)
         return cls(spec, udf, singleton)
@@ -133,7 +135,7 @@ class OnDemandRunner:
                 out = self.udf(inputs)
         except Exception as exc:  # a user's udf can raise anything
             raise OnDemandError(
-                f"on-demand view {self.spec.name!r} failed on this request: {type(exc).__name__}: {exc}"
+                f"on-demand view {self.spec.name!r} failed: {type(exc).__name__}: {exc}"
             ) from None
         return self._check(out, n_rows)
 
