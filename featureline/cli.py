@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "materialize": ("batch.materialize_cli", "load offline features into the online store"),
     "historical": ("batch.historical_cli", "build a point-in-time-correct training set"),
     "consistency": ("batch.consistency_cli", "measure online/offline agreement per feature"),
+    "compact": ("batch.compact_cli", "merge each closed date partition of the offline store into one file"),
     "serve": ("serving_api.cli", "serve features over gRPC and REST"),
     "train": ("serving_api.workers.train_cli", "train the fraud model from a feature service"),
     "worker": ("serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
