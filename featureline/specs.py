@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from featureline.errors import NotFoundError
+from featureline.errors import BadInputError, NotFoundError
 from featureline.semantics import tile_size_s
 
 # Feast primitive types as we name them; they map 1:1 to Feast's ValueType.
@@ -113,8 +113,7 @@ class ViewSpec:
             if f.name == name:
                 return f
         raise NotFoundError(
-            f"feature view {self.name!r} has no feature {name!r}; "
-            f"it has: {', '.join(self.feature_names)}"
+            f"feature view {self.name!r} has no feature {name!r}; it has: {', '.join(self.feature_names)}"
         )
 
     def tile_sizes_s(self) -> tuple[int, ...]:
@@ -173,9 +172,7 @@ class RepoSpec:
             return self.services[name]
         except KeyError:
             known = ", ".join(sorted(self.services)) or "none"
-            raise NotFoundError(
-                f"unknown feature service {name!r}; known services: {known}"
-            ) from None
+            raise NotFoundError(f"unknown feature service {name!r}; known services: {known}") from None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -233,8 +230,7 @@ def _repo_from_dict(d: dict[str, Any]) -> RepoSpec:
         name: ServiceSpec(
             name=s["name"],
             projections=tuple(
-                ProjectionSpec(p["view"], p["alias"], tuple(p["features"]))
-                for p in s["projections"]
+                ProjectionSpec(p["view"], p["alias"], tuple(p["features"])) for p in s["projections"]
             ),
         )
         for name, s in d["services"].items()
@@ -281,7 +277,6 @@ def resolve_features(
     Exactly one of refs / service. Unknown views or features raise NotFoundError; two
     features with one output name (without full names) raise BadInputError, as Feast does.
     """
-    from featureline.errors import BadInputError
 
     if (refs is None) == (service is None):
         raise BadInputError("give either feature refs or a feature service, not both or neither")
