@@ -55,7 +55,11 @@ def check_repo(repo: Path) -> None:
 
 
 def load_repo(settings: Settings, *, use_cache: bool = True) -> RepoSpec:
-    """The repo's specs, from the cache when the definitions have not changed."""
+    """The repo's specs: from `settings.specs_file` when set, else from the cache when
+    the definitions have not changed, else parsed with Feast."""
+    if settings.specs_file:
+        settings.export_env()
+        return load_specs_file(Path(settings.specs_file))
     check_repo(settings.repo)
     settings.export_env()
     fingerprint = source_fingerprint(settings)
@@ -68,6 +72,20 @@ def load_repo(settings: Settings, *, use_cache: bool = True) -> RepoSpec:
     tmp.write_text(spec.to_json())
     tmp.replace(cache)
     return spec
+
+
+def load_specs_file(path: Path) -> RepoSpec:
+    """A RepoSpec written by `featureline specs --json`; bad files give a clear error."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInputError(f"FEATURELINE_SPECS_FILE {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        return RepoSpec.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(
+            f"FEATURELINE_SPECS_FILE {str(path)!r} is not the output of `featureline specs --json`: {exc}"
+        ) from None
 
 
 def read_store_yaml(repo: Path) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class Settings:
     # Tiles are kept at least w + s after their window can need them (semantics.md 2);
     # this extra margin absorbs late events and clock skew.
     tile_retention_margin_s: int = 3600
+    # A RepoSpec JSON (`featureline specs --json > FILE`) used instead of parsing the
+    # repo with Feast: for serving and GPU-worker images that do not install Feast
+    # (~5 s to import and ~300 MB of dependencies). Empty: parse the repo (cached).
+    specs_file: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

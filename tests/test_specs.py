@@ -61,9 +61,7 @@ def test_cache_hits_and_invalidates(tmp_path: Path) -> None:
     first = load_repo(settings)
     assert list((tmp_path / "home" / "specs").glob("*.json"))
     assert load_repo(settings) == first
-    text = (
-        (repo / "features.py").read_text().replace("ttl=timedelta(days=7)", "ttl=timedelta(days=3)")
-    )
+    text = (repo / "features.py").read_text().replace("ttl=timedelta(days=7)", "ttl=timedelta(days=3)")
     (repo / "features.py").write_text(text)
     assert load_repo(settings).view("user_last_txn").ttl_s == 3 * 86400
 
@@ -86,9 +84,7 @@ def test_resolve_features(demo_spec: RepoSpec) -> None:
     assert feats[0].ref == "user_txn_stats:count_amount_10m"
     assert any(f.on_demand and f.feature == "amount_to_mean_24h" for f in feats)
     refs = ["user_profile:home_country", "user_txn_stats:sum_amount_1h"]
-    names = [
-        f.output_name(True) for f in resolve_features(demo_spec, refs, full_feature_names=True)
-    ]
+    names = [f.output_name(True) for f in resolve_features(demo_spec, refs, full_feature_names=True)]
     assert names == ["user_profile__home_country", "user_txn_stats__sum_amount_1h"]
     with pytest.raises(NotFoundError, match="no feature 'nope'"):
         resolve_features(demo_spec, ["user_profile:nope"])
@@ -118,3 +114,32 @@ def test_tile_codec_and_window(demo_spec: RepoSpec) -> None:
     assert window_value(agg, decoded, 901 * US) == 0.1
     count = dataclasses.replace(agg, function="count")
     assert window_value(count, decoded, 10_000 * US) == 0
+
+
+def test_specs_file_loads_without_feast(demo_spec: RepoSpec, tmp_path: Path) -> None:
+    """FEATURELINE_SPECS_FILE (serving / GPU-worker images without Feast): the specs
+    come from the file, equal to the parsed repo's, and `feast` is never imported."""
+    import subprocess
+    import sys
+
+    specs = tmp_path / "specs.json"
+    specs.write_text(demo_spec.to_json())
+    probe = (
+        "import sys; from featureline.repo import load_repo; from featureline.settings import Settings; "
+        "s = load_repo(Settings.from_env()); "
+        "assert not any(m == 'feast' or m.startswith('feast.') for m in sys.modules), 'feast imported'; "
+        "print(s.to_json())"
+    )
+    env = {"FEATURELINE_SPECS_FILE": str(specs), "FEATURELINE_REPO": str(tmp_path / "no-repo-here"),
+           "FEATURELINE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert RepoSpec.from_json(out.stdout) == demo_spec
+
+
+def test_bad_specs_file(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="cannot be read"):
+        load_repo(Settings(specs_file=str(tmp_path / "missing.json"), home=tmp_path))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"project": 1}')
+    with pytest.raises(BadInputError, match="not the output of `featureline specs --json`"):
+        load_repo(Settings(specs_file=str(bad), home=tmp_path))
