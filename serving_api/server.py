@@ -9,6 +9,7 @@ so a worker never imports feast.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ async def serve(config: WorkerConfig) -> None:
         timeout_keep_alive=30,
     )
     http_server = uvicorn.Server(uv_config)
+    tune_gc()
     await grpc_server.start()
     try:
         await http_server.serve(sockets=[sock])
@@ -83,6 +85,21 @@ async def serve(config: WorkerConfig) -> None:
         # uvicorn returns on SIGINT/SIGTERM; let in-flight gRPC calls finish (1 s).
         await grpc_server.stop(1.0)
         redis.close()
+
+
+# CPython's default thresholds (700, 10, 10) run a young collection every 700 net
+# allocations and a full one as often as the heap grows by a quarter. The read path's
+# caches hold ~10^5-10^6 small objects (decoded tiles, window values) and a 1,000-row
+# tensor call allocates ~10^5 more, so the default spends ~half of a cold call
+# traversing caches: 113 ms vs 56 ms per call for 1,000 users of fraud_model_v1
+# (in-process, 2-core machine). Startup objects (specs, plans, compiled udfs) never die,
+# so they are frozen out of every collection.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run_worker(config: WorkerConfig) -> None:

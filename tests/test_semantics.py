@@ -7,9 +7,11 @@ import random
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from featureline import semantics as sem
-from featureline.semantics import US, AggState
+from featureline.semantics import US, AggState, exact_units
 
 
 @pytest.mark.parametrize(
@@ -122,3 +124,27 @@ def test_latest_order_and_ttl() -> None:
     assert sem.within_ttl(t, t, 100)
     assert not sem.within_ttl(t + 1, t, 100)  # future rows never count
     assert sem.within_ttl(0, t, 0)  # ttl 0: no lower bound
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20))
+def test_tile_sum_codec_round_trips_exactly(values: list[float]) -> None:
+    """A tile's exact sum survives encode/decode bit for bit, in the compact form, and
+    tiles written in the earlier plain-hex form still decode to the same integer."""
+    from featureline.online.tiles import decode_units, encode_units
+
+    units = sum(exact_units(v) for v in values)
+    text = encode_units(units)
+    assert decode_units(text) == units
+    assert len(text) <= len(format(abs(units), "x")) + 7  # never much longer than plain hex
+    assert decode_units(format(units, "x")) == units
+
+
+def test_tile_sum_codec_is_compact() -> None:
+    from featureline.online.tiles import decode_units, encode_units
+
+    units = exact_units(12.5) + exact_units(33.1) + exact_units(7.25)
+    assert len(format(units, "x")) > 250  # the earlier form
+    assert len(encode_units(units)) < 25
+    assert encode_units(0) == "0" and decode_units("0") == 0
+    neg = -exact_units(5e-324)  # the smallest subnormal, negated
+    assert decode_units(encode_units(neg)) == neg

@@ -3,7 +3,9 @@
     key    fl:tile:{project}:{view}:{tile_s}:{feast entity key bytes}
     field  "{tile_start_s}:{partition}"   (partition: the Kafka partition the events came
            from, so one writer owns each field and rebuilds replace it whole)
-    value  JSON {column: [count, sum_units_hex, min, max, distinct-or-null]}
+    value  JSON {column: [count, sum, min, max, distinct-or-null]}
+           sum: the exact sum in 2**-1074 units as "{odd part hex}p{shift}" (see
+           `encode_units`), or the plain hex of the units written before it
 
 Readers merge every field whose tile start lies in the window, whatever its partition.
 Sums are exact integers (featureline.semantics), so the merge order never matters.
@@ -63,6 +65,26 @@ def tile_columns(view: ViewSpec, tile_s: int) -> dict[str, tuple[bool, bool]]:
     return out
 
 
+def encode_units(units: int) -> str:
+    """An exact sum in 2**-1074 units as "{m:x}p{k}" with units == m << k, m odd.
+
+    A float64 sum in these units is a ~1,100-bit integer whose low ~1,020 bits are
+    zeros, so its plain hex is ~270 characters; the odd part is ~15. That is ~3x
+    smaller tiles (a user tile of the demo: 360 -> ~110 bytes), and serving reads
+    every tile of a window per entity: 5 MB -> ~1.7 MB of Redis replies for a batch
+    of 1,000 users of fraud_model_v1."""
+    if units == 0:
+        return "0"
+    shift = (units & -units).bit_length() - 1
+    return f"{units >> shift:x}p{shift}"
+
+
+def decode_units(text: str) -> int:
+    """encode_units' inverse; plain hex (the earlier format) is read too."""
+    mantissa, sep, shift = text.partition("p")
+    return int(mantissa, 16) << int(shift) if sep else int(mantissa, 16)
+
+
 def encode_tile(states: Mapping[str, AggState]) -> bytes:
     """The tile JSON, written by orjson: ~1 us instead of ~6 us with json.dumps per tile,
     which is most of the streaming job's cost when every event starts a tile."""
@@ -70,7 +92,7 @@ def encode_tile(states: Mapping[str, AggState]) -> bytes:
         {
             col: [
                 s.count,
-                format(s.sum_units, "x") if s.sum_units else "0",
+                encode_units(s.sum_units),
                 s.min,
                 s.max,
                 sorted(s.distinct, key=repr) if s.distinct else None,
@@ -87,7 +109,7 @@ def decode_tile(raw: bytes) -> dict[str, AggState]:
     for col, (count, sum_hex, vmin, vmax, distinct) in orjson.loads(raw).items():
         out[col] = AggState(
             count=count,
-            sum_units=int(sum_hex, 16),
+            sum_units=decode_units(sum_hex),
             min=vmin,
             max=vmax,
             distinct=set(distinct) if distinct else set(),
