@@ -81,20 +81,26 @@ def _free_names(func: ast.FunctionDef, namespace: dict[str, Any]) -> list[str]:
 
 def compile_udf(spec: OnDemandViewSpec) -> tuple[Callable[..., Any], bool]:
     """The udf as a callable, and whether Feast calls it once per row (singleton)."""
-    where = f"on-demand view {spec.name!r}"
-    if not spec.udf_source.strip():
+    return compile_source(f"on-demand view {spec.name!r}", spec.udf_source, spec.udf_name, spec.mode)
+
+
+def compile_source(where: str, source: str, name: str, mode: str) -> tuple[Callable[..., Any], bool]:
+    """Function `name` (else the first one) of a udf's source text, decorators and
+    annotations stripped, run in the small namespace of `mode`; and its singleton flag.
+    Shared with the stream job's StreamFeatureView udfs, so both read udfs alike."""
+    if not source.strip():
         raise BadInputError(f"{where} has no udf source in the specs; it cannot be computed")
     try:
-        tree = ast.parse(spec.udf_source)
+        tree = ast.parse(source)
     except SyntaxError as exc:
         raise BadInputError(f"{where}: its udf source does not parse: {exc}") from None
     funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    chosen = [f for f in funcs if f.name == spec.udf_name] or funcs[:1]
+    chosen = [f for f in funcs if f.name == name] or funcs[:1]
     if not chosen:
         raise BadInputError(f"{where}: no function definition found in its udf source")
     func = chosen[0]
     singleton = _strip(func)
-    namespace = _namespace(spec.mode)
+    namespace = _namespace(mode)
     missing = _free_names(func, namespace)
     if missing:
         raise BadInputError(
@@ -102,7 +108,7 @@ def compile_udf(spec: OnDemandViewSpec) -> tuple[Callable[..., Any], bool]:
             "(available: builtins, math, datetime, np/numpy, pd/pandas in pandas mode)"
         )
     module = ast.Module(body=[func], type_ignores=[])
-    exec(compile(module, f"<udf {spec.name}>", "exec"), namespace)  # noqa: S102
+    exec(compile(module, f"<udf {where}>", "exec"), namespace)  # noqa: S102
     return namespace[func.name], singleton
 
 
