@@ -6,6 +6,7 @@ batches of up to thousands of Kafka messages from one partition, in offset order
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -59,3 +60,13 @@ class ParsedBatch:
     dead: list[DeadLetter] = field(default_factory=list)
     messages: int = 0
     high_watermark: int = -1
+    # The batch's messages as read (offsets ascending), kept so that an event a later
+    # step refuses (a view's udf) reaches the DLQ with its bytes unchanged.
+    raw_offsets: list[int] = field(default_factory=list)
+    raw_values: list[bytes | None] = field(default_factory=list)
+
+    def raw_value(self, offset: int) -> bytes | None:
+        i = bisect_left(self.raw_offsets, offset)
+        if i < len(self.raw_offsets) and self.raw_offsets[i] == offset:
+            return self.raw_values[i]
+        return None

@@ -149,7 +149,7 @@ class BatchParser:
             dead.sort(key=lambda d: d.offset)
         return ParsedBatch(
             batch.topic, batch.partition, batch.first_offset, batch.last_offset, table,
-            dead, len(batch), batch.high_watermark,
+            dead, len(batch), batch.high_watermark, batch.offsets, batch.values,
         )  # fmt: skip
 
     def _check_required(self, table: pa.Table, bad: dict[int, str]) -> None:
@@ -182,14 +182,3 @@ def _avro_decoder(schema: dict[str, Any]) -> Decoder:
         return fastavro.schemaless_reader(io.BytesIO(raw), parsed, None)
 
     return decode
-
-
-def apply_udf(udf_source: str, table: pa.Table) -> pa.Table:
-    """A StreamFeatureView's pandas udf (DataFrame -> DataFrame) over a batch."""
-    namespace: dict[str, Any] = {}
-    exec(compile(udf_source, "<stream view udf>", "exec"), namespace)  # the repo's own code
-    funcs = [v for k, v in namespace.items() if callable(v) and not k.startswith("__")]
-    if not funcs:
-        raise ValueError("the view's udf source defines no function")
-    out = funcs[-1](table.to_pandas())
-    return pa.Table.from_pandas(out, preserve_index=False)

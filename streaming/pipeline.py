@@ -1,8 +1,8 @@
 """The Beam pipeline: Kafka -> parse -> Redis (tiles, latest values) + Parquet -> commit.
 
     Create[(topic, partition, start)] -> ReadKafkaBatches (SDF) -> ParseBatches
-        -> ApplyBatches: DLQ, Redis (exactly once per offset), Parquet buffer,
-           commit offsets after both sinks flushed
+        -> ApplyBatches: views' udfs, DLQ, Redis (exactly once per offset), Parquet
+           buffer, commit offsets after both sinks flushed
 
 Every element is a batch of one partition's messages (streaming.batches). On the
 DirectRunner the whole chain is one fused stage in one process, so `ApplyBatches`
@@ -125,8 +125,11 @@ class ApplyBatches(beam.DoFn):
         from streaming.dlq import DeadLetterQueue
         from streaming.parquet_sink import OfflineSink
         from streaming.redis_sink import OnlineSink
+        from streaming.udf import ViewInputs
 
         plan = self.plan
+        # Udfs are compiled here, once per view for the job's life.
+        self._inputs = {t: ViewInputs(vs, plan.schemas[t].raw_arrow_schema()) for t, vs in plan.views.items()}
         self._redis = redis.Redis.from_url(plan.redis_url)
         self._online = {
             t: OnlineSink(
@@ -148,7 +151,8 @@ class ApplyBatches(beam.DoFn):
             self._dlq.send(letters)
             TOTALS.dead_letters(topic, len(letters))
 
-        result = self._online[topic].apply(batch, send_dead)
+        views = self._inputs[topic].prepare(batch)
+        result = self._online[topic].apply(batch, views, send_dead)
         TOTALS.record(topic, result.applied, result.skipped, result.created_ms,
                       result.visible_ms, result.late)  # fmt: skip
         if batch.high_watermark >= 0:

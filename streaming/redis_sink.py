@@ -40,8 +40,9 @@ from featureline.online.writer import LatestValueWriter
 from featureline.semantics import US, AggState
 from featureline.specs import ViewSpec
 from streaming.batches import DeadLetter, ParsedBatch
-from streaming.parse import DEFAULT_MAX_FUTURE_S, apply_udf
+from streaming.parse import DEFAULT_MAX_FUTURE_S
 from streaming.tiles import ViewUpdate, view_update
+from streaming.udf import ViewTables
 
 # Per tile hash: set fields; when a tile starts (the only time the key's expiry moves
 # and an old tile can fall out), prune fields past retention and push the expiry
@@ -79,7 +80,7 @@ DEFAULT_CACHE_ENTRIES = 1_000_000
 
 @dataclass
 class ApplyResult:
-    applied: int = 0  # events applied now
+    applied: int = 0  # events applied now (less those a view's udf dead-lettered)
     skipped: int = 0  # events at or below the watermark (applied before)
     late: dict[str, int] = field(default_factory=dict)  # view -> events too old for tiles
     dead: list[DeadLetter] = field(default_factory=list)  # dead letters not sent before
@@ -117,8 +118,11 @@ class OnlineSink:
         self._max_future_s = max_future_s
         self._unseen_after_s = int(now()) + max_future_s + _CLOCK_SKEW_S
 
-    def apply(self, batch: ParsedBatch, send_dead: Callable[[list[DeadLetter]], None]) -> ApplyResult:
-        """Apply the batch's events above the watermark; dead letters above it are
+    def apply(
+        self, batch: ParsedBatch, views: ViewTables, send_dead: Callable[[list[DeadLetter]], None]
+    ) -> ApplyResult:
+        """Apply the batch's events above the watermark (`views`: each view's table of
+        them, streaming.udf); dead letters above it, the parser's and the udfs', are
         handed to `send_dead` (which must flush) before the watermark moves past them."""
         key = offsets_key(self.project, self.topic, batch.partition)
         sent_dead = False
@@ -132,9 +136,10 @@ class OnlineSink:
                         tx.unwatch()
                         return ApplyResult(skipped=batch.table.num_rows)
                     if not sent_dead:
-                        send_dead([d for d in batch.dead if d.offset > mark])
+                        letters = sorted([*batch.dead, *views.dead], key=lambda d: d.offset)
+                        send_dead([d for d in letters if d.offset > mark])
                         sent_dead = True
-                    return self._apply_above(tx, key, batch, mark)
+                    return self._apply_above(tx, key, batch, views, mark)
                 except self._watch_error:
                     self._forget()  # someone else wrote: our cached states may be stale
                 except BaseException:
@@ -147,14 +152,24 @@ class OnlineSink:
         self._cache.clear()
         self._unseen_after_s = int(self._now()) + self._max_future_s + _CLOCK_SKEW_S
 
-    def _apply_above(self, tx: Any, key: bytes, batch: ParsedBatch, mark: int) -> ApplyResult:
-        table = batch.table
-        skipped = 0
-        if mark >= batch.first_offset:
-            table = table.filter(pc.greater(table[KAFKA_OFFSET], pa.scalar(mark, pa.int64())))
-            skipped = batch.table.num_rows - table.num_rows
+    def _apply_above(
+        self, tx: Any, key: bytes, batch: ParsedBatch, views: ViewTables, mark: int
+    ) -> ApplyResult:
+        replay = mark >= batch.first_offset
+        table = _above(batch.table, mark) if replay else batch.table
+        skipped = batch.table.num_rows - table.num_rows
         now_us = int(self._now() * US)
-        updates = {v.name: self._view_update(v, table, batch.partition, now_us) for v in self.views}
+        updates = {
+            v.name: view_update(
+                self.project,
+                v,
+                _above(views.tables[v.name], mark) if replay else views.tables[v.name],
+                batch.partition,
+                now_us=now_us,
+                margin_s=self.margin_s,
+            )
+            for v in self.views
+        }
         writes = self._merge_tiles(list(updates.values()), now_us)
         tx.multi()
         self._queue_tile_writes(tx, writes, now_us)
@@ -165,17 +180,12 @@ class OnlineSink:
         visible_ms = int(self._now() * 1000)
         created = table[CREATED].cast(pa.int64()).to_numpy(zero_copy_only=False) // 1000
         return ApplyResult(
-            applied=table.num_rows,
+            applied=table.num_rows - sum(1 for o in views.dead_offsets if o > mark),
             skipped=skipped,
             late={n: u.late_events for n, u in updates.items() if u.late_events},
             created_ms=created,
             visible_ms=visible_ms,
         )
-
-    def _view_update(self, view: ViewSpec, table: pa.Table, partition: int, now_us: int) -> ViewUpdate:
-        if view.udf_source:
-            table = apply_udf(view.udf_source, table)
-        return view_update(self.project, view, table, partition, now_us=now_us, margin_s=self.margin_s)
 
     def _merge_tiles(self, updates: list[ViewUpdate], now_us: int) -> dict[bytes, _KeyWrite]:
         """Merge each partial state into the stored one (cached, or read on a miss), in
@@ -228,6 +238,10 @@ class OnlineSink:
                 for fld, states in write.fields:
                     argv += (fld, encode_tile(states))
             self._tile_script(keys=keys[lo : lo + _CHUNK_KEYS], args=argv, client=tx)
+
+
+def _above(table: pa.Table, mark: int) -> pa.Table:
+    return table.filter(pc.greater(table[KAFKA_OFFSET], pa.scalar(mark, pa.int64())))
 
 
 @dataclass

@@ -122,6 +122,9 @@ def source_schema(views: list[ViewSpec]) -> SourceSchema:
     for view in views:
         required += [k for k in view.join_key_names if k not in required]
         used = [*view.join_key_names, *(f.name for f in view.input_fields or view.features)]
+        if view.udf_source:
+            # The udf computes the features (streaming.udf checks its output instead).
+            used = list(view.join_key_names)
         missing = [n for n in [*used, src.timestamp_field] if n not in names]
         if missing:
             raise BadInputError(
