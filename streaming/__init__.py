@@ -1,4 +1,5 @@
-"""Streaming: the Beam job Kafka -> Redis (tiles, latest values) + Parquet (raw events).
+"""Streaming: the Beam job Kafka -> Redis (tiles, latest values) + Parquet (raw events,
+computed rows).
 
 Public API (imported lazily: `featureline stream --help` must not load Beam):
 

@@ -2,7 +2,7 @@
 
     Create[(topic, partition, start)] -> ReadKafkaBatches (SDF) -> ParseBatches
         -> ApplyBatches: views' udfs, DLQ, Redis (exactly once per offset), Parquet
-           buffer, commit offsets after both sinks flushed
+           buffer (raw events, computed rows), commit offsets after both sinks flushed
 
 Every element is a batch of one partition's messages (streaming.batches). On the
 DirectRunner the whole chain is one fused stage in one process, so `ApplyBatches`
@@ -79,7 +79,7 @@ def plan_stream(
                 if partition % shard[1] != shard[0]:
                     continue
                 starts[(topic, partition)] = offset
-                removed += remove_uncommitted(offline, topic, partition, offset)
+                removed += remove_uncommitted(offline, topic, partition, offset, by_topic[topic])
             ensure_topic(settings, dlq_topic(topic), 1)
     finally:
         store.close()
@@ -138,7 +138,7 @@ class ApplyBatches(beam.DoFn):
             for t, vs in plan.views.items()
         }
         self._offline = {
-            t: OfflineSink(plan.offline_dir, t, s.timestamp_field, flush_s=plan.flush_s)
+            t: OfflineSink(plan.offline_dir, t, s.timestamp_field, views=plan.views[t], flush_s=plan.flush_s)
             for t, s in plan.schemas.items()
         }
         self._dlq = DeadLetterQueue.connect(plan.bootstrap)
@@ -157,7 +157,7 @@ class ApplyBatches(beam.DoFn):
                       result.visible_ms, result.late)  # fmt: skip
         if batch.high_watermark >= 0:
             TOTALS.set_lag(topic, batch.partition, batch.high_watermark - batch.last_offset - 1)
-        self._offline[topic].add(batch)
+        self._offline[topic].add(batch, views.tables)
         self._flush(everything=False)
         # The tile cache holds ~10^5-10^6 long-lived objects; without freezing them, each
         # full collection walks them all (measured: ~40 % of the job's time at 100k tiles).

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from stream_helpers import (
     DEMO_REPO,
@@ -28,6 +30,7 @@ from stream_helpers import (
     send,
 )
 
+from featureline.offline import read_table
 from featureline.settings import Settings
 from featureline.specs import FieldSpec, KafkaSourceSpec, ViewSpec
 from streaming.batches import RawBatch
@@ -176,6 +179,17 @@ def test_udf_failures_go_to_the_dlq_and_the_job_goes_on(
         event = by_txn[orjson.loads(m.value)["txn_id"]]
         assert headers["error"] == (RAISES if event["currency"] == "XXX" else NO_COLUMN)
         assert m.key.decode() == f"{udf_case.topic}/{headers['partition']}/{headers['offset']}"
+    # Offline: the view's computed rows are the good events, once each.
+    rows = read_table(udf_case.settings.resolved_offline_dir / "user_amount_x2")
+    ids = list(zip(rows["kafka_partition"].to_pylist(), rows["kafka_offset"].to_pylist(), strict=True))
+    assert len(ids) == len(set(ids)) == len(good)
+    ts_us = pc.cast(rows["event_timestamp"], pa.int64()).to_pylist()
+    got_rows = sorted(
+        zip(rows["user_id"].to_pylist(), ts_us, rows["amount"].to_pylist(), strict=True), key=repr
+    )
+    assert got_rows == sorted(((e["user_id"], e["_ts_us"], e["amount"]) for e in good), key=repr)
+    doubled = pc.multiply(rows["amount"], pa.scalar(2.0))
+    assert rows["amount_x2"].to_pylist() == doubled.to_pylist()
 
 
 def _payload(event: dict[str, Any]) -> dict[str, Any]:
