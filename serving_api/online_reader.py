@@ -26,7 +26,7 @@ from typing import Any
 
 from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
-from featureline.online.tiles import decode_tile, tile_key
+from featureline.online.tiles import decode_tile_entries, merge_entries, tile_key
 from featureline.semantics import US, AggState, tile_start_us, window_start_us
 from featureline.specs import RepoSpec
 from serving_api.entities import coerce_column, row_count
@@ -51,6 +51,10 @@ _PLAN_CACHE_MAX = 1024
 # Window values per digest of (an entity's tile bytes, window bounds): ~200 bytes each.
 _WINDOW_CACHE: dict[bytes, tuple[list[Any], int]] = {}
 _WINDOW_CACHE_MAX = 200_000
+# Tile fields -> tile start: every entity's tiles start on the same epoch-aligned
+# instants, so a few thousand fields recur across all entities (~0.1 vs 0.4 us to parse).
+_FIELD_STARTS: dict[bytes, int] = {}
+_FIELD_STARTS_MAX = 100_000
 _EMPTY = AggState()  # read only: the state of an empty window
 
 
@@ -189,48 +193,54 @@ def _plain_columns(
 
 
 def _decode_tile_cached(raw: bytes) -> Any:
-    states = _TILE_CACHE.get(raw)
-    if states is None:
+    entries = _TILE_CACHE.get(raw)
+    if entries is None:
         if len(_TILE_CACHE) >= _TILE_CACHE_MAX:
             _TILE_CACHE.clear()
-        states = _TILE_CACHE[raw] = decode_tile(raw)
-    return states
+        entries = _TILE_CACHE[raw] = decode_tile_entries(raw)
+    return entries
+
+
+def _field_start(field: bytes) -> int:
+    start = _FIELD_STARTS.get(field)
+    if start is None:
+        if len(_FIELD_STARTS) >= _FIELD_STARTS_MAX:
+            _FIELD_STARTS.clear()
+        start = _FIELD_STARTS[field] = int(field[: field.index(b":")])
+    return start
 
 
 def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int, Any]]:
-    """(tile_start_s, states) of one tile hash (HGETALL: field, value, ...) that start
+    """(tile_start_s, entries) of one tile hash (HGETALL: field, value, ...) that start
     within [lo_s, hi_s]; fields are "{tile_start_s}:{partition}"."""
     tiles = []
-    for i in range(0, len(flat), 2):
-        field = flat[i]
-        start_s = int(field[: field.index(b":")])
+    for name, raw in zip(flat[::2], flat[1::2], strict=True):
+        start_s = _FIELD_STARTS.get(name) or _field_start(name)
         if lo_s <= start_s <= hi_s:
-            tiles.append((start_s, _decode_tile_cached(flat[i + 1])))
+            tiles.append((start_s, _TILE_CACHE.get(raw) or _decode_tile_cached(raw)))
     return tiles
 
 
-def _window_values(
-    by_size: list[list[tuple[int, Any]]], groups: list[tuple[str, int, int, list[tuple[str, str]]]]
-) -> tuple[list[Any], int]:
+# (column, tile size index, window start s, [(function, output name)], sums, distinct)
+_Group = tuple[str, int, int, list[tuple[str, str]], bool, bool]
+
+
+def _window_values(by_size: list[list[tuple[int, Any]]], groups: list[_Group]) -> tuple[list[Any], int]:
     """One entity's window values (features in group order) and its newest tile start."""
     out: list[Any] = []
     latest = 0
-    for column, j, start_s, outputs in groups:
-        parts = [
-            (tile_start, states[column])
-            for tile_start, states in by_size[j]
-            if tile_start >= start_s and column in states
-        ]
-        if not parts:
+    for column, j, start_s, outputs, sums, distinct in groups:
+        starts = []
+        entries = []
+        for tile_start, tile in by_size[j]:
+            if tile_start >= start_s and column in tile:
+                starts.append(tile_start)
+                entries.append(tile[column])
+        if not entries:
             state = _EMPTY
-        elif len(parts) == 1:  # one tile (short windows): its state as it is
-            state = parts[0][1]
         else:
-            state = AggState()
-            for _, part in parts:
-                state.merge(part)
-        if parts:
-            latest = max(latest, max(p[0] for p in parts))
+            state = merge_entries(entries, sums=sums, distinct=distinct)
+            latest = max(latest, max(starts))
         out += [state.result(function) for function, _ in outputs]
     return out, latest
 
@@ -256,9 +266,10 @@ def _tile_columns(
     sizes = read.tile_sizes
     hi_s = [tile_start_us(t_us, s) // US for s in sizes]
     lo_s = [read.earliest_start_us(s, t_us) // US for s in sizes]
-    groups = [
+    groups: list[_Group] = [
         (g.column, sizes.index(g.tile_s), window_start_us(t_us, g.window_s, g.tile_s) // US,
-         [(function, name) for name, function in g.outputs])
+         [(function, name) for name, function in g.outputs],
+         any(f in ("sum", "mean") for _, f in g.outputs), any(f == "count_distinct" for _, f in g.outputs))
         for g in read.groups
     ]  # fmt: skip
     bounds = repr((read.view.name, read.features, hi_s, [g[2] for g in groups])).encode()

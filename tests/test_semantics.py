@@ -148,3 +148,27 @@ def test_tile_sum_codec_is_compact() -> None:
     assert encode_units(0) == "0" and decode_units("0") == 0
     neg = -exact_units(5e-324)  # the smallest subnormal, negated
     assert decode_units(encode_units(neg)) == neg
+
+
+_tile_values = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=32))
+
+
+@given(st.lists(st.lists(_tile_values, max_size=6), max_size=6))
+def test_merge_entries_equals_aggstate_merge(tiles: list[list[float | None]]) -> None:
+    """Serving's merge of stored tile entries (featureline.online.tiles.merge_entries)
+    gives exactly the AggState that decoding each tile and AggState.merge would."""
+    from featureline.online.tiles import decode_tile, decode_tile_entries, encode_tile, merge_entries
+
+    raws = []
+    for values in tiles:
+        state = AggState()
+        for v in values:
+            state.add(v)
+        raws.append(encode_tile({"x": state}))
+    expected = AggState()
+    for raw in raws:
+        expected.merge(decode_tile(raw)["x"])
+    entries = [decode_tile_entries(raw)["x"] for raw in raws]
+    assert merge_entries(entries, sums=True, distinct=True) == expected
+    partial = merge_entries(entries, sums=False, distinct=False)
+    assert (partial.count, partial.min, partial.max) == (expected.count, expected.min, expected.max)

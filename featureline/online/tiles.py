@@ -13,7 +13,7 @@ Sums are exact integers (featureline.semantics), so the merge order never matter
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -115,6 +115,41 @@ def decode_tile(raw: bytes) -> dict[str, AggState]:
             distinct=set(distinct) if distinct else set(),
         )
     return out
+
+
+def decode_tile_entries(raw: bytes) -> dict[str, list[Any]]:
+    """A tile as stored: {column: [count, sum text, min, max, distinct-or-null]}, for
+    `merge_entries` (no AggState per tile: the serving path merges ~16 tiles an entity)."""
+    entries: dict[str, list[Any]] = orjson.loads(raw)
+    return entries
+
+
+def merge_entries(entries: Sequence[Sequence[Any]], *, sums: bool, distinct: bool) -> AggState:
+    """The merged AggState of encoded tile entries: AggState.merge's rules (counts and
+    exact sums add, min of mins, max of maxes, union of distinct sets) over the stored
+    form, at ~1/3 of decoding each tile first (tests pin the two equal). Sums are
+    decoded only when `sums` (sum, mean), distinct sets only when `distinct`."""
+    if not entries:
+        return AggState()
+    if len(entries) == 1:  # short windows: one tile, its entry as it is
+        count, units, vmin, vmax, values = entries[0]
+        return AggState(
+            count,
+            decode_units(units) if sums else 0,
+            vmin,
+            vmax,
+            set(values) if distinct and values else set(),
+        )
+    counts, unit_texts, mins, maxes, sets = zip(*entries, strict=True)
+    present_mins = [v for v in mins if v is not None]
+    present_maxes = [v for v in maxes if v is not None]
+    return AggState(
+        sum(counts),
+        sum(map(decode_units, unit_texts)) if sums else 0,
+        min(present_mins) if present_mins else None,
+        max(present_maxes) if present_maxes else None,
+        set().union(*[v for v in sets if v]) if distinct else set(),
+    )
 
 
 def merge_tile_states(dst: dict[str, AggState], src: Mapping[str, AggState]) -> None:
