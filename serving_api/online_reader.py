@@ -38,7 +38,7 @@ from serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
-from serving_api.plans import PlainRead, ReadPlan, TileRead, build_plan
+from serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
 from serving_api.redis_client import RedisClient
 from serving_api.vector_codec import decode_timestamps
 
@@ -84,13 +84,13 @@ def _unique(keys: list[bytes]) -> tuple[list[bytes], list[int] | None]:
 
 
 def _view_keys(
-    read: PlainRead | TileRead,
+    read: PlainGroup | TileRead,
     keys: dict[str, list[Any]],
     done: dict[tuple[str, ...], tuple[list[bytes], list[int] | None]],
 ) -> tuple[list[bytes], list[int] | None]:
     """Unique Redis keys of a view's entities and each row's index into them. Feast's
     key does not name the view, so views with the same join keys share one encoding."""
-    names = read.view.join_key_names
+    names = read.join_key_names if isinstance(read, PlainGroup) else read.view.join_key_names
     if names not in done:
         columns = [keys[name] for name in names]
         encode = read.encode_key
@@ -128,11 +128,11 @@ def prepare(plan: ReadPlan, entities: Mapping[str, Sequence[Any]]) -> PreparedRe
     prepared = PreparedRead(plan, n, keys, request_values, echoed)
     parts: list[bytes] = []
     done: dict[tuple[str, ...], tuple[list[bytes], list[int] | None]] = {}
-    for read in plan.plain:
-        unique, index = _view_keys(read, keys, done)
+    for group in plan.plain_groups:
+        unique, index = _view_keys(group, keys, done)
         prepared.unique_keys.append(unique)
         prepared.row_index.append(index)
-        command = read.command
+        command = group.command
         parts += [command(k) for k in unique]
         prepared.expected_replies += len(unique)
     for tread in plan.tiles:
@@ -302,10 +302,13 @@ def assemble(prepared: PreparedRead, replies: list[Any], t_us: int) -> FeatureFr
     frame = FeatureFrame(prepared.n_rows, t_us)
     by_view: dict[str, dict[str, FrameColumn]] = {}
     pos = slot = 0
-    for read in plan.plain:
+    for group in plan.plain_groups:
         count = len(prepared.unique_keys[slot])
         index = prepared.row_index[slot]
-        by_view[read.view.name] = _plain_columns(read, replies[pos : pos + count], index, t_us)
+        group_replies = replies[pos : pos + count]
+        for read, (lo, hi) in zip(group.reads, group.slices, strict=True):
+            view_replies = group_replies if len(group.reads) == 1 else [r[lo:hi] for r in group_replies]
+            by_view[read.view.name] = _plain_columns(read, view_replies, index, t_us)
         pos += count
         slot += 1
     for tread in plan.tiles:

@@ -70,6 +70,50 @@ class PlainRead:
 
 
 @dataclass(frozen=True)
+class PlainGroup:
+    """One HMGET per entity for all latest-value views with the same join keys. Feast
+    keeps every view of an entity in one hash (its key does not name the view), so
+    `user_profile` and `user_last_txn` are one command instead of two: ~1/3 fewer
+    Redis commands for a fraud_model_v1 row."""
+
+    reads: tuple[PlainRead, ...]
+    slices: tuple[tuple[int, int], ...]  # each read's part of the reply: fields, then _ts
+    join_key_names: tuple[str, ...]
+    encode_key: KeyEncoder
+    _head: bytes
+    _tail: bytes
+
+    @classmethod
+    def build(cls, reads: Sequence[PlainRead]) -> PlainGroup:
+        slices = []
+        start = 0
+        for read in reads:
+            width = len(read.features) + 1
+            slices.append((start, start + width))
+            start += width
+        return cls(
+            reads=tuple(reads),
+            slices=tuple(slices),
+            join_key_names=reads[0].view.join_key_names,
+            encode_key=reads[0].encode_key,
+            _head=b"*%d\r\n$5\r\nHMGET\r\n" % (start + 2),
+            _tail=b"".join(r._tail for r in reads),
+        )
+
+    def command(self, key: bytes) -> bytes:
+        return b"%s$%d\r\n%s\r\n%s" % (self._head, len(key), key, self._tail)
+
+
+def group_plain_reads(plain: Sequence[PlainRead]) -> tuple[PlainGroup, ...]:
+    """Views whose entities have the same Redis key (same join keys and types)."""
+    by_key: dict[tuple[tuple[str, str], ...], list[PlainRead]] = {}
+    for read in plain:
+        signature = tuple((k.name, k.dtype) for k in read.view.join_keys)
+        by_key.setdefault(signature, []).append(read)
+    return tuple(PlainGroup.build(reads) for reads in by_key.values())
+
+
+@dataclass(frozen=True)
 class AggGroup:
     """Aggregations over one column and window: their tiles are merged once."""
 
@@ -132,6 +176,7 @@ class ReadPlan:
     outputs: tuple[ResolvedFeature, ...]
     output_names: tuple[str, ...]
     plain: tuple[PlainRead, ...]
+    plain_groups: tuple[PlainGroup, ...]  # the plain reads, one HMGET per entity key
     tiles: tuple[TileRead, ...]
     on_demand: tuple[OnDemandRead, ...]
     join_keys: dict[str, str]  # join key -> dtype, every key a read view needs
@@ -202,6 +247,7 @@ def build_plan(
         outputs=outputs,
         output_names=tuple(f.output_name(full_feature_names) for f in outputs),
         plain=tuple(plain),
+        plain_groups=group_plain_reads(plain),
         tiles=tuple(tiles),
         on_demand=tuple(OnDemandRead(runners[n], tuple(fs)) for n, fs in odfvs.items()),
         join_keys=join_keys,
