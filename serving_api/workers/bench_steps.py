@@ -94,10 +94,17 @@ def ours(options: BenchOptions, work: Workload, model_path: Path, target: str) -
     return out
 
 
+def bench_connections(serve_workers: int, inflight: int) -> int:
+    """Connections to the serving API: one call at a time needs one; otherwise two per
+    serve process, so that the kernel's hash spreads them over most processes and the
+    client's least-outstanding pick keeps busy ones from queueing (AsyncTensorClient)."""
+    return 1 if inflight <= 1 else max(2, 2 * serve_workers)
+
+
 async def _ours_point(
     target: str, scorer: Scorer, work: Workload, batch: int, inflight: int, options: BenchOptions
 ) -> Point:
-    connections = min(options.serve_workers, inflight)
+    connections = bench_connections(options.serve_workers, inflight)
     async with AsyncTensorClient(
         target, work.layout.service, timeout_s=30.0, connections=connections
     ) as client:
@@ -195,7 +202,7 @@ def kafka_side(
         model=model_path, device=options.devices[-1], in_topic="bench.scoring", out_topic="bench.scores",
         serving=target, group_id=f"bench-{random.getrandbits(32)}",
         pipeline=PipelineConfig(1024, 0.005, options.inflight), max_requests=options.kafka_requests,
-        connections=min(options.serve_workers, options.inflight),
+        connections=bench_connections(options.serve_workers, options.inflight),
     )  # fmt: skip
     for topic in (config.in_topic, config.out_topic, config.dlq_topic):
         ensure_topic(settings, topic, 3)
