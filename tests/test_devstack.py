@@ -30,9 +30,7 @@ def cli_env(
     main(["dev", "down"])
 
 
-def test_up_status_down_through_the_cli(
-    cli_env: Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_up_status_down_through_the_cli(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dev", "status"]) == 1  # nothing started yet
     assert main(["dev", "up"]) == 0
     out = capsys.readouterr().out
@@ -63,9 +61,7 @@ def test_up_is_idempotent(cli_env: Settings, capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().out.count("already running") == 2
     second = load_state(cli_env)
     assert first is not None and second is not None
-    assert {n: s.pid for n, s in first.services.items()} == {
-        n: s.pid for n, s in second.services.items()
-    }
+    assert {n: s.pid for n, s in first.services.items()} == {n: s.pid for n, s in second.services.items()}
 
 
 @pytest.mark.parametrize("service", ["redis", "kafka"])
@@ -145,3 +141,9 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_redis_io_threads_follow_the_cores() -> None:
+    from featureline.devstack.stack import redis_io_threads
+
+    assert [redis_io_threads(c) for c in (None, 1, 2, 3, 4, 8, 16, 64)] == [1, 1, 1, 1, 2, 4, 8, 8]
