@@ -146,4 +146,4 @@ def test_free_port_is_bindable() -> None:
 def test_redis_io_threads_follow_the_cores() -> None:
     from featureline.devstack.stack import redis_io_threads
 
-    assert [redis_io_threads(c) for c in (None, 1, 2, 3, 4, 8, 16, 64)] == [1, 1, 1, 1, 2, 4, 8, 8]
+    assert [redis_io_threads(c) for c in (None, 1, 2, 3, 4, 8, 16, 64)] == [1, 1, 1, 1, 1, 2, 4, 4]

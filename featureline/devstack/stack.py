@@ -152,13 +152,15 @@ def _answers(name: str, host: str, port: int) -> bool:
 
 
 def redis_io_threads(cores: int | None) -> int:
-    """Redis I/O threads for this many cores: 1 (off) under 4, as Redis advises, else
-    half the cores, at most 8. Reading requests and writing replies is most of Redis's
-    CPU for the serving path's large pipelines (a 1,000-row tensor call is ~5,000
-    commands and ~1 MB of replies); commands still run on its one main thread."""
-    if not cores or cores < 4:
+    """Redis I/O threads for this many cores: 1 (off) under 8, else a quarter of the
+    cores, at most 4. Reading requests and writing replies is most of Redis's CPU for
+    the serving path's large pipelines (a 1,000-row tensor call is ~4,000 commands and
+    ~1 MB of replies); commands still run on its one main thread. A quarter, not the
+    half Redis advises for a machine of its own: the dev stack shares the machine with
+    the serving and worker processes, and busy I/O threads spin."""
+    if not cores or cores < 8:
         return 1
-    return min(cores // 2, 8)
+    return min(cores // 4, 4)
 
 
 def _argv(name: str, binary: Path, host: str, port: int, home: Path) -> list[str]:
