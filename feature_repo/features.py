@@ -35,10 +35,7 @@ _INT_OUTPUT = {"count", "count_distinct"}
 def _outputs(aggregations: list[Aggregation]) -> list[Field]:
     """Aggregation outputs declared in the schema too, so Feast itself (feast apply's
     on-demand view validation, feature services) sees the same features we compute."""
-    return [
-        Field(name=a.name, dtype=Int64 if a.function in _INT_OUTPUT else Float64)
-        for a in aggregations
-    ]
+    return [Field(name=a.name, dtype=Int64 if a.function in _INT_OUTPUT else Float64) for a in aggregations]
 
 
 _MERCHANT_AGGS = [

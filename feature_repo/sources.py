@@ -14,9 +14,7 @@ from feast.data_format import JsonFormat, ParquetFormat
 from feast.field import Field
 from feast.types import Float64, String
 
-OFFLINE_DIR = Path(
-    os.environ.get("FEATURELINE_OFFLINE_DIR", str(Path(__file__).parent / "data" / "offline"))
-)
+OFFLINE_DIR = Path(os.environ.get("FEATURELINE_OFFLINE_DIR", str(Path(__file__).parent / "data" / "offline")))
 KAFKA_BOOTSTRAP = os.environ.get("FEATURELINE_KAFKA_BOOTSTRAP", "localhost:9092")
 
 transactions_batch = FileSource(

@@ -55,9 +55,7 @@ def _kafka_source(source: Any, repo: Path) -> KafkaSourceSpec | None:
     fmt = source.kafka_options.message_format
     fmt_name = type(fmt).__name__.replace("Format", "").lower()
     if fmt_name not in ("json", "avro"):
-        raise BadInputError(
-            f"Kafka source {source.name!r}: message format {fmt_name} is not supported"
-        )
+        raise BadInputError(f"Kafka source {source.name!r}: message format {fmt_name} is not supported")
     return KafkaSourceSpec(
         name=source.name,
         bootstrap_servers=source.kafka_options.kafka_bootstrap_servers,
@@ -77,13 +75,9 @@ def _aggregations(
     aggs, outputs = [], []
     for agg in getattr(view, "aggregations", None) or []:
         if agg.time_window is None:
-            raise BadInputError(
-                f"view {view.name!r}: aggregation on {agg.column!r} has no time_window"
-            )
+            raise BadInputError(f"view {view.name!r}: aggregation on {agg.column!r} has no time_window")
         if agg.column not in inputs:
-            raise BadInputError(
-                f"view {view.name!r}: aggregation column {agg.column!r} is not in its schema"
-            )
+            raise BadInputError(f"view {view.name!r}: aggregation column {agg.column!r} is not in its schema")
         spec = AggregationSpec(
             column=agg.column,
             function=agg.function,
@@ -119,9 +113,7 @@ def _join_keys(view: Any, entities: dict[str, EntitySpec]) -> tuple[FieldSpec, .
 def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpec]) -> ViewSpec:
     join_keys = _join_keys(view, entities)
     key_names = {k.name for k in join_keys}
-    plain = tuple(
-        FieldSpec(f.name, _dtype(f.dtype)) for f in view.features if f.name not in key_names
-    )
+    plain = tuple(FieldSpec(f.name, _dtype(f.dtype)) for f in view.features if f.name not in key_names)
     declared_outputs = {a.resolved_name(a.time_window) for a in getattr(view, "aggregations", [])}
     # An aggregating view may declare its outputs in its schema (so Feast sees them);
     # its inputs are the other fields.
@@ -138,9 +130,7 @@ def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpe
         join_keys=join_keys,
         features=agg_outputs if aggs else plain,
         ttl_s=_seconds(view.ttl),
-        timestamp_field=(
-            getattr(view, "timestamp_field", "") or (source.timestamp_field if source else "")
-        ),
+        timestamp_field=(getattr(view, "timestamp_field", "") or (source.timestamp_field if source else "")),
         created_timestamp_column=source.created_timestamp_column if source else "",
         batch_source=batch,
         stream_source=stream,
@@ -155,13 +145,9 @@ def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpe
 def convert_odfv(odfv: Any, views: dict[str, ViewSpec]) -> OnDemandViewSpec:
     transformation = odfv.feature_transformation
     udf = getattr(transformation, "udf", None)
-    source_text = getattr(transformation, "udf_string", "") or (
-        inspect.getsource(udf) if udf else ""
-    )
+    source_text = getattr(transformation, "udf_string", "") or (inspect.getsource(udf) if udf else "")
     request_fields = tuple(
-        FieldSpec(f.name, _dtype(f.dtype))
-        for rs in odfv.source_request_sources.values()
-        for f in rs.schema
+        FieldSpec(f.name, _dtype(f.dtype)) for rs in odfv.source_request_sources.values() for f in rs.schema
     )
     return OnDemandViewSpec(
         name=odfv.name,
@@ -177,13 +163,9 @@ def convert_odfv(odfv: Any, views: dict[str, ViewSpec]) -> OnDemandViewSpec:
     )
 
 
-def _projection(
-    proj: Any, views: dict[str, ViewSpec], odfvs: dict[str, OnDemandViewSpec]
-) -> ProjectionSpec:
+def _projection(proj: Any, views: dict[str, ViewSpec], odfvs: dict[str, OnDemandViewSpec]) -> ProjectionSpec:
     names = [f.name for f in proj.features]
-    available = (
-        views[proj.name].feature_names if proj.name in views else odfvs[proj.name].feature_names
-    )
+    available = views[proj.name].feature_names if proj.name in views else odfvs[proj.name].feature_names
     chosen = tuple(n for n in names if n in available)
     # A whole-view reference to an aggregating view lists its schema (inputs):
     # it means all of the view's aggregations.

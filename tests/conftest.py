@@ -19,9 +19,7 @@ if TYPE_CHECKING:
 def pytest_configure(config: pytest.Config) -> None:
     # kafka-python 3.0.12 loads its protocol schemas with importlib.resources.read_text,
     # deprecated since Python 3.11: ~80 identical warnings per session, none of ours.
-    config.addinivalue_line(
-        "filterwarnings", "ignore:(read|open)_text is deprecated:DeprecationWarning"
-    )
+    config.addinivalue_line("filterwarnings", "ignore:(read|open)_text is deprecated:DeprecationWarning")
 
 
 def _isolated_settings(home: Path, **overrides: object) -> Settings:

@@ -45,9 +45,7 @@ def test_subcommand_help_is_fast_and_imports_nothing_heavy(command: str) -> None
         " if m in sys.modules]\n"
         "print('HEAVY', heavy, 'RC', rc, 'T', time.perf_counter()-t)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     last = proc.stdout.strip().splitlines()[-1]
     assert "--repo" in proc.stdout, proc.stdout + proc.stderr
     assert last.startswith("HEAVY [] RC 0"), last + proc.stderr

@@ -52,9 +52,7 @@ def test_entity_keys() -> None:
 
 
 def test_fields_and_timestamps() -> None:
-    assert ff.feature_field("user_txn_stats", "sum_amount_1h") == _mmh3(
-        "user_txn_stats:sum_amount_1h"
-    )
+    assert ff.feature_field("user_txn_stats", "sum_amount_1h") == _mmh3("user_txn_stats:sum_amount_1h")
     t = Timestamp(seconds=1_700_000_000, nanos=123_000)
     assert ff.encode_timestamp(1_700_000_000_000_123) == t.SerializeToString()
     assert ff.decode_timestamp(t.SerializeToString()) == 1_700_000_000_000_123

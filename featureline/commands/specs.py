@@ -23,10 +23,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         keys = ", ".join(f"{k.name}:{k.dtype}" for k in view.join_keys)
         print(f"{view.kind} view {view.name} [{keys}] ttl={view.ttl_s}s")
         for agg in view.aggregations:
-            print(
-                f"    {agg.name} = {agg.function}({agg.column}) "
-                f"window={agg.window_s}s tile={agg.tile_s}s"
-            )
+            print(f"    {agg.name} = {agg.function}({agg.column}) window={agg.window_s}s tile={agg.tile_s}s")
         if not view.aggregations:
             print("    " + ", ".join(f"{f.name}:{f.dtype}" for f in view.features))
     for odfv in spec.on_demand_views.values():

@@ -88,9 +88,7 @@ def parse_start(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise BadInputError(
-            f"--start {text!r}: expected ISO-8601, e.g. 2026-11-22T00:00:00Z"
-        ) from None
+        raise BadInputError(f"--start {text!r}: expected ISO-8601, e.g. 2026-11-22T00:00:00Z") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

@@ -57,7 +57,7 @@ def _civil_from_days(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def iso_utc(epoch_us: np.ndarray) -> pa.Array:
-    """"YYYY-MM-DDTHH:MM:SS.ffffff+00:00" for each epoch-microsecond value (years 0-9999)."""
+    """ "YYYY-MM-DDTHH:MM:SS.ffffff+00:00" for each epoch-microsecond value (years 0-9999)."""
     us = np.asarray(epoch_us, dtype=np.int64)
     days, in_day = np.divmod(us, 86_400_000_000)
     year, month, day = _civil_from_days(days)

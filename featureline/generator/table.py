@@ -12,6 +12,8 @@ from featureline.generator.model import COUNTRIES, CURRENCIES, TS_TYPE, simulate
 # 0x9E3779B97F4A7C15 is odd, so i -> i * K mod 2^64 is a bijection: ids are unique
 # within a run by construction, not by luck; the salt varies them between runs.
 _ID_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
 def txn_ids(config: GeneratorConfig, n: int) -> pa.Array:
     """Deterministic per (seed, start): re-running with another --start gives new ids."""
     salt_rng = np.random.default_rng([config.seed, config.start_us % 2**63])
@@ -22,9 +24,7 @@ def txn_ids(config: GeneratorConfig, n: int) -> pa.Array:
 
 def _lookup(indices: np.ndarray, values: list[str] | np.ndarray) -> pa.Array:
     dictionary = pa.array(list(values), type=pa.string())
-    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), dictionary).cast(
-        pa.string()
-    )
+    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)), dictionary).cast(pa.string())
 
 
 def generate_events(config: GeneratorConfig) -> pa.Table:
