@@ -20,13 +20,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
-from featureline.online.tiles import decode_tile_entries, merge_entries, tile_key
+from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
 from featureline.semantics import US, AggState, tile_start_us, window_start_us
 from featureline.specs import RepoSpec
 from serving_api.entities import coerce_column, row_count
@@ -46,7 +46,7 @@ from serving_api.vector_codec import decode_timestamps
 # so equal bytes can share one decode (JSON + big-int sums, ~5 us) across requests.
 # Closed tiles never change, so hot entities hit this; 100k entries is ~60 MB at most.
 _TILE_CACHE: dict[bytes, Any] = {}
-_TILE_CACHE_MAX = 100_000
+_TILE_CACHE_CAP = 100_000
 _PLAN_CACHE_MAX = 1024
 # Window values per digest of (an entity's tile bytes, window bounds): ~200 bytes each.
 _WINDOW_CACHE: dict[bytes, tuple[list[Any], int]] = {}
@@ -54,7 +54,7 @@ _WINDOW_CACHE_MAX = 200_000
 # Tile fields -> tile start: every entity's tiles start on the same epoch-aligned
 # instants, so a few thousand fields recur across all entities (~0.1 vs 0.4 us to parse).
 _FIELD_STARTS: dict[bytes, int] = {}
-_FIELD_STARTS_MAX = 100_000
+_FIELD_STARTS_CAP = 100_000
 _EMPTY = AggState()  # read only: the state of an empty window
 
 
@@ -192,22 +192,18 @@ def _plain_columns(
     return out
 
 
-def _decode_tile_cached(raw: bytes) -> Any:
-    entries = _TILE_CACHE.get(raw)
-    if entries is None:
-        if len(_TILE_CACHE) >= _TILE_CACHE_MAX:
-            _TILE_CACHE.clear()
-        entries = _TILE_CACHE[raw] = decode_tile_entries(raw)
-    return entries
+def _memoized(cache: dict[bytes, Any], limit: int, key: bytes, compute: Callable[[bytes], Any]) -> Any:
+    """cache[key], computed on a miss; the cache is emptied when it reaches `limit`."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= limit:
+            cache.clear()
+        value = cache[key] = compute(key)
+    return value
 
 
-def _field_start(field: bytes) -> int:
-    start = _FIELD_STARTS.get(field)
-    if start is None:
-        if len(_FIELD_STARTS) >= _FIELD_STARTS_MAX:
-            _FIELD_STARTS.clear()
-        start = _FIELD_STARTS[field] = int(field[: field.index(b":")])
-    return start
+def _field_start(name: bytes) -> int:
+    return parse_tile_field(name)[0]
 
 
 def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int, Any]]:
@@ -215,9 +211,11 @@ def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int
     within [lo_s, hi_s]; fields are "{tile_start_s}:{partition}"."""
     tiles = []
     for name, raw in zip(flat[::2], flat[1::2], strict=True):
-        start_s = _FIELD_STARTS.get(name) or _field_start(name)
+        # .get first: the hit is the common case and skips a call.
+        start_s = _FIELD_STARTS.get(name) or _memoized(_FIELD_STARTS, _FIELD_STARTS_CAP, name, _field_start)
         if lo_s <= start_s <= hi_s:
-            tiles.append((start_s, _TILE_CACHE.get(raw) or _decode_tile_cached(raw)))
+            tile = _TILE_CACHE.get(raw) or _memoized(_TILE_CACHE, _TILE_CACHE_CAP, raw, decode_tile_entries)
+            tiles.append((start_s, tile))
     return tiles
 
 
