@@ -16,14 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from batch.backfill.events import TS_US
 from batch.backfill.groups import group_ids, units_array, valid_values
 from featureline.offline import KAFKA_PARTITION
-from featureline.online.tiles import encode_tile, tile_columns
-from featureline.semantics import US, AggState
+from featureline.online.tiles import tile_columns, tile_entry
+from featureline.semantics import US
 from featureline.specs import ViewSpec
 
 TILE_START_S = "tile_start_s"
@@ -68,10 +69,15 @@ def tile_states(events: pa.Table, view: ViewSpec, tile_s: int) -> pa.Table:
     first = np.full(groups, len(gid), dtype=np.int64)
     np.minimum.at(first, gid, np.arange(len(gid)))
     per_column = {
-        col: _column_states(events[col].take(pa.array(rows)), gid, groups, numeric, distinct)
+        col: _column_entries(events[col].take(pa.array(rows)), gid, groups, numeric, distinct)
         for col, (numeric, distinct) in columns.items()
     }
-    encoded = [encode_tile({col: states[g] for col, states in per_column.items()}) for g in range(groups)]
+    # One JSON document per tile, {column: entry}: featureline.online.tiles.encode_tile's
+    # output without an AggState per tile and column (~2x faster: this runs for every
+    # tile the backfill and the stream job's offline output write).
+    names = list(per_column)
+    rows_of_entries = zip(*per_column.values(), strict=True)
+    encoded = [orjson.dumps(dict(zip(names, row, strict=True))) for row in rows_of_entries]
     pick = pa.array(rows[first])
     out = {k: events[k].take(pick) for k in keys}
     out[TILE_SIZE_S] = pa.array(np.full(groups, tile_s, dtype=np.int64))
@@ -87,33 +93,26 @@ def _partitions(events: pa.Table) -> np.ndarray:
     return pc.fill_null(events[KAFKA_PARTITION], -1).to_numpy().astype(np.int64)
 
 
-def _column_states(
+def _column_entries(
     values: pa.ChunkedArray, gid: np.ndarray, groups: int, numeric: bool, distinct: bool
-) -> list[AggState]:
-    """One AggState per group for one column, as `AggState.add` would build it."""
+) -> list[list[Any]]:
+    """One tile entry (featureline.online.tiles.tile_entry) per group for one column:
+    the state `AggState.add` would build, in its stored form."""
     arr = valid_values(values)
     aggs: list[tuple[Any, ...]] = [("v", "count"), ("v", "min"), ("v", "max")]
     if distinct:
         aggs.append(("v", "distinct", pc.CountOptions(mode="only_valid")))
     grouped = pa.table({"g": gid, "v": arr}).group_by("g", use_threads=False).aggregate(aggs)
     order = np.argsort(grouped["g"].to_numpy())
-    counts = grouped["v_count"].to_numpy()[order]
+    counts = grouped["v_count"].to_numpy()[order].tolist()
     mins = grouped["v_min"].take(pa.array(order)).to_pylist()
     maxs = grouped["v_max"].take(pa.array(order)).to_pylist()
-    sets = grouped["v_distinct"].take(pa.array(order)).to_pylist() if distinct else None
-    sums = _group_sums(arr, gid, groups) if numeric else None
-    states = []
-    for g in range(groups):
-        states.append(
-            AggState(
-                count=int(counts[g]),
-                sum_units=int(sums[g]) if sums is not None else 0,
-                min=mins[g],
-                max=maxs[g],
-                distinct=set(sets[g]) if sets is not None else set(),
-            )
-        )
-    return states
+    sets = grouped["v_distinct"].take(pa.array(order)).to_pylist() if distinct else [None] * groups
+    sums = _group_sums(arr, gid, groups).tolist() if numeric else [0] * groups
+    return [
+        tile_entry(count, int(units), vmin, vmax, values)
+        for count, units, vmin, vmax, values in zip(counts, sums, mins, maxs, sets, strict=True)
+    ]
 
 
 def _group_sums(arr: pa.Array, gid: np.ndarray, groups: int) -> np.ndarray:

@@ -85,21 +85,16 @@ def decode_units(text: str) -> int:
     return int(mantissa, 16) << int(shift) if sep else int(mantissa, 16)
 
 
+def tile_entry(count: int, sum_units: int, vmin: Any, vmax: Any, distinct: Iterable[Any] | None) -> list[Any]:
+    """One column's entry in a tile: the stored layout, defined here only."""
+    return [count, encode_units(sum_units), vmin, vmax, sorted(distinct, key=repr) if distinct else None]
+
+
 def encode_tile(states: Mapping[str, AggState]) -> bytes:
     """The tile JSON, written by orjson: ~1 us instead of ~6 us with json.dumps per tile,
     which is most of the streaming job's cost when every event starts a tile."""
-    return orjson.dumps(
-        {
-            col: [
-                s.count,
-                encode_units(s.sum_units),
-                s.min,
-                s.max,
-                sorted(s.distinct, key=repr) if s.distinct else None,
-            ]
-            for col, s in states.items()
-        }
-    )
+    entries = {col: tile_entry(s.count, s.sum_units, s.min, s.max, s.distinct) for col, s in states.items()}
+    return orjson.dumps(entries)
 
 
 def decode_tile(raw: bytes) -> dict[str, AggState]:
