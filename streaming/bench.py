@@ -283,7 +283,7 @@ def _report(
         f"({os.cpu_count()} cores)"
     )
     print(
-        f"  throughput (Kafka -> tiles of 2 views + latest values + raw Parquet): "
+        f"  throughput (Kafka -> tiles of 2 views + latest values + raw and computed Parquet): "
         f"{ours:,.0f} events/s ({thr['events']:,} events in {thr['apply_span_s']:.1f} s; "
         f"{thr['events'] / thr['elapsed_s']:,.0f}/s counting the job's start-up)"
     )
