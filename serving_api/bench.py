@@ -35,6 +35,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soak-s", type=float, default=None, help="soak length (default 60)")
     parser.add_argument("--concurrency", type=int, default=8, help="connections (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="processes per server (default 2)")
+    parser.add_argument(
+        "--near-cache-keys",
+        type=int,
+        default=0,
+        help="run featureline serve with --near-cache-keys N (default 0: off)",
+    )
     parser.add_argument("--service", default="fraud_model_v1", help="feature service of the tensor phase")
     parser.add_argument("--skip-feast", action="store_true", help="measure featureline only")
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
@@ -66,6 +72,8 @@ def run(args: Any, settings: Settings) -> int:
         tiles = setup.load_tiles(redis.Redis(port=bench.redis_port), repo, keys, seed=2)
         _say(f"{rows} latest rows (written by Feast), {tiles} tiles (shared core layout)")
         servers = _start_servers(bench, args, procs)
+        cache = f"{args.near_cache_keys:,} keys" if args.near_cache_keys else "off"
+        _say(f"featureline serve: {args.workers} workers, near cache {cache}")
         servers["keys"] = keys
         workload = Workload.build(repo, keys, args.service, seed=3)
         report = run_phases(workload, servers, sizes, args.concurrency, skip_feast=args.skip_feast)
@@ -73,6 +81,7 @@ def run(args: Any, settings: Settings) -> int:
         for proc in reversed(procs):
             proc.stop()
     report["config"] = {**sizes, "concurrency": args.concurrency, "workers": args.workers,
+                        "near_cache_keys": args.near_cache_keys,
                         "repo": str(settings.repo)}  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
@@ -92,6 +101,7 @@ def _start_servers(bench: Settings, args: Any, procs: list[Any]) -> dict[str, An
         sys.executable, "-m", "featureline.cli", "serve", "--repo", str(bench.repo),
         "--host", "127.0.0.1", "--http-port", str(ours_http), "--grpc-port", str(ours_grpc),
         "--workers", str(args.workers), "--max-in-flight", "4096",
+        "--near-cache-keys", str(args.near_cache_keys),
     ], bench)  # fmt: skip
     procs.append(ours)
     servers: dict[str, Any] = {"ours_http": ours_http, "ours_grpc": ours_grpc, "ours": ours}

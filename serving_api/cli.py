@@ -65,6 +65,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1000.0,
         help="Redis budget of a request without a deadline (default 1000 ms)",
     )
+    parser.add_argument(
+        "--near-cache-keys",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep up to N Redis keys' replies in each worker, invalidated by Redis "
+        "(CLIENT TRACKING); a write may be served stale until its invalidation arrives, "
+        "typically < 1 ms (default 0: off)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
 
 
@@ -90,6 +99,8 @@ def build_config(args: Any, settings: Settings) -> Any:
 
     if args.workers < 1:
         raise BadInputError("--workers must be at least 1")
+    if args.near_cache_keys < 0:
+        raise BadInputError("--near-cache-keys must be >= 0 (0: off)")
     repo = load_repo(settings)
     for odfv in repo.on_demand_views.values():
         OnDemandRunner.build(odfv)  # a udf that cannot run stops us here, with its name
@@ -116,6 +127,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         limits=limits,
         tokens_file=str(Path(args.auth_tokens).resolve()) if args.auth_tokens else "",
         log_level=args.log_level,
+        near_cache_keys=args.near_cache_keys,
     ), repo
 
 

@@ -38,6 +38,7 @@ from serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
+from serving_api.near_cache import MISS, NearCache
 from serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
 from serving_api.redis_client import RedisClient
 from serving_api.vector_codec import decode_timestamps
@@ -49,7 +50,7 @@ _TILE_CACHE: dict[bytes, Any] = {}
 _TILE_CACHE_CAP = 100_000
 _PLAN_CACHE_MAX = 1024
 # Window values per digest of (an entity's tile bytes, window bounds): ~200 bytes each.
-_WINDOW_CACHE: dict[bytes, tuple[list[Any], int]] = {}
+_WINDOW_CACHE: dict[Any, tuple[tuple[Any, ...], int]] = {}
 _WINDOW_CACHE_MAX = 200_000
 # Tile fields -> tile start: every entity's tiles start on the same epoch-aligned
 # instants, so a few thousand fields recur across all entities (~0.1 vs 0.4 us to parse).
@@ -70,7 +71,8 @@ class PreparedRead:
     # Per view read, in plan order: the unique entity keys and each row's index into them.
     unique_keys: list[list[bytes]] = field(default_factory=list)
     row_index: list[list[int] | None] = field(default_factory=list)
-    payload: bytes = b""
+    commands: list[bytes] = field(default_factory=list)  # RESP-packed, in reply order
+    command_keys: list[bytes] = field(default_factory=list)  # the Redis key each reads
     expected_replies: int = 0
 
 
@@ -126,7 +128,8 @@ def prepare(plan: ReadPlan, entities: Mapping[str, Sequence[Any]]) -> PreparedRe
         if name in plan.entity_keys and name not in plan.request_fields
     ]
     prepared = PreparedRead(plan, n, keys, request_values, echoed)
-    parts: list[bytes] = []
+    parts = prepared.commands
+    command_keys = prepared.command_keys
     done: dict[tuple[str, ...], tuple[list[bytes], list[int] | None]] = {}
     for group in plan.plain_groups:
         unique, index = _view_keys(group, keys, done)
@@ -134,6 +137,7 @@ def prepare(plan: ReadPlan, entities: Mapping[str, Sequence[Any]]) -> PreparedRe
         prepared.row_index.append(index)
         command = group.command
         parts += [command(k) for k in unique]
+        command_keys += unique
         prepared.expected_replies += len(unique)
     for tread in plan.tiles:
         unique, index = _view_keys(tread, keys, done)
@@ -144,11 +148,10 @@ def prepare(plan: ReadPlan, entities: Mapping[str, Sequence[Any]]) -> PreparedRe
         for key in unique:
             entity = key[: len(key) - cut]
             for prefix in prefixes:
-                parts.append(
-                    b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s%s\r\n" % (len(prefix) + len(entity), prefix, entity)
-                )
+                tkey = prefix + entity
+                parts.append(b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s\r\n" % (len(tkey), tkey))
+                command_keys.append(tkey)
         prepared.expected_replies += len(unique) * len(tread.tile_sizes)
-    prepared.payload = b"".join(parts)
     return prepared
 
 
@@ -157,11 +160,14 @@ def _expand(values: list[Any], index: list[int] | None) -> list[Any]:
 
 
 def _plain_columns(
-    read: PlainRead, replies: list[Any], index: list[int] | None, t_us: int
+    read: PlainRead, replies: list[Any], index: list[int] | None, t_us: int, first: int = 0
 ) -> dict[str, FrameColumn]:
-    """Columns of one latest-value view from its HMGET replies (one per unique key)."""
+    """Columns of one latest-value view from its HMGET replies (one per unique key); the
+    view's fields start at `first` in each reply (views sharing one HMGET, PlainGroup):
+    its features, then its `_ts` field."""
     ttl_us = read.view.ttl_s * US
-    stamps = [reply[-1] for reply in replies]
+    ts_pos = first + len(read.features)
+    stamps = [reply[ts_pos] for reply in replies]
     found = [i for i, ts in enumerate(stamps) if ts is not None]
     key_event = [0] * len(replies)
     key_status = [NOT_FOUND] * len(replies)
@@ -173,7 +179,7 @@ def _plain_columns(
     event = _expand(key_event, index)
     name = read.view.name
     out: dict[str, FrameColumn] = {}
-    for pos, (feature, dtype) in enumerate(zip(read.features, read.dtypes, strict=True)):
+    for pos, (feature, dtype) in enumerate(zip(read.features, read.dtypes, strict=True), start=first):
         if all_found:  # the common case: every row is in the store and within ttl
             raws = [reply[pos] or None for reply in replies]
             statuses = [PRESENT if raw else NULL_VALUE for raw in raws]
@@ -223,7 +229,7 @@ def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int
 _Group = tuple[str, int, int, list[tuple[str, str]], bool, bool]
 
 
-def _window_values(by_size: list[list[tuple[int, Any]]], groups: list[_Group]) -> tuple[list[Any], int]:
+def _window_values(by_size: list[list[tuple[int, Any]]], groups: list[_Group]) -> tuple[tuple[Any, ...], int]:
     """One entity's window values (features in group order) and its newest tile start."""
     out: list[Any] = []
     latest = 0
@@ -240,7 +246,7 @@ def _window_values(by_size: list[list[tuple[int, Any]]], groups: list[_Group]) -
             state = merge_entries(entries, sums=sums, distinct=distinct)
             latest = max(latest, max(starts))
         out += [state.result(function) for function, _ in outputs]
-    return out, latest
+    return tuple(out), latest  # a tuple of atoms: untracked by the GC once cached
 
 
 def _content_key(flats: Sequence[Any], bounds: bytes) -> bytes:
@@ -251,7 +257,11 @@ def _content_key(flats: Sequence[Any], bounds: bytes) -> bytes:
 
 
 def _tile_columns(
-    read: TileRead, replies: list[Any], index: list[int] | None, t_us: int
+    read: TileRead,
+    replies: list[Any],
+    index: list[int] | None,
+    t_us: int,
+    versions: Sequence[int | None] | None = None,
 ) -> dict[str, FrameColumn]:
     """Window values of one aggregating view at time t, per unique entity.
 
@@ -260,7 +270,9 @@ def _tile_columns(
     semantics.AggState. The values are a pure function of the entity's tile bytes and
     the bounds, so they are memoized under a digest of both: an entity whose tiles did
     not change since its last request (closed tiles never do) costs one hash (~2 us)
-    instead of decoding and merging its tiles (~40 us for ~16 tiles)."""
+    instead of decoding and merging its tiles (~40 us for ~16 tiles). Replies from the
+    near cache come with versions that change whenever their bytes do, so those are
+    memoized under the versions and the bounds, without hashing the bytes."""
     sizes = read.tile_sizes
     hi_s = [tile_start_us(t_us, s) // US for s in sizes]
     lo_s = [read.earliest_start_us(s, t_us) // US for s in sizes]
@@ -277,7 +289,8 @@ def _tile_columns(
     per_key = len(sizes)
     for base in range(0, len(replies), per_key):
         flats = replies[base : base + per_key]
-        key = _content_key(flats, bounds)
+        known = versions[base : base + per_key] if versions is not None else (None,)
+        key: Any = (bounds, *known) if None not in known else _content_key(flats, bounds)
         hit = _WINDOW_CACHE.get(key)
         if hit is None:
             by_size = [_usable_tiles(flat, lo_s[j], hi_s[j]) if flat else [] for j, flat in enumerate(flats)]
@@ -294,8 +307,11 @@ def _tile_columns(
     }
 
 
-def assemble(prepared: PreparedRead, replies: list[Any], t_us: int) -> FeatureFrame:
-    """Turn Redis replies into the request's frame (pure: no I/O)."""
+def assemble(
+    prepared: PreparedRead, replies: list[Any], t_us: int, versions: list[int | None] | None = None
+) -> FeatureFrame:
+    """Turn Redis replies into the request's frame (pure: no I/O); `versions`: the
+    near cache's version of each reply (None where it has none)."""
     plan = prepared.plan
     frame = FeatureFrame(prepared.n_rows, t_us)
     by_view: dict[str, dict[str, FrameColumn]] = {}
@@ -304,15 +320,17 @@ def assemble(prepared: PreparedRead, replies: list[Any], t_us: int) -> FeatureFr
         count = len(prepared.unique_keys[slot])
         index = prepared.row_index[slot]
         group_replies = replies[pos : pos + count]
-        for read, (lo, hi) in zip(group.reads, group.slices, strict=True):
-            view_replies = group_replies if len(group.reads) == 1 else [r[lo:hi] for r in group_replies]
-            by_view[read.view.name] = _plain_columns(read, view_replies, index, t_us)
+        for read, (lo, _) in zip(group.reads, group.slices, strict=True):
+            by_view[read.view.name] = _plain_columns(read, group_replies, index, t_us, lo)
         pos += count
         slot += 1
     for tread in plan.tiles:
         count = len(prepared.unique_keys[slot]) * len(tread.tile_sizes)
         index = prepared.row_index[slot]
-        by_view[tread.view.name] = _tile_columns(tread, replies[pos : pos + count], index, t_us)
+        view_versions = versions[pos : pos + count] if versions is not None else None
+        by_view[tread.view.name] = _tile_columns(
+            tread, replies[pos : pos + count], index, t_us, view_versions
+        )
         pos += count
         slot += 1
     for od in plan.on_demand:
@@ -376,7 +394,44 @@ class OnlineReader:
         prepared = prepare(plan, entities)
         if t_us is None:
             t_us = time.time_ns() // 1000
-        replies: list[Any] = []
-        if prepared.expected_replies:
-            replies = await self.redis.execute_packed(prepared.payload, prepared.expected_replies, timeout_s)
-        return assemble(prepared, replies, t_us)
+        if not prepared.expected_replies:
+            return assemble(prepared, [], t_us)
+        cache = self.redis.near_cache
+        if cache is None:
+            payload = b"".join(prepared.commands)
+            replies = await self.redis.execute_packed(payload, prepared.expected_replies, timeout_s)
+            return assemble(prepared, replies, t_us)
+        replies, versions = await self._read_through(cache, prepared, timeout_s)
+        return assemble(prepared, replies, t_us, versions)
+
+    async def _read_through(
+        self, cache: NearCache, prepared: PreparedRead, timeout_s: float | None
+    ) -> tuple[list[Any], list[int | None]]:
+        """Replies from the near cache where it has them, the rest from Redis in one
+        round trip (and then cached); each reply's cache version, None if not kept."""
+        commands, keys = prepared.commands, prepared.command_keys
+        replies: list[Any] = [None] * len(commands)
+        versions: list[int | None] = [None] * len(commands)
+        missing: list[int] = []
+        get = cache.get
+        for i, (key, command) in enumerate(zip(keys, commands, strict=True)):
+            hit = get(key, command)
+            if hit is MISS:
+                missing.append(i)
+            else:
+                replies[i], versions[i] = hit
+        if missing:
+            token = cache.begin()  # before sending: invalidations from now on count
+            try:
+                payload = b"".join([commands[i] for i in missing])
+                fetched = await self.redis.execute_packed(payload, len(missing), timeout_s)
+            except BaseException:
+                cache.abort(token)
+                raise
+            stored = cache.store(
+                token, [(keys[i], commands[i], r) for i, r in zip(missing, fetched, strict=True)]
+            )
+            for i, reply, version in zip(missing, fetched, stored, strict=True):
+                replies[i] = reply
+                versions[i] = version
+        return replies, versions

@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 
 from featureline.errors import ServiceUnavailableError
+from serving_api.near_cache import NearCache
 
 Command = Sequence[bytes | str | int | float]
 
@@ -42,6 +43,10 @@ class RedisReplyError(ServiceUnavailableError):
     """Redis answered with an error (e.g. WRONGTYPE on a key we read)."""
 
 
+def _pack(*parts: str) -> bytes:
+    return hiredis.pack_command(parts)  # type: ignore[arg-type]
+
+
 class _Waiter:
     __slots__ = ("future", "expected", "replies")
 
@@ -54,13 +59,14 @@ class _Waiter:
 class _Connection(asyncio.Protocol):
     """One TCP connection; replies are matched to waiters in FIFO order."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, on_lost: Callable[[], None] | None = None) -> None:
         self.address = address
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
         self.waiters: deque[_Waiter] = deque()
         self._outgoing: list[bytes] = []
         self.closed = False
+        self.on_lost = on_lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -86,6 +92,8 @@ class _Connection(asyncio.Protocol):
             waiter = self.waiters.popleft()
             if not waiter.future.done():
                 waiter.future.set_exception(error)
+        if self.on_lost is not None:
+            self.on_lost()
 
     def send(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -111,8 +119,31 @@ class _Connection(asyncio.Protocol):
         self.closed = True
 
 
+class _InvalidationConnection(_Connection):
+    """The connection CLIENT TRACKING redirects to (serving_api.near_cache): pushed
+    invalidation messages go to the cache, replies to our own commands to their waiters."""
+
+    def __init__(self, address: str, cache: NearCache, on_lost: Callable[[], None]) -> None:
+        super().__init__(address, on_lost)
+        self.cache = cache
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                self.cache.invalidate(reply[2])  # the keys, or None after FLUSHALL
+                continue
+            head = self.waiters[0]
+            head.replies.append(reply)
+            if len(head.replies) == head.expected:
+                self.waiters.popleft()
+                if not head.future.done():
+                    head.future.set_result(head.replies)
+
+
 class RedisClient:
-    """Shared by every request of one process (one event loop)."""
+    """Shared by every request of one process (one event loop). With a `near_cache`,
+    reads are tracked and the cache is kept valid by Redis's invalidations."""
 
     def __init__(
         self,
@@ -121,6 +152,7 @@ class RedisClient:
         *,
         connect_timeout_s: float = 0.5,
         retry_interval_s: float = 0.2,
+        near_cache: NearCache | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -131,6 +163,9 @@ class RedisClient:
         self._connecting: asyncio.Future[_Connection] | None = None
         self._failed_at = 0.0
         self._last_error = ""
+        self.near_cache = near_cache
+        self._invalidations: _InvalidationConnection | None = None
+        self._generation = 0
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -142,14 +177,12 @@ class RedisClient:
             raise RedisUnavailableError(
                 f"Redis at {self.address} is unavailable ({self._last_error}); retrying"
             )
-        loop = asyncio.get_running_loop()
-        self._connecting = loop.create_future()
+        self._connecting = asyncio.get_running_loop().create_future()
+        self._generation += 1
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self.address), self.host, self.port),
-                self.connect_timeout_s,
-            )
-        except (TimeoutError, OSError) as exc:
+            proto = await asyncio.wait_for(self._connect(self._generation), self.connect_timeout_s)
+        except (TimeoutError, OSError, ServiceUnavailableError) as exc:
+            self._lost(self._generation)
             self._failed_at = time.monotonic()
             self._last_error = type(exc).__name__ if not str(exc) else str(exc)
             error = RedisUnavailableError(f"cannot connect to Redis at {self.address}: {self._last_error}")
@@ -157,10 +190,53 @@ class RedisClient:
             self._connecting.exception()  # mark retrieved: waiters may be none
             self._connecting = None
             raise error from None
-        self._conn = proto
         self._connecting.set_result(proto)
         self._connecting = None
         return proto
+
+    async def _connect(self, generation: int) -> _Connection:
+        """A read connection; with a near cache, tracked before anyone may use it (an
+        untracked read would be cached and never invalidated)."""
+        loop = asyncio.get_running_loop()
+
+        def lost() -> None:
+            self._lost(generation)
+
+        conn: _Connection | None = None
+        inv: _InvalidationConnection | None = None
+        cache = self.near_cache
+        try:
+            _, conn = await loop.create_connection(
+                lambda: _Connection(self.address, lost), self.host, self.port
+            )
+            if cache is not None:
+                _, inv = await loop.create_connection(
+                    lambda: _InvalidationConnection(self.address, cache, lost), self.host, self.port
+                )
+                subscribe = _pack("CLIENT", "ID") + _pack("SUBSCRIBE", "__redis__:invalidate")
+                client_id, _ = await inv.send(subscribe, 2)
+                (ok,) = await conn.send(_pack("CLIENT", "TRACKING", "ON", "REDIRECT", str(client_id)), 1)
+                if isinstance(ok, hiredis.ReplyError):
+                    raise RedisReplyError(f"Redis refused CLIENT TRACKING: {ok}")
+        except BaseException:
+            for half in (conn, inv):
+                if half is not None:
+                    half.close()
+            raise
+        self._conn, self._invalidations = conn, inv
+        return conn
+
+    def _lost(self, generation: int) -> None:
+        """A connection of `generation` is gone (or never came up): close its partner,
+        and drop the cache, since invalidations may have been missed. A late call for
+        an older generation does nothing."""
+        if generation != self._generation:
+            return
+        if self.near_cache is not None:
+            self.near_cache.clear()
+        for conn in (self._conn, self._invalidations):
+            if conn is not None and not conn.closed:
+                conn.close()
 
     async def execute_packed(
         self, payload: bytes, expected: int, timeout_s: float | None = None
@@ -195,6 +271,7 @@ class RedisClient:
         return replies[0] in (b"PONG", "PONG")
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._invalidations):
+            if conn is not None:
+                conn.close()
+        self._conn = self._invalidations = None

@@ -31,6 +31,7 @@ class WorkerConfig:
     limits: Limits = field(default_factory=Limits)
     tokens_file: str = ""
     log_level: str = "warning"
+    near_cache_keys: int = 0  # 0: off (serving_api.near_cache)
 
 
 def http_socket(host: str, port: int) -> socket.socket:
@@ -57,13 +58,15 @@ async def serve(config: WorkerConfig) -> None:
     from serving_api.auth import TokenAuth
     from serving_api.grpc_server import create_grpc_server
     from serving_api.http_protocol import CoalescingHttpToolsProtocol
+    from serving_api.near_cache import NearCache
     from serving_api.redis_client import RedisClient
     from serving_api.rest_app import FastPath
     from serving_api.service import ServingCore
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
     auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
-    redis = RedisClient(config.redis_host, config.redis_port)
+    near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
+    redis = RedisClient(config.redis_host, config.redis_port, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
     grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host)
     sock = http_socket(config.host, config.http_port)

@@ -112,11 +112,15 @@ def decode_tile(raw: bytes) -> dict[str, AggState]:
     return out
 
 
-def decode_tile_entries(raw: bytes) -> dict[str, list[Any]]:
-    """A tile as stored: {column: [count, sum text, min, max, distinct-or-null]}, for
-    `merge_entries` (no AggState per tile: the serving path merges ~16 tiles an entity)."""
-    entries: dict[str, list[Any]] = orjson.loads(raw)
-    return entries
+def decode_tile_entries(raw: bytes) -> dict[str, tuple[Any, ...]]:
+    """A tile as stored: {column: (count, sum text, min, max, distinct-or-None)}, for
+    `merge_entries` (no AggState per tile: the serving path merges ~16 tiles an entity).
+    Tuples of atoms, so that the serving process's cache of decoded tiles is untracked
+    by the garbage collector instead of walked by every full collection."""
+    return {
+        col: (count, units, vmin, vmax, tuple(values) if values else None)
+        for col, (count, units, vmin, vmax, values) in orjson.loads(raw).items()
+    }
 
 
 def merge_entries(entries: Sequence[Sequence[Any]], *, sums: bool, distinct: bool) -> AggState:

@@ -266,4 +266,5 @@ def test_tile_keys_follow_the_shared_rule() -> None:
         feast_key = redis_key("unit", ["user_id"], ["int64"], [user])
         for tile_s in REPO.views["stats"].tile_sizes_s():
             key = tile_key_for("unit", "stats", tile_s, feast_key)
-            assert b"$%d\r\n%s\r\n" % (len(key), key) in prepared.payload
+            assert b"$%d\r\n%s\r\n" % (len(key), key) in b"".join(prepared.commands)
+            assert key in prepared.command_keys  # what the near cache files the reply under
