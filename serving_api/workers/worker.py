@@ -7,8 +7,9 @@
 Partitions are assigned by hand (every partition of the topic), not by joining a
 consumer group: a group join on Tansu takes ~20 s. Offsets are still committed under
 `group_id` (OffsetCommit without a generation), after the scores they cover are
-flushed to Kafka, so a crash re-scores at most the last second of requests and never
-skips one (at-least-once; score records carry txn_id, so a reader can drop repeats).
+flushed to Kafka and acknowledged (a score the broker refused stops the commits), so
+a crash re-scores at most the last second of requests and never skips one
+(at-least-once; score records carry txn_id, so a reader can drop repeats).
 
 Before reading anything the worker checks that the model was trained on the repo's
 current definitions (`ModelMismatchError`, exit 2) and that the serving API serves
@@ -43,6 +44,9 @@ COMMIT_INTERVAL_S = 1.0
 # Requests held between the consumer and the pipeline: 4 polls of 2,000 messages.
 QUEUE_POLLS = 4
 MAX_POLL_RECORDS = 2000
+# A flushed record's future is done; in the rare case it is not (the producer split
+# its batch), how long the commit waits for it before calling it lost.
+SEND_CHECK_TIMEOUT_S = 30.0
 
 
 class ModelMismatchError(BadInputError):
@@ -191,7 +195,13 @@ class KafkaWorker:
         self.stats = WorkerStats()
         self.counted = 0  # requests handed over or rejected (for max_requests)
         self.tracker = CommitTracker()
-        self._lock = threading.Lock()  # tracker: opened/done on the loop, taken by consumer
+        # Futures of the records (scores, dead letters) sent since the last commit: a
+        # flush returns once every record is acknowledged *or failed* (delivery timeout,
+        # a non-retriable broker error), so a commit must check them, or it would commit
+        # offsets whose scores were never written.
+        self._sent: list[list[Any]] = []
+        self.send_error: BaseException | None = None
+        self._lock = threading.Lock()  # tracker, _sent: filled on the loop, taken by consumer
         self.consumer, self.producer, self.partitions = _kafka_clients(settings, config)
         self.queue: asyncio.Queue[list[ScoringRequest] | None] = asyncio.Queue(QUEUE_POLLS)
 
@@ -203,7 +213,9 @@ class KafkaWorker:
         self.counted += 1
         self.stats.rejected += 1
         headers = [("error", item.reason.encode()), ("offset", f"{item.partition}:{item.offset}".encode())]
-        self.producer.send(self.config.dlq_topic, value=raw, headers=headers)
+        future = self.producer.send(self.config.dlq_topic, value=raw, headers=headers)
+        with self._lock:
+            self._sent.append([future])
 
     def open_batch(self, requests: list[ScoringRequest]) -> int:
         with self._lock:
@@ -214,22 +226,39 @@ class KafkaWorker:
 
         records = score_records(scored.requests, scored.scores, self.meta.fingerprint, scored.done_ns)
         topic = self.config.out_topic
-        for request, record in zip(scored.requests, records, strict=True):
-            self.producer.send(topic, key=request.txn_id.encode(), value=record)
+        send = self.producer.send
+        futures = [
+            send(topic, key=request.txn_id.encode(), value=record)
+            for request, record in zip(scored.requests, records, strict=True)
+        ]
         self.stats.add(scored)
         with self._lock:
+            self._sent.append(futures)
             self.tracker.done(scored.batch_id)
 
     def commit(self) -> None:
-        """Flush the scores written so far, then commit the offsets they cover."""
+        """Flush the scores written so far, then commit the offsets they cover, unless
+        one of them failed to be written: then raise, and never commit again (a later
+        commit would cover the lost scores; the next run re-scores them)."""
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
+        if self.send_error is not None:
+            return
         with self._lock:
+            # Every batch in `ready` added its futures before it was marked done.
             ready = self.tracker.take()
-        if not ready:
+            sent, self._sent = self._sent, []
+        if not ready and not sent:
             return
         self.producer.flush()
+        try:
+            check_sent(sent)
+        except ServiceUnavailableError as exc:
+            self.send_error = exc
+            raise
+        if not ready:
+            return
         topic = self.config.in_topic
         self.consumer.commit(
             {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in ready.items()}
@@ -239,6 +268,21 @@ class KafkaWorker:
         self.producer.flush()
         self.producer.close()
         self.consumer.close()
+
+
+def check_sent(sent: list[list[Any]]) -> None:
+    """Raise if one of these flushed records (kafka-python futures) was not written."""
+    for futures in sent:
+        for future in futures:
+            if future.succeeded():
+                continue
+            try:  # not done after the flush (the producer split its batch): wait for it
+                future.get(timeout=SEND_CHECK_TIMEOUT_S)
+            except Exception as exc:
+                raise ServiceUnavailableError(
+                    f"a record could not be written to Kafka ({exc!r}); offsets are not "
+                    "committed past it: a restarted worker scores it again"
+                ) from exc
 
 
 def _kafka_clients(settings: Settings, config: WorkerConfig) -> tuple[Any, Any, list[int]]:
@@ -312,8 +356,10 @@ async def run_worker_async(settings: Settings, config: WorkerConfig) -> WorkerSt
             await _drive(worker, pipeline, consumer)
         finally:
             await _stop_consumer(worker, consumer)
-            worker.commit()
-            worker.close()
+            try:
+                worker.commit()
+            finally:
+                worker.close()
     return worker.stats
 
 
