@@ -30,6 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serving", default="", help="serving API gRPC host:port (default 127.0.0.1:$FEATURELINE_GRPC_PORT)"
     )
+    parser.add_argument(
+        "--group-id",
+        default="featureline-worker",
+        help="consumer group the input offsets are committed under (default featureline-worker); "
+        "a restarted worker resumes from its group's offsets",
+    )
     parser.add_argument("--max-batch", type=int, default=1024, help="rows per batch (default 1024)")
     parser.add_argument(
         "--max-wait-ms", type=float, default=5.0, help="longest a request waits for its batch (default 5)"
@@ -40,7 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-requests", type=int, default=None, help="stop after this many requests")
     parser.add_argument(
-        "--idle-exit-s", type=float, default=None, help="stop after this many seconds without a message"
+        "--idle-exit-s",
+        type=float,
+        default=None,
+        help="score what was read, commit and exit once no message arrived for this many seconds "
+        "(default: run until SIGTERM)",
     )
 
 
@@ -58,6 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         in_topic=args.in_topic,
         out_topic=args.out_topic,
         serving=args.serving,
+        group_id=args.group_id,
         pipeline=PipelineConfig(args.max_batch, args.max_wait_ms / 1000, args.inflight),
         connections=args.connections,
         max_requests=args.max_requests,
