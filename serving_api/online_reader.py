@@ -38,7 +38,7 @@ from serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
-from serving_api.near_cache import MISS, NearCache
+from serving_api.near_cache import NearCache
 from serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
 from serving_api.redis_client import RedisClient
 from serving_api.vector_codec import decode_timestamps
@@ -410,16 +410,10 @@ class OnlineReader:
         """Replies from the near cache where it has them, the rest from Redis in one
         round trip (and then cached); each reply's cache version, None if not kept."""
         commands, keys = prepared.commands, prepared.command_keys
-        replies: list[Any] = [None] * len(commands)
-        versions: list[int | None] = [None] * len(commands)
-        missing: list[int] = []
-        get = cache.get
-        for i, (key, command) in enumerate(zip(keys, commands, strict=True)):
-            hit = get(key, command)
-            if hit is MISS:
-                missing.append(i)
-            else:
-                replies[i], versions[i] = hit
+        found = cache.lookup(commands)
+        replies: list[Any] = [hit[0] if hit is not None else None for hit in found]
+        versions: list[int | None] = [hit[1] if hit is not None else None for hit in found]
+        missing = [i for i, hit in enumerate(found) if hit is None]
         if missing:
             token = cache.begin()  # before sending: invalidations from now on count
             try:

@@ -16,7 +16,7 @@ from serving_data import now_us, write_latest, write_tiles
 from featureline.semantics import US
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.near_cache import MISS, NearCache
+from serving_api.near_cache import NearCache
 from serving_api.online_reader import OnlineReader
 from serving_api.redis_client import RedisClient
 
@@ -27,32 +27,33 @@ def test_a_stored_reply_is_served_until_its_key_is_invalidated() -> None:
     cache = NearCache(10)
     token = cache.begin()
     (version,) = cache.store(token, [(b"k", b"HGETALL k", [b"f", b"v"])])
-    assert cache.get(b"k", b"HGETALL k") == ((b"f", b"v"), version)  # kept as a tuple
-    assert cache.get(b"k", b"HMGET k f") is MISS  # another command on the same key
-    cache.invalidate([b"k"])
-    assert cache.get(b"k", b"HGETALL k") is MISS
+    assert cache.lookup([b"HGETALL k"]) == [((b"f", b"v"), version)]  # kept as a tuple
+    assert cache.lookup([b"HMGET k f"]) == [None]  # another command on the same key
+    cache.store(cache.begin(), [(b"k", b"HMGET k f", [b"v"])])
+    cache.invalidate([b"k"])  # drops every command of the key
+    assert cache.lookup([b"HGETALL k", b"HMGET k f"]) == [None, None]
+    assert (cache.hits, cache.misses) == (1, 3)
 
 
 def test_an_invalidation_during_the_read_keeps_its_reply_out() -> None:
     cache = NearCache(10)
     token = cache.begin()  # the read is sent ...
     cache.invalidate([b"k"])  # ... the key changes before its reply is here
-    assert cache.store(token, [(b"k", b"c", b"old"), (b"other", b"c", b"fine")])[0] is None
-    assert cache.get(b"k", b"c") is MISS
-    assert cache.get(b"other", b"c")[0] == b"fine"
+    assert cache.store(token, [(b"k", b"k c", b"old"), (b"other", b"other c", b"fine")]) == [None, 1]
+    assert cache.lookup([b"k c", b"other c"]) == [None, (b"fine", 1)]
     # A read sent after the invalidation is kept.
     token = cache.begin()
-    assert cache.store(token, [(b"k", b"c", b"new")])[0] is not None
-    assert cache.get(b"k", b"c")[0] == b"new"
+    assert cache.store(token, [(b"k", b"k c", b"new")]) == [2]
+    assert cache.lookup([b"k c"]) == [(b"new", 2)]
 
 
 def test_a_lost_connection_or_flushall_drops_everything_and_reads_in_flight() -> None:
     for drop in (lambda c: c.clear(), lambda c: c.invalidate(None)):
         cache = NearCache(10)
-        cache.store(cache.begin(), [(b"a", b"c", 1)])
+        cache.store(cache.begin(), [(b"a", b"a c", 1)])
         token = cache.begin()
         drop(cache)
-        assert cache.store(token, [(b"b", b"c", 2)]) == []
+        assert cache.store(token, [(b"b", b"b c", 2)]) == []
         assert len(cache) == 0
 
 
@@ -60,7 +61,7 @@ def test_versions_are_never_reused_and_the_size_is_bounded() -> None:
     cache = NearCache(2)
     seen = set()
     for i in range(5):
-        (version,) = cache.store(cache.begin(), [(b"k%d" % i, b"c", i)])
+        (version,) = cache.store(cache.begin(), [(b"k%d" % i, b"c%d" % i, i)])
         assert version not in seen
         seen.add(version)
         assert len(cache) <= 2
