@@ -51,6 +51,14 @@ REDIS_ERRORS = Counter(
 )
 for _kind in ("unavailable", "timeout", "reply"):
     REDIS_ERRORS.labels(_kind)  # exported as 0 before the first error, not absent
+NEAR_CACHE_LOOKUPS = Counter(
+    "featureline_serving_near_cache_lookups",
+    "Redis commands answered from the near cache (hit) or sent to Redis (miss); "
+    "stays 0 unless serve runs with --near-cache-keys.",
+    ["result"],
+)
+_NEAR_HIT = NEAR_CACHE_LOOKUPS.labels("hit")
+_NEAR_MISS = NEAR_CACHE_LOOKUPS.labels("miss")
 STALENESS_SECONDS = Histogram(
     "featureline_serving_staleness_seconds",
     "Age of served latest values (serving time - event time), by view.",
@@ -92,6 +100,13 @@ def observe_request(endpoint: str, n_rows: int, seconds: float, code: str) -> No
 
 def observe_redis_error(kind: str) -> None:
     _child(REDIS_ERRORS, kind).inc()
+
+
+def observe_near_cache(hits: int, misses: int) -> None:
+    if hits:
+        _NEAR_HIT.inc(hits)
+    if misses:
+        _NEAR_MISS.inc(misses)
 
 
 def observe_staleness(columns: Iterable[FrameColumn], t_us: int) -> None:

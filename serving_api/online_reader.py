@@ -29,6 +29,7 @@ from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
 from featureline.semantics import US, AggState, tile_start_us, window_start_us
 from featureline.specs import RepoSpec
+from serving_api import metrics
 from serving_api.entities import coerce_column, row_count
 from serving_api.frame import (
     NOT_FOUND,
@@ -414,6 +415,7 @@ class OnlineReader:
         replies: list[Any] = [hit[0] if hit is not None else None for hit in found]
         versions: list[int | None] = [hit[1] if hit is not None else None for hit in found]
         missing = [i for i, hit in enumerate(found) if hit is None]
+        metrics.observe_near_cache(len(found) - len(missing), len(missing))
         if missing:
             token = cache.begin()  # before sending: invalidations from now on count
             try:

@@ -134,9 +134,15 @@ def test_serve_with_near_cache_serves_fresh_values(
         assert reply.status_code == 200, reply.text
         return reply.json()["results"][1]["values"][0]
 
+    def near_cache_hits() -> float:
+        hit = 'featureline_serving_near_cache_lookups_total{result="hit"}'
+        text = httpx.get(f"{server.url}/metrics", timeout=5.0).text
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(hit))
+
     try:
         assert age() == 40
         assert age() == 40
+        assert near_cache_hits() >= 1  # the second read came from memory
         write_latest(redis_client, serving_spec, "profile", [{"user_id": 902, "event_us": t, "age": 41}])
         deadline = time.monotonic() + 2.0
         while age() != 41 and time.monotonic() < deadline:
