@@ -37,15 +37,7 @@ def _model(seed: int = 3) -> FraudMLP:
     return FraudMLP(fit_normalization(values, present, DEFAULTS)).eval()
 
 
-def test_scores_do_not_depend_on_how_rows_are_batched() -> None:
-    scorer = Scorer(_model(), "cpu")
-    values, present = _data(1000, seed=5)
-    batched = scorer.score(values, present)
-    one_by_one = np.concatenate([scorer.score(values[i : i + 1], present[i : i + 1]) for i in range(300)])
-    assert np.array_equal(one_by_one, batched[:300])
-    for size in (3, 63, 65, 257):
-        parts = [scorer.score(values[i : i + size], present[i : i + size]) for i in range(0, 1000, size)]
-        assert np.array_equal(np.concatenate(parts), batched), size
+# Scores independent of batching: tests/workers/test_model_devices.py (every device).
 
 
 def test_a_missing_value_is_ignored_whatever_the_tensor_holds_there() -> None:
