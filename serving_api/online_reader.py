@@ -52,7 +52,7 @@ _TILE_CACHE_CAP = 100_000
 _PLAN_CACHE_MAX = 1024
 # Window values per digest of (an entity's tile bytes, window bounds): ~200 bytes each.
 _WINDOW_CACHE: dict[Any, tuple[tuple[Any, ...], int]] = {}
-_WINDOW_CACHE_MAX = 200_000
+_WINDOW_CACHE_CAP = 200_000
 # Tile fields -> tile start: every entity's tiles start on the same epoch-aligned
 # instants, so a few thousand fields recur across all entities (~0.1 vs 0.4 us to parse).
 _FIELD_STARTS: dict[bytes, int] = {}
@@ -93,7 +93,7 @@ def _view_keys(
 ) -> tuple[list[bytes], list[int] | None]:
     """Unique Redis keys of a view's entities and each row's index into them. Feast's
     key does not name the view, so views with the same join keys share one encoding."""
-    names = read.join_key_names if isinstance(read, PlainGroup) else read.view.join_key_names
+    names = read.join_key_names
     if names not in done:
         columns = [keys[name] for name in names]
         encode = read.encode_key
@@ -279,8 +279,7 @@ def _tile_columns(
     lo_s = [read.earliest_start_us(s, t_us) // US for s in sizes]
     groups: list[_Group] = [
         (g.column, sizes.index(g.tile_s), window_start_us(t_us, g.window_s, g.tile_s) // US,
-         [(function, name) for name, function in g.outputs],
-         any(f in ("sum", "mean") for _, f in g.outputs), any(f == "count_distinct" for _, f in g.outputs))
+         [(function, name) for name, function in g.outputs], g.needs_sums, g.needs_distinct)
         for g in read.groups
     ]  # fmt: skip
     bounds = repr((read.view.name, read.features, hi_s, [g[2] for g in groups])).encode()
@@ -295,7 +294,7 @@ def _tile_columns(
         hit = _WINDOW_CACHE.get(key)
         if hit is None:
             by_size = [_usable_tiles(flat, lo_s[j], hi_s[j]) if flat else [] for j, flat in enumerate(flats)]
-            if len(_WINDOW_CACHE) >= _WINDOW_CACHE_MAX:
+            if len(_WINDOW_CACHE) >= _WINDOW_CACHE_CAP:
                 _WINDOW_CACHE.clear()
             hit = _WINDOW_CACHE[key] = _window_values(by_size, groups)
         for column, value in zip(columns, hit[0], strict=True):
@@ -321,8 +320,8 @@ def assemble(
         count = len(prepared.unique_keys[slot])
         index = prepared.row_index[slot]
         group_replies = replies[pos : pos + count]
-        for read, (lo, _) in zip(group.reads, group.slices, strict=True):
-            by_view[read.view.name] = _plain_columns(read, group_replies, index, t_us, lo)
+        for read, first in zip(group.reads, group.offsets, strict=True):
+            by_view[read.view.name] = _plain_columns(read, group_replies, index, t_us, first)
         pos += count
         slot += 1
     for tread in plan.tiles:

@@ -77,7 +77,7 @@ class PlainGroup:
     Redis commands for a fraud_model_v1 row."""
 
     reads: tuple[PlainRead, ...]
-    slices: tuple[tuple[int, int], ...]  # each read's part of the reply: fields, then _ts
+    offsets: tuple[int, ...]  # where each read's part of the reply starts: fields, then _ts
     join_key_names: tuple[str, ...]
     encode_key: KeyEncoder
     _head: bytes
@@ -85,15 +85,14 @@ class PlainGroup:
 
     @classmethod
     def build(cls, reads: Sequence[PlainRead]) -> PlainGroup:
-        slices = []
+        offsets = []
         start = 0
         for read in reads:
-            width = len(read.features) + 1
-            slices.append((start, start + width))
-            start += width
+            offsets.append(start)
+            start += len(read.features) + 1
         return cls(
             reads=tuple(reads),
-            slices=tuple(slices),
+            offsets=tuple(offsets),
             join_key_names=reads[0].view.join_key_names,
             encode_key=reads[0].encode_key,
             _head=b"*%d\r\n$5\r\nHMGET\r\n" % (start + 2),
@@ -121,6 +120,14 @@ class AggGroup:
     window_s: int
     tile_s: int
     outputs: tuple[tuple[str, str], ...]  # (feature name, function)
+
+    @property
+    def needs_sums(self) -> bool:
+        return any(function in ("sum", "mean") for _, function in self.outputs)
+
+    @property
+    def needs_distinct(self) -> bool:
+        return any(function == "count_distinct" for _, function in self.outputs)
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,10 @@ class TileRead:
             project=project,
             project_len=len(project.encode()),
         )
+
+    @property
+    def join_key_names(self) -> tuple[str, ...]:
+        return self.view.join_key_names
 
     def dtype(self, feature: str) -> str:
         return self.view.feature(feature).dtype
