@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from featureline.errors import BadInputError
@@ -121,11 +122,11 @@ class AggGroup:
     tile_s: int
     outputs: tuple[tuple[str, str], ...]  # (feature name, function)
 
-    @property
+    @cached_property  # computed once per plan (plans are cached), not per request
     def needs_sums(self) -> bool:
         return any(function in ("sum", "mean") for _, function in self.outputs)
 
-    @property
+    @cached_property
     def needs_distinct(self) -> bool:
         return any(function == "count_distinct" for _, function in self.outputs)
 
