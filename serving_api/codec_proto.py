@@ -32,12 +32,35 @@ _VALUE_FIELDS = {
 }
 
 
+# Lengths under 128 are one byte: a table lookup instead of encode_varint's loop (a
+# batch-1 response has ~40 length prefixes, nearly all short).
+_SHORT = [bytes((n,)) for n in range(128)]
+# Serialized Timestamps by microsecond value: an entity's event times recur across
+# requests; bounded, emptied when full.
+_STAMPS: dict[int, bytes] = {}
+_STAMPS_CAP = 200_000
+
+
+def _length(n: int) -> bytes:
+    return _SHORT[n] if n < 128 else encode_varint(n)
+
+
 def _len_field(tag: bytes, payload: bytes) -> bytes:
-    return tag + encode_varint(len(payload)) + payload
+    return tag + _length(len(payload)) + payload
 
 
 def _repeated_messages(tag: bytes, items: Iterable[bytes]) -> bytes:
-    return b"".join([tag + encode_varint(len(i)) + i for i in items])
+    short = _SHORT
+    return b"".join([tag + (short[n] if (n := len(i)) < 128 else encode_varint(n)) + i for i in items])
+
+
+def _stamp(ts_us: int) -> bytes:
+    out = _STAMPS.get(ts_us)
+    if out is None:
+        if len(_STAMPS) >= _STAMPS_CAP:
+            _STAMPS.clear()
+        out = _STAMPS[ts_us] = encode_timestamp(ts_us)
+    return out
 
 
 def _column_values(col: FrameColumn) -> list[bytes]:
@@ -52,7 +75,7 @@ def _feature_vector(col: FrameColumn, stamp_cache: dict[int, bytes]) -> bytes:
     statuses = _len_field(b"\x12", bytes(col.statuses))  # packed enum; each < 128
     stamps = stamp_cache.get(id(col.event_us))
     if stamps is None:
-        stamps = _repeated_messages(b"\x1a", (encode_timestamp(t) for t in col.event_us))
+        stamps = _repeated_messages(b"\x1a", [_stamp(t) for t in col.event_us])
         stamp_cache[id(col.event_us)] = stamps
     return values + statuses + stamps
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,17 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from featureline.errors import ServiceUnavailableError
-from serving_api.codec_proto import (
-    encode_online_response,
-    parse_describe_request,
-    parse_online_request,
-    parse_tensor_request,
-    tensor_message,
-)
-from serving_api.frame import FeatureFrame
-from serving_api.proto import FEAST_GRPC_SERVER_NAME, FEAST_SERVICE_NAME, SERVICE_NAME, pb
-from serving_api.service import FeatureQuery, RequestTimer, ServingCore
-from serving_api.tensor import frame_to_tensor
+from serving_api.grpc_methods import CallInfo, FeatureMethods, Method, RpcFailure
+from serving_api.proto import FEAST_SERVICE_NAME, SERVICE_NAME
+from serving_api.service import ServingCore
 
 log = logging.getLogger("featureline.serving.grpc")
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
@@ -46,73 +39,20 @@ def _authorization(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, timer: RequestTimer) -> None:
-    http, code_name, message = timer.failed(exc)
-    if http == 500:
-        log.exception("error serving %s", timer.endpoint, exc_info=exc)
-    await context.abort(getattr(grpc.StatusCode, code_name), message)
+def _aio_handler(method: Method) -> Handler:
+    """A FeatureMethods method as a grpc.aio handler."""
 
-
-class FeatureServicer:
-    """The three methods of featureline.serving.v1.FeatureServing, on raw bytes."""
-
-    def __init__(self, core: ServingCore) -> None:
-        self.core = core
-
-    async def _read(self, query: FeatureQuery, context: grpc.aio.ServicerContext, scope: Any) -> FeatureFrame:
-        return await self.core.get_online(query, scope=scope, time_remaining_s=context.time_remaining())
-
-    async def get_online(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        timer = RequestTimer("grpc/GetOnlineFeatures")
+    async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            scope = self.core.authenticate(_authorization(context))
-            refs, service, entities, full = parse_online_request(request)
-            timer.n_rows = len(next(iter(entities.values()), ()))
-            frame = await self._read(FeatureQuery(refs, service, entities, full), context, scope)
-            response = encode_online_response(frame)
-        except Exception as exc:
-            await _abort(context, exc, timer)
+            reply = method(request, CallInfo(_authorization(context), deadline))
+            return reply if isinstance(reply, bytes) else await reply
+        except RpcFailure as failure:
+            await context.abort(getattr(grpc.StatusCode, failure.code), failure.message)
             raise  # unreachable: abort raises
-        timer.done("OK")
-        return response
 
-    async def get_tensor(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        timer = RequestTimer("grpc/GetOnlineTensor")
-        try:
-            scope = self.core.authenticate(_authorization(context))
-            refs, service, entities, full, fill = parse_tensor_request(request)
-            timer.n_rows = len(next(iter(entities.values()), ()))
-            frame = await self._read(FeatureQuery(refs, service, entities, full), context, scope)
-            response = tensor_message(frame_to_tensor(frame, fill), frame.t_us)
-        except Exception as exc:
-            await _abort(context, exc, timer)
-            raise
-        timer.done("OK")
-        return response
-
-    async def describe(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        timer = RequestTimer("grpc/DescribeFeatures")
-        try:
-            scope = self.core.authenticate(_authorization(context))
-            refs, service, full = parse_describe_request(request)
-            layout = self.core.describe(FeatureQuery(refs, service, {}, full), scope=scope)
-            response = pb.FeatureLayout(
-                join_keys=layout.join_keys,
-                request_fields=layout.request_fields,
-                columns=[pb.FeatureColumn(**vars(c)) for c in layout.columns],
-            ).SerializeToString()
-        except Exception as exc:
-            await _abort(context, exc, timer)
-            raise
-        timer.done("OK")
-        return bytes(response)
-
-    def handlers(self) -> dict[str, Handler]:
-        return {
-            "GetOnlineFeatures": self.get_online,
-            "GetOnlineTensor": self.get_tensor,
-            "DescribeFeatures": self.describe,
-        }
+    return handler
 
 
 class RedisHealth(health_pb2_grpc.HealthServicer):
@@ -160,15 +100,12 @@ def create_grpc_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(options=options)
-    handlers = FeatureServicer(core).handlers()
-    methods = {name: grpc.unary_unary_rpc_method_handler(handler) for name, handler in handlers.items()}
-    feast_methods = {"GetOnlineFeatures": methods["GetOnlineFeatures"]}
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+    for path, method in FeatureMethods(core).by_path().items():
+        service, name = path[1:].split("/")
+        by_service.setdefault(service, {})[name] = grpc.unary_unary_rpc_method_handler(_aio_handler(method))
     server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(SERVICE_NAME, methods),
-            grpc.method_handlers_generic_handler(FEAST_SERVICE_NAME, feast_methods),
-            grpc.method_handlers_generic_handler(FEAST_GRPC_SERVER_NAME, feast_methods),
-        )
+        tuple(grpc.method_handlers_generic_handler(s, m) for s, m in by_service.items())
     )
     health_pb2_grpc.add_HealthServicer_to_server(RedisHealth(core), server)
     reflection.enable_server_reflection(

@@ -77,6 +77,17 @@ class PreparedRead:
     expected_replies: int = 0
 
 
+@dataclass
+class PendingRead:
+    """A read that needs Redis: its prepared commands and, with a near cache, the
+    replies already found there (`missing`: the indexes still to fetch)."""
+
+    prepared: PreparedRead
+    replies: list[Any] = field(default_factory=list)
+    versions: list[int | None] = field(default_factory=list)
+    missing: list[int] | None = None
+
+
 def _unique(keys: list[bytes]) -> tuple[list[bytes], list[int] | None]:
     """Unique keys in first-seen order, and each row's index (None: all were unique)."""
     positions: dict[bytes, int] = {}
@@ -391,42 +402,63 @@ class OnlineReader:
         timeout_s: float | None = None,
         t_us: int | None = None,
     ) -> FeatureFrame:
-        prepared = prepare(plan, entities)
         if t_us is None:
             t_us = time.time_ns() // 1000
+        started = self.start(plan, entities, t_us)
+        if isinstance(started, FeatureFrame):
+            return started
+        return await self.finish(started, t_us, timeout_s)
+
+    def start(
+        self, plan: ReadPlan, entities: Mapping[str, Sequence[Any]], t_us: int
+    ) -> FeatureFrame | PendingRead:
+        """The frame at once when no Redis round trip is needed (nothing to read, or
+        every reply in the near cache), else what `finish` completes. Servers call this
+        first so that a request served from memory costs no task and no await."""
+        prepared = prepare(plan, entities)
         if not prepared.expected_replies:
             return assemble(prepared, [], t_us)
         cache = self.redis.near_cache
         if cache is None:
+            return PendingRead(prepared)
+        found = cache.lookup(prepared.commands)
+        missing = [i for i, hit in enumerate(found) if hit is None]
+        metrics.observe_near_cache(len(found) - len(missing), len(missing))
+        replies = [hit[0] if hit is not None else None for hit in found]
+        versions = [hit[1] if hit is not None else None for hit in found]
+        if not missing:
+            return assemble(prepared, replies, t_us, versions)
+        return PendingRead(prepared, replies, versions, missing)
+
+    async def finish(self, pending: PendingRead, t_us: int, timeout_s: float | None) -> FeatureFrame:
+        """The Redis round trip of a started read, then its frame."""
+        prepared = pending.prepared
+        cache = self.redis.near_cache
+        if cache is None or pending.missing is None:
             payload = b"".join(prepared.commands)
             replies = await self.redis.execute_packed(payload, prepared.expected_replies, timeout_s)
             return assemble(prepared, replies, t_us)
-        replies, versions = await self._read_through(cache, prepared, timeout_s)
+        replies, versions = await self._read_missing(cache, pending, timeout_s)
         return assemble(prepared, replies, t_us, versions)
 
-    async def _read_through(
-        self, cache: NearCache, prepared: PreparedRead, timeout_s: float | None
+    async def _read_missing(
+        self, cache: NearCache, pending: PendingRead, timeout_s: float | None
     ) -> tuple[list[Any], list[int | None]]:
-        """Replies from the near cache where it has them, the rest from Redis in one
-        round trip (and then cached); each reply's cache version, None if not kept."""
-        commands, keys = prepared.commands, prepared.command_keys
-        found = cache.lookup(commands)
-        replies: list[Any] = [hit[0] if hit is not None else None for hit in found]
-        versions: list[int | None] = [hit[1] if hit is not None else None for hit in found]
-        missing = [i for i, hit in enumerate(found) if hit is None]
-        metrics.observe_near_cache(len(found) - len(missing), len(missing))
-        if missing:
-            token = cache.begin()  # before sending: invalidations from now on count
-            try:
-                payload = b"".join([commands[i] for i in missing])
-                fetched = await self.redis.execute_packed(payload, len(missing), timeout_s)
-            except BaseException:
-                cache.abort(token)
-                raise
-            stored = cache.store(
-                token, [(keys[i], commands[i], r) for i, r in zip(missing, fetched, strict=True)]
-            )
-            for i, reply, version in zip(missing, fetched, stored, strict=True):
-                replies[i] = reply
-                versions[i] = version
+        """The replies the near cache lacked, from Redis in one round trip (and then
+        cached), merged into the cached ones; each reply's version (None: not kept)."""
+        commands, keys = pending.prepared.commands, pending.prepared.command_keys
+        missing = pending.missing or []
+        replies, versions = pending.replies, pending.versions
+        token = cache.begin()  # before sending: invalidations from now on count
+        try:
+            payload = b"".join([commands[i] for i in missing])
+            fetched = await self.redis.execute_packed(payload, len(missing), timeout_s)
+        except BaseException:
+            cache.abort(token)
+            raise
+        items = [(keys[i], commands[i], r) for i, r in zip(missing, fetched, strict=True)]
+        stored = cache.store(token, items)
+        for i, reply, version in zip(missing, fetched, stored, strict=True):
+            replies[i] = reply
+            versions[i] = version
         return replies, versions

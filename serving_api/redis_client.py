@@ -141,6 +141,15 @@ class _InvalidationConnection(_Connection):
                     head.future.set_result(head.replies)
 
 
+class _Expired(Exception):
+    """A reply's timer ran out (turned into RedisTimeoutError by its caller)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class RedisClient:
     """Shared by every request of one process (one event loop). With a `near_cache`,
     reads are tracked and the cache is kept valid by Redis's invalidations."""
@@ -247,13 +256,18 @@ class RedisClient:
         if timeout_s is None:
             replies = await future
         else:
+            # A timer on the reply's own future instead of asyncio.wait_for, which
+            # costs an extra future and callbacks per call (~3 us at batch 1).
+            timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future)
             try:
-                replies = await asyncio.wait_for(future, timeout_s)
-            except TimeoutError:
+                replies = await future
+            except _Expired:
                 conn.close()
                 raise RedisTimeoutError(
                     f"Redis at {self.address} did not answer within {timeout_s * 1000:.0f} ms"
                 ) from None
+            finally:
+                timer.cancel()
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 raise RedisReplyError(f"Redis error: {reply}")

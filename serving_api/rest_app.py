@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
 from featureline.errors import BadInputError
 from serving_api import metrics
@@ -42,7 +41,6 @@ from serving_api.tensor import frame_to_tensor
 
 log = logging.getLogger("featureline.serving.rest")
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-_WANTED_HEADERS = frozenset({b"authorization", b"content-length", b"accept"})
 PROTOBUF = "application/x-protobuf"
 
 
@@ -134,41 +132,60 @@ def _tensor_body(frame: FeatureFrame, fill: float, accept: str) -> Reply:
     return Reply(200, tensor_message(parts, frame.t_us), PROTOBUF)
 
 
+Result = Reply | Awaitable[Reply]
+_Parse = Callable[[bytes], tuple[FeatureQuery, dict[str, Any]]]
+_Encode = Callable[[FeatureFrame, dict[str, Any], Headers], Reply]
+
+
+def _encode_online(frame: FeatureFrame, _: dict[str, Any], __: Headers) -> Reply:
+    return Reply(200, frame_to_feast_json(frame))
+
+
+def _encode_tensor(frame: FeatureFrame, data: dict[str, Any], headers: Headers) -> Reply:
+    return _tensor_body(frame, _fill_value(data), headers.get("accept", ""))
+
+
 class RestHandlers:
     """The POST endpoints as plain functions of (body, headers) -> Reply, shared by the
-    FastAPI routes (documented) and the ASGI fast path (served)."""
+    FastAPI routes (documented) and serving_api.http_server (served). A reply comes
+    back at once when the read needed no I/O (near cache), else as an awaitable."""
 
     def __init__(self, core: ServingCore) -> None:
         self.core = core
 
-    async def online(self, body: bytes, headers: Headers) -> Reply:
-        timer = RequestTimer("/get-online-features")
-        try:
-            scope = self.core.authenticate(headers.get("authorization"))
-            query, _ = parse_query(body)
-            timer.n_rows = len(next(iter(query.entities.values()), ()))
-            frame = await self.core.get_online(query, scope=scope)
-            payload = frame_to_feast_json(frame)
-        except Exception as exc:  # every failure becomes a status code, never a trace
-            return _error_reply(exc, timer, headers)
-        timer.done("200")
-        return Reply(200, payload)
+    def online(self, body: bytes, headers: Headers) -> Result:
+        return self._read("/get-online-features", body, headers, _encode_online)
 
-    async def tensor(self, body: bytes, headers: Headers) -> Reply:
-        timer = RequestTimer("/get-online-tensor")
+    def tensor(self, body: bytes, headers: Headers) -> Result:
+        return self._read("/get-online-tensor", body, headers, _encode_tensor)
+
+    def _read(self, endpoint: str, body: bytes, headers: Headers, encode: _Encode) -> Result:
+        timer = RequestTimer(endpoint)
         try:
             scope = self.core.authenticate(headers.get("authorization"))
             query, data = parse_query(body)
-            fill = _fill_value(data)
+            if encode is _encode_tensor:
+                _fill_value(data)  # a bad fill_value is a 400 before any read
             timer.n_rows = len(next(iter(query.entities.values()), ()))
-            frame = await self.core.get_online(query, scope=scope)
-            reply = _tensor_body(frame, fill, headers.get("accept", ""))
+            result = self.core.get_online_fast(query, scope=scope)
+            if not isinstance(result, FeatureFrame):
+                return self._later(result, timer, headers, encode, data)
+            reply = encode(result, data, headers)
+        except Exception as exc:  # every failure becomes a status code, never a trace
+            return _error_reply(exc, timer, headers)
+        timer.done("200")
+        return reply
+
+    async def _later(self, pending: Awaitable[FeatureFrame], timer: RequestTimer, headers: Headers,
+                     encode: _Encode, data: dict[str, Any]) -> Reply:  # fmt: skip
+        try:
+            reply = encode(await pending, data, headers)
         except Exception as exc:
             return _error_reply(exc, timer, headers)
         timer.done("200")
         return reply
 
-    async def describe(self, body: bytes, headers: Headers) -> Reply:
+    def describe(self, body: bytes, headers: Headers) -> Result:
         timer = RequestTimer("/describe-features")
         try:
             scope = self.core.authenticate(headers.get("authorization"))
@@ -179,7 +196,7 @@ class RestHandlers:
         timer.done("200")
         return Reply(200, orjson.dumps(layout))
 
-    def routes(self) -> dict[str, Callable[[bytes, Headers], Awaitable[Reply]]]:
+    def routes(self) -> dict[str, Callable[[bytes, Headers], Result]]:
         return {
             "/get-online-features": self.online,
             "/get-online-tensor": self.tensor,
@@ -207,14 +224,15 @@ def _response(reply: Reply) -> Response:
 
 
 async def _route(
-    handler: Callable[[bytes, Headers], Awaitable[Reply]], request: Request, core: ServingCore
+    handler: Callable[[bytes, Headers], Result], request: Request, core: ServingCore
 ) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         body = await _request_body(request, core)
     except Exception as exc:
         return _response(_error_reply(exc, RequestTimer(request.url.path), headers))
-    return _response(await handler(body, headers))
+    result = handler(body, headers)
+    return _response(result if isinstance(result, Reply) else await result)
 
 
 def _health_routes(app: FastAPI, core: ServingCore) -> None:
@@ -304,57 +322,3 @@ def create_app(core: ServingCore) -> FastAPI:
         return JSONResponse({"detail": "internal server error (see the server log)"}, 500)
 
     return app
-
-
-class FastPath:
-    """ASGI app serving the POST endpoints directly and everything else through FastAPI.
-
-    FastAPI's routing, Request object and dependency solving cost ~110 us per request
-    here, six times the read itself (~18 us for batch 1); the POST endpoints are hot,
-    so they skip it. Both paths run the same RestHandlers.
-    """
-
-    def __init__(self, core: ServingCore) -> None:
-        self.core = core
-        self.app = create_app(core)
-        self.routes = RestHandlers(core).routes()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        handler = self.routes.get(scope["path"])
-        if handler is None:
-            return await self.app(scope, receive, send)
-        # Only the headers the handlers read (uvicorn gives names in lower case).
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED_HEADERS
-        }
-        try:
-            body = await self._body(receive, headers)
-        except Exception as exc:
-            reply = _error_reply(exc, RequestTimer(scope["path"]), headers)
-        else:
-            reply = await handler(body, headers)
-        out = [
-            (b"content-type", reply.content_type.encode()),
-            (b"content-length", b"%d" % len(reply.body)),
-        ] + [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
-        await send({"type": "http.response.start", "status": reply.status, "headers": out})
-        await send({"type": "http.response.body", "body": reply.body})
-
-    async def _body(self, receive: Receive, headers: Headers) -> bytes:
-        limit = self.core.limits.max_body_bytes
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise body_too_large(int(declared), self.core.limits)
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionAbortedError("the client went away")
-            body += message.get("body", b"")
-            if len(body) > limit:
-                raise body_too_large(len(body), self.core.limits)
-            more = message.get("more_body", False)
-        return body

@@ -1,4 +1,6 @@
-"""One serving worker: REST (uvicorn + FastAPI) and gRPC (grpc.aio) in one uvloop loop.
+"""One serving worker: REST (serving_api.http_server, FastAPI behind it for docs, health
+and metrics) and gRPC (serving_api.grpc_h2, grpc.aio behind it for health and
+reflection) in one uvloop loop.
 
 `featureline serve --workers N` starts N of these; each binds both ports with
 SO_REUSEPORT, so the kernel spreads connections over the workers and no process sits
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ class WorkerConfig:
     near_cache_keys: int = 0  # 0: off (serving_api.near_cache)
 
 
-def http_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, what: str) -> socket.socket:
     """A listening TCP socket that other workers may bind too (SO_REUSEPORT)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -45,22 +48,23 @@ def http_socket(host: str, port: int) -> socket.socket:
         sock.close()
         from featureline.errors import ServiceUnavailableError
 
-        raise ServiceUnavailableError(f"cannot bind the HTTP port {host}:{port}: {exc}") from None
+        raise ServiceUnavailableError(f"cannot bind the {what} port {host}:{port}: {exc}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
 async def serve(config: WorkerConfig) -> None:
-    import uvicorn
-
+    """Serve until SIGTERM or SIGINT, then let calls in flight finish (1 s)."""
     from featureline.specs import RepoSpec
     from serving_api.auth import TokenAuth
+    from serving_api.grpc_h2 import GrpcH2Server
+    from serving_api.grpc_methods import FeatureMethods
     from serving_api.grpc_server import create_grpc_server
-    from serving_api.http_protocol import CoalescingHttpToolsProtocol
+    from serving_api.http_server import HttpServer
     from serving_api.near_cache import NearCache
     from serving_api.redis_client import RedisClient
-    from serving_api.rest_app import FastPath
+    from serving_api.rest_app import RestHandlers, create_app
     from serving_api.service import ServingCore
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
@@ -68,25 +72,31 @@ async def serve(config: WorkerConfig) -> None:
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = RedisClient(config.redis_host, config.redis_port, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
-    grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host)
-    sock = http_socket(config.host, config.http_port)
-    uv_config = uvicorn.Config(
-        FastPath(core),
-        loop="none",  # this coroutine already runs in uvloop
-        http=CoalescingHttpToolsProtocol,
-        lifespan="off",
-        access_log=False,
-        log_level=config.log_level,
-        timeout_keep_alive=30,
+    # grpc.aio on a private loopback port hosts health and reflection; the public
+    # gRPC port is ours (serving_api.grpc_h2), which relays those paths to it.
+    grpc_server, relay_port = create_grpc_server(core, 0, host="127.0.0.1", reuse_port=False)
+    public_grpc = GrpcH2Server(
+        FeatureMethods(core).by_path(),
+        config.limits.grpc_max_receive_bytes,
+        config.limits.grpc_max_send_bytes,
+        relay_target=f"127.0.0.1:{relay_port}",
     )
-    http_server = uvicorn.Server(uv_config)
+    http = HttpServer(RestHandlers(core).routes(), create_app(core), config.limits.max_body_bytes)
+    grpc_sock = listen_socket(config.host, config.grpc_port, "gRPC")
+    http_sock = listen_socket(config.host, config.http_port, "HTTP")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     tune_gc()
     await grpc_server.start()
+    await public_grpc.start(grpc_sock)
+    await http.start(http_sock)
     try:
-        await http_server.serve(sockets=[sock])
+        await stop.wait()
     finally:
-        # uvicorn returns on SIGINT/SIGTERM; let in-flight gRPC calls finish (1 s).
-        await grpc_server.stop(1.0)
+        await asyncio.gather(http.stop(1.0), public_grpc.stop(1.0))
+        await grpc_server.stop(0.5)
         redis.close()
 
 

@@ -7,7 +7,7 @@ only parse requests and encode responses around it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from serving_api.limits import (
     check_entities,
     classify,
 )
-from serving_api.online_reader import OnlineReader
+from serving_api.online_reader import OnlineReader, PendingRead
 from serving_api.plans import ReadPlan
 from serving_api.redis_client import (
     RedisClient,
@@ -91,6 +91,31 @@ class ServingCore:
             TokenAuth.check(scope, plan, query.service)
         return plan
 
+    def get_online_fast(
+        self,
+        query: FeatureQuery,
+        *,
+        scope: frozenset[str] | None = None,
+        time_remaining_s: float | None = None,
+    ) -> FeatureFrame | Awaitable[FeatureFrame]:
+        """The frame itself when it is served from memory (near cache), else an
+        awaitable of it. Bad input raises here, before any I/O. The transports call
+        this so that a request answered from memory needs no task: ~10 us of the ~40
+        a batch-1 request costs when everything else is in memory."""
+        plan = self._plan(query, scope)
+        check_entities(row_count(query.entities), self.limits)
+        timeout = self.limits.redis_timeout_s
+        if time_remaining_s is not None:
+            if time_remaining_s <= 0:
+                raise DeadlineExceededError("the request's deadline passed before it was read")
+            timeout = min(timeout, time_remaining_s)
+        t_us = time.time_ns() // 1000
+        started = self.reader.start(plan, query.entities, t_us)
+        if isinstance(started, FeatureFrame):
+            metrics.observe_staleness(started.columns, t_us)
+            return started
+        return self._finish(started, t_us, timeout)
+
     async def get_online(
         self,
         query: FeatureQuery,
@@ -98,16 +123,13 @@ class ServingCore:
         scope: frozenset[str] | None = None,
         time_remaining_s: float | None = None,
     ) -> FeatureFrame:
+        result = self.get_online_fast(query, scope=scope, time_remaining_s=time_remaining_s)
+        return result if isinstance(result, FeatureFrame) else await result
+
+    async def _finish(self, pending: PendingRead, t_us: int, timeout_s: float) -> FeatureFrame:
         with self.in_flight:
-            plan = self._plan(query, scope)
-            check_entities(row_count(query.entities), self.limits)
-            timeout = self.limits.redis_timeout_s
-            if time_remaining_s is not None:
-                if time_remaining_s <= 0:
-                    raise DeadlineExceededError("the request's deadline passed before it was read")
-                timeout = min(timeout, time_remaining_s)
             try:
-                frame = await self.reader.read(plan, query.entities, timeout_s=timeout)
+                frame = await self.reader.finish(pending, t_us, timeout_s)
             except RedisTimeoutError:
                 metrics.observe_redis_error("timeout")
                 raise

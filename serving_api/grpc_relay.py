@@ -1,0 +1,81 @@
+"""Calls the HTTP/2 server does not serve itself, relayed to this worker's grpc.aio
+server (health, reflection, and anything unknown, which it answers UNIMPLEMENTED).
+
+Messages go through as bytes, one by one in both directions, so streaming calls (health
+Watch, reflection's ServerReflectionInfo) work; the caller's deadline, bearer token and
+custom metadata go along, and the status comes back as grpcio sent it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from serving_api.grpc_h2 import GrpcH2Connection, _Stream
+
+
+class Relay:
+    """One relayed call: request messages cut from the client's DATA frames go to the
+    grpc.aio call; its responses go back on the stream."""
+
+    def __init__(self, channel: Any, stream: _Stream, conn: GrpcH2Connection) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.buffer = bytearray()
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        if channel is None:
+            conn.end(stream, "UNIMPLEMENTED", f"unknown method {stream.path}")
+        else:
+            self.task = asyncio.ensure_future(self._run(channel))
+
+    def feed(self, data: bytes, end: bool) -> None:
+        """Bytes of the request stream; whole messages are passed on as they complete."""
+        buffer = self.buffer
+        buffer += data
+        while len(buffer) >= 5:
+            size = int.from_bytes(buffer[1:5], "big")
+            if len(buffer) < 5 + size:
+                break
+            if buffer[0]:
+                self.cancel()
+                self.conn.end(self.stream, "UNIMPLEMENTED", "compressed requests are not supported")
+                return
+            self.queue.put_nowait(bytes(buffer[5 : 5 + size]))
+            del buffer[: 5 + size]
+        if end:
+            self.queue.put_nowait(None)
+
+    def cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _requests(self) -> AsyncIterator[bytes]:
+        while (message := await self.queue.get()) is not None:
+            yield message
+
+    async def _run(self, channel: Any) -> None:
+        import grpc
+
+        stream, conn = self.stream, self.conn
+        timeout = None if stream.deadline is None else max(0.0, stream.deadline - time.monotonic())
+        metadata = list(stream.metadata)
+        if stream.authorization:
+            metadata.append(("authorization", stream.authorization))
+        method = channel.stream_stream(stream.path)
+        call = method(self._requests(), timeout=timeout, metadata=metadata or None)
+        try:
+            async for message in call:
+                conn.send_message(stream, message)
+                conn.flush()
+            code, details = await call.code(), await call.details()
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code(), exc.details()
+        conn.end(stream, code.name, details or "")
+        conn.flush()
