@@ -18,9 +18,13 @@ from featureline.specs import RepoSpec
 from serving_api.bench_setup import children, random_value, rss_bytes
 from serving_api.client import online_request, tensor_request
 from serving_api.loadgen import LoadResult, grpc_callers, http_callers, run_closed, run_open
+from serving_api.loadgen_grpc import raw_grpc_callers
 from serving_api.proto import FEAST_GRPC_SERVER_NAME, SERVICE_NAME
 
 N_BODIES = 200  # distinct request bodies per workload, taken in turn
+# Batch 1: 5,000 distinct bodies (users and merchants drawn at random), so a closed loop
+# of ~10^5 requests spreads over thousands of entities rather than a few hundred.
+N_SINGLE_BODIES = 5_000
 FEAST_GRPC_METHOD = f"/{FEAST_GRPC_SERVER_NAME}/GetOnlineFeatures"
 TENSOR_METHOD = f"/{SERVICE_NAME}/GetOnlineTensor"
 
@@ -54,13 +58,14 @@ class Workload:
 
     def rest(self, batch: int, service: bool = False) -> list[bytes]:
         kind: dict[str, Any] = {"feature_service": self.service} if service else {"features": self.plain_refs}
+        n = N_SINGLE_BODIES if batch == 1 else N_BODIES
         return [orjson.dumps({**kind, "entities": self.make_entities(batch, service)})
-                for _ in range(N_BODIES)]  # fmt: skip
+                for _ in range(n)]  # fmt: skip
 
     def grpc(self, batch: int) -> list[bytes]:
         return [
             online_request(self.plain_refs, None, self.make_entities(batch, False), False).SerializeToString()
-            for _ in range(N_BODIES)
+            for _ in range(N_SINGLE_BODIES if batch == 1 else N_BODIES)
         ]
 
     def cold_tensor(self, keys: dict[str, list[Any]], batch: int) -> list[bytes]:
@@ -95,7 +100,7 @@ async def _rest(port: int, bodies: list[bytes], conc: int, secs: float, rate: fl
 
 async def _grpc(port: int, method: str, bodies: list[bytes], conc: int, secs: float,
                 rate: float = 0) -> LoadResult:  # fmt: skip
-    callers, close = grpc_callers(f"127.0.0.1:{port}", method, conc)
+    callers, close = raw_grpc_callers("127.0.0.1", port, method, conc)
     try:
         if rate:
             return await run_open(callers, bodies, rate, secs)

@@ -9,6 +9,7 @@ the generated classes (upb, in C) and turned into plain Python lists here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,11 +84,18 @@ def _feature_vector(col: FrameColumn, stamp_cache: dict[int, bytes]) -> bytes:
 def encode_online_response(frame: FeatureFrame) -> bytes:
     """Serialized GetOnlineFeaturesResponse (and feast.serving's, same numbers)."""
     columns = frame.all_columns
-    names = _repeated_messages(b"\x0a", (c.name.encode() for c in columns))
-    metadata = _len_field(b"\x0a", _len_field(b"\x0a", names))
+    metadata = _metadata(tuple([c.name for c in columns]))
     stamp_cache: dict[int, bytes] = {}
     results = _repeated_messages(b"\x12", (_feature_vector(c, stamp_cache) for c in columns))
     return metadata + results
+
+
+@functools.lru_cache(maxsize=1024)
+def _metadata(names: tuple[str, ...]) -> bytes:
+    """The response's metadata field (its feature names): the same for every request
+    of one plan."""
+    encoded = _repeated_messages(b"\x0a", (name.encode() for name in names))
+    return _len_field(b"\x0a", _len_field(b"\x0a", encoded))
 
 
 def value_to_python(value: Any) -> Any:

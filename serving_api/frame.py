@@ -22,6 +22,22 @@ OUTSIDE_MAX_AGE = 4
 STATUS_NAMES = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE")
 
 
+# Decoded scalars by their stored bytes: a hot entity's values recur across requests
+# (~0.1 us for a hit against ~1 us to decode). Values are immutable scalars (Feast's
+# list types are not served); bounded, emptied when full.
+_DECODED: dict[bytes, Any] = {}
+_DECODED_CAP = 200_000
+
+
+def _decoded(raw: bytes) -> Any:
+    value = decode_value(raw)
+    if value is not None and not isinstance(value, list):
+        if len(_DECODED) >= _DECODED_CAP:
+            _DECODED.clear()
+        _DECODED[raw] = value
+    return value
+
+
 @dataclass
 class FrameColumn:
     """One output column over the request's rows."""
@@ -37,8 +53,10 @@ class FrameColumn:
     @property
     def values(self) -> list[Any]:
         if self._values is None:
-            raw = self.raw or []
-            self._values = [decode_value(r) if r else None for r in raw]
+            get = _DECODED.get
+            self._values = [
+                (v if (v := get(r)) is not None else _decoded(r)) if r else None for r in self.raw or ()
+            ]
         return self._values
 
     @classmethod

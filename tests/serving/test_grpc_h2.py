@@ -182,3 +182,26 @@ def test_wire_encodings_decode_with_hpack() -> None:
     assert w.unpad(w.PADDED, b"\x02abc\x00\x00") == b"abc"
     with pytest.raises(w.ConnectionFailure):
         w.unpad(w.PADDED, b"\x09abc")
+
+
+def test_header_blocks_decode_the_same_with_the_block_cache() -> None:
+    """A client's encoder indexes headers (its first block inserts, later ones refer to
+    the table), evicts when its table is small, and varies a header now and then: every
+    block must decode to what was encoded, cached or not."""
+    from serving_api.grpc_h2 import GrpcH2Connection
+
+    conn = GrpcH2Connection(server=None)  # type: ignore[arg-type]  # _decode needs no server
+    encoder = hpack.Encoder()
+    encoder.header_table_size = 256  # small: later blocks evict earlier entries
+    calls = []
+    for i in range(200):
+        path = f"/svc/Method{i % 3}"
+        extra = [("x-request", str(i))] if i % 7 == 0 else []
+        calls.append([(":method", "POST"), (":path", path), ("content-type", "application/grpc"), *extra])
+    remembered = 0
+    for headers in calls:
+        block = encoder.encode(headers)
+        decoded = [(k.decode(), v.decode()) for k, v in conn._decode(block)]
+        assert decoded == headers
+        remembered = max(remembered, len(conn.decoded_blocks))
+    assert remembered >= 3  # the repeated blocks of the three methods were remembered
