@@ -99,8 +99,12 @@ async def _rest(port: int, bodies: list[bytes], conc: int, secs: float, rate: fl
 
 
 async def _grpc(port: int, method: str, bodies: list[bytes], conc: int, secs: float,
-                rate: float = 0) -> LoadResult:  # fmt: skip
-    callers, close = raw_grpc_callers("127.0.0.1", port, method, conc)
+                rate: float = 0, raw: bool = True) -> LoadResult:  # fmt: skip
+    """Small calls through the raw HTTP/2 caller, batch 1000 (raw=False) through grpc.aio."""
+    if raw:
+        callers, close = raw_grpc_callers("127.0.0.1", port, method, conc)
+    else:
+        callers, close = grpc_callers(f"127.0.0.1:{port}", method, conc)
     try:
         if rate:
             return await run_open(callers, bodies, rate, secs)
@@ -195,11 +199,12 @@ async def _batch1000(w: Workload, s: dict[str, Any], r: Report, secs: float, fea
         result = LoadResult(len(cold), errors, time.perf_counter() - started,
                             np.array(latencies) * 1000)  # fmt: skip
         r.add(f"batch 1000 tensor, {w.service}, cold", "featureline", result)
+    port = s["ours_grpc"]
     plain = r.add("batch 1000 tensor, plain views", "featureline",
-                  await _grpc(s["ours_grpc"], TENSOR_METHOD, w.tensor(1000, False), 1, secs))  # fmt: skip
+                  await _grpc(port, TENSOR_METHOD, w.tensor(1000, False), 1, secs, raw=False))  # fmt: skip
     r.goal("batch 1000 tensor p50 (plain views)", plain["p50_ms"], 15.0)
     full = r.add(f"batch 1000 tensor, {w.service}", "featureline",
-                 await _grpc(s["ours_grpc"], TENSOR_METHOD, w.tensor(1000, True), 1, secs))  # fmt: skip
+                 await _grpc(port, TENSOR_METHOD, w.tensor(1000, True), 1, secs, raw=False))  # fmt: skip
     r.goal(f"batch 1000 tensor p50 ({w.service})", full["p50_ms"], 15.0)
     if feast:
         bodies = w.rest(1000)[:8]
