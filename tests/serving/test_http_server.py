@@ -96,7 +96,8 @@ def test_http_10_closes_and_malformed_is_400(server: ServerProcess) -> None:
 
 def test_routes_other_than_the_hot_posts_go_to_fastapi(server: ServerProcess) -> None:
     with _connect(server) as sock:
-        sock.sendall(b"GET /openapi.json?x=1 HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        get = b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n"
+        sock.sendall(get % b"/openapi.json?x=1" + get % b"/nope")
         (status, headers, body), (missing, _, _) = _read_responses(sock, 2)
         assert status == 200 and headers["content-type"] == "application/json"
         assert "/get-online-features" in orjson.loads(body)["paths"]
