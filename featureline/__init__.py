@@ -7,3 +7,7 @@ feast, pyspark or apache_beam at module level.
 """
 
 __version__ = "0.1.0"
+
+from featureline._compiled import drop_stale as _drop_stale
+
+_drop_stale()  # before any compiled module can be imported

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import featureline  # noqa: F401  # first: it removes a compiled build older than its sources
+
 if TYPE_CHECKING:
     from serving_api.client import (
         AsyncFeatureClient,

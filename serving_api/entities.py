@@ -49,7 +49,7 @@ def coerce_column(column: str, dtype: str, values: Sequence[Any], nullable: bool
     for row, v in enumerate(values):
         if v is None:
             if not nullable:
-                raise _bad(column, row, v, f"a {dtype} value (join keys cannot be null)")
+                raise _bad(column, row, None, f"a {dtype} value (join keys cannot be null)")
             out.append(None)
         elif dtype == "string":
             if not isinstance(v, str):

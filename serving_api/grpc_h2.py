@@ -254,21 +254,25 @@ class GrpcH2Connection(asyncio.Protocol):
         fields = self.decoded_blocks.get(key)
         if fields is not None:
             return fields
-        table = self.decoder.header_table
-        before = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None,
-                  table._current_size, table._maxsize)  # fmt: skip
+        before = self._table_state()
         try:
             fields = [(bytes(n), bytes(v)) for n, v in self.decoder.decode(block, raw=True)]
         except Exception as exc:  # hpack's errors: the shared table is now unusable
             raise w.ConnectionFailure(w.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        entries = table.dynamic_entries
-        after = (len(entries), entries[0] if entries else None, table._current_size, table._maxsize)
-        if after[0] != before[0] or after[1] is not before[1] or after[2:] != before[2:]:
+        if self._table_state() != before:
             self.table_generation += 1  # the table changed: earlier decodes no longer apply
             self.decoded_blocks.clear()
         elif len(self.decoded_blocks) < 64:
             self.decoded_blocks[key] = fields
         return fields
+
+    def _table_state(self) -> tuple[int, int, int, int]:
+        """Changes whenever the dynamic table does: an insertion puts a new entry object
+        first (its id), an eviction or resize changes the sizes."""
+        table = self.decoder.header_table
+        # Any: compiled code would unbox a typed tuple entry and box a new one for id().
+        entries: Any = table.dynamic_entries
+        return (len(entries), id(entries[0]) if entries else 0, int(table._current_size), int(table._maxsize))
 
     def _read_headers(self, stream: _Stream, fields: Iterable[tuple[bytes, bytes]]) -> bool:
         """Takes what the call needs from its headers; False if it was answered already."""

@@ -107,7 +107,7 @@ class FeatureMethods:
             response = pb.FeatureLayout(
                 join_keys=layout.join_keys,
                 request_fields=layout.request_fields,
-                columns=[pb.FeatureColumn(**vars(c)) for c in layout.columns],
+                columns=[pb.FeatureColumn(**c.to_dict()) for c in layout.columns],
             ).SerializeToString()
         except Exception as exc:
             raise _failure(exc, timer) from None

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import httptools
@@ -57,8 +57,8 @@ class _Request:
 class _Date:
     """The Date header, formatted once a second."""
 
-    second = 0
-    value = b""
+    second: ClassVar[int] = 0
+    value: ClassVar[bytes] = b""
 
     @classmethod
     def header(cls) -> bytes:

@@ -1,14 +1,6 @@
-"""The REST API (FastAPI): Feast's `POST /get-online-features`, a tensor call, health,
-metrics and OpenAPI docs.
-
-`POST /get-online-features` accepts and answers exactly like Feast 0.67's feature
-server, so a Feast REST client only changes its URL. Differences are corrections of
-Feast's defects (shared/anchors.md): an entity not in the store is NOT_FOUND (Feast:
-PRESENT with a null), a value past its view's ttl is OUTSIDE_MAX_AGE (Feast: PRESENT),
-a stored null is NULL_VALUE, and columns come in request order (Feast's order varies).
-Errors are `{"detail": message}` with 400/401/403/404/413/429/503/504; a stack trace
-never leaves the server.
-"""
+"""The REST API: its FastAPI app (OpenAPI docs, health, metrics), request parsing and
+replies of the POST endpoints. What it promises is API_DESCRIPTION (also the OpenAPI
+description; a constant, since compiled modules keep no docstring)."""
 
 from __future__ import annotations
 
@@ -39,6 +31,17 @@ from serving_api.rest_models import (
 from serving_api.service import FeatureQuery, RequestTimer, ServingCore
 from serving_api.tensor import frame_to_tensor
 
+API_DESCRIPTION = """The REST API (FastAPI): Feast's `POST /get-online-features`, a tensor call, health,
+metrics and OpenAPI docs.
+
+`POST /get-online-features` accepts and answers exactly like Feast 0.67's feature
+server, so a Feast REST client only changes its URL. Differences are corrections of
+Feast's defects (shared/anchors.md): an entity not in the store is NOT_FOUND (Feast:
+PRESENT with a null), a value past its view's ttl is OUTSIDE_MAX_AGE (Feast: PRESENT),
+a stored null is NULL_VALUE, and columns come in request order (Feast's order varies).
+Errors are `{"detail": message}` with 400/401/403/404/413/429/503/504; a stack trace
+never leaves the server.
+"""
 log = logging.getLogger("featureline.serving.rest")
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 PROTOBUF = "application/x-protobuf"
@@ -194,7 +197,7 @@ class RestHandlers:
         except Exception as exc:
             return _error_reply(exc, timer, headers)
         timer.done("200")
-        return Reply(200, orjson.dumps(layout))
+        return Reply(200, orjson.dumps(layout.to_dict()))
 
     def routes(self) -> dict[str, Callable[[bytes, Headers], Result]]:
         return {
@@ -279,7 +282,7 @@ def create_app(core: ServingCore) -> FastAPI:
     app = FastAPI(
         title="Featureline serving API",
         version="1",
-        description=__doc__,
+        description=API_DESCRIPTION,
     )
     handlers = RestHandlers(core)
 

@@ -54,12 +54,21 @@ class LayoutColumn:
     in_tensor: bool
     on_demand: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        # Explicit: a compiled (mypyc) dataclass has no __dict__ for vars() or orjson.
+        return {"name": self.name, "view": self.view, "feature": self.feature, "dtype": self.dtype,
+                "in_tensor": self.in_tensor, "on_demand": self.on_demand}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Layout:
     join_keys: list[str]
     request_fields: list[str]
     columns: list[LayoutColumn]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"join_keys": self.join_keys, "request_fields": self.request_fields,
+                "columns": [c.to_dict() for c in self.columns]}  # fmt: skip
 
 
 class ServingCore:
