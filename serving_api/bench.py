@@ -42,6 +42,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run featureline serve with --near-cache-keys N (default 0: off)",
     )
     parser.add_argument("--service", default="fraud_model_v1", help="feature service of the tensor phase")
+    parser.add_argument(
+        "--bodies",
+        type=int,
+        default=5_000,
+        help="distinct batch-1 request bodies, taken in turn (default 5000; Feast is faster on few)",
+    )
     parser.add_argument("--skip-feast", action="store_true", help="measure featureline only")
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
 
@@ -75,13 +81,13 @@ def run(args: Any, settings: Settings) -> int:
         cache = f"{args.near_cache_keys:,} keys" if args.near_cache_keys else "off"
         _say(f"featureline serve: {args.workers} workers, near cache {cache}")
         servers["keys"] = keys
-        workload = Workload.build(repo, keys, args.service, seed=3)
+        workload = Workload.build(repo, keys, args.service, seed=3, single_bodies=args.bodies)
         report = run_phases(workload, servers, sizes, args.concurrency, skip_feast=args.skip_feast)
     finally:
         for proc in reversed(procs):
             proc.stop()
     report["config"] = {**sizes, "concurrency": args.concurrency, "workers": args.workers,
-                        "near_cache_keys": args.near_cache_keys,
+                        "near_cache_keys": args.near_cache_keys, "bodies": args.bodies,
                         "repo": str(settings.repo)}  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -22,8 +22,11 @@ from serving_api.loadgen_grpc import raw_grpc_callers
 from serving_api.proto import FEAST_GRPC_SERVER_NAME, SERVICE_NAME
 
 N_BODIES = 200  # distinct request bodies per workload, taken in turn
-# Batch 1: 5,000 distinct bodies (users and merchants drawn at random), so a closed loop
-# of ~10^5 requests spreads over thousands of entities rather than a few hundred.
+# Batch 1: 5,000 distinct bodies by default (users and merchants drawn at random), so a
+# closed loop of ~10^5 requests spreads over thousands of entities, not a few hundred
+# (`bench serve --bodies`; 200 before 2026-11-22 21:15). Feast's batch-1 REST rate moves
+# between runs on this machine: 2.5-2.9k req/s measured with 200 bodies, 1.4-2.2k with
+# 5,000 (BENCHMARKS.md).
 N_SINGLE_BODIES = 5_000
 FEAST_GRPC_METHOD = f"/{FEAST_GRPC_SERVER_NAME}/GetOnlineFeatures"
 TENSOR_METHOD = f"/{SERVICE_NAME}/GetOnlineTensor"
@@ -37,9 +40,11 @@ class Workload:
     plain_refs: list[str]
     service: str
     make_entities: Callable[[int, bool], dict[str, list[Any]]]
+    single_bodies: int = N_SINGLE_BODIES
 
     @classmethod
-    def build(cls, repo: RepoSpec, keys: dict[str, list[Any]], service: str, seed: int) -> Workload:
+    def build(cls, repo: RepoSpec, keys: dict[str, list[Any]], service: str, seed: int,
+              single_bodies: int = N_SINGLE_BODIES) -> Workload:  # fmt: skip
         rng = random.Random(seed)
         plain = [view for view in repo.views.values() if view.online and not view.is_aggregating]
         refs = [f"{v.name}:{f}" for v in plain for f in v.feature_names]
@@ -54,18 +59,18 @@ class Workload:
                     out[name] = [random_value(dtype, rng) for _ in range(batch)]
             return out
 
-        return cls(refs, service, entities)
+        return cls(refs, service, entities, single_bodies)
 
     def rest(self, batch: int, service: bool = False) -> list[bytes]:
         kind: dict[str, Any] = {"feature_service": self.service} if service else {"features": self.plain_refs}
-        n = N_SINGLE_BODIES if batch == 1 else N_BODIES
+        n = self.single_bodies if batch == 1 else N_BODIES
         return [orjson.dumps({**kind, "entities": self.make_entities(batch, service)})
                 for _ in range(n)]  # fmt: skip
 
     def grpc(self, batch: int) -> list[bytes]:
         return [
             online_request(self.plain_refs, None, self.make_entities(batch, False), False).SerializeToString()
-            for _ in range(N_SINGLE_BODIES if batch == 1 else N_BODIES)
+            for _ in range(self.single_bodies if batch == 1 else N_BODIES)
         ]
 
     def cold_tensor(self, keys: dict[str, list[Any]], batch: int) -> list[bytes]:
