@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,8 @@ def run(args: Any, settings: Settings) -> int:
     home = settings.home / "bench-serve" / time.strftime("%Y%m%d-%H%M%S")
     bench = setup.bench_settings(settings, home)
     procs: list[setup.Proc] = []
+    # SIGTERM unwinds like Ctrl-C, so the finally below stops Redis and both servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         procs.append(setup.start_redis(bench))
         repo = load_repo(bench)
