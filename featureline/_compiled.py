@@ -31,6 +31,7 @@ MODULES = (
     "serving_api/grpc_methods.py",
     "serving_api/h2_wire.py",
     "serving_api/http_server.py",
+    "serving_api/memo.py",
     "serving_api/metrics.py",
     "serving_api/near_cache.py",
     "serving_api/online_reader.py",

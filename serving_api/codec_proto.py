@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from featureline.errors import BadInputError
 from featureline.online.feast_format import encode_timestamp, encode_value, encode_varint
 from serving_api.frame import FeatureFrame, FrameColumn
+from serving_api.memo import memoized
 from serving_api.proto import pb
 from serving_api.tensor import TensorParts
 
@@ -56,12 +57,7 @@ def _repeated_messages(tag: bytes, items: Iterable[bytes]) -> bytes:
 
 
 def _stamp(ts_us: int) -> bytes:
-    out = _STAMPS.get(ts_us)
-    if out is None:
-        if len(_STAMPS) >= _STAMPS_CAP:
-            _STAMPS.clear()
-        out = _STAMPS[ts_us] = encode_timestamp(ts_us)
-    return out
+    return memoized(_STAMPS, _STAMPS_CAP, ts_us, encode_timestamp)
 
 
 def _column_values(col: FrameColumn) -> list[bytes]:

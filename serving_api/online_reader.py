@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
+from serving_api.memo import memoized
 from serving_api.near_cache import NearCache
 from serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
 from serving_api.redis_client import RedisClient
@@ -210,16 +211,6 @@ def _plain_columns(
     return out
 
 
-def _memoized(cache: dict[bytes, Any], limit: int, key: bytes, compute: Callable[[bytes], Any]) -> Any:
-    """cache[key], computed on a miss; the cache is emptied when it reaches `limit`."""
-    value = cache.get(key)
-    if value is None:
-        if len(cache) >= limit:
-            cache.clear()
-        value = cache[key] = compute(key)
-    return value
-
-
 def _field_start(name: bytes) -> int:
     return parse_tile_field(name)[0]
 
@@ -230,9 +221,9 @@ def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int
     tiles = []
     for name, raw in zip(flat[::2], flat[1::2], strict=True):
         # .get first: the hit is the common case and skips a call.
-        start_s = _FIELD_STARTS.get(name) or _memoized(_FIELD_STARTS, _FIELD_STARTS_CAP, name, _field_start)
+        start_s = _FIELD_STARTS.get(name) or memoized(_FIELD_STARTS, _FIELD_STARTS_CAP, name, _field_start)
         if lo_s <= start_s <= hi_s:
-            tile = _TILE_CACHE.get(raw) or _memoized(_TILE_CACHE, _TILE_CACHE_CAP, raw, decode_tile_entries)
+            tile = _TILE_CACHE.get(raw) or memoized(_TILE_CACHE, _TILE_CACHE_CAP, raw, decode_tile_entries)
             tiles.append((start_s, tile))
     return tiles
 

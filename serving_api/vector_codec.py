@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from featureline.online.feast_format import decode_timestamp, decode_value
+from serving_api.memo import memoized
 
 # dtype -> (bytes per value, tag byte: field number << 3 | wire type, numpy format)
 _FIXED = {"float64": (9, 0x29, "<f8"), "float32": (5, 0x35, "<f4")}
@@ -104,13 +105,12 @@ _STAMPS: dict[bytes, int] = {}
 _STAMPS_CAP = 200_000
 
 
+def _decode_stamp(raw: bytes) -> int:
+    return decode_timestamp(raw) or 0
+
+
 def _stamp(raw: bytes) -> int:
-    value = _STAMPS.get(raw)
-    if value is None:
-        if len(_STAMPS) >= _STAMPS_CAP:
-            _STAMPS.clear()
-        value = _STAMPS[raw] = decode_timestamp(raw) or 0
-    return value
+    return memoized(_STAMPS, _STAMPS_CAP, raw, _decode_stamp)
 
 
 def decode_timestamps(raws: list[bytes]) -> list[int]:
