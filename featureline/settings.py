@@ -34,6 +34,9 @@ class Settings:
     offline_dir: str = ""
     http_port: int = 8080
     grpc_port: int = 6566
+    # What serves the gRPC port (`featureline serve --grpc-server`): "native" (our HTTP/2
+    # server in the worker's event loop) or "aio" (grpcio's, I/O on its own thread).
+    grpc_server: str = "native"
     # Tiles are kept at least w + s after their window can need them (semantics.md 2);
     # this extra margin absorbs late events and clock skew.
     tile_retention_margin_s: int = 3600

@@ -74,6 +74,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(CLIENT TRACKING); a write may be served stale until its invalidation arrives, "
         "typically < 1 ms (default 0: off)",
     )
+    parser.add_argument(
+        "--grpc-server",
+        choices=["native", "aio"],
+        default=None,
+        help="what serves the gRPC port: our HTTP/2 server in each worker's event loop "
+        "(native: cheaper per call), or grpcio's (aio: HTTP/2 on grpcio's own thread) "
+        "(default $FEATURELINE_GRPC_SERVER or native)",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
 
 
@@ -101,6 +109,8 @@ def build_config(args: Any, settings: Settings) -> Any:
         raise BadInputError("--workers must be at least 1")
     if args.near_cache_keys < 0:
         raise BadInputError("--near-cache-keys must be >= 0 (0: off)")
+    if (args.grpc_server or settings.grpc_server) not in ("native", "aio"):
+        raise BadInputError(f"FEATURELINE_GRPC_SERVER must be native or aio, not {settings.grpc_server!r}")
     repo = load_repo(settings)
     for odfv in repo.on_demand_views.values():
         OnDemandRunner.build(odfv)  # a udf that cannot run stops us here, with its name
@@ -128,6 +138,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         tokens_file=str(Path(args.auth_tokens).resolve()) if args.auth_tokens else "",
         log_level=args.log_level,
         near_cache_keys=args.near_cache_keys,
+        grpc_server=args.grpc_server or settings.grpc_server,
     ), repo
 
 

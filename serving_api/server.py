@@ -17,8 +17,12 @@ import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving_api.limits import Limits
+
+if TYPE_CHECKING:
+    from serving_api.grpc_h2 import GrpcH2Server
 
 log = logging.getLogger("featureline.serving")
 
@@ -35,6 +39,7 @@ class WorkerConfig:
     tokens_file: str = ""
     log_level: str = "warning"
     near_cache_keys: int = 0  # 0: off (serving_api.near_cache)
+    grpc_server: str = "native"  # or "aio": grpcio serves the gRPC port itself
 
 
 def listen_socket(host: str, port: int, what: str) -> socket.socket:
@@ -72,17 +77,21 @@ async def serve(config: WorkerConfig) -> None:
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = RedisClient(config.redis_host, config.redis_port, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
-    # grpc.aio on a private loopback port hosts health and reflection; the public
-    # gRPC port is ours (serving_api.grpc_h2), which relays those paths to it.
-    grpc_server, relay_port = create_grpc_server(core, 0, host="127.0.0.1", reuse_port=False)
-    public_grpc = GrpcH2Server(
-        FeatureMethods(core).by_path(),
-        config.limits.grpc_max_receive_bytes,
-        config.limits.grpc_max_send_bytes,
-        relay_target=f"127.0.0.1:{relay_port}",
-    )
+    public_grpc: GrpcH2Server | None = None
+    if config.grpc_server == "aio":
+        grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host)
+    else:
+        # grpc.aio on a private loopback port hosts health and reflection; the public
+        # gRPC port is ours (serving_api.grpc_h2), which relays those paths to it.
+        grpc_server, relay_port = create_grpc_server(core, 0, host="127.0.0.1", reuse_port=False)
+        public_grpc = GrpcH2Server(
+            FeatureMethods(core).by_path(),
+            config.limits.grpc_max_receive_bytes,
+            config.limits.grpc_max_send_bytes,
+            relay_target=f"127.0.0.1:{relay_port}",
+        )
     http = HttpServer(RestHandlers(core).routes(), create_app(core), config.limits.max_body_bytes)
-    grpc_sock = listen_socket(config.host, config.grpc_port, "gRPC")
+    grpc_sock = listen_socket(config.host, config.grpc_port, "gRPC") if public_grpc else None
     http_sock = listen_socket(config.host, config.http_port, "HTTP")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,12 +99,15 @@ async def serve(config: WorkerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     tune_gc()
     await grpc_server.start()
-    await public_grpc.start(grpc_sock)
+    if public_grpc is not None:
+        await public_grpc.start(grpc_sock)
     await http.start(http_sock)
     try:
         await stop.wait()
     finally:
-        await asyncio.gather(http.stop(1.0), public_grpc.stop(1.0))
+        await http.stop(1.0)
+        if public_grpc is not None:
+            await public_grpc.stop(1.0)
         await grpc_server.stop(0.5)
         redis.close()
 

@@ -205,3 +205,25 @@ def test_header_blocks_decode_the_same_with_the_block_cache() -> None:
         assert decoded == headers
         remembered = max(remembered, len(conn.decoded_blocks))
     assert remembered >= 3  # the repeated blocks of the three methods were remembered
+
+
+def test_grpc_server_aio_serves_the_same_bytes(
+    serving_settings: Settings, server: ServerProcess, data: None
+) -> None:
+    """`--grpc-server aio` (grpcio on the public port) answers byte for byte like ours."""
+    from conftest import start_server
+
+    request = _request(USERS[:50])
+    path = f"/{SERVICE_NAME}/GetOnlineFeatures"
+    aio = start_server(serving_settings, "--grpc-server", "aio")
+    try:
+        with grpc.insecure_channel(server.target) as ours, grpc.insecure_channel(aio.target) as theirs:
+            mine = ours.unary_unary(path)(request, timeout=10)
+            other = theirs.unary_unary(path)(request, timeout=10)
+            health = health_pb2_grpc.HealthStub(theirs).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    finally:
+        aio.stop()
+    # Same values, statuses and event times; the serving time differs per call.
+    decode = pb.GetOnlineFeaturesResponse.FromString
+    assert decode(mine).results == decode(other).results
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
