@@ -43,11 +43,6 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
-    # A fixed 16 MiB receive window instead of grpcio's 64 KiB start and BDP probing:
-    # a 4,096-row tensor (~370 KB) then arrives without waiting for window updates,
-    # which a busy serving process answers only between requests.
-    ("grpc.http2.bdp_probe", 0),
-    ("grpc.http2.lookahead_bytes", 16 * 1024 * 1024),
 ]
 
 
