@@ -12,6 +12,7 @@ import grpc
 import hpack
 import pytest
 import redis
+from conftest import start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serving_data import ServerProcess, now_us, write_latest
 
@@ -211,8 +212,6 @@ def test_grpc_server_aio_serves_the_same_bytes(
     serving_settings: Settings, server: ServerProcess, data: None
 ) -> None:
     """`--grpc-server aio` (grpcio on the public port) answers byte for byte like ours."""
-    from conftest import start_server
-
     request = _request(USERS[:50])
     path = f"/{SERVICE_NAME}/GetOnlineFeatures"
     aio = start_server(serving_settings, "--grpc-server", "aio")
