@@ -32,6 +32,7 @@ import hpack
 from serving_api import h2_wire as w
 from serving_api.grpc_methods import CallInfo, Method, RpcFailure
 from serving_api.grpc_relay import Relay
+from serving_api.limits import INTERNAL_MESSAGE
 
 log = logging.getLogger("featureline.serving.grpc")
 
@@ -364,7 +365,7 @@ class GrpcH2Connection(asyncio.Protocol):
             self.finish(stream, None, exc)
         else:
             log.error("error serving %s", stream.path, exc_info=exc)
-            self.finish(stream, None, RpcFailure("INTERNAL", "internal server error (see the server log)"))
+            self.finish(stream, None, RpcFailure("INTERNAL", INTERNAL_MESSAGE))
         self.flush()
 
     # -- responses --------------------------------------------------------------------

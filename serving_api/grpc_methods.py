@@ -120,7 +120,7 @@ class FeatureMethods:
             scope = self.core.authenticate(call.authorization)
             query, extra = parse(request)
             timer.n_rows = len(next(iter(query.entities.values()), ()))
-            result = self.core.get_online_fast(query, scope=scope, time_remaining_s=call.time_remaining())
+            result = self.core.get_online(query, scope=scope, time_remaining_s=call.time_remaining())
             if not isinstance(result, FeatureFrame):
                 return self._later(result, timer, encode, extra)
             response = encode(result, extra)

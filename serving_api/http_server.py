@@ -31,6 +31,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from serving_api.limits import INTERNAL_MESSAGE, body_too_large
 from serving_api.rest_app import Headers, Reply
 
 log = logging.getLogger("featureline.serving.http")
@@ -186,7 +187,7 @@ class HttpConnection(asyncio.Protocol):
         exc = task.exception()
         if exc is not None:
             log.error("error serving %s", request.url.decode("latin-1"), exc_info=exc)
-            body = orjson.dumps({"detail": "internal server error (see the server log)"})
+            body = orjson.dumps({"detail": INTERNAL_MESSAGE})
             data = response_bytes(500, body, b"application/json", [], request.keep_alive)
         else:
             data = task.result()
@@ -204,9 +205,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _too_large(self, size: int) -> None:
         self.too_large = True
-        limit = self.server.max_body_bytes
-        self._fail(413, f"request body of {size} bytes is larger than the limit of {limit} bytes "
-                        "(--max-body-bytes)")  # fmt: skip
+        self._fail(413, str(body_too_large(size, self.server.max_body_bytes)))
 
     def _fail(self, status: int, message: str) -> None:
         """Answer with an error and close: the rest of the stream cannot be trusted."""

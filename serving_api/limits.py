@@ -42,6 +42,10 @@ class Limits:
     redis_timeout_s: float = 1.0
 
 
+# What a caller reads of an unexpected error; the details go to the server log only.
+INTERNAL_MESSAGE = "internal server error (see the server log)"
+
+
 class TooManyEntitiesError(BadInputError):
     pass
 
@@ -74,10 +78,9 @@ def check_entities(n_rows: int, limits: Limits) -> None:
         )
 
 
-def body_too_large(size: int, limits: Limits) -> BodyTooLargeError:
+def body_too_large(size: int, limit: int) -> BodyTooLargeError:
     return BodyTooLargeError(
-        f"request body of {size} bytes is larger than the limit of "
-        f"{limits.max_body_bytes} bytes (--max-body-bytes)"
+        f"request body of {size} bytes is larger than the limit of {limit} bytes (--max-body-bytes)"
     )
 
 
@@ -126,4 +129,4 @@ def classify(exc: BaseException) -> tuple[int, str, str]:
             if cls is asyncio.TimeoutError:
                 message = "the request's deadline passed before Redis answered"
             return http, grpc_name, message
-    return 500, "INTERNAL", "internal server error (see the server log)"
+    return 500, "INTERNAL", INTERNAL_MESSAGE

@@ -18,7 +18,7 @@ from serving_api import metrics
 from serving_api.codec_json import frame_to_feast_json
 from serving_api.codec_proto import tensor_message
 from serving_api.frame import FeatureFrame
-from serving_api.limits import UnauthenticatedError, body_too_large
+from serving_api.limits import INTERNAL_MESSAGE, UnauthenticatedError, body_too_large
 from serving_api.rest_models import (
     ERROR_RESPONSES,
     GetOnlineFeaturesRequest,
@@ -136,16 +136,22 @@ def _tensor_body(frame: FeatureFrame, fill: float, accept: str) -> Reply:
 
 
 Result = Reply | Awaitable[Reply]
-_Parse = Callable[[bytes], tuple[FeatureQuery, dict[str, Any]]]
-_Encode = Callable[[FeatureFrame, dict[str, Any], Headers], Reply]
+# An endpoint's options from the request JSON, checked before any read (a bad one is a
+# 400 without I/O), and its encoder of the frame with those options.
+_Options = Callable[[dict[str, Any]], Any]
+_Encode = Callable[[FeatureFrame, Any, Headers], Reply]
 
 
-def _encode_online(frame: FeatureFrame, _: dict[str, Any], __: Headers) -> Reply:
+def _no_options(_: dict[str, Any]) -> None:
+    return None
+
+
+def _encode_online(frame: FeatureFrame, _: Any, __: Headers) -> Reply:
     return Reply(200, frame_to_feast_json(frame))
 
 
-def _encode_tensor(frame: FeatureFrame, data: dict[str, Any], headers: Headers) -> Reply:
-    return _tensor_body(frame, _fill_value(data), headers.get("accept", ""))
+def _encode_tensor(frame: FeatureFrame, fill: Any, headers: Headers) -> Reply:
+    return _tensor_body(frame, fill, headers.get("accept", ""))
 
 
 class RestHandlers:
@@ -157,32 +163,32 @@ class RestHandlers:
         self.core = core
 
     def online(self, body: bytes, headers: Headers) -> Result:
-        return self._read("/get-online-features", body, headers, _encode_online)
+        return self._read("/get-online-features", body, headers, _no_options, _encode_online)
 
     def tensor(self, body: bytes, headers: Headers) -> Result:
-        return self._read("/get-online-tensor", body, headers, _encode_tensor)
+        return self._read("/get-online-tensor", body, headers, _fill_value, _encode_tensor)
 
-    def _read(self, endpoint: str, body: bytes, headers: Headers, encode: _Encode) -> Result:
+    def _read(self, endpoint: str, body: bytes, headers: Headers, options: _Options,
+              encode: _Encode) -> Result:  # fmt: skip
         timer = RequestTimer(endpoint)
         try:
             scope = self.core.authenticate(headers.get("authorization"))
             query, data = parse_query(body)
-            if encode is _encode_tensor:
-                _fill_value(data)  # a bad fill_value is a 400 before any read
+            extra = options(data)
             timer.n_rows = len(next(iter(query.entities.values()), ()))
-            result = self.core.get_online_fast(query, scope=scope)
+            result = self.core.get_online(query, scope=scope)
             if not isinstance(result, FeatureFrame):
-                return self._later(result, timer, headers, encode, data)
-            reply = encode(result, data, headers)
+                return self._later(result, timer, headers, encode, extra)
+            reply = encode(result, extra, headers)
         except Exception as exc:  # every failure becomes a status code, never a trace
             return _error_reply(exc, timer, headers)
         timer.done("200")
         return reply
 
     async def _later(self, pending: Awaitable[FeatureFrame], timer: RequestTimer, headers: Headers,
-                     encode: _Encode, data: dict[str, Any]) -> Reply:  # fmt: skip
+                     encode: _Encode, extra: Any) -> Reply:  # fmt: skip
         try:
-            reply = encode(await pending, data, headers)
+            reply = encode(await pending, extra, headers)
         except Exception as exc:
             return _error_reply(exc, timer, headers)
         timer.done("200")
@@ -211,13 +217,13 @@ async def _request_body(request: Request, core: ServingCore) -> bytes:
     limit = core.limits.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise body_too_large(int(declared), core.limits)
+        raise body_too_large(int(declared), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise body_too_large(size, core.limits)
+            raise body_too_large(size, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -322,6 +328,6 @@ def create_app(core: ServingCore) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal server error (see the server log)"}, 500)
+        return JSONResponse({"detail": INTERNAL_MESSAGE}, 500)
 
     return app

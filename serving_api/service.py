@@ -100,7 +100,7 @@ class ServingCore:
             TokenAuth.check(scope, plan, query.service)
         return plan
 
-    def get_online_fast(
+    def get_online(
         self,
         query: FeatureQuery,
         *,
@@ -109,8 +109,7 @@ class ServingCore:
     ) -> FeatureFrame | Awaitable[FeatureFrame]:
         """The frame itself when it is served from memory (near cache), else an
         awaitable of it. Bad input raises here, before any I/O. The transports call
-        this so that a request answered from memory needs no task: ~10 us of the ~40
-        a batch-1 request costs when everything else is in memory."""
+        this so that a request answered from memory needs no task and no await."""
         plan = self._plan(query, scope)
         check_entities(row_count(query.entities), self.limits)
         timeout = self.limits.redis_timeout_s
@@ -124,16 +123,6 @@ class ServingCore:
             metrics.observe_staleness(started.columns, t_us)
             return started
         return self._finish(started, t_us, timeout)
-
-    async def get_online(
-        self,
-        query: FeatureQuery,
-        *,
-        scope: frozenset[str] | None = None,
-        time_remaining_s: float | None = None,
-    ) -> FeatureFrame:
-        result = self.get_online_fast(query, scope=scope, time_remaining_s=time_remaining_s)
-        return result if isinstance(result, FeatureFrame) else await result
 
     async def _finish(self, pending: PendingRead, t_us: int, timeout_s: float) -> FeatureFrame:
         with self.in_flight:
