@@ -16,8 +16,8 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The serving hot path (BENCHMARKS.md: batch 1 on 2 cores, ~1.3x the requests/s of the
-# same code as Python). Modules only, no packages' __init__. Only serving_api: the shared
+# The serving hot path (BENCHMARKS.md, Serving: batch 1 on 2 cores, ~1.35-1.45x the
+# requests/s of the same code as Python). Modules only, no packages' __init__. Only serving_api: the shared
 # core (featureline/) also runs in Spark executors and Beam workers, which get its
 # sources and not an extension built for this interpreter. Their shared library is
 # serving_api/_native__mypyc.*, inside the package, so it imports from any directory.

@@ -3,8 +3,9 @@
 
 mypyc turns the type-annotated modules of `featureline._compiled.MODULES` into C
 extensions beside their sources, with the same behaviour (plus runtime checks of the
-annotations). Measured here on 2 cores (`featureline bench serve`, batch 1): REST
-~1.35x and gRPC ~1.45x the requests/s of the same code as Python (BENCHMARKS.md).
+annotations). Measured here on 2 cores (a profiling script on the bench's data, batch
+1, near cache on): REST ~1.35x and gRPC ~1.45x the requests/s of the same code as
+Python (BENCHMARKS.md, Serving).
 Without mypy or a C compiler, or if the build fails, the modules simply run as Python.
 """
 
