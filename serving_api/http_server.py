@@ -31,6 +31,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from serving_api import metrics
 from serving_api.limits import INTERNAL_MESSAGE, body_too_large
 from serving_api.rest_app import Headers, Reply
 
@@ -205,6 +206,8 @@ class HttpConnection(asyncio.Protocol):
 
     def _too_large(self, size: int) -> None:
         self.too_large = True
+        path = self.request.url.partition(b"?")[0].decode("latin-1")
+        metrics.observe_request(path, 0, 0.0, "413")  # counted like every other answer
         self._fail(413, str(body_too_large(size, self.server.max_body_bytes)))
 
     def _fail(self, status: int, message: str) -> None:

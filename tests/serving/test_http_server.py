@@ -80,6 +80,10 @@ def test_body_limit_is_413_before_the_body_is_sent(server: ServerProcess) -> Non
         assert status == 413 and headers["connection"] == "close"
         assert "200000 bytes" in orjson.loads(body)["detail"]
         assert sock.recv(10) == b""  # closed: the rest of the stream cannot be trusted
+    with _connect(server) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        ((_, _, text),) = _read_responses(sock, 1)
+    assert b'code="413",endpoint="/get-online-features"' in text
 
 
 def test_http_10_closes_and_malformed_is_400(server: ServerProcess) -> None:
