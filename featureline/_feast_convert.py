@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from featureline._feast_unused import unused_objects
 from featureline.errors import BadInputError
 from featureline.specs import (
     AggregationSpec,
@@ -142,6 +144,15 @@ def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpe
     )
 
 
+def convert_label_view(view: Any, repo: Path, entities: dict[str, EntitySpec]) -> ViewSpec:
+    """A LabelView as Feast 0.67 defines it: written by push only (never materialized),
+    served online last-write-wins whatever its policy; offline, its ConflictPolicy."""
+    spec = convert_view(view, repo, "batch", entities)
+    return dataclasses.replace(
+        spec, label_policy=str(view.conflict_policy.value), labeler_field=str(view.labeler_field)
+    )
+
+
 def convert_odfv(odfv: Any, views: dict[str, ViewSpec]) -> OnDemandViewSpec:
     transformation = odfv.feature_transformation
     udf = getattr(transformation, "udf", None)
@@ -190,6 +201,8 @@ def convert_repo_contents(
         views[fv.name] = convert_view(fv, repo, "batch", entities)
     for sfv in contents.stream_feature_views:
         views[sfv.name] = convert_view(sfv, repo, "stream", entities)
+    for lv in contents.label_views:
+        views[lv.name] = convert_label_view(lv, repo, entities)
     odfvs = {o.name: convert_odfv(o, views) for o in contents.on_demand_feature_views}
     services = {
         fs.name: ServiceSpec(
@@ -206,4 +219,5 @@ def convert_repo_contents(
         services=services,
         entity_key_serialization_version=entity_key_serialization_version,
         source_fingerprint=fingerprint,
+        ignored=unused_objects(contents),
     )

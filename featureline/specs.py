@@ -95,6 +95,10 @@ class ViewSpec:
     online: bool = True
     udf_source: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    # A Feast LabelView (mutable labels, written by push only): its ConflictPolicy value
+    # ("last_write_wins", "labeler_priority", "majority_vote") and labeler column.
+    label_policy: str = ""
+    labeler_field: str = ""
 
     @property
     def join_key_names(self) -> tuple[str, ...]:
@@ -107,6 +111,10 @@ class ViewSpec:
     @property
     def is_aggregating(self) -> bool:
         return bool(self.aggregations)
+
+    @property
+    def is_label_view(self) -> bool:
+        return bool(self.label_policy)
 
     def feature(self, name: str) -> FieldSpec:
         for f in self.features:
@@ -151,6 +159,15 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class IgnoredSpec:
+    """An object `feast apply` registers that Featureline does not act on, and why."""
+
+    kind: str
+    name: str
+    why: str
+
+
+@dataclass(frozen=True)
 class RepoSpec:
     project: str
     entities: dict[str, EntitySpec]
@@ -159,6 +176,7 @@ class RepoSpec:
     services: dict[str, ServiceSpec]
     entity_key_serialization_version: int = 3
     source_fingerprint: str = ""
+    ignored: tuple[IgnoredSpec, ...] = ()
 
     def view(self, name: str) -> ViewSpec:
         try:
@@ -243,6 +261,7 @@ def _repo_from_dict(d: dict[str, Any]) -> RepoSpec:
         services=services,
         entity_key_serialization_version=d["entity_key_serialization_version"],
         source_fingerprint=d["source_fingerprint"],
+        ignored=tuple(IgnoredSpec(**i) for i in d.get("ignored", ())),
     )
 
 

@@ -61,10 +61,23 @@ def get_historical_features(
         repo = load_repo(settings or Settings.from_env())
     refs = list(features) if features is not None else None
     resolved = resolve_features(repo, refs, feature_service, full_feature_names=full_feature_names)
+    _check_label_policies(repo, resolved)
     run = _Retrieval(repo, entity_df, timestamp_column, engine, local_options, spark_master)
     if not any(f.on_demand for f in resolved):
         return run(resolved, full_feature_names)
     return _with_on_demand(run, repo, resolved, full_feature_names)
+
+
+def _check_label_policies(repo: RepoSpec, resolved: list[ResolvedFeature]) -> None:
+    """A label view's rows are joined point in time, last write wins (semantics.md 1);
+    its other ConflictPolicies resolve across labelers, which is not implemented."""
+    for feature in resolved:
+        view = None if feature.on_demand else repo.view(feature.view)
+        if view is not None and view.is_label_view and view.label_policy != "last_write_wins":
+            raise BadInputError(
+                f"label view {view.name!r} has conflict policy {view.label_policy}; historical "
+                "retrieval supports label views with last_write_wins only"
+            )
 
 
 class _Retrieval:

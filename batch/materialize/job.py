@@ -94,11 +94,21 @@ def redis_client(settings: Settings) -> Any:
 def online_views(repo: RepoSpec, names: list[str] | None) -> list[ViewSpec]:
     if names:
         views = [repo.view(n) for n in names]
+        labels = [v.name for v in views if v.is_label_view]
+        if labels:
+            # Feast 0.67 refuses the same: labels are written with push, never materialized.
+            raise BadInputError(
+                f"label view(s) {', '.join(labels)} cannot be materialized; write labels with push"
+            )
         offline_only = [v.name for v in views if not v.online]
         if offline_only:
             raise BadInputError(f"view(s) {', '.join(offline_only)} are not online (online=False)")
         return views
-    return [v for _, v in sorted(repo.views.items()) if v.online and v.batch_source is not None]
+    return [
+        v
+        for _, v in sorted(repo.views.items())
+        if v.online and v.batch_source is not None and not v.is_label_view
+    ]
 
 
 def materialize(

@@ -45,6 +45,9 @@ def apply_repo(settings: Settings) -> list[str]:
     lines += [f"  {v.kind} view {v.name} ({len(v.features)} features)" for v in spec.views.values()]
     lines += [f"  on-demand view {o}" for o in spec.on_demand_views]
     lines += [f"  feature service {s}" for s in spec.services]
+    if spec.ignored:
+        lines.append("registered, not used by Featureline:")
+        lines += [f"  {i.kind} {i.name}: {i.why}" for i in spec.ignored]
     return lines
 
 

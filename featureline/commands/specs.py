@@ -31,4 +31,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for service in spec.services.values():
         n = sum(len(p.features) for p in service.projections)
         print(f"feature service {service.name}: {n} features")
+    for ignored in spec.ignored:
+        print(f"not used: {ignored.kind} {ignored.name}: {ignored.why}")
     return 0
