@@ -39,15 +39,16 @@ def _seconds(delta: timedelta | None) -> int:
 def _file_source(source: Any, repo: Path) -> FileSourceSpec | None:
     if source is None or type(source).__name__ != "FileSource":
         return None
-    path = Path(source.path)
-    if not path.is_absolute() and "://" not in source.path:
-        path = (repo / path).resolve()
+    # A URI stays as written (Path would fold "s3://b/k" into "s3:/b/k"); a relative
+    # path is relative to the repo, as Feast reads it.
+    path = source.path if "://" in source.path else str((repo / source.path).resolve())
     return FileSourceSpec(
         name=source.name,
-        path=str(path),
+        path=path,
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column or "",
         field_mapping=dict(source.field_mapping or {}),
+        s3_endpoint_override=getattr(source, "s3_endpoint_override", None) or "",
     )
 
 

@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from featureline.object_store import Location
+
 PARTITION_COLUMN = "date"
 TS_TYPE = pa.timestamp("us", tz="UTC")
 # Kafka identity columns of a raw event; -1 when an event did not come from Kafka.
@@ -96,9 +98,18 @@ def write_partitioned(
     return written
 
 
-def dataset(base: Path) -> ds.Dataset:
-    """The Hive-partitioned dataset under `base` (the `date` column is derived)."""
-    return ds.dataset(base, format="parquet", partitioning="hive", exclude_invalid_files=True)
+def _location(base: Path | Location) -> Location:
+    return base if isinstance(base, Location) else Location(str(base))
+
+
+def dataset(base: Path | Location) -> ds.Dataset:
+    """The Hive-partitioned dataset under `base`, a local path or an object-store
+    location (the `date` column is derived)."""
+    return _location(base).dataset()
+
+
+def exists(base: Path | Location) -> bool:
+    return _location(base).exists()
 
 
 def read_table(base: Path, columns: Iterable[str] | None = None) -> pa.Table:

@@ -41,6 +41,8 @@ class FileSourceSpec:
     timestamp_field: str
     created_timestamp_column: str = ""
     field_mapping: dict[str, str] = field(default_factory=dict)
+    # Feast's FileSource option for S3-compatible stores (featureline.object_store).
+    s3_endpoint_override: str = ""
 
 
 @dataclass(frozen=True)

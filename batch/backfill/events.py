@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featureline.errors import BadInputError
-from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, dataset
+from featureline.object_store import Location
+from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, dataset, exists
 from featureline.semantics import US
 from featureline.specs import ViewSpec
 
@@ -138,7 +139,7 @@ def dedupe_events(table: pa.Table) -> pa.Table:
 
 
 def read_raw_events(
-    base: Path,
+    base: Path | Location,
     cols: EventColumns,
     start_us: int | None,
     end_us: int | None,
@@ -147,7 +148,7 @@ def read_raw_events(
 
     Only the date partitions that can hold such events are opened.
     """
-    if not base.exists():
+    if not exists(base):
         return _empty_events(cols)
     data = dataset(base)
     wanted = [cols.file_column(c) for c in (*cols.join_keys, *cols.values)] + [cols.timestamp]

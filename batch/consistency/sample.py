@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featureline.object_store import Location
 from featureline.specs import FieldSpec, RepoSpec, ViewSpec, resolve_features
 
 
@@ -56,11 +56,9 @@ def feature_groups(
 
 def source_keys(view: ViewSpec, names: tuple[str, ...]) -> pa.Table:
     """Distinct non-null key tuples in the view's offline source (empty if none)."""
-    from featureline.offline import dataset
-
-    if view.batch_source is None or not Path(view.batch_source.path).exists():
+    if view.batch_source is None or not Location.of(view.batch_source).exists():
         return pa.table({n: pa.array([], pa.null()) for n in names})
-    table = dataset(Path(view.batch_source.path)).to_table(columns=list(names))
+    table = Location.of(view.batch_source).dataset().to_table(columns=list(names))
     for n in names:
         table = table.filter(pc.is_valid(table[n]))
     return table.group_by(list(names)).aggregate([])

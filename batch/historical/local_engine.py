@@ -79,6 +79,7 @@ def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawRe
 
     con = connect(options or LocalOptions())
     con.register("ent", plan.narrow)
+    register_remote(con, plan.views)
     parts: list[pa.Table] = []
     layouts: dict[LayoutKey, LimbLayout] = {}
     plain = [v for v in plan.views if not v.groups and v.source.has_files]
@@ -134,7 +135,6 @@ def source_sql(view: ViewRequest, columns: list[tuple[str, str]]) -> str:
     """The view's Parquet files as a relation: internal key names, EVENT_TS (UTC
     microseconds), ORDER (latest-value order key) and `columns` (file column, alias)."""
     src = view.source
-    path = str(src.path / "**" / "*.parquet") if src.is_dir else str(src.path)
     keys = [
         f"CAST({quote(src.columns[k.name])} AS {_SQL_TYPES.get(k.dtype, 'VARCHAR')}) AS {internal}"
         for k, internal in zip(view.view.join_keys, view.keys, strict=True)
@@ -150,12 +150,32 @@ def source_sql(view: ViewRequest, columns: list[tuple[str, str]]) -> str:
         [*keys, f"{event} AS {EVENT_TS}", f"{order} AS {ORDER}"]
         + [f"{quote(col)} AS {alias}" for col, alias in columns]
     )
+    return f"SELECT {selected} FROM {_relation(view)} WHERE {quote(src.timestamp)} IS NOT NULL"
+
+
+def _relation(view: ViewRequest) -> str:
+    """The source as DuckDB reads it: local Parquet by path; an object-store source
+    as the pyarrow dataset registered by `register_remote` (DuckDB's own httpfs would
+    be an extension download, which a machine without internet cannot do)."""
+    src = view.source
+    if src.is_remote:
+        return remote_name(view)
+    path = str(src.path)
+    if src.is_dir:
+        path = path.rstrip("/") + "/**/*.parquet"
     literal = path.replace("'", "''")
-    return (
-        f"SELECT {selected} FROM read_parquet('{literal}', hive_partitioning = "
-        f"{'true' if src.is_dir else 'false'}, union_by_name = true) "
-        f"WHERE {quote(src.timestamp)} IS NOT NULL"
-    )
+    hive = "true" if src.is_dir else "false"
+    return f"read_parquet('{literal}', hive_partitioning = {hive}, union_by_name = true)"
+
+
+def remote_name(view: ViewRequest) -> str:
+    return f"__fl_src{view.index}"
+
+
+def register_remote(con: Any, views: tuple[ViewRequest, ...]) -> None:
+    for view in views:
+        if view.source.is_remote and view.source.has_files:
+            con.register(remote_name(view), view.source.path.dataset())
 
 
 def _latest_sql(views: list[ViewRequest]) -> str:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from batch.historical.aggregations import tile_starts_us, window_starts_us
 from batch.historical.entity_df import ROW_ID, ROW_TS, EntityFrame, key_column
 from featureline.errors import BadInputError, NotFoundError
+from featureline.object_store import Location
 from featureline.specs import AggregationSpec, RepoSpec, ResolvedFeature, ViewSpec
 
 
@@ -27,7 +26,7 @@ from featureline.specs import AggregationSpec, RepoSpec, ResolvedFeature, ViewSp
 class SourceInfo:
     """A view's Parquet source: where, and which file column holds each of our names."""
 
-    path: Path
+    path: Location  # a local path or an object-store URI
     timestamp: str  # file column of the event time
     created: str | None  # file column of the created time
     columns: dict[str, str]  # our name (after field_mapping) -> file column
@@ -37,6 +36,11 @@ class SourceInfo:
     @property
     def is_dir(self) -> bool:
         return self.path.is_dir()
+
+    @property
+    def is_remote(self) -> bool:
+        """On an object store: engines read it through pyarrow's filesystems."""
+        return self.path.is_uri
 
 
 @dataclass(frozen=True)
@@ -220,9 +224,7 @@ def inspect_source(view: ViewSpec, needed: list[str]) -> SourceInfo:
         raise BadInputError(
             f"feature view {view.name!r} has no file (Parquet) batch source to read history from"
         )
-    if "://" in spec.path:
-        raise BadInputError(f"feature view {view.name!r}: source {spec.path!r} is not a local Parquet path")
-    path = Path(spec.path)
+    path = Location.of(spec)
     if not path.exists():
         raise NotFoundError(
             f"feature view {view.name!r}: its source {str(path)!r} does not exist (no data yet?)"
@@ -230,7 +232,7 @@ def inspect_source(view: ViewSpec, needed: list[str]) -> SourceInfo:
     mapping = dict(spec.field_mapping)
     inverse = {ours: theirs for theirs, ours in mapping.items()}
     created = view.created_timestamp_column or spec.created_timestamp_column or None
-    dataset = ds.dataset(path, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    dataset = path.dataset()
     schema = dataset.schema
     ours = [*(k.name for k in view.join_keys), *needed]
     columns = {name: inverse.get(name, name) for name in ours}

@@ -85,12 +85,18 @@ def micros_expr(column: str, arrow_type: pa.DataType) -> Any:
     return F.unix_micros(col.cast("timestamp"))
 
 
+def spark_path(path: str) -> str:
+    """Spark (Hadoop) names S3 `s3a://`; the cluster needs hadoop-aws on its classpath
+    and its fs.s3a.* settings (endpoint, credentials), as deploy/README.md says."""
+    return "s3a://" + path.split("://", 1)[1] if path.startswith("s3://") else path
+
+
 def read_source(spark: Any, view: ViewRequest, columns: list[tuple[str, str]]) -> Any:
     """The view's Parquet files: internal key names, EVENT_TS, CREATED, `columns`."""
     from pyspark.sql import functions as F
 
     src = view.source
-    frame = spark.read.option("mergeSchema", "true").parquet(str(src.path))
+    frame = spark.read.option("mergeSchema", "true").parquet(spark_path(src.path.path))
     schema = src.schema
     selected = [
         F.col(f"`{src.columns[k.name]}`").cast(_SPARK_TYPES.get(k.dtype, "string")).alias(internal)

@@ -32,6 +32,7 @@ from batch.materialize.latest import LatestLwwWriter, encode_rows, latest_per_ke
 from batch.materialize.parallel import default_workers, run_sharded, shard_bounds
 from batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
 from featureline.errors import BadInputError, FeaturelineError, ServiceUnavailableError
+from featureline.object_store import Location
 from featureline.semantics import US
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
@@ -212,12 +213,10 @@ def _materialize_view(
     return ViewMaterialized(view.name, kind, start_us, end_us, rows, entities, written, seconds, note=note)
 
 
-def _source_path(view: ViewSpec) -> Any:
-    from pathlib import Path
-
+def _source_path(view: ViewSpec) -> Location:
     if view.batch_source is None:
         raise BadInputError(f"view {view.name!r} has no file source to materialize from")
-    return Path(view.batch_source.path)
+    return Location.of(view.batch_source)
 
 
 def _write_latest(

@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 
 from batch.backfill.tile_states import PARTITION, STATE, TILE_START_S, tile_states
 from batch.materialize.encode import encode_keys
-from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
+from featureline.object_store import Location
+from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, dataset, exists
 from featureline.online.tiles import offsets_key, tile_field, tile_key_for
 from featureline.semantics import US, tile_retention_s
 from featureline.specs import ViewSpec
@@ -119,13 +120,12 @@ def write_tiles(
     return tiles.num_rows
 
 
-def raw_extent(base: Path, ts_column: str) -> tuple[dict[int, int], int | None]:
+def raw_extent(base: Path | Location, ts_column: str) -> tuple[dict[int, int], int | None]:
     """Over all raw events under `base`: the largest Kafka offset per partition, and
     the newest event time (us). Reads only those three columns."""
     from batch.backfill.events import to_us
-    from featureline.offline import dataset
 
-    if not base.exists():
+    if not exists(base):
         return {}, None
     data = dataset(base)
     names = set(data.schema.names)
