@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from featureline.dtypes import COMPOUND_DTYPES
+from featureline.online.value_proto import to_json_native
 from serving_api.frame import STATUS_NAMES, FeatureFrame, FrameColumn
 
 _EPOCH = "1970-01-01T00:00:00Z"
@@ -60,6 +62,8 @@ def _column_json(col: FrameColumn, stamp_cache: dict[int, list[str]]) -> dict[st
     values = col.values
     if col.dtype in ("float32", "float64", "bytes"):
         values = [_json_value(v) for v in values]
+    elif col.dtype in COMPOUND_DTYPES:  # arrays, maps, json: Feast's _value_to_native
+        values = [to_json_native(v) for v in values]
     # Columns of one view share one event-time list: format it once.
     stamps = stamp_cache.get(id(col.event_us))
     if stamps is None:
