@@ -361,6 +361,24 @@ def decode_native(buf: bytes | None) -> Any:
     return decode_any(buf or b"", native=True)
 
 
+def plain_value(dtype: str, value: Any) -> Any:
+    """A value read from Arrow (offline, historical) in the form decode_plain gives the
+    stored one, so both compare with ==: timestamps as epoch seconds (Feast stores whole
+    seconds), an Arrow map's (key, value) pairs as a dict, arrays as lists."""
+    if value is None:
+        return None
+    d = DTYPES[dtype]
+    if dtype == "unix_timestamp":
+        return epoch_seconds(value)
+    if d.element == "unix_timestamp":
+        return [epoch_seconds(v) for v in value]
+    if d.element:
+        return list(value)
+    if dtype in ("map", "struct"):
+        return _as_dict(value, dtype)
+    return value
+
+
 def to_json_native(value: Any) -> Any:
     """A decoded value -> its form in Feast's REST JSON (feast_server_utils): bytes as
     base64, non-finite floats as "NaN"/"Infinity"/"-Infinity", recursively."""
