@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 import redis
 from conftest import start_server
@@ -225,12 +226,19 @@ def test_tensor_refuses_a_non_numeric_feature_by_name(typed: Typed) -> None:
     body = {"features": numeric, "entities": {"driver_id": [1, NULL_DRIVER]}}
     response = httpx.post(url, json=body, timeout=10)
     assert response.status_code == 200, response.text
+    from serving_api.proto import pb
+
+    tensor = pb.Tensor.FromString(response.content)
+    values = np.frombuffer(tensor.values, dtype="<f4").reshape(2, len(numeric))
+    present = np.frombuffer(tensor.present, dtype=np.uint8).reshape(2, len(numeric))
+    assert present[0].tolist() == [1] * 6 and present[1].tolist() == [0] * 6  # Feast's NaT: absent
+    row = source_by_driver()[1]
+    expected = [row["i32"], row["i64"], row["f32"], row["f64"], row["flag"], row["ts"].timestamp()]
+    assert values[0].tolist() == np.array(expected, dtype=np.float32).tolist()
     # A feature service keeps its non-numeric features out of the matrix, by name.
     body = {"feature_service": "every_type_service", "entities": {"driver_id": [1]}}
     response = httpx.post(url, json=body, timeout=10)
     assert response.status_code == 200, response.text
-    from serving_api.proto import pb
-
     tensor = pb.Tensor.FromString(response.content)
     assert list(tensor.column_names) == ["i32", "i64", "f32", "f64", "flag", "ts"]
     assert len(tensor.omitted_features) == len(FEATURES) - 6
