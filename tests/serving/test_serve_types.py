@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -41,6 +45,7 @@ from types_repo import (
 )
 
 from batch.materialize import materialize
+from featureline.devstack import free_ports
 from featureline.online.feast_format import feature_field, ts_field
 from featureline.online.value_proto import decode_plain
 from featureline.repo import load_repo
@@ -145,14 +150,14 @@ def _stored_null(feast_value: Any, dtype: str) -> bool:
     return feast_value is None or (dtype == "unix_timestamp" and feast_value == NAT)
 
 
-def test_rest_answers_as_feast_serve(typed: Typed) -> None:
-    from feast.feature_server_utils import convert_response_to_dict
-
-    feast = _by_name(json.loads(json.dumps(convert_response_to_dict(_feast_response(typed).proto))))
+def _ours_rest(typed: Typed) -> dict[str, dict[str, list[Any]]]:
     body = {"features": REFS, "entities": {"driver_id": ASKED}}
     response = httpx.post(f"{typed.server.url}/get-online-features", json=body, timeout=10)
     assert response.status_code == 200, response.text
-    ours = _by_name(response.json())
+    return _by_name(response.json())
+
+
+def _assert_rest_matches(ours: dict[str, Any], feast: dict[str, Any]) -> None:
     assert list(ours) == ["driver_id", *FEATURES] and set(feast) == set(ours)
     assert ours["driver_id"]["values"] == feast["driver_id"]["values"] == ASKED
     for name in FEATURES:
@@ -169,6 +174,41 @@ def test_rest_answers_as_feast_serve(typed: Typed) -> None:
                 assert got == (theirs["values"][i], theirs["statuses"][i]) == (got[0], "PRESENT"), name
     assert ours["j"]["values"][0] == feast["j"]["values"][0]  # Json: the stored text
     assert isinstance(ours["m"]["values"][0], dict) and isinstance(ours["b_list"]["values"][0][1], str)
+
+
+def test_rest_answers_as_feast_serve(typed: Typed) -> None:
+    """Against the function `feast serve` answers with (feast_server_utils)."""
+    from feast.feature_server_utils import convert_response_to_dict
+
+    feast = _by_name(json.loads(json.dumps(convert_response_to_dict(_feast_response(typed).proto))))
+    _assert_rest_matches(_ours_rest(typed), feast)
+
+
+def test_rest_answers_as_a_feast_serve_process(typed: Typed) -> None:
+    """And against a real `feast serve` on the same repo and Redis."""
+    (port,) = free_ports(1)
+    log = open(typed.settings.home / "feast-serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=typed.settings.repo, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        body = {"features": REFS, "entities": {"driver_id": ASKED}}
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (typed.settings.home / "feast-serve.log").read_text()[-3000:]
+            try:
+                response = httpx.post(f"http://127.0.0.1:{port}/get-online-features", json=body, timeout=10)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "feast serve did not answer in 90 s"
+                time.sleep(0.5)
+        assert response.status_code == 200, response.text
+        _assert_rest_matches(_ours_rest(typed), _by_name(response.json()))
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
 
 
 def test_grpc_answers_feasts_messages(typed: Typed) -> None:
