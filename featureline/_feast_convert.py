@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from featureline.dtypes import from_feast_name, supported
+from featureline.dtypes import KEY_DTYPES, from_feast_name, supported
 from featureline.errors import BadInputError
 from featureline.specs import (
     AggregationSpec,
@@ -64,11 +64,11 @@ def _infer_entity_type(entity: Any, views: list[Any], repo: Path) -> str:
     for view in users:
         for column in view.entity_columns or []:
             if column.name == entity.join_key:
-                return _dtype(column.dtype, f"join key {entity.join_key!r}")
+                return _key_dtype(column.dtype, f"join key {entity.join_key!r}")
     for view in users:
         dtype = _source_key_type(view, entity.join_key, repo)
         if dtype:
-            return dtype
+            return _key_dtype(dtype, f"join key {entity.join_key!r}")
     raise BadInputError(
         f"entity {entity.name!r} has no value_type and the type of its join key {entity.join_key!r} "
         "cannot be inferred: no feature view using it has that column in its source; "
@@ -80,7 +80,7 @@ def _entity_spec(entity: Any, views: list[Any], repo: Path) -> EntitySpec:
     if entity.value_type.name == "UNKNOWN":
         dtype = _infer_entity_type(entity, views, repo)
     else:
-        dtype = _dtype(entity.value_type, f"entity {entity.name!r}")
+        dtype = _key_dtype(entity.value_type, f"entity {entity.name!r}")
     return EntitySpec(entity.name, entity.join_key, dtype)
 
 
@@ -150,9 +150,17 @@ def _aggregations(
     return tuple(aggs), tuple(outputs)
 
 
+def _key_dtype(feast_type: Any, what: str) -> str:
+    dtype = _dtype(feast_type, what)
+    if dtype not in KEY_DTYPES:
+        raise BadInputError(f"{what} has type {dtype}; Feast's entity keys may be: {', '.join(KEY_DTYPES)}")
+    return dtype
+
+
 def _join_keys(view: Any, entities: dict[str, EntitySpec]) -> tuple[FieldSpec, ...]:
     if view.entity_columns:
-        return tuple(FieldSpec(c.name, _dtype(c.dtype, f"join key {c.name!r}")) for c in view.entity_columns)
+        columns = view.entity_columns
+        return tuple(FieldSpec(c.name, _key_dtype(c.dtype, f"join key {c.name!r}")) for c in columns)
     # Before `feast apply` infers them, a view's key columns come from its entities.
     keys = []
     for name in view.entities:
