@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from featureline.errors import BadInputError
-
 # How a value is written in Feast's REST JSON (feast.feature_server_utils):
 #   plain: as is; float: non-finite as "NaN"/"Infinity"/"-Infinity"; bytes: base64;
 #   *_list: the same per element; map: a dict of recursively converted values;
@@ -31,10 +29,6 @@ class DTypeInfo:
     json_form: JsonForm
     numeric: bool = False  # carried by the tensor call (as float32; bool as 0/1)
     element: str = ""  # an array's element dtype
-
-    @property
-    def is_list(self) -> bool:
-        return bool(self.element)
 
     @property
     def is_scalar(self) -> bool:
@@ -80,21 +74,12 @@ def _table() -> dict[str, DTypeInfo]:
 
 
 DTYPES: dict[str, DTypeInfo] = _table()
-SCALAR_DTYPES = frozenset(n for n, d in DTYPES.items() if d.is_scalar)
 NUMERIC_DTYPES = frozenset(n for n, d in DTYPES.items() if d.numeric)
 # Types whose stored bytes decode to a list or dict (no shared cache of decoded values).
 COMPOUND_DTYPES = frozenset(n for n, d in DTYPES.items() if not d.is_scalar)
 # Types a Feast entity key may have (feast.infra.key_encoding_utils).
 KEY_DTYPES = ("string", "int64", "int32", "bytes", "unix_timestamp")
 BY_VALUE_TYPE: dict[int, DTypeInfo] = {d.value_type: d for d in DTYPES.values()}
-BY_PROTO_FIELD: dict[str, DTypeInfo] = {d.proto_field: d for d in DTYPES.values()}
-
-
-def info(dtype: str) -> DTypeInfo:
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise BadInputError(f"type {dtype!r} is not supported; supported: {supported()}") from None
 
 
 def supported() -> str:
