@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from featureline._feast_unused import unused_objects
-from featureline.errors import BadInputError
+from featureline.dtypes import KEY_DTYPES, from_feast_name, supported
+from featureline.errors import BadInputError, ServiceUnavailableError
+from featureline.object_store import Location
 from featureline.specs import (
     AggregationSpec,
     EntitySpec,
@@ -27,9 +29,61 @@ _AGG_INT_OUTPUT = {"count", "count_distinct"}
 _AGG_FLOAT_OUTPUT = {"sum", "mean"}
 
 
-def _dtype(feast_type: Any) -> str:
-    name = getattr(feast_type, "name", str(feast_type)).lower()
-    return {"double": "float64", "float": "float32"}.get(name, name)
+def _dtype(feast_type: Any, what: str = "a field") -> str:
+    """A Feast type (a Field's FeastType or a ValueType) -> our dtype name."""
+    value_type = feast_type.to_value_type() if hasattr(feast_type, "to_value_type") else feast_type
+    name = getattr(value_type, "name", str(value_type))
+    dtype = from_feast_name(name)
+    if not dtype:
+        raise BadInputError(
+            f"{what} has Feast type {feast_type}, which is not supported; supported: {supported()}"
+        )
+    return dtype
+
+
+def _source_key_type(view: Any, join_key: str, repo: Path) -> str:
+    """The type of a join key column in a view's batch source, as Feast infers it at
+    apply (feast.inference: the source's column type; Parquet read with pyarrow)."""
+    source = _file_source(getattr(view, "batch_source", None), repo)
+    if source is None:
+        return ""
+    from feast.type_map import pa_to_feast_value_type
+
+    try:
+        schema = Location.of(source).dataset().schema
+    except (OSError, ValueError, ServiceUnavailableError):
+        return ""
+    if join_key not in schema.names:
+        return ""
+    return from_feast_name(pa_to_feast_value_type(str(schema.field(join_key).type)).name)
+
+
+def _infer_entity_type(entity: Any, views: list[Any], repo: Path) -> str:
+    """An Entity without value_type (Feast's default): its join key's type from a view
+    that uses it, as `feast apply` infers it (the view's entity columns, else the batch
+    source's schema)."""
+    users = [v for v in views if entity.name in v.entities]
+    for view in users:
+        for column in view.entity_columns or []:
+            if column.name == entity.join_key:
+                return _key_dtype(column.dtype, f"join key {entity.join_key!r}")
+    for view in users:
+        dtype = _source_key_type(view, entity.join_key, repo)
+        if dtype:
+            return _key_dtype(dtype, f"join key {entity.join_key!r}")
+    raise BadInputError(
+        f"entity {entity.name!r} has no value_type and the type of its join key {entity.join_key!r} "
+        "cannot be inferred: no feature view using it has that column in its source; "
+        "set value_type on the Entity"
+    )
+
+
+def _entity_spec(entity: Any, views: list[Any], repo: Path) -> EntitySpec:
+    if entity.value_type.name == "UNKNOWN":
+        dtype = _infer_entity_type(entity, views, repo)
+    else:
+        dtype = _key_dtype(entity.value_type, f"entity {entity.name!r}")
+    return EntitySpec(entity.name, entity.join_key, dtype)
 
 
 def _seconds(delta: timedelta | None) -> int:
@@ -99,9 +153,17 @@ def _aggregations(
     return tuple(aggs), tuple(outputs)
 
 
+def _key_dtype(feast_type: Any, what: str) -> str:
+    dtype = _dtype(feast_type, what)
+    if dtype not in KEY_DTYPES:
+        raise BadInputError(f"{what} has type {dtype}; Feast's entity keys may be: {', '.join(KEY_DTYPES)}")
+    return dtype
+
+
 def _join_keys(view: Any, entities: dict[str, EntitySpec]) -> tuple[FieldSpec, ...]:
     if view.entity_columns:
-        return tuple(FieldSpec(c.name, _dtype(c.dtype)) for c in view.entity_columns)
+        columns = view.entity_columns
+        return tuple(FieldSpec(c.name, _key_dtype(c.dtype, f"join key {c.name!r}")) for c in columns)
     # Before `feast apply` infers them, a view's key columns come from its entities.
     keys = []
     for name in view.entities:
@@ -116,7 +178,11 @@ def _join_keys(view: Any, entities: dict[str, EntitySpec]) -> tuple[FieldSpec, .
 def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpec]) -> ViewSpec:
     join_keys = _join_keys(view, entities)
     key_names = {k.name for k in join_keys}
-    plain = tuple(FieldSpec(f.name, _dtype(f.dtype)) for f in view.features if f.name not in key_names)
+    plain = tuple(
+        FieldSpec(f.name, _dtype(f.dtype, f"feature {view.name}:{f.name}"))
+        for f in view.features
+        if f.name not in key_names
+    )
     declared_outputs = {a.resolved_name(a.time_window) for a in getattr(view, "aggregations", [])}
     # An aggregating view may declare its outputs in its schema (so Feast sees them);
     # its inputs are the other fields.
@@ -159,7 +225,9 @@ def convert_odfv(odfv: Any, views: dict[str, ViewSpec]) -> OnDemandViewSpec:
     udf = getattr(transformation, "udf", None)
     source_text = getattr(transformation, "udf_string", "") or (inspect.getsource(udf) if udf else "")
     request_fields = tuple(
-        FieldSpec(f.name, _dtype(f.dtype)) for rs in odfv.source_request_sources.values() for f in rs.schema
+        FieldSpec(f.name, _dtype(f.dtype, f"request field {f.name!r}"))
+        for rs in odfv.source_request_sources.values()
+        for f in rs.schema
     )
     return OnDemandViewSpec(
         name=odfv.name,
@@ -169,7 +237,9 @@ def convert_odfv(odfv: Any, views: dict[str, ViewSpec]) -> OnDemandViewSpec:
             for p in odfv.source_feature_view_projections.values()
         ),
         request_fields=request_fields,
-        features=tuple(FieldSpec(f.name, _dtype(f.dtype)) for f in odfv.features),
+        features=tuple(
+            FieldSpec(f.name, _dtype(f.dtype, f"feature {odfv.name}:{f.name}")) for f in odfv.features
+        ),
         udf_name=getattr(udf, "__name__", odfv.name),
         udf_source=source_text,
     )
@@ -192,11 +262,8 @@ def convert_repo_contents(
     entity_key_serialization_version: int,
     fingerprint: str,
 ) -> RepoSpec:
-    entities = {
-        e.name: EntitySpec(e.name, e.join_key, _dtype(e.value_type))
-        for e in contents.entities
-        if e.name != "__dummy"
-    }
+    all_views = [*contents.feature_views, *contents.stream_feature_views]
+    entities = {e.name: _entity_spec(e, all_views, repo) for e in contents.entities if e.name != "__dummy"}
     views: dict[str, ViewSpec] = {}
     for fv in contents.feature_views:
         views[fv.name] = convert_view(fv, repo, "batch", entities)

@@ -187,4 +187,6 @@ def _coerce(value: Any, dtype: str) -> Any:
         return bool(value)
     if dtype == "string":
         return str(value)
+    if hasattr(value, "tolist"):  # a numpy array (an Array feature): plain Python
+        return value.tolist()
     return value

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from featureline.dtypes import DTYPES
 from featureline.object_store import Location
 
 PARTITION_COLUMN = "date"
@@ -33,8 +34,8 @@ KAFKA_PARTITION = "kafka_partition"
 KAFKA_OFFSET = "kafka_offset"
 CREATED = "created"
 
-# The Arrow type of each feature dtype of featureline.specs, in every offline table.
-ARROW_TYPES: dict[str, pa.DataType] = {
+# The Arrow type of each feature dtype of featureline.dtypes, in every offline table.
+_SCALAR_ARROW: dict[str, pa.DataType] = {
     "int32": pa.int32(),
     "int64": pa.int64(),
     "float32": pa.float32(),
@@ -43,6 +44,13 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "bytes": pa.binary(),
     "bool": pa.bool_(),
     "unix_timestamp": TS_TYPE,
+}
+# Arrays are lists of their element's type; Json is its text. Map and Struct have no
+# one Arrow type (a Struct's fields are the source's): their columns keep the source's.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    **_SCALAR_ARROW,
+    **{d.name: pa.list_(_SCALAR_ARROW[d.element]) for d in DTYPES.values() if d.element},
+    "json": pa.string(),
 }
 
 

@@ -16,8 +16,7 @@ from typing import Any, Literal
 from featureline.errors import BadInputError, NotFoundError
 from featureline.semantics import tile_size_s
 
-# Feast primitive types as we name them; they map 1:1 to Feast's ValueType.
-DType = Literal["int32", "int64", "float32", "float64", "string", "bytes", "bool", "unix_timestamp"]
+# A field's `dtype` is a name of featureline.dtypes.DTYPES (Feast's ValueType, lower case).
 ViewKind = Literal["batch", "stream"]
 
 

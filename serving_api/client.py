@@ -30,6 +30,7 @@ import grpc
 import numpy as np
 
 from featureline.errors import BadInputError, NotFoundError, ServiceUnavailableError
+from featureline.online.value_proto import decode_native
 from serving_api.frame import STATUS_NAMES
 from serving_api.proto import SERVICE_NAME, pb
 
@@ -87,8 +88,18 @@ class OnlineFeatures:
 
 
 def _value(v: Any) -> Any:
+    """A response Value -> what Feast's OnlineResponse.to_dict() gives for it."""
     which = v.WhichOneof("val")
-    return None if which is None or which == "null_val" else getattr(v, which)
+    if which is None:
+        # Arrays, maps, json, struct: fields our Value message does not name; protobuf
+        # keeps them as unknown fields, decoded from their bytes as Feast's SDK does.
+        raw = v.SerializeToString()
+        return decode_native(raw) if raw else None
+    if which == "null_val":
+        return None
+    if which == "unix_timestamp_val":  # a UTC datetime, as in Feast
+        return decode_native(v.SerializeToString())
+    return getattr(v, which)
 
 
 def _to_value(x: Any) -> Any:

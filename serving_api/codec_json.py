@@ -17,9 +17,12 @@ from typing import Any
 
 import orjson
 
+from featureline.dtypes import DTYPES
+from featureline.online.value_proto import to_json_native
 from serving_api.frame import STATUS_NAMES, FeatureFrame, FrameColumn
 
 _EPOCH = "1970-01-01T00:00:00Z"
+_JSON_FORMS = {name: d.json_form for name, d in DTYPES.items()}
 # Seconds -> "YYYY-MM-DDTHH:MM:SS": strftime costs ~2 us and a batch-100 response
 # formats ~2,000 stamps, mostly of a few distinct seconds per view.
 _SECONDS_CACHE: dict[int, str] = {}
@@ -58,8 +61,11 @@ def _json_value(value: Any) -> Any:
 
 def _column_json(col: FrameColumn, stamp_cache: dict[int, list[str]]) -> dict[str, Any]:
     values = col.values
-    if col.dtype in ("float32", "float64", "bytes"):
+    form = _JSON_FORMS.get(col.dtype, "plain")
+    if form == "float" or form == "bytes":
         values = [_json_value(v) for v in values]
+    elif form != "plain":  # arrays, maps, json: Feast's _value_to_native, recursively
+        values = [to_json_native(v) for v in values]
     # Columns of one view share one event-time list: format it once.
     stamps = stamp_cache.get(id(col.event_us))
     if stamps is None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from featureline.dtypes import COMPOUND_DTYPES
 from featureline.online.feast_format import decode_value
+from featureline.online.value_proto import decode_plain
 from serving_api.memo import memoized
 
 # feast.serving.FieldStatus numbers (also featureline.serving.v1.FieldStatus).
@@ -47,6 +49,9 @@ class FrameColumn:
 
     @property
     def values(self) -> list[Any]:
+        if self._values is None and self.dtype in COMPOUND_DTYPES:
+            # Lists and dicts are mutable: decoded per request, never shared.
+            self._values = [decode_plain(r) if r else None for r in self.raw or ()]
         if self._values is None:
             get = _DECODED.get
             self._values = [

@@ -74,15 +74,16 @@ def _parse_online(request: bytes) -> tuple[FeatureQuery, Any]:
 
 def _parse_tensor(request: bytes) -> tuple[FeatureQuery, Any]:
     refs, service, entities, full, fill = parse_tensor_request(request)
-    return FeatureQuery(refs, service, entities, full), fill
+    return FeatureQuery(refs, service, entities, full), (fill, refs is not None)
 
 
 def _encode_online(frame: FeatureFrame, _: Any) -> bytes:
     return encode_online_response(frame)
 
 
-def _encode_tensor(frame: FeatureFrame, fill: Any) -> bytes:
-    return tensor_message(frame_to_tensor(frame, fill), frame.t_us)
+def _encode_tensor(frame: FeatureFrame, options: tuple[float, bool]) -> bytes:
+    fill, by_refs = options
+    return tensor_message(frame_to_tensor(frame, fill, by_refs), frame.t_us)
 
 
 class FeatureMethods:

@@ -27,6 +27,7 @@ from typing import Any
 from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
+from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
 from featureline.semantics import US, AggState, tile_start_us, window_start_us
 from featureline.specs import RepoSpec
 from serving_api import metrics
@@ -195,12 +196,16 @@ def _plain_columns(
     for pos, (feature, dtype) in enumerate(zip(read.features, read.dtypes, strict=True), start=first):
         if all_found:  # the common case: every row is in the store and within ttl
             raws = [reply[pos] or None for reply in replies]
-            statuses = [PRESENT if raw else NULL_VALUE for raw in raws]
         else:
             raws = [
                 (reply[pos] or None) if st == PRESENT else None
                 for reply, st in zip(replies, key_status, strict=True)
             ]
+        if dtype == "unix_timestamp":  # Feast writes a null timestamp as NaT: a null
+            raws = [None if raw == NULL_TIMESTAMP_VALUE else raw for raw in raws]
+        if all_found:
+            statuses = [PRESENT if raw else NULL_VALUE for raw in raws]
+        else:
             statuses = [
                 st if st != PRESENT else (PRESENT if raw else NULL_VALUE)
                 for raw, st in zip(raws, key_status, strict=True)

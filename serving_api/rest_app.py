@@ -77,6 +77,11 @@ def _fill_value(data: dict[str, Any]) -> float:
     return float(fill)
 
 
+def _tensor_options(data: dict[str, Any]) -> tuple[float, bool]:
+    """(fill value, whether the request names its features: then each must be numeric)."""
+    return _fill_value(data), data.get("features") is not None
+
+
 def parse_query(body: bytes, *, need_entities: bool = True) -> tuple[FeatureQuery, dict[str, Any]]:
     """Feast's request JSON -> FeatureQuery (BadInputError naming the bad field)."""
     try:
@@ -118,8 +123,8 @@ def _error_reply(exc: BaseException, timer: RequestTimer, headers: Headers) -> R
     return Reply(http, orjson.dumps({"detail": message}), JSON, extra)
 
 
-def _tensor_body(frame: FeatureFrame, fill: float, accept: str) -> Reply:
-    parts = frame_to_tensor(frame, fill)
+def _tensor_body(frame: FeatureFrame, options: tuple[float, bool], accept: str) -> Reply:
+    parts = frame_to_tensor(frame, *options)
     if ARROW_STREAM in accept:
         import pyarrow as pa
 
@@ -150,8 +155,8 @@ def _encode_online(frame: FeatureFrame, _: Any, __: Headers) -> Reply:
     return Reply(200, frame_to_feast_json(frame))
 
 
-def _encode_tensor(frame: FeatureFrame, fill: Any, headers: Headers) -> Reply:
-    return _tensor_body(frame, fill, headers.get("accept", ""))
+def _encode_tensor(frame: FeatureFrame, options: Any, headers: Headers) -> Reply:
+    return _tensor_body(frame, options, headers.get("accept", ""))
 
 
 class RestHandlers:
@@ -166,7 +171,7 @@ class RestHandlers:
         return self._read("/get-online-features", body, headers, _no_options, _encode_online)
 
     def tensor(self, body: bytes, headers: Headers) -> Result:
-        return self._read("/get-online-tensor", body, headers, _fill_value, _encode_tensor)
+        return self._read("/get-online-tensor", body, headers, _tensor_options, _encode_tensor)
 
     def _read(self, endpoint: str, body: bytes, headers: Headers, options: _Options,
               encode: _Encode) -> Result:  # fmt: skip

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from featureline.dtypes import NUMERIC_DTYPES
 from featureline.specs import RepoSpec
 from serving_api import metrics
 from serving_api.auth import TokenAuth
@@ -32,7 +33,6 @@ from serving_api.redis_client import (
     RedisTimeoutError,
     RedisUnavailableError,
 )
-from serving_api.tensor import NUMERIC_DTYPES
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """A FeatureFrame as a dense float32 matrix plus a presence mask (the tensor call).
 
-Columns keep the request's order (a feature service's order); non-numeric features
-(string, bytes) cannot be a float and are left out, by name. Columns read from Redis
-are decoded whole from the stored ValueProto bytes (serving_api.vector_codec).
+Columns keep the request's order (a feature service's order). A non-numeric feature
+(string, bytes, arrays, map, json, struct: featureline.dtypes) cannot be a float: a
+feature service's are left out, by name (a service may serve a model and a UI at
+once); one named in the request's feature refs is a 400 that names it. Columns read
+from Redis are decoded whole from the stored ValueProto bytes (serving_api.vector_codec).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featureline.dtypes import NUMERIC_DTYPES
+from featureline.errors import BadInputError
 from serving_api.frame import PRESENT, FeatureFrame, FrameColumn
 from serving_api.vector_codec import decode_numeric
-
-NUMERIC_DTYPES = frozenset({"float64", "float32", "int64", "int32", "bool", "unix_timestamp"})
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,16 @@ def column_as_float(col: FrameColumn, fill: float) -> tuple[np.ndarray, np.ndarr
     return out, mask
 
 
-def frame_to_tensor(frame: FeatureFrame, fill: float = 0.0) -> TensorParts:
+def frame_to_tensor(frame: FeatureFrame, fill: float = 0.0, by_refs: bool = False) -> TensorParts:
+    """`by_refs`: the request named its features (not a service): each must be numeric."""
     numeric = [c for c in frame.columns if c.dtype in NUMERIC_DTYPES]
     omitted = [c.name for c in frame.columns if c.dtype not in NUMERIC_DTYPES]
+    if by_refs and omitted:
+        shown = ", ".join(f"{c.name!r} ({c.dtype})" for c in frame.columns if c.dtype not in NUMERIC_DTYPES)
+        raise BadInputError(
+            f"the tensor call takes numeric features only; not numeric: {shown}. "
+            f"Numeric types: {', '.join(sorted(NUMERIC_DTYPES))}"
+        )
     values = np.empty((frame.n_rows, len(numeric)), dtype=np.float32)
     present = np.empty((frame.n_rows, len(numeric)), dtype=np.uint8)
     for j, col in enumerate(numeric):

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from featureline.dtypes import DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import ARROW_TYPES
 
-_SPARK_DDL = {
-    "int32": "int",
-    "int64": "bigint",
-    "float32": "float",
-    "float64": "double",
-    "string": "string",
-    "bytes": "binary",
-    "bool": "boolean",
-    "unix_timestamp": "timestamp",
-}
+_SPARK_DDL = {name: d.spark for name, d in DTYPES.items()}
 
 
 def arrow_type(dtype: str) -> pa.DataType:

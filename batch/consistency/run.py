@@ -23,11 +23,13 @@ import pyarrow as pa
 
 from batch.consistency.compare import FeatureAgreement, compare_feature
 from batch.consistency.sample import EntityGroup, feature_groups, sample_keys
+from featureline.dtypes import COMPOUND_DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import TS_TYPE
+from featureline.online.value_proto import plain_value
 from featureline.semantics import US
 from featureline.settings import Settings
-from featureline.specs import RepoSpec
+from featureline.specs import RepoSpec, resolve_features
 
 # Entities per online read (one pipelined round trip each).
 _READ_CHUNK = 500
@@ -151,7 +153,14 @@ def read_offline(
     table = get_historical_features(
         pa.table(columns), list(group.refs), repo=repo, settings=settings, full_feature_names=True
     )
-    return {name: table[name].to_pylist() for name in table.column_names}
+    out = {name: table[name].to_pylist() for name in table.column_names}
+    # Types whose Arrow values differ in form from the decoded online ones (timestamps,
+    # arrays, maps): in the online form, so that they compare by value.
+    for feature in resolve_features(repo, list(group.refs), full_feature_names=True):
+        name = feature.output_name(True)
+        if feature.dtype in COMPOUND_DTYPES or feature.dtype == "unix_timestamp":
+            out[name] = [plain_value(feature.dtype, v) for v in out[name]]
+    return out
 
 
 def _key_type(dtype: str) -> pa.DataType:

@@ -3,8 +3,8 @@
 Accepted as a pyarrow Table, a pandas DataFrame or a .parquet / .csv file. The frame is
 kept as given (every input column comes back unchanged); what the engines read is a
 narrow copy: row number, the row's instant in UTC microseconds, and the join keys cast
-to the views' key types. Naive timestamps are UTC; zoned ones are compared as instants
-(semantics.md).
+to the views' key types. Naive timestamps are UTC (and come back UTC-aware, as in
+Feast); zoned ones are compared as instants (semantics.md).
 """
 
 from __future__ import annotations
@@ -58,7 +58,17 @@ def load_entity_df(
         raise BadInputError("the entity frame is empty: it has no rows")
     ts_name = _timestamp_column(table, timestamp_column)
     ts_us = _instants_us(table.column(ts_name), ts_name)
-    return EntityFrame(table=table, timestamp_column=ts_name, ts_us=ts_us)
+    return EntityFrame(table=_utc_aware(table, ts_name), timestamp_column=ts_name, ts_us=ts_us)
+
+
+def _utc_aware(table: pa.Table, name: str) -> pa.Table:
+    """A naive timestamp column is UTC: it comes back UTC-aware, as Feast returns it
+    (Arrow's cast to a zone keeps the stored values, which already are UTC)."""
+    kind = table.schema.field(name).type
+    if not pa.types.is_timestamp(kind) or kind.tz is not None:
+        return table
+    index = table.schema.get_field_index(name)
+    return table.set_column(index, name, table.column(name).cast(pa.timestamp(kind.unit, tz="UTC")))
 
 
 def key_column(frame: EntityFrame, key: str, dtype: str, view: str) -> pa.ChunkedArray:

@@ -23,26 +23,18 @@ from typing import Any
 
 import mmh3
 
+from featureline.dtypes import DTYPES
+
+# The ValueProto codec lives in value_proto; callers import it from here too.
+from featureline.online.value_proto import decode_value as decode_value
+from featureline.online.value_proto import encode_value as encode_value
+from featureline.online.value_proto import encode_varint, epoch_seconds, read_varint
+
 # Feast ValueType numbers (feast/protos/feast/types/Value.proto).
-VALUE_TYPE = {
-    "bytes": 1,
-    "string": 2,
-    "int32": 3,
-    "int64": 4,
-    "float64": 5,
-    "float32": 6,
-    "bool": 7,
-    "unix_timestamp": 8,
-}
-# ValueProto oneof field number per dtype (same numbers as the ValueType enum).
-_FIELD = VALUE_TYPE
+VALUE_TYPE = {name: d.value_type for name, d in DTYPES.items() if d.is_scalar}
 _PACK_I32 = struct.Struct("<i").pack
 _PACK_U32 = struct.Struct("<I").pack
 _PACK_I64 = struct.Struct("<q").pack
-_PACK_F64 = struct.Struct("<d").pack
-_PACK_F32 = struct.Struct("<f").pack
-_UNPACK_F64 = struct.Struct("<d").unpack_from
-_UNPACK_F32 = struct.Struct("<f").unpack_from
 
 
 # --- entity keys ------------------------------------------------------------------------
@@ -58,7 +50,7 @@ def _entity_value_bytes(dtype: str, value: Any) -> tuple[int, bytes]:
     if dtype == "bytes":
         return VALUE_TYPE["bytes"], bytes(value)
     if dtype == "unix_timestamp":
-        return VALUE_TYPE["unix_timestamp"], _PACK_I64(int(value))
+        return VALUE_TYPE["unix_timestamp"], _PACK_I64(epoch_seconds(value))
     raise ValueError(f"entity keys of type {dtype} are not supported by Feast's key format")
 
 
@@ -120,78 +112,7 @@ def order_value(event_us: int, created_us: int | None) -> bytes:
     return b"%020d:%020d" % (event_us, -1 if created_us is None else created_us + 1)
 
 
-# --- varints and values ---------------------------------------------------------------------
-
-
-def encode_varint(n: int) -> bytes:
-    """Protobuf base-128 varint; a negative int64 as its 64-bit two's complement."""
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def encode_value(dtype: str, value: Any) -> bytes:
-    """A serialized feast ValueProto; None -> empty message (Feast's null)."""
-    if value is None:
-        return b""
-    if dtype == "float64":
-        return b")" + _PACK_F64(value)  # field 5, wire type 1
-    if dtype == "int64" or dtype == "int32":
-        return bytes([(_FIELD[dtype] << 3)]) + encode_varint(int(value))
-    if dtype == "string":
-        raw = str(value).encode()
-        return b"\x12" + encode_varint(len(raw)) + raw
-    if dtype == "float32":
-        return b"5" + _PACK_F32(value)  # field 6, wire type 5
-    if dtype == "bool":
-        return b"8" + (b"\x01" if value else b"\x00")
-    if dtype == "bytes":
-        raw = bytes(value)
-        return b"\n" + encode_varint(len(raw)) + raw
-    if dtype == "unix_timestamp":
-        return b"@" + encode_varint(int(value))
-    raise ValueError(f"unsupported feature type {dtype}")
-
-
-def decode_value(buf: bytes | None) -> Any:
-    """Inverse of encode_value for scalar types; None / empty -> None."""
-    if not buf:
-        return None
-    tag, pos = _read_varint(buf, 0)
-    number, wire = tag >> 3, tag & 7
-    if wire == 1:
-        return _UNPACK_F64(buf, pos)[0]
-    if wire == 5:
-        return _UNPACK_F32(buf, pos)[0]
-    if wire == 0:
-        raw, _ = _read_varint(buf, pos)
-        if number == 7:
-            return bool(raw)
-        if number == 3:  # int32: sign-extended to 64 bits on the wire
-            raw &= 0xFFFFFFFF
-            return raw - (1 << 32) if raw >= 1 << 31 else raw
-        return raw - (1 << 64) if raw >= 1 << 63 else raw
-    if wire == 2:
-        length, pos = _read_varint(buf, pos)
-        raw_bytes = buf[pos : pos + length]
-        return raw_bytes.decode() if number == 2 else bytes(raw_bytes)
-    raise ValueError(f"unsupported ValueProto wire type {wire} (field {number})")
+# --- timestamps ---------------------------------------------------------------------------
 
 
 def encode_timestamp(ts_us: int) -> bytes:
@@ -212,8 +133,8 @@ def decode_timestamp(buf: bytes | None) -> int | None:
     seconds = nanos = 0
     pos = 0
     while pos < len(buf):
-        tag, pos = _read_varint(buf, pos)
-        raw, pos = _read_varint(buf, pos)
+        tag, pos = read_varint(buf, pos)
+        raw, pos = read_varint(buf, pos)
         if tag >> 3 == 1:
             seconds = raw - (1 << 64) if raw >= 1 << 63 else raw
         elif tag >> 3 == 2:

@@ -3,8 +3,9 @@
 Columns are the service's numeric features in the service's order, under their full
 names (`view__feature`, so two views' `amount` never collide): the same columns, in
 the same order, as the serving API's tensor call and historical retrieval with full
-feature names. String features (e.g. `user_profile__home_country`) are not model
-inputs; the serving API leaves them out of the tensor too and names them.
+feature names. Non-numeric features (featureline.dtypes: strings such as
+`user_profile__home_country`, arrays, maps) are not model inputs; the serving API
+leaves them out of the tensor too and names them.
 
 Missing values are handled as the definitions declare (semantics.md): a windowed
 aggregation whose window is empty has a defined value (count, sum and
@@ -18,11 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from featureline.dtypes import NUMERIC_DTYPES
 from featureline.semantics import empty_value
 from featureline.specs import RepoSpec, resolve_features
-
-# Feast value types the tensor carries as float32 (bool as 0/1).
-NUMERIC_DTYPES = frozenset({"int32", "int64", "float32", "float64", "bool"})
 
 
 @dataclass(frozen=True)
