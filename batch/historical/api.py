@@ -137,12 +137,33 @@ def _with_on_demand(
     )
     arrays = [base[c] for c in entity_columns]
     names = list(entity_columns)
+    extras = _source_extras(sources, resolved, inputs, full_feature_names)
     for f in resolved:
+        if f.on_demand and extras:
+            names += list(extras)
+            arrays += list(extras.values())
+            extras = {}
         arrays.append(
             computed[f"{f.view}:{f.feature}"] if f.on_demand else base[f.output_name(full_feature_names)]
         )
         names.append(f.output_name(full_feature_names))
     return pa.table(arrays, names=names)
+
+
+def _source_extras(
+    sources: list[tuple[str, str]], resolved: list[ResolvedFeature], inputs: pa.Table, full_names: bool
+) -> dict[str, pa.ChunkedArray]:
+    """The on-demand views' source features the caller did not ask for: Feast's
+    get_historical_features returns them too (it retrieves them for the udfs and keeps
+    them in the frame), so the output has the same columns as Feast's. Ahead of the
+    first on-demand column, as Feast puts feature-view columns before on-demand ones."""
+    taken = {f.output_name(full_names) for f in resolved}
+    extras: dict[str, pa.ChunkedArray] = {}
+    for view, feature in sources:
+        name = f"{view}__{feature}" if full_names else feature
+        if name not in taken and name not in extras:
+            extras[name] = inputs[f"{view}__{feature}"]
+    return extras
 
 
 def _pairs(spec: OnDemandViewSpec) -> set[tuple[str, str]]:

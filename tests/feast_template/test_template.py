@@ -122,7 +122,7 @@ def test_historical_equals_feast(applied: Repos, feast_store: Any, home: Path, t
     _ok(featureline(applied.ours, "historical", "--entity-df", str(path), "--features",
                     ",".join(HISTORICAL_REFS), "--out", str(out), home=home))  # fmt: skip
     ours = pd.read_parquet(out)
-    assert sorted(ours.columns) == sorted(expected.columns)
+    assert sorted(ours.columns) == sorted(expected.columns), f"{list(ours.columns)} != {list(expected.columns)}"
     assert ours["event_timestamp"].dt.tz is not None, "naive entity timestamps come back UTC-aware"
     assert _rows(ours) == _rows(expected)
 
