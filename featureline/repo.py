@@ -22,6 +22,9 @@ from featureline.settings import Settings
 from featureline.specs import RepoSpec
 
 _SKIP_DIRS = {"data", "__pycache__", ".ipynb_checkpoints"}
+# Part of the cache key: raised when RepoSpec gains a field, so that a spec cached by an
+# older Featureline (without it) is not read back with the field's default.
+SPEC_FORMAT = b"specs-2"  # 2: ViewSpec.push_source
 
 
 def repo_files(repo: Path) -> list[Path]:
@@ -36,7 +39,7 @@ def repo_files(repo: Path) -> list[Path]:
 
 def source_fingerprint(settings: Settings) -> str:
     repo = settings.repo
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(SPEC_FORMAT)
     for path in repo_files(repo):
         digest.update(str(path.relative_to(repo)).encode())
         digest.update(path.read_bytes())
