@@ -21,6 +21,7 @@ import redis
 from conftest import start_server
 from serving_data import ServerProcess
 
+from featureline.errors import NotFoundError
 from featureline.settings import Settings
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
@@ -242,3 +243,29 @@ def test_the_template_push_request_shape(setup: Setup, redis_client: redis.Redis
             "allow_registry_cache": True, "transform_on_write": True}  # fmt: skip
     assert _post(setup, "/push", body).status_code == 200
     assert _conv(setup, [6]) == [0.25]
+
+
+def test_sdk_and_cli_push(setup: Setup, redis_client: redis.Redis, tmp_path: Path) -> None:
+    from featureline.cli import main
+    from serving_api.client import FeatureClient
+
+    with FeatureClient(setup.server.target, rest_url=setup.server.url) as client:
+        client.push("stats_push", rows([11], DAY + timedelta(hours=18), 0.5))  # pandas, through REST
+        with pytest.raises(NotFoundError, match="'nope'"):
+            client.push("nope", rows([11], DAY, 0.5))
+    csv = tmp_path / "rows.csv"
+    rows([12], DAY + timedelta(hours=18), 0.75).to_csv(csv, index=False)  # direct to Redis
+    assert (
+        main(["push", "--repo", str(setup.settings.repo), "--source", "stats_push", "--file", str(csv)]) == 0
+    )
+    records = tmp_path / "rows.json"
+    records.write_text(
+        rows([13], DAY + timedelta(hours=18), 0.25).to_json(orient="records", date_format="iso")
+    )
+    argv = ["push", "--source", "stats_push", "--file", str(records), "--url", setup.server.url]
+    assert main(argv) == 0
+    assert _conv(setup, [11, 12, 13]) == [0.5, 0.75, 0.25]
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"driver_id": 14, "conv_rate": "high", "event_timestamp": "2026-03-01T00:00:00"}]')
+    assert main([*argv[:3], "--file", str(bad)]) == 2  # conv_rate is named; nothing written
+    assert _conv(setup, [14]) == [None]
