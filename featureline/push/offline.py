@@ -96,7 +96,7 @@ def offline_table(rows: ViewRows, frame: Mapping[str, list[Any]], schema: pa.Sch
     if extra:
         raise BadInputError(
             f"the frame has columns the offline store of view {rows.view.name!r} does not: "
-            f"{', '.join(extra)} (stored columns: {', '.join(schema.names)})"
+            f"{', '.join(map(repr, extra))} (stored columns: {', '.join(schema.names)})"
         )
     arrays = []
     n = len(rows)
