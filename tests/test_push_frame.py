@@ -68,6 +68,8 @@ def test_values_times_and_nulls() -> None:
         ("user_id", [True, 1], "'user_id', row 0"),
         ("ts", [None, T.isoformat()], "'ts', row 0"),
         ("ts", ["soon", T.isoformat()], "'ts', row 0"),
+        ("ts", [10**30, T.isoformat()], "'ts', row 0"),
+        ("created", [{}, None], "'created', row 0"),
     ],
 )
 def test_bad_values_name_the_column(column: str, values: list[Any], named: str) -> None:

@@ -24,6 +24,8 @@ from featureline.errors import BadInputError
 from featureline.specs import ViewSpec
 
 _INT_RANGE = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+# Event times a datetime can hold (years 1..9999), in microseconds since the epoch.
+_MIN_US, _MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999
 
 
 class _Mismatch(ValueError):
@@ -129,6 +131,8 @@ def event_time_us(value: Any) -> int:
         raise _Mismatch
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
+            raise _Mismatch
+        if not _MIN_US <= int(value) // 1000 <= _MAX_US:
             raise _Mismatch
         return int(value) // 1000
     if isinstance(value, str):
