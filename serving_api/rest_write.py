@@ -111,10 +111,10 @@ class WriteHandlers:
             raise ForbiddenError(f"this token may not write view(s) {', '.join(denied)}")
 
     def push(self, body: bytes, headers: Headers) -> Result:
-        return self._run("/push", body, headers, self._push)
+        return self._run("/push", body, headers, self.push_data)
 
     def write(self, body: bytes, headers: Headers) -> Result:
-        return self._run("/write-to-online-store", body, headers, self._write)
+        return self._run("/write-to-online-store", body, headers, self.write_data)
 
     def materialize(self, body: bytes, headers: Headers) -> Result:
         return self._run("/materialize", body, headers, lambda d, h: self._materialize(d, h, False))
@@ -135,7 +135,8 @@ class WriteHandlers:
         timer.done("200")
         return reply
 
-    async def _push(self, data: dict[str, Any], headers: Headers) -> Reply:
+    async def push_data(self, data: dict[str, Any], headers: Headers) -> Reply:
+        """/push of a parsed body (also gRPC's Push)."""
         from featureline.push import PUSH_TO, push
 
         name = _required(data, "push_source_name", str)
@@ -150,7 +151,8 @@ class WriteHandlers:
         await asyncio.to_thread(push, self.core.repo, client, name, df, to, key_ttl_s=self.key_ttl_s)
         return Reply(200, b"")
 
-    async def _write(self, data: dict[str, Any], headers: Headers) -> Reply:
+    async def write_data(self, data: dict[str, Any], headers: Headers) -> Reply:
+        """/write-to-online-store of a parsed body (also gRPC's WriteToOnlineStore)."""
         from featureline.push import write_to_online_store
 
         name = _required(data, "feature_view_name", str)

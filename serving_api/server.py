@@ -67,6 +67,7 @@ async def serve(config: WorkerConfig) -> None:
     from serving_api.grpc_h2 import GrpcH2Server
     from serving_api.grpc_methods import FeatureMethods
     from serving_api.grpc_server import create_grpc_server
+    from serving_api.grpc_write import GrpcWriteMethods
     from serving_api.http_server import HttpServer
     from serving_api.near_cache import NearCache
     from serving_api.redis_client import RedisClient
@@ -79,20 +80,21 @@ async def serve(config: WorkerConfig) -> None:
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = RedisClient(config.redis_host, config.redis_port, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
+    writes = WriteHandlers(core, lambda: write_client(config), config.key_ttl_s)
     public_grpc: GrpcH2Server | None = None
     if config.grpc_server == "aio":
-        grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host)
+        grpc_writes = GrpcWriteMethods(writes).by_path()
+        grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host, extra=grpc_writes)
     else:
         # grpc.aio on a private loopback port hosts health and reflection; the public
         # gRPC port is ours (serving_api.grpc_h2), which relays those paths to it.
         grpc_server, relay_port = create_grpc_server(core, 0, host="127.0.0.1", reuse_port=False)
         public_grpc = GrpcH2Server(
-            FeatureMethods(core).by_path(),
+            {**FeatureMethods(core).by_path(), **GrpcWriteMethods(writes).by_path()},
             config.limits.grpc_max_receive_bytes,
             config.limits.grpc_max_send_bytes,
             relay_target=f"127.0.0.1:{relay_port}",
         )
-    writes = WriteHandlers(core, lambda: write_client(config), config.key_ttl_s)
     routes = {**RestHandlers(core).routes(), **writes.routes()}
     http = HttpServer(routes, create_app(core), config.limits.max_body_bytes)
     grpc_sock = listen_socket(config.host, config.grpc_port, "gRPC") if public_grpc else None

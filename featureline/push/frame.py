@@ -105,6 +105,21 @@ VALUE_CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def text_value(name: str, dtype: str, text: str) -> Any:
+    """A value given as text (Feast's gRPC `features` map) read as `dtype`; other types
+    and unparsable text stay text, for convert_column to accept or name."""
+    try:
+        if dtype in _INT_RANGE:
+            return int(text)
+        if dtype in ("float32", "float64"):
+            return float(text)
+    except ValueError:
+        return text
+    if dtype == "bool" and text.lower() in ("true", "false", "1", "0"):
+        return text.lower() in ("true", "1")
+    return text
+
+
 def convert_column(name: str, dtype: str, values: Sequence[Any]) -> list[Any]:
     """The values of one column as `dtype`; nulls (None, NaN) stay None."""
     convert = VALUE_CONVERTERS.get(dtype)

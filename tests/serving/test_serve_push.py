@@ -269,3 +269,58 @@ def test_sdk_and_cli_push(setup: Setup, redis_client: redis.Redis, tmp_path: Pat
     bad.write_text('[{"driver_id": 14, "conv_rate": "high", "event_timestamp": "2026-03-01T00:00:00"}]')
     assert main([*argv[:3], "--file", str(bad)]) == 2  # conv_rate is named; nothing written
     assert _conv(setup, [14]) == [None]
+
+
+def test_feast_grpc_push_and_write(setup: Setup, redis_client: redis.Redis) -> None:
+    """Feast's own gRPC stub (the service of `feast serve -t grpc`) against our port."""
+    import grpc
+    from feast.protos.feast.serving.GrpcServer_pb2 import PushRequest, WriteToOnlineStoreRequest
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    at = "2026-03-01T18:00:00"
+    text = {"driver_id": "21", "conv_rate": "0.5", "trips": "3", "city": "x", "active": "true",
+            "score": "1.5", "event_timestamp": at, "created": at}  # fmt: skip
+    typed = {"driver_id": Value(int64_val=22), "conv_rate": Value(float_val=0.25),
+             "trips": Value(int64_val=4), "city": Value(string_val="y"), "active": Value(bool_val=False),
+             "score": Value(double_val=2.0), "event_timestamp": Value(string_val=at)}  # fmt: skip
+    with grpc.insecure_channel(setup.server.target) as channel:
+        stub = GrpcFeatureServerStub(channel)
+        assert stub.Push(PushRequest(features=text, stream_feature_view="stats_push", to="online")).status
+        assert stub.WriteToOnlineStore(
+            WriteToOnlineStoreRequest(feature_view_name="stats_fresh", typed_features=typed)
+        ).status
+        assert _conv(setup, [21, 22]) == [0.5, 0.25]
+        assert _online(setup, [21, 22])["active"] == [True, False]
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.Push(PushRequest(features=text, stream_feature_view="nope"))
+        assert (
+            unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'nope'" in unknown.value.details()
+        )
+        bad = {**typed, "driver_id": Value(int64_val=23), "conv_rate": Value(string_val="high")}
+        with pytest.raises(grpc.RpcError) as wrong:
+            stub.WriteToOnlineStore(
+                WriteToOnlineStoreRequest(feature_view_name="stats_fresh", typed_features=bad)
+            )
+        assert (
+            wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'conv_rate'" in wrong.value.details()
+        )
+    assert _conv(setup, [23]) == [None]
+
+
+def test_feast_grpc_push_with_grpcio_serving(setup: Setup, redis_client: redis.Redis) -> None:
+    import grpc
+    from feast.protos.feast.serving.GrpcServer_pb2 import PushRequest
+    from feast.protos.feast.serving.GrpcServer_pb2_grpc import GrpcFeatureServerStub
+
+    at = "2026-03-01T18:00:00"
+    text = {"driver_id": "31", "conv_rate": "0.75", "trips": "3", "city": "x", "active": "0",
+            "score": "1", "event_timestamp": at}  # fmt: skip
+    server = start_server(setup.settings, "--grpc-server", "aio")
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = GrpcFeatureServerStub(channel)
+            assert stub.Push(PushRequest(features=text, stream_feature_view="stats_push")).status
+    finally:
+        server.stop()
+    assert _conv(setup, [31]) == [0.75]
