@@ -55,6 +55,11 @@ CHUNK_KEYS = 500
 # would depend on the server's collation locale). The stored `_ts` is decoded in Lua
 # (field 1 varint seconds, field 2 varint nanos; a negative int64 is a 10-byte varint,
 # decoded by its complement so that it stays exact): one HMGET of both fields per key.
+# `_fl_ts` is stored with the `_ts` bytes it was written with appended, so the common
+# case (we wrote the stored row) is one string comparison and no decoding. Cost of
+# comparing against `_ts`, A/B on the shared 2-core machine (Redis time per key from
+# INFO commandstats, min of 15 runs of 20k keys, 5 features): fresh keys 5.45 -> 5.75
+# us, overwriting a row 7.55 -> 8.10 us, skipping an older row 4.98 -> 6.26 us.
 LATEST_LWW_LUA = """
 local function ts_us(s)
   local b = {string.byte(s, 1, -1)}
