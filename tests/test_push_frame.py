@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -53,6 +54,8 @@ def test_values_times_and_nulls() -> None:
     assert rows.created_us == [None, T_US - 53 * 60 * 1_000_000]  # 17:00 UTC
     assert event_time_us(T_US * 1000) == T_US  # a number is nanoseconds, as pd.to_datetime reads it
     assert convert_column("n", "int64", [3.0, float("nan")]) == [3, None]  # pandas' int-with-null
+    assert convert_column("n", "int32", [np.int64(5)]) == [5]
+    assert convert_column("x", "float32", [np.float32(0.5), np.nan]) == [0.5, None]
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,8 @@ def convert_column(name: str, dtype: str, values: Sequence[Any]) -> list[Any]:
         raise BadInputError(f"column {name!r}: values of type {dtype} cannot be pushed")
     out: list[Any] = []
     for row, value in enumerate(values):
+        if hasattr(value, "item") and type(value).__module__ == "numpy":
+            value = value.item()  # a numpy scalar from a caller's DataFrame
         if _is_null(value):
             out.append(None)
             continue
