@@ -98,7 +98,13 @@ def _conv(repo: Repo, drivers: list[int]) -> list[float | None]:
     return [None if v is None else round(v, 3) for v in got["conv_rate"]]
 
 
-def test_spec_records_the_push_source(repo: Repo) -> None:
+def test_spec_records_the_push_source(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+    from featureline.cli import main
+
+    assert main(["specs", "--repo", str(repo.settings.repo)]) == 0
+    assert "view stats_fresh [driver_id:int64] ttl=315360000s push source stats_push" in (
+        capsys.readouterr().out
+    )
     fresh = repo.spec.view("stats_fresh")
     assert fresh.push_source == "stats_push" and repo.spec.view("stats").push_source == ""
     assert fresh.batch_source is not None and fresh.batch_source.path.endswith("data/stats.parquet")
