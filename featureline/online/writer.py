@@ -15,7 +15,9 @@ the one in `_ts` (we wrote the stored row). So:
 - a row as old as a row Feast stored (no created time kept) replaces it: a missing
   created time loses to any present one, and an equal one is a rewrite. Feast itself
   skips a row whose event time is <= the stored one (redis.py online_write_batch), so
-  Feast never overwrites a newer row of ours, and keeps its own on a tie.
+  Feast never overwrites a newer row of ours, and keeps its own on a tie; except with
+  Feast's `skip_dedup: true`, which writes without looking (then the stored `_ts` is
+  that row's, and we compare against it).
 
 One EVALSHA carries up to `CHUNK_KEYS` entities (one round trip and one script call
 instead of one per entity: ~2 us of Redis time per entity instead of ~25 us).
