@@ -158,3 +158,16 @@ def test_offline_hive_failure_leaves_no_partition(tmp_path: Path, monkeypatch: p
     with pytest.raises(OSError):
         write_offline(view_rows(view, frame), frame)
     assert not list(base.rglob("*.parquet")) and not list(base.rglob(".*.tmp"))
+
+
+def test_a_dead_redis_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    import redis
+
+    from featureline.devstack import free_ports
+    from featureline.errors import ServiceUnavailableError
+
+    repo = RepoSpec("p", {}, {"v": _view(str(tmp_path / "src.parquet"))}, {}, {})
+    (port,) = free_ports(1)
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    with pytest.raises(ServiceUnavailableError, match="Redis"):
+        push(repo, client, "p", _frame(), "online")

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from featureline.errors import BadInputError
+from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.push.frame import ViewRows, check_frame, view_rows
 from featureline.specs import RepoSpec, ViewSpec
 
@@ -57,10 +57,31 @@ def write_rows(
     offline: bool,
     key_ttl_s: int = 0,
 ) -> WriteResult:
+    from redis import RedisError
+
+    result = WriteResult([r.view.name for r in prepared], rows=len(prepared[0]) if prepared else 0)
+    try:
+        _write(repo, client, prepared, frame, result, online, offline, key_ttl_s)
+    except RedisError as exc:
+        raise ServiceUnavailableError(f"the online store (Redis) failed: {exc}") from None
+    except OSError as exc:
+        raise ServiceUnavailableError(f"the offline store cannot be written: {exc}") from None
+    return result
+
+
+def _write(
+    repo: RepoSpec,
+    client: Any,
+    prepared: list[ViewRows],
+    frame: Mapping[str, list[Any]],
+    result: WriteResult,
+    online: bool,
+    offline: bool,
+    key_ttl_s: int,
+) -> None:
     from featureline.push.offline import source_path, write_offline
     from featureline.push.online import write_online
 
-    result = WriteResult([r.view.name for r in prepared], rows=len(prepared[0]) if prepared else 0)
     if offline:
         seen: set[str] = set()
         for rows in prepared:  # views fed by one source share its files: append once
@@ -71,7 +92,6 @@ def write_rows(
     if online:
         for rows in prepared:
             result.online_written += write_online(client, repo.project, rows, key_ttl_s=key_ttl_s)
-    return result
 
 
 def push(
