@@ -324,3 +324,32 @@ def test_feast_grpc_push_with_grpcio_serving(setup: Setup, redis_client: redis.R
     finally:
         server.stop()
     assert _conv(setup, [31]) == [0.75]
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status"),
+    [
+        ("/push", b"not json", 400),
+        ("/push", b"[1]", 400),
+        ("/push", b'{"push_source_name": "stats_push", "df": [1, 2]}', 400),
+        ("/push", b'{"push_source_name": 7, "df": {}}', 400),
+        ("/push", b'{"push_source_name": "stats_push", "df": {"driver_id": [[1]]}}', 400),
+        ("/write-to-online-store", b'{"feature_view_name": 3, "df": {}}', 400),
+        ("/write-to-online-store", b'{"feature_view_name": "stats_fresh"}', 400),
+        ("/write-to-online-store", b'{"feature_view_name": "stats", "df": {"driver_id": [1e400]}}', 400),
+        ("/materialize", b"{}", 400),
+        ("/materialize", b'{"start_ts": 5, "end_ts": "2026-01-01"}', 400),
+        ("/materialize", b'{"start_ts": "2026-01-01", "end_ts": "later"}', 400),
+        ("/materialize", b'{"disable_event_timestamp": "yes"}', 400),
+        ("/materialize", b'{"disable_event_timestamp": true, "feature_views": []}', 400),
+        ("/materialize", b'{"disable_event_timestamp": true, "version": "v2"}', 400),
+        ("/materialize-incremental", b"{}", 400),
+    ],
+)
+def test_malformed_write_requests_are_4xx(
+    setup: Setup, redis_client: redis.Redis, path: str, content: bytes, status: int
+) -> None:
+    response = httpx.post(f"{setup.server.url}{path}", content=content, timeout=60)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"]
+    assert redis_client.dbsize() == 0
