@@ -118,3 +118,19 @@ def test_many_keys_in_one_call(redis_client: redis.Redis) -> None:
         redis_client.hset(encode(user), mapping={ts_field("lww"): ts.SerializeToString()})
     rows = [LatestRow(encode(u), _us(EARLIER), None, {"x": float(u)}) for u in range(1200)]
     assert LatestValueWriter(redis_client, VIEW).write(rows) == 800
+
+
+def test_rows_stored_before_this_format_keep_their_created_order(redis_client: redis.Redis) -> None:
+    """`_fl_ts` written without the `_ts` bytes appended (older Featureline): its event
+    time is checked against `_ts` by decoding, and created times still decide ties."""
+    from featureline.online.feast_format import encode_timestamp, order_value
+
+    stored = {
+        order_field("lww"): order_value(_us(T), 10),
+        ts_field("lww"): encode_timestamp(_us(T)),
+        X: encode_value("float64", 0.5),
+    }
+    redis_client.hset(KEY, mapping=stored)
+    assert _write(redis_client, T, 0.1, created=9) == 0
+    assert _write(redis_client, T, 0.2, created=11) == 1
+    assert _x(redis_client) == 0.2
