@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--incremental",
         action="store_true",
-        help="from each view's last materialized end (or its ttl / tile retention) to now",
+        help="from each view's last materialized end (or its ttl / tile retention) to --end or now",
     )
     parser.add_argument("--views", nargs="+", metavar="VIEW", help="only these views")
     parser.add_argument(
@@ -33,12 +33,12 @@ def run(args: Any, settings: Settings) -> int:
     from batch.materialize import materialize
     from featureline.errors import BadInputError
 
-    if args.incremental == (args.start is not None or args.end is not None):
-        raise BadInputError("give either --start and --end, or --incremental")
-    report = materialize(
-        settings, args.start, args.end, incremental=args.incremental, views=args.views,
-        workers=args.workers,
-    )  # fmt: skip
+    if args.incremental == (args.start is not None) or (not args.incremental and args.end is None):
+        raise BadInputError("give either --start and --end, or --incremental (with an optional --end)")
+    if args.incremental:  # from each view's mark up to --end (default: now)
+        report = materialize(settings, incremental=True, views=args.views, workers=args.workers, now=args.end)
+    else:
+        report = materialize(settings, args.start, args.end, views=args.views, workers=args.workers)
     print(f"{'view':<22} {'kind':<7} {'from':<21} {'to':<21} {'rows':>9} {'entities':>9} "
           f"{'written':>9} {'rows/s':>10}  status")  # fmt: skip
     for r in report.results:

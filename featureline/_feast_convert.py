@@ -175,6 +175,13 @@ def _join_keys(view: Any, entities: dict[str, EntitySpec]) -> tuple[FieldSpec, .
     return tuple(keys)
 
 
+def _push_source_name(view: Any) -> str:
+    """The name of the PushSource feeding `view` ("" if none). Feast sets a view's
+    stream_source to the PushSource and its batch_source to the push source's."""
+    source = getattr(view, "stream_source", None)
+    return source.name if source is not None and type(source).__name__ == "PushSource" else ""
+
+
 def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpec]) -> ViewSpec:
     join_keys = _join_keys(view, entities)
     key_names = {k.name for k in join_keys}
@@ -208,6 +215,7 @@ def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpe
         online=bool(view.online),
         udf_source=getattr(view, "udf_string", "") or "",
         tags=dict(view.tags or {}),
+        push_source=_push_source_name(view),
     )
 
 

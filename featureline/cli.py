@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("streaming.cli", "run the Beam streaming job: Kafka -> Redis + Parquet"),
     "backfill": ("batch.backfill_cli", "recompute features from offline raw events with Spark"),
     "materialize": ("batch.materialize_cli", "load offline features into the online store"),
+    "push": ("featureline.commands.push", "push rows from a file to a PushSource's views (as Feast's push)"),
     "historical": ("batch.historical_cli", "build a point-in-time-correct training set"),
     "consistency": ("batch.consistency_cli", "measure online/offline agreement per feature"),
     "compact": ("batch.compact_cli", "merge each closed date partition of the offline store into one file"),

@@ -22,6 +22,17 @@ from featureline.settings import Settings
 from featureline.specs import RepoSpec
 
 _SKIP_DIRS = {"data", "__pycache__", ".ipynb_checkpoints"}
+# Part of the cache key: the code that makes specs, so that a spec cached by another
+# Featureline (a field added, a rule changed) is never read back (~0.1 ms to hash).
+_SPEC_CODE = ("specs.py", "_feast_convert.py", "_feast_unused.py", "dtypes.py")
+
+
+def _spec_code_digest() -> bytes:
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in _SPEC_CODE:
+        digest.update((here / name).read_bytes())
+    return digest.digest()
 
 
 def repo_files(repo: Path) -> list[Path]:
@@ -36,7 +47,7 @@ def repo_files(repo: Path) -> list[Path]:
 
 def source_fingerprint(settings: Settings) -> str:
     repo = settings.repo
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(_spec_code_digest())
     for path in repo_files(repo):
         digest.update(str(path.relative_to(repo)).encode())
         digest.update(path.read_bytes())

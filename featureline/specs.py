@@ -100,6 +100,9 @@ class ViewSpec:
     # ("last_write_wins", "labeler_priority", "majority_vote") and labeler column.
     label_policy: str = ""
     labeler_field: str = ""
+    # The Feast PushSource that feeds the view ("" if none): POST /push names it. The
+    # view is served, materialized and written offline from its batch_source.
+    push_source: str = ""
 
     @property
     def join_key_names(self) -> tuple[str, ...]:
@@ -178,6 +181,14 @@ class RepoSpec:
     entity_key_serialization_version: int = 3
     source_fingerprint: str = ""
     ignored: tuple[IgnoredSpec, ...] = ()
+
+    def views_of_push_source(self, name: str) -> list[ViewSpec]:
+        """The views a PushSource feeds, by name (NotFoundError naming the known ones)."""
+        views = [v for _, v in sorted(self.views.items()) if v.push_source == name]
+        if not views:
+            known = ", ".join(sorted({v.push_source for v in self.views.values() if v.push_source}))
+            raise NotFoundError(f"unknown push source {name!r}; known push sources: {known or 'none'}")
+        return views
 
     def view(self, name: str) -> ViewSpec:
         try:

@@ -266,8 +266,11 @@ class _Base:
 class FeatureClient(_Base):
     """Synchronous client (thread-safe: one grpc channel shared by every call)."""
 
-    def __init__(self, target: str, **options: Any) -> None:
+    def __init__(self, target: str, *, rest_url: str | None = None, **options: Any) -> None:
         super().__init__(target, **options)
+        # Pushes go to the REST port (POST /push); default: the gRPC host, port 8080.
+        self.rest_url = rest_url or f"http://{target.rsplit(':', 1)[0]}:8080"
+        self._token: str | None = options.get("token")
         self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._online = self._method(self._channel, "GetOnlineFeatures", pb.GetOnlineFeaturesResponse)
         self._tensor = self._method(self._channel, "GetOnlineTensor", pb.Tensor)
@@ -307,6 +310,14 @@ class FeatureClient(_Base):
     ) -> OnlineFeatures:
         request = online_request(features, feature_service, entities, full_feature_names)
         return online_from_message(self._call(self._online, request, timeout_s))
+
+    def push(self, push_source: str, df: Any, *, to: str = "online", timeout_s: float = 30.0) -> None:
+        """Feast's push: rows (a pandas DataFrame, a pyarrow Table or columns) to every
+        view `push_source` feeds, `to` online, offline or online_and_offline; through
+        the REST port's POST /push (serving_api.push_client)."""
+        from serving_api.push_client import push_rows
+
+        push_rows(self.rest_url, push_source, df, to=to, token=self._token, timeout_s=timeout_s)
 
     def get_tensor(
         self,

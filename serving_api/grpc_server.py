@@ -89,9 +89,15 @@ class RedisHealth(health_pb2_grpc.HealthServicer):
 
 
 def create_grpc_server(
-    core: ServingCore, port: int, *, host: str = "0.0.0.0", reuse_port: bool = True
+    core: ServingCore,
+    port: int,
+    *,
+    host: str = "0.0.0.0",
+    reuse_port: bool = True,
+    extra: dict[str, Method] | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """A started-later aio server bound to host:port; returns it and the bound port."""
+    """A started-later aio server bound to host:port; returns it and the bound port.
+    `extra`: more methods by full path (Feast's gRPC writes)."""
     limits = core.limits
     options = [
         ("grpc.max_receive_message_length", limits.grpc_max_receive_bytes),
@@ -101,7 +107,7 @@ def create_grpc_server(
     ]
     server = grpc.aio.server(options=options)
     by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
-    for path, method in FeatureMethods(core).by_path().items():
+    for path, method in {**FeatureMethods(core).by_path(), **(extra or {})}.items():
         service, name = path[1:].split("/")
         by_service.setdefault(service, {})[name] = grpc.unary_unary_rpc_method_handler(_aio_handler(method))
     server.add_generic_rpc_handlers(

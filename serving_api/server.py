@@ -17,7 +17,7 @@ import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serving_api.limits import Limits
 
@@ -40,6 +40,7 @@ class WorkerConfig:
     log_level: str = "warning"
     near_cache_keys: int = 0  # 0: off (serving_api.near_cache)
     grpc_server: str = "native"  # or "aio": grpcio serves the gRPC port itself
+    key_ttl_s: int = 0  # Feast's key_ttl_seconds: EXPIRE on keys that pushes write (0: none)
 
 
 def listen_socket(host: str, port: int, what: str) -> socket.socket:
@@ -66,10 +67,12 @@ async def serve(config: WorkerConfig) -> None:
     from serving_api.grpc_h2 import GrpcH2Server
     from serving_api.grpc_methods import FeatureMethods
     from serving_api.grpc_server import create_grpc_server
+    from serving_api.grpc_write import GrpcWriteMethods
     from serving_api.http_server import HttpServer
     from serving_api.near_cache import NearCache
     from serving_api.redis_client import RedisClient
     from serving_api.rest_app import RestHandlers, create_app
+    from serving_api.rest_write import WriteHandlers
     from serving_api.service import ServingCore
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
@@ -77,20 +80,23 @@ async def serve(config: WorkerConfig) -> None:
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = RedisClient(config.redis_host, config.redis_port, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
+    writes = WriteHandlers(core, lambda: write_client(config), config.key_ttl_s)
     public_grpc: GrpcH2Server | None = None
     if config.grpc_server == "aio":
-        grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host)
+        grpc_writes = GrpcWriteMethods(writes).by_path()
+        grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host, extra=grpc_writes)
     else:
         # grpc.aio on a private loopback port hosts health and reflection; the public
         # gRPC port is ours (serving_api.grpc_h2), which relays those paths to it.
         grpc_server, relay_port = create_grpc_server(core, 0, host="127.0.0.1", reuse_port=False)
         public_grpc = GrpcH2Server(
-            FeatureMethods(core).by_path(),
+            {**FeatureMethods(core).by_path(), **GrpcWriteMethods(writes).by_path()},
             config.limits.grpc_max_receive_bytes,
             config.limits.grpc_max_send_bytes,
             relay_target=f"127.0.0.1:{relay_port}",
         )
-    http = HttpServer(RestHandlers(core).routes(), create_app(core), config.limits.max_body_bytes)
+    routes = {**RestHandlers(core).routes(), **writes.routes()}
+    http = HttpServer(routes, create_app(core), config.limits.max_body_bytes)
     grpc_sock = listen_socket(config.host, config.grpc_port, "gRPC") if public_grpc else None
     http_sock = listen_socket(config.host, config.http_port, "HTTP")
     stop = asyncio.Event()
@@ -110,6 +116,14 @@ async def serve(config: WorkerConfig) -> None:
             await public_grpc.stop(1.0)
         await grpc_server.stop(0.5)
         redis.close()
+
+
+def write_client(config: WorkerConfig) -> Any:
+    """A redis-py client for pushes and writes (rare; run in threads): the same Redis,
+    with the same connection options, as the read path's client."""
+    import redis
+
+    return redis.Redis(host=config.redis_host, port=config.redis_port, socket_timeout=10)
 
 
 def tune_gc() -> None:

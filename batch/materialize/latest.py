@@ -113,13 +113,14 @@ class LatestLwwWriter:
     """Sends EncodedRows with the shared LWW script, `CHUNK_KEYS` entities per call.
 
     The calls are byte-for-byte what redis-py would send for
-    EVALSHA sha n key... order_field nf f1 ... _ts:view (order v1 ... ts)... but packed
+    EVALSHA sha n key... order_field ttl nf f1 ... _ts:view (order v1 ... ts)... but packed
     column-wise (batch.materialize.resp) and streamed with several batches in flight
     (batch.materialize.redis_pipe). `client` (redis-py) loads the script.
     """
 
-    def __init__(self, client: Any, view: ViewSpec) -> None:
+    def __init__(self, client: Any, view: ViewSpec, *, key_ttl_s: int = 0) -> None:
         self._client = client
+        self._key_ttl_s = int(key_ttl_s)
         self._sha = client.script_load(LATEST_LWW_LUA).encode()
         self._order_field = order_field(view.name)
         self._ts_field = ts_field(view.name)
@@ -134,10 +135,11 @@ class LatestLwwWriter:
 
     def commands(self, rows: EncodedRows) -> Iterator[bytes]:
         """One packed EVALSHA per CHUNK_KEYS entities (the script's argument layout:
-        order field, n, the n field names once, then per key its order and n values)."""
+        order field, key ttl, n, the n field names once, then per key its order and n
+        values)."""
         keys, argv = self.packed(rows)
         names = [*self._fields, self._ts_field]
-        middle = [self._order_field, b"%d" % len(names), *names]
+        middle = [self._order_field, b"%d" % self._key_ttl_s, b"%d" % len(names), *names]
         per_key = 1 + len(names)
         for lo in range(0, len(rows), CHUNK_KEYS):
             hi = min(lo + CHUNK_KEYS, len(rows))

@@ -21,7 +21,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"project {spec.project} (definitions {spec.source_fingerprint})")
     for view in spec.views.values():
         keys = ", ".join(f"{k.name}:{k.dtype}" for k in view.join_keys)
-        print(f"{view.kind} view {view.name} [{keys}] ttl={view.ttl_s}s")
+        pushed = (
+            f" push source {view.push_source} (its batch source serves and materializes)"
+            if view.push_source
+            else ""
+        )
+        print(f"{view.kind} view {view.name} [{keys}] ttl={view.ttl_s}s{pushed}")
         for agg in view.aggregations:
             print(f"    {agg.name} = {agg.function}({agg.column}) window={agg.window_s}s tile={agg.tile_s}s")
         if not view.aggregations:

@@ -7,8 +7,9 @@ so values `feast materialize` wrote are served by us and values we write Feast r
 - fields: mmh3_32("{view}:{feature}") as 4 little-endian bytes -> serialized ValueProto
           "_ts:{view}" -> serialized google.protobuf.Timestamp
 Ours, ignored by Feast's reader (it HMGETs the fields above only):
-          "_fl_ts:{view}" -> fixed-width "event_us:created_us" for event-time
-          last-write-wins compared inside Redis (see batch and streaming writers).
+          "_fl_ts:{view}" -> fixed-width "event_us:created_us" + the `_ts` bytes
+          written with it, for event-time last-write-wins compared inside Redis
+          (featureline.online.writer).
 
 The protobuf encodings are written by hand: protobuf's Python objects cost ~1 us each
 and importing feast's generated modules pulls in feast (~5 s).

@@ -120,7 +120,7 @@ def test_packed_commands_equal_hiredis(demo_spec: RepoSpec) -> None:
     fields = [feature_field("user_profile", f) for f in view.feature_names]
     for call, lo in zip(got, (0, CHUNK_KEYS), strict=True):
         part = encoded.slice(lo, lo + CHUNK_KEYS)
-        argv: list[bytes] = [order_field("user_profile"), b"4", *fields, ts_field("user_profile")]
+        argv: list[bytes] = [order_field("user_profile"), b"0", b"4", *fields, ts_field("user_profile")]
         for i in range(len(part)):
             argv.append(part.orders[i].as_py())
             argv += [col[i].as_py() for col in part.columns]
