@@ -171,3 +171,38 @@ def test_a_dead_redis_is_unavailable_not_a_crash(tmp_path: Path) -> None:
     client = redis.Redis(port=port, socket_connect_timeout=1)
     with pytest.raises(ServiceUnavailableError, match="Redis"):
         push(repo, client, "p", _frame(), "online")
+
+
+def test_arrays_maps_structs_and_json() -> None:
+    assert convert_column("a", "int64_list", [[1, 2.0], np.array([3]), None]) == [[1, 2], [3], None]
+    assert convert_column("a", "string_list", [["x", "y"], []]) == [["x", "y"], []]
+    assert convert_column("a", "unix_timestamp_list", [[1_700_000_000, "2026-03-01T00:00:00Z"]]) == [
+        [1_700_000_000, 1772323200]
+    ]
+    meta = {"vehicle_type": "truck", "rating": "5.0"}
+    assert convert_column("m", "map", [meta, None]) == [meta, None]
+    assert convert_column("p", "struct", [{"name": "d", "age": "30"}]) == [{"name": "d", "age": "30"}]
+    assert convert_column("j", "json", ['{"a": [1]}', {"b": 2}, [1, "x"]]) == [
+        '{"a": [1]}',
+        '{"b": 2}',
+        '[1, "x"]',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"),
+    [
+        ("int64_list", [1, None]),  # Feast's arrays hold no nulls
+        ("int64_list", [1, "2"]),
+        ("float64_list", "1.0"),
+        ("map", ["k", "v"]),
+        ("map", {1: "v"}),
+        ("map", {"k": object()}),  # a value Feast cannot store
+        ("struct", "text"),
+        ("json", "{not json"),
+        ("json", {"k": object()}),
+    ],
+)
+def test_bad_compound_values_name_the_column(dtype: str, value: Any) -> None:
+    with pytest.raises(BadInputError, match=f"column 'c', row 0: .* is not a valid {dtype} value"):
+        convert_column("c", dtype, [value])

@@ -14,6 +14,7 @@ frame is refused whole and nothing of it is written. New types plug in there.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from featureline.errors import BadInputError
+from featureline.online.value_proto import encode_compound
 from featureline.specs import ViewSpec
 
 _INT_RANGE = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
@@ -105,6 +107,58 @@ VALUE_CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _array(element: str) -> Callable[[Any], list[Any]]:
+    """A Feast array: a list (a JSON array, or a numpy array from a DataFrame) of
+    non-null values of its element type (Feast's arrays hold no nulls)."""
+    convert = VALUE_CONVERTERS[element]
+
+    def run(value: Any) -> list[Any]:
+        if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+            value = value.tolist()
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        if any(_is_null(item) for item in value):
+            raise _Mismatch
+        return [convert(item) for item in value]
+
+    return run
+
+
+def _mapping(dtype: str) -> Callable[[Any], dict[str, Any]]:
+    """A Map or Struct: an object of string keys whose values Feast can store (checked
+    by encoding it, so a value that could not be written is refused before any write)."""
+
+    def run(value: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _Mismatch
+        out = dict(value)
+        try:
+            encode_compound(dtype, out)
+        except BadInputError:
+            raise _Mismatch from None
+        return out
+
+    return run
+
+
+def _json(value: Any) -> str:
+    """Feast's Json: JSON text as given, or any JSON value, written as its text."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except ValueError:
+            raise _Mismatch from None
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        raise _Mismatch from None
+
+
+VALUE_CONVERTERS |= {f"{element}_list": _array(element) for element in list(VALUE_CONVERTERS)}
+VALUE_CONVERTERS |= {"map": _mapping("map"), "struct": _mapping("struct"), "json": _json}
+
+
 def text_value(name: str, dtype: str, text: str) -> Any:
     """A value given as text (Feast's gRPC `features` map) read as `dtype`; other types
     and unparsable text stay text, for convert_column to accept or name."""
@@ -117,6 +171,11 @@ def text_value(name: str, dtype: str, text: str) -> Any:
         return text
     if dtype == "bool" and text.lower() in ("true", "false", "1", "0"):
         return text.lower() in ("true", "1")
+    if dtype in ("map", "struct") or dtype.endswith("_list"):
+        try:
+            return json.loads(text)  # an object or array written as JSON text
+        except ValueError:
+            return text
     return text
 
 
@@ -127,8 +186,8 @@ def convert_column(name: str, dtype: str, values: Sequence[Any]) -> list[Any]:
         raise BadInputError(f"column {name!r}: values of type {dtype} cannot be pushed")
     out: list[Any] = []
     for row, value in enumerate(values):
-        if hasattr(value, "item") and type(value).__module__ == "numpy":
-            value = value.item()  # a numpy scalar from a caller's DataFrame
+        if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+            value = value.item()  # a numpy scalar from a caller's DataFrame (not an array)
         if _is_null(value):
             out.append(None)
             continue

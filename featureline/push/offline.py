@@ -82,6 +82,8 @@ def _column(name: str, values: list[Any], target: pa.DataType, in_seconds: bool)
             scale = 1_000_000 if in_seconds else 1
             us = pa.array([None if v is None else v * scale for v in values], pa.int64())
             return us.cast(TS_TYPE).cast(target)
+        if pa.types.is_null(target):  # a Map or Struct in an empty store: as the values are
+            return pa.array(values)
         return pa.array(values, type=target)
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         message = f"column {name!r}: its values do not fit the stored type {target}: {exc}"
@@ -113,7 +115,8 @@ def offline_table(rows: ViewRows, frame: Mapping[str, list[Any]], schema: pa.Sch
                 f"{rows.view.name!r} holds"
             )
         arrays.append(_column(field.name, values, field.type, field.name in unix_cols))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    # By name: a column of an empty store whose type the values decide (Map, Struct).
+    return pa.Table.from_arrays(arrays, names=schema.names)
 
 
 def _tmp(path: Path) -> Path:
