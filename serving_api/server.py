@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from featureline.config import RedisConfig
 from serving_api.limits import Limits
 
 if TYPE_CHECKING:
@@ -30,8 +31,7 @@ log = logging.getLogger("featureline.serving")
 @dataclass(frozen=True)
 class WorkerConfig:
     spec_path: str
-    redis_host: str
-    redis_port: int
+    redis: RedisConfig  # resolved from feature_store.yaml + FEATURELINE_REDIS_* (featureline.config)
     host: str = "0.0.0.0"
     http_port: int = 8080
     grpc_port: int = 6566
@@ -75,7 +75,7 @@ async def serve(config: WorkerConfig) -> None:
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
     auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
-    redis = RedisClient(config.redis_host, config.redis_port, near_cache=near_cache)
+    redis = RedisClient.from_config(config.redis, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
     public_grpc: GrpcH2Server | None = None
     if config.grpc_server == "aio":
