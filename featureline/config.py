@@ -301,9 +301,7 @@ def _coerce_redis(values: dict[str, Any]) -> RedisConfig:
         raise BadInputError(f"online_store: {exc}") from None
 
 
-def resolve_redis(
-    online: Mapping[str, Any], settings: Settings, origins: dict[str, str]
-) -> RedisConfig:
+def resolve_redis(online: Mapping[str, Any], settings: Settings, origins: dict[str, str]) -> RedisConfig:
     values = _redis_from_yaml(online, origins)
     for name, key in _REDIS_ENV.items():
         if settings.is_set(name):
@@ -317,9 +315,7 @@ def resolve_redis(
 # --- registry, offline store, kafka --------------------------------------------------
 
 
-def resolve_registry(
-    raw: object, repo: Path, settings: Settings, origins: dict[str, str]
-) -> RegistryConfig:
+def resolve_registry(raw: object, repo: Path, settings: Settings, origins: dict[str, str]) -> RegistryConfig:
     """Feast's forms: a path string (a file registry, relative to the repo) or a
     mapping with registry_type file or sql. FEATURELINE_REGISTRY_URL overrides."""
     if settings.is_set("registry_url"):

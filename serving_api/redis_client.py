@@ -235,6 +235,7 @@ class RedisClient:
     async def _connect(self, generation: int) -> _Connection:
         """A read connection; with a near cache, tracked before anyone may use it (an
         untracked read would be cached and never invalidated)."""
+
         def lost() -> None:
             self._lost(generation)
 

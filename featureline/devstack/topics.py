@@ -42,8 +42,7 @@ def ensure_topic(settings: Settings, name: str, partitions: int = 3, *, bootstra
         )
     except KafkaError as exc:
         raise ServiceUnavailableError(
-            f"Kafka does not answer on {servers} ({exc}); "
-            "start the dev stack with `featureline dev up`"
+            f"Kafka does not answer on {servers} ({exc}); start the dev stack with `featureline dev up`"
         ) from exc
     try:
         response = admin.create_topics(

@@ -155,11 +155,13 @@ def _bad_cases(r: SecureRedis) -> dict[str, tuple[str, str]]:
     return {
         "wrong_password": (f"127.0.0.1:{r.port},password=nope,db=3", "refused the login (password)"),
         "unknown_user": (
-            f"127.0.0.1:{r.port},username=mallory,password=x", "refused the login (user 'mallory')"
+            f"127.0.0.1:{r.port},username=mallory,password=x",
+            "refused the login (user 'mallory')",
         ),
         "no_password": (f"127.0.0.1:{r.port},db=3", "refused the login"),
         "wrong_ca": (
-            f"127.0.0.1:{r.tls_port},password={PASSWORD},ssl=true,ssl_ca_certs={r.other_ca}", "TLS failed"
+            f"127.0.0.1:{r.tls_port},password={PASSWORD},ssl=true,ssl_ca_certs={r.other_ca}",
+            "TLS failed",
         ),
     }
 
