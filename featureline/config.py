@@ -402,10 +402,14 @@ def resolve(settings: Settings, store_yaml: Mapping[str, Any] | None = None) -> 
     online = store_yaml.get("online_store") or {}
     if isinstance(online, str):  # Feast allows `online_store: redis`
         online = {"type": online}
-    online_type = str(online.get("type", "sqlite"))
-    origins["online_store.type"] = f"{YAML} (online_store.type)" if "type" in online else DEFAULT
-    if "online_store" not in store_yaml and store_yaml:
-        origins["online_store.type"] = "default (Feast's sqlite)"
+    if store_yaml:
+        online_type = str(online.get("type", "sqlite"))
+        origins["online_store.type"] = (
+            f"{YAML} (online_store.type)" if "type" in online else "default (Feast's sqlite)"
+        )
+    else:  # a specs file without its repo: Redis from FEATURELINE_REDIS_* or the defaults
+        online_type = "redis"
+        origins["online_store.type"] = "default (no feature_store.yaml, FEATURELINE_SPECS_FILE)"
     redis = resolve_redis(online if online_type == "redis" else {}, settings, origins)
     offline = store_yaml.get("offline_store") or {}
     offline_type = str((offline if isinstance(offline, Mapping) else {"type": offline}).get("type", "dask"))

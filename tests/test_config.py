@@ -269,3 +269,19 @@ def test_kafka_bootstrap_comes_from_the_source() -> None:
         stream_bootstrap(plain, {"a": "k1:9092", "b": "other:9092"})
     override = kafka_config(Settings.from_env({"FEATURELINE_KAFKA_PORT": "19092"}))
     assert stream_bootstrap(override, {"a": "k1:9092", "b": "other:9092"}) == "127.0.0.1:19092"
+
+
+def test_specs_file_without_a_repo_uses_redis_settings(tmp_path: Path) -> None:
+    """A serving image with only `featureline specs --json` output and no repo."""
+    specs = tmp_path / "specs.json"
+    specs.write_text("{}")
+    env = {
+        "FEATURELINE_SPECS_FILE": str(specs),
+        "FEATURELINE_REDIS_HOST": "redis.svc",
+        "FEATURELINE_REDIS_DB": "2",
+    }
+    cfg = resolve(_settings(tmp_path / "absent", env))
+    r = cfg.online()
+    assert (r.host, r.port, r.db) == ("redis.svc", 6379, 2)
+    with pytest.raises(BadInputError, match="no feature_store.yaml"):
+        resolve(_settings(tmp_path / "absent"))
