@@ -66,6 +66,15 @@ class RedisConfig:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def unapplied(self) -> list[str]:
+        """Options read from the yaml that Featureline's writers do not apply yet."""
+        if self.key_ttl_seconds:
+            return [
+                f"online_store key_ttl_seconds={self.key_ttl_seconds} is not applied by Featureline's "
+                "writers yet: keys they write do not expire (Feast's writes set EXPIRE)"
+            ]
+        return []
+
     def require_supported(self) -> RedisConfig:
         """Cluster and Sentinel are read, then refused on every path that connects."""
         if self.redis_type == "redis_cluster":

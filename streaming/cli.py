@@ -179,6 +179,8 @@ def _require_redis(plan: Any) -> None:
     from featureline.connections import check_redis
 
     check_redis(plan.redis).close()
+    for note in plan.redis.unapplied():
+        print(f"warning: {note}", file=sys.stderr)
 
 
 def _last_line(exc: BaseException) -> str:

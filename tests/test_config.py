@@ -285,3 +285,9 @@ def test_specs_file_without_a_repo_uses_redis_settings(tmp_path: Path) -> None:
     assert (r.host, r.port, r.db) == ("redis.svc", 6379, 2)
     with pytest.raises(BadInputError, match="no feature_store.yaml"):
         resolve(_settings(tmp_path / "absent"))
+
+
+def test_key_ttl_is_read_and_said_to_be_unapplied(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, "online_store:\n  type: redis\n  connection_string: a:1\n  key_ttl_seconds: 60\n")
+    r = resolve(_settings(repo)).online()
+    assert r.key_ttl_seconds == 60 and "not applied" in r.unapplied()[0]

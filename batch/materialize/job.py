@@ -114,6 +114,8 @@ def materialize(
     repo = load_repo(settings)
     chosen = online_views(repo, views)
     cfg = online_store(settings)
+    for note in cfg.unapplied():
+        print(f"warning: {note}", file=sys.stderr)
     client = redis_client(cfg)
     now_us = datetime_to_us(now or datetime.now(UTC))
     report = MaterializeReport()
