@@ -189,6 +189,8 @@ class StoreConfig:
         ]
         if r.redis_type == "redis_sentinel":
             values.insert(4, ("online_store.sentinel_master", r.sentinel_master))
+        if self.online_store_type != "redis":  # Redis values would describe nothing
+            values = [(n, v) for n, v in values if not n.startswith("online_store.") or n.endswith(".type")]
         return [
             (name, "" if value is None else str(value), self.origins.get(name, DEFAULT))
             for name, value in values
