@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from featureline.errors import BadInputError
+from featureline.kafka_config import KafkaConfig, kafka_config, resolve_kafka, stream_bootstrap
 from featureline.repo import read_store_yaml
 from featureline.settings import Settings
+
+# Kafka lives in featureline.kafka_config; these names are re-exported for callers.
+__all__ = [
+    "MASK", "SUPPORTED_ONLINE_STORES", "KafkaConfig", "RedisConfig", "RegistryConfig", "StoreConfig",
+    "kafka_config", "mask_url", "online_store", "parse_connection_string", "resolve", "stream_bootstrap",
+]  # fmt: skip
 
 SUPPORTED_ONLINE_STORES = ("redis",)
 REDIS_TYPES = ("redis", "redis_cluster", "redis_sentinel")
@@ -30,16 +37,10 @@ REDIS_OPTIONS = (
     "password", "username", "db", "ssl", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
     "ssl_cert_reqs", "ssl_check_hostname",
 )  # fmt: skip
-KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-KAFKA_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MASK = "******"
 
 DEFAULT = "default"
 YAML = "feature_store.yaml"
-
-
-def env_origin(name: str) -> str:
-    return f"env FEATURELINE_{name.upper()}"
 
 
 @dataclass(frozen=True)
@@ -88,35 +89,6 @@ class RedisConfig:
                 "Redis Sentinel is not supported yet (issue 13); use redis_type: redis"
             )
         return self
-
-
-@dataclass(frozen=True)
-class KafkaConfig:
-    """Kafka overrides and security, applied to every kafka-python client we create."""
-
-    bootstrap_override: str = ""
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str = ""
-    username: str = ""
-    password: str = field(default="", repr=False)
-    ssl_cafile: str = ""
-
-    def bootstrap(self, source_servers: str) -> str:
-        """The servers to use for a KafkaSource naming `source_servers`."""
-        return self.bootstrap_override or source_servers
-
-    def client_options(self) -> dict[str, Any]:
-        """kafka-python keyword arguments (KafkaConsumer, KafkaProducer, KafkaAdminClient)."""
-        if self.security_protocol == "PLAINTEXT":
-            return {}
-        out: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.security_protocol.startswith("SASL"):
-            out["sasl_mechanism"] = self.sasl_mechanism
-            out["sasl_plain_username"] = self.username
-            out["sasl_plain_password"] = self.password
-        if self.ssl_cafile and self.security_protocol.endswith("SSL"):
-            out["ssl_cafile"] = self.ssl_cafile
-        return out
 
 
 @dataclass(frozen=True)
@@ -323,7 +295,7 @@ def resolve_redis(online: Mapping[str, Any], settings: Settings, origins: dict[s
     return _coerce_redis(values)
 
 
-# --- registry, offline store, kafka --------------------------------------------------
+# --- registry, offline store --------------------------------------------------------
 
 
 def resolve_registry(raw: object, repo: Path, settings: Settings, origins: dict[str, str]) -> RegistryConfig:
@@ -360,44 +332,6 @@ def _registry_of(url: str, repo: Path) -> RegistryConfig:
 def _under(repo: Path, path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else (repo / p).resolve()
-
-
-def resolve_kafka(settings: Settings, origins: dict[str, str]) -> KafkaConfig:
-    """Each KafkaSource names its servers; FEATURELINE_KAFKA_HOST/_PORT replace them
-    only when set (the unset half keeps the default)."""
-    override = ""
-    if settings.is_set("kafka_host") or settings.is_set("kafka_port"):
-        override = settings.kafka_bootstrap
-        which = [settings.origin(n) for n in ("kafka_host", "kafka_port") if settings.is_set(n)]
-        origins["kafka.bootstrap_override"] = ", ".join(which)
-    values: dict[str, str] = {}
-    for key in ("security_protocol", "sasl_mechanism", "username", "password", "ssl_cafile"):
-        name = f"kafka_{key}"
-        if settings.is_set(name):
-            values[key] = str(getattr(settings, name))
-            origins[f"kafka.{key}"] = settings.origin(name)
-    protocol = values.get("security_protocol", "PLAINTEXT").upper()
-    if protocol not in KAFKA_PROTOCOLS:
-        raise BadInputError(
-            f"FEATURELINE_KAFKA_SECURITY_PROTOCOL {protocol!r}: expected one of {', '.join(KAFKA_PROTOCOLS)}"
-        )
-    mechanism = values.get("sasl_mechanism", "PLAIN" if protocol.startswith("SASL") else "").upper()
-    if protocol.startswith("SASL"):
-        if mechanism not in KAFKA_MECHANISMS:
-            raise BadInputError(
-                f"FEATURELINE_KAFKA_SASL_MECHANISM {mechanism!r}: "
-                f"expected one of {', '.join(KAFKA_MECHANISMS)}"
-            )
-        if not values.get("username"):
-            raise BadInputError(f"Kafka {protocol} needs FEATURELINE_KAFKA_USERNAME and _PASSWORD")
-    return KafkaConfig(
-        bootstrap_override=override,
-        security_protocol=protocol,
-        sasl_mechanism=mechanism,
-        username=values.get("username", ""),
-        password=values.get("password", ""),
-        ssl_cafile=values.get("ssl_cafile", ""),
-    )
 
 
 # --- all of it -----------------------------------------------------------------------
@@ -466,26 +400,3 @@ def read_yaml(settings: Settings) -> dict[str, Any]:
 def online_store(settings: Settings) -> RedisConfig:
     """The Redis to connect to, for commands that need the online store."""
     return resolve(settings).online()
-
-
-def kafka_config(settings: Settings) -> KafkaConfig:
-    """Kafka overrides and security (no feature_store.yaml needed: Feast keeps Kafka
-    settings on each KafkaSource, not in the yaml)."""
-    return resolve_kafka(settings, {})
-
-
-def stream_bootstrap(kafka: KafkaConfig, servers_by_topic: Mapping[str, str]) -> str:
-    """The one cluster a stream job reads: each topic's KafkaSource servers (or the
-    FEATURELINE_KAFKA_HOST/_PORT override). Sources on different clusters need one job
-    each (their offsets are committed to one cluster)."""
-    chosen = {topic: kafka.bootstrap(servers) for topic, servers in servers_by_topic.items()}
-    distinct = sorted(set(chosen.values()))
-    if len(distinct) > 1:
-        listing = "; ".join(f"{t}: {s}" for t, s in sorted(chosen.items()))
-        raise BadInputError(
-            f"the stream's KafkaSources name different bootstrap servers ({listing}); "
-            "run one `featureline stream --views ...` per cluster"
-        )
-    if not distinct or not distinct[0]:
-        raise BadInputError("no KafkaSource names kafka_bootstrap_servers")
-    return distinct[0]

@@ -50,6 +50,7 @@ class StreamPlan:
     removed_files: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)  # security
+    java_options: dict[str, str] = field(default_factory=dict, repr=False)  # the same, for Java
 
 
 def plan_stream(
@@ -96,6 +97,7 @@ def plan_stream(
         bootstrap=bootstrap,
         redis=redis,
         kafka_options=kafka_options,
+        java_options=kafka.java_options(),
         offline_dir=offline,
         group=group_id(repo.project),
         schemas={t: source_schema(vs) for t, vs in by_topic.items()},
@@ -218,7 +220,11 @@ def _portable_source(pipeline: beam.Pipeline, plan: StreamPlan) -> Any:
         pipeline
         | "ReadFromKafka"
         >> ReadFromKafka(
-            consumer_config={"bootstrap.servers": plan.bootstrap, "group.id": plan.group},
+            consumer_config={
+                "bootstrap.servers": plan.bootstrap,
+                "group.id": plan.group,
+                **plan.java_options,
+            },
             topics=sorted(plan.schemas),
             with_metadata=True,
         )

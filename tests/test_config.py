@@ -291,3 +291,23 @@ def test_key_ttl_is_read_and_said_to_be_unapplied(tmp_path: Path) -> None:
     repo = _repo(tmp_path, "online_store:\n  type: redis\n  connection_string: a:1\n  key_ttl_seconds: 60\n")
     r = resolve(_settings(repo)).online()
     assert r.key_ttl_seconds == 60 and "not applied" in r.unapplied()[0]
+
+
+def test_kafka_security_as_java_properties() -> None:
+    """For Beam's ReadFromKafka (Java) on a portable runner."""
+    env = {
+        "FEATURELINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "FEATURELINE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "FEATURELINE_KAFKA_USERNAME": "u",
+        "FEATURELINE_KAFKA_PASSWORD": 'p"q',
+        "FEATURELINE_KAFKA_SSL_CAFILE": "/ca.pem",
+    }
+    assert kafka_config(Settings.from_env(env)).java_options() == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.jaas.config": 'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" '
+        'password="p\\"q";',
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": "/ca.pem",
+    }
+    assert kafka_config(Settings.from_env({})).java_options() == {}
