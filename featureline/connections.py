@@ -52,6 +52,28 @@ def redis_client(cfg: RedisConfig, **options: Any) -> Any:
     return redis.Redis(**redis_kwargs(cfg), **options)
 
 
+def config_of(client: Any) -> RedisConfig:
+    """The RedisConfig a redis-py client was built with (its pool's public connection
+    kwargs): for raw sockets opened next to a client someone else made."""
+    import redis
+
+    kw = client.connection_pool.connection_kwargs
+    tls = issubclass(client.connection_pool.connection_class, redis.SSLConnection)
+    return RedisConfig(
+        host=str(kw.get("host", "127.0.0.1")),
+        port=int(kw.get("port", 6379)),
+        password=str(kw.get("password") or ""),
+        username=str(kw.get("username") or ""),
+        db=int(kw.get("db") or 0),
+        ssl=tls,
+        ssl_ca_certs=str(kw.get("ssl_ca_certs") or "") if tls else "",
+        ssl_certfile=str(kw.get("ssl_certfile") or "") if tls else "",
+        ssl_keyfile=str(kw.get("ssl_keyfile") or "") if tls else "",
+        ssl_cert_reqs=str(kw.get("ssl_cert_reqs") or "required") if tls else "required",
+        ssl_check_hostname=bool(kw.get("ssl_check_hostname", True)) if tls else True,
+    )
+
+
 def check_redis(cfg: RedisConfig, timeout_s: float = 5.0, **options: Any) -> Any:
     """A redis-py client that answered PING; one-line errors otherwise."""
     import redis

@@ -311,3 +311,13 @@ def test_kafka_security_as_java_properties() -> None:
         "ssl.truststore.location": "/ca.pem",
     }
     assert kafka_config(Settings.from_env({})).java_options() == {}
+
+
+def test_config_of_a_redis_py_client_round_trips() -> None:
+    from featureline.config import RedisConfig
+    from featureline.connections import config_of, redis_client
+
+    cfg = RedisConfig(host="h", port=7, password="p", username="u", db=3, ssl=True, ssl_ca_certs="/ca.pem")
+    assert config_of(redis_client(cfg)) == cfg
+    plain = RedisConfig(host="h", port=7, db=2)
+    assert config_of(redis_client(plain)) == plain

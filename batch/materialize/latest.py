@@ -26,6 +26,7 @@ from batch.materialize.encode import encode_column, encode_keys, encode_orders, 
 from batch.materialize.redis_pipe import PipelinedWriter
 from batch.materialize.resp import bulk_column, command, join_rows, row_bytes
 from featureline.config import RedisConfig
+from featureline.connections import config_of
 from featureline.offline import KAFKA_OFFSET
 from featureline.online.feast_format import feature_field, order_field, ts_field
 from featureline.online.writer import CHUNK_KEYS, LATEST_LWW_LUA
@@ -121,7 +122,7 @@ class LatestLwwWriter:
 
     def __init__(self, client: Any, view: ViewSpec, cfg: RedisConfig | None = None) -> None:
         self._client = client
-        self._cfg = cfg  # where write() opens its pipelined socket (None: commands() only)
+        self._cfg = cfg  # where write() opens its pipelined socket (None: where `client` is)
         self._sha = client.script_load(LATEST_LWW_LUA).encode()
         self._order_field = order_field(view.name)
         self._ts_field = ts_field(view.name)
@@ -156,9 +157,7 @@ class LatestLwwWriter:
     ) -> int:
         """Write all rows, several batches in flight; returns how many entities took the
         new value (the others kept a newer one)."""
-        if self._cfg is None:
-            raise ValueError("LatestLwwWriter.write needs the RedisConfig it writes to")
-        pipe = PipelinedWriter(self._cfg)
+        pipe = PipelinedWriter(self._cfg or config_of(self._client))
         step = CHUNK_KEYS * calls_per_batch
         try:
             for lo in range(0, len(rows), step):
