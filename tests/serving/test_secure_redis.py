@@ -60,6 +60,14 @@ entity_key_serialization_version: 3
 """
 
 
+@pytest.fixture(autouse=True)
+def _only_the_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repo's yaml alone says where Redis is: no FEATURELINE_* left in the
+    environment by other tests' exports (a set FEATURELINE_REDIS_PORT would override)."""
+    for key in [k for k in os.environ if k.startswith("FEATURELINE_")]:
+        monkeypatch.delenv(key)
+
+
 @pytest.fixture(scope="module")
 def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRedis]:
     with running_secure_redis(tmp_path_factory.mktemp("secure-redis")) as server:
