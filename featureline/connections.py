@@ -75,16 +75,23 @@ def config_of(client: Any) -> RedisConfig:
 
 
 def check_redis(cfg: RedisConfig, timeout_s: float = 5.0, **options: Any) -> Any:
-    """A redis-py client that answered PING; one-line errors otherwise."""
+    """A redis-py client, after a PING on a probe connection bounded by `timeout_s`
+    (connect, TLS handshake and reply: a server that accepts and never answers, or a
+    plain port spoken to in TLS, would otherwise hang); one-line errors otherwise."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis_client(cfg, socket_connect_timeout=timeout_s, **options)
+    probe = redis_client(
+        cfg, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+    )
     try:
-        client.ping()
+        probe.ping()
     except (redis.RedisError, OSError) as exc:
-        client.close()
         raise redis_error(cfg, exc) from None
-    return client
+    finally:
+        probe.close()
+    return redis_client(cfg, socket_connect_timeout=timeout_s, **options)
 
 
 def redis_error(cfg: RedisConfig, exc: BaseException) -> Exception:
@@ -93,7 +100,8 @@ def redis_error(cfg: RedisConfig, exc: BaseException) -> Exception:
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     where = f"Redis at {cfg.address}"
     lowered = text.lower()
-    if any(w in lowered for w in ("wrongpass", "invalid username", "noauth", "authentication")):
+    login_words = ("wrongpass", "invalid username", "noauth", "authentication", "auth <password>")
+    if any(w in lowered for w in login_words):
         who = f"user {cfg.username!r}" if cfg.username else "password"
         return BadInputError(
             f"{where} refused the login ({who}): {text}; check the password/username in "

@@ -321,3 +321,22 @@ def test_config_of_a_redis_py_client_round_trips() -> None:
     assert config_of(redis_client(cfg)) == cfg
     plain = RedisConfig(host="h", port=7, db=2)
     assert config_of(redis_client(plain)) == plain
+
+
+def test_check_redis_never_hangs_on_a_silent_server() -> None:
+    """A port that accepts and never answers (a hung Redis, or TLS spoken to a plain
+    port that waits for a newline): an error within the timeout, not a hang."""
+    import socket
+    import time
+
+    from featureline.config import RedisConfig
+    from featureline.connections import check_redis
+    from featureline.errors import FeaturelineError
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        for cfg in (RedisConfig(port=port), RedisConfig(port=port, ssl=True)):
+            started = time.monotonic()
+            with pytest.raises(FeaturelineError, match=f"Redis at 127.0.0.1:{port}"):
+                check_redis(cfg, timeout_s=0.5)
+            assert time.monotonic() - started < 3

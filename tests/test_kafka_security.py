@@ -58,6 +58,11 @@ class Recorder:
 
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    import streaming.kafka_fast
+
+    # PartitionReader installs its lean record decoder into kafka-python for the whole
+    # process; kept out of this one (later tests read real records with keys).
+    monkeypatch.setattr(streaming.kafka_fast, "install", lambda: None)
     Recorder.made = []
     for name in ("KafkaConsumer", "KafkaProducer", "KafkaAdminClient"):
         monkeypatch.setattr(kafka, name, type(name, (Recorder,), {"kind": name}))
