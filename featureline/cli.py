@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("featureline.devstack.cli", "start, stop or inspect the embedded Kafka/Redis/registry"),
     "apply": ("featureline.commands.apply", "register the Feast repo's definitions (feast apply)"),
     "specs": ("featureline.commands.specs", "print the typed specs Featureline reads from a repo"),
+    "config": ("featureline.commands.config", "print the resolved configuration, with each value's origin"),
     "env": ("featureline.commands.env", "print FEATURELINE_* exports for the plain `feast` CLI"),
     "generate": ("featureline.generator.cli", "generate realistic card transactions"),
     "stream": ("streaming.cli", "run the Beam streaming job: Kafka -> Redis + Parquet"),

@@ -15,7 +15,6 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +97,20 @@ def _check_port(host: str, port: int, what: str) -> None:
             ) from None
 
 
+def online_store(settings: Settings) -> Any:
+    """The resolved Redis. A login or TLS error stops serve here, in one line; a Redis
+    that does not answer yet does not (the workers answer UNAVAILABLE until it does)."""
+    from featureline.config import online_store as resolve_online
+    from featureline.connections import check_redis
+
+    cfg = resolve_online(settings)
+    try:
+        check_redis(cfg, timeout_s=2.0).close()
+    except ServiceUnavailableError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+    return cfg
+
+
 def build_config(args: Any, settings: Settings) -> Any:
     from featureline.odfv import OnDemandRunner
     from featureline.repo import load_repo
@@ -112,6 +125,7 @@ def build_config(args: Any, settings: Settings) -> Any:
     if (args.grpc_server or settings.grpc_server) not in ("native", "aio"):
         raise BadInputError(f"FEATURELINE_GRPC_SERVER must be native or aio, not {settings.grpc_server!r}")
     repo = load_repo(settings)
+    redis = online_store(settings)
     for odfv in repo.on_demand_views.values():
         OnDemandRunner.build(odfv)  # a udf that cannot run stops us here, with its name
     if args.auth_tokens:
@@ -129,8 +143,7 @@ def build_config(args: Any, settings: Settings) -> Any:
     )
     return WorkerConfig(
         spec_path=str(spec_path),
-        redis_host=settings.redis_host,
-        redis_port=settings.redis_port,
+        redis=redis,
         host=args.host,
         http_port=settings.http_port,
         grpc_port=settings.grpc_port,
@@ -192,10 +205,8 @@ def _supervise(config: Any, workers: int) -> int:
 
 
 def run(args: Any, settings: Settings) -> int:
-    settings = replace(
-        settings,
-        http_port=args.http_port if args.http_port is not None else settings.http_port,
-        grpc_port=args.grpc_port if args.grpc_port is not None else settings.grpc_port,
+    settings = settings.with_flags(
+        http_port=(args.http_port, "--http-port"), grpc_port=(args.grpc_port, "--grpc-port")
     )
     _check_port(args.host, settings.http_port, "HTTP")
     _check_port(args.host, settings.grpc_port, "gRPC")
@@ -203,7 +214,7 @@ def run(args: Any, settings: Settings) -> int:
     print(
         f"featureline serve: REST http://{args.host}:{settings.http_port} (docs at /docs), "
         f"gRPC {args.host}:{settings.grpc_port}, {args.workers} worker(s), "
-        f"Redis {settings.redis_addr}, project {repo.project}, "
+        f"Redis {config.redis.address} db {config.redis.db}, project {repo.project}, "
         f"auth {'on' if args.auth_tokens else 'off'}",
         file=sys.stderr,
         flush=True,

@@ -18,6 +18,7 @@ Failure policy (serving must fail fast, then heal by itself):
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from typing import Any
 
 import hiredis
 
+from featureline.config import RedisConfig
+from featureline.connections import login_commands, ssl_context
 from featureline.errors import ServiceUnavailableError
 from serving_api.near_cache import NearCache
 
@@ -162,10 +165,17 @@ class RedisClient:
         connect_timeout_s: float = 0.5,
         retry_interval_s: float = 0.2,
         near_cache: NearCache | None = None,
+        tls: ssl.SSLContext | None = None,
+        login: Sequence[Command] = (),
     ) -> None:
         self.host = host
         self.port = port
         self.address = f"{host}:{port}"
+        # TLS and AUTH/SELECT happen once per connection, before it is handed out:
+        # the read path itself is the same with or without them.
+        self.tls = tls
+        self._login = b"".join(hiredis.pack_command(tuple(c)) for c in login)  # type: ignore[arg-type]
+        self._login_count = len(login)
         self.connect_timeout_s = connect_timeout_s
         self.retry_interval_s = retry_interval_s
         self._conn: _Connection | None = None
@@ -175,6 +185,25 @@ class RedisClient:
         self.near_cache = near_cache
         self._invalidations: _InvalidationConnection | None = None
         self._generation = 0
+
+    @classmethod
+    def from_config(cls, cfg: RedisConfig, **options: Any) -> RedisClient:
+        """A client for the resolved online store: password/ACL user, db and TLS."""
+        cfg.require_supported()
+        return cls(cfg.host, cfg.port, tls=ssl_context(cfg), login=login_commands(cfg), **options)
+
+    async def _open(self, factory: Callable[[], _Connection]) -> Any:
+        loop = asyncio.get_running_loop()
+        server_hostname = self.host if self.tls is not None else None
+        _, conn = await loop.create_connection(
+            factory, self.host, self.port, ssl=self.tls, server_hostname=server_hostname
+        )
+        if self._login_count:
+            for reply in await conn.send(self._login, self._login_count):
+                if isinstance(reply, hiredis.ReplyError):
+                    conn.close()
+                    raise RedisUnavailableError(f"Redis at {self.address} refused the login: {reply}")
+        return conn
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -206,7 +235,6 @@ class RedisClient:
     async def _connect(self, generation: int) -> _Connection:
         """A read connection; with a near cache, tracked before anyone may use it (an
         untracked read would be cached and never invalidated)."""
-        loop = asyncio.get_running_loop()
 
         def lost() -> None:
             self._lost(generation)
@@ -215,13 +243,9 @@ class RedisClient:
         inv: _InvalidationConnection | None = None
         cache = self.near_cache
         try:
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self.address, lost), self.host, self.port
-            )
+            conn = await self._open(lambda: _Connection(self.address, lost))
             if cache is not None:
-                _, inv = await loop.create_connection(
-                    lambda: _InvalidationConnection(self.address, cache, lost), self.host, self.port
-                )
+                inv = await self._open(lambda: _InvalidationConnection(self.address, cache, lost))
                 subscribe = _pack("CLIENT", "ID") + _pack("SUBSCRIBE", "__redis__:invalidate")
                 client_id, _ = await inv.send(subscribe, 2)
                 (ok,) = await conn.send(_pack("CLIENT", "TRACKING", "ON", "REDIRECT", str(client_id)), 1)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featureline.config import RedisConfig
 from serving_api.limits import Limits
 
 if TYPE_CHECKING:
@@ -30,8 +31,7 @@ log = logging.getLogger("featureline.serving")
 @dataclass(frozen=True)
 class WorkerConfig:
     spec_path: str
-    redis_host: str
-    redis_port: int
+    redis: RedisConfig  # resolved from feature_store.yaml + FEATURELINE_REDIS_* (featureline.config)
     host: str = "0.0.0.0"
     http_port: int = 8080
     grpc_port: int = 6566
@@ -40,7 +40,6 @@ class WorkerConfig:
     log_level: str = "warning"
     near_cache_keys: int = 0  # 0: off (serving_api.near_cache)
     grpc_server: str = "native"  # or "aio": grpcio serves the gRPC port itself
-    key_ttl_s: int = 0  # Feast's key_ttl_seconds: EXPIRE on keys that pushes write (0: none)
 
 
 def listen_socket(host: str, port: int, what: str) -> socket.socket:
@@ -78,9 +77,9 @@ async def serve(config: WorkerConfig) -> None:
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
     auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
-    redis = RedisClient(config.redis_host, config.redis_port, near_cache=near_cache)
+    redis = RedisClient.from_config(config.redis, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
-    writes = WriteHandlers(core, lambda: write_client(config), config.key_ttl_s)
+    writes = WriteHandlers(core, lambda: write_client(config), config.redis.key_ttl_s)
     public_grpc: GrpcH2Server | None = None
     if config.grpc_server == "aio":
         grpc_writes = GrpcWriteMethods(writes).by_path()
@@ -121,9 +120,9 @@ async def serve(config: WorkerConfig) -> None:
 def write_client(config: WorkerConfig) -> Any:
     """A redis-py client for pushes and writes (rare; run in threads): the same Redis,
     with the same connection options, as the read path's client."""
-    import redis
+    from featureline.connections import redis_client
 
-    return redis.Redis(host=config.redis_host, port=config.redis_port, socket_timeout=10)
+    return redis_client(config.redis, socket_timeout=10)
 
 
 def tune_gc() -> None:

@@ -174,18 +174,11 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
-def _require_redis(settings: Settings) -> None:
-    import redis
+def _require_redis(plan: Any) -> None:
+    """A login, TLS or unreachable Redis: one line before Beam starts (not pages of trace)."""
+    from featureline.connections import check_redis
 
-    from featureline.errors import ServiceUnavailableError
-
-    try:
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5).ping()
-    except redis.RedisError as exc:
-        raise ServiceUnavailableError(
-            f"Redis does not answer on {settings.redis_addr} ({exc}); start the dev stack "
-            "with `featureline dev up` or set FEATURELINE_REDIS_HOST/_PORT"
-        ) from exc
+    check_redis(plan.redis).close()
 
 
 def _last_line(exc: BaseException) -> str:
@@ -223,7 +216,7 @@ def run(args: Any, settings: Settings) -> int:
     progress = _progress(done, show)
     _idle_watchdog(args.idle_exit_s, done)
     try:
-        _require_redis(settings)
+        _require_redis(plan)
         run_pipeline(plan, args.runner)
     except FeaturelineError:
         raise

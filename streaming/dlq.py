@@ -24,10 +24,10 @@ class DeadLetterQueue:
         self._producer = producer
 
     @classmethod
-    def connect(cls, bootstrap: str) -> DeadLetterQueue:
+    def connect(cls, bootstrap: str, options: dict[str, Any] | None = None) -> DeadLetterQueue:
         from kafka import KafkaProducer
 
-        return cls(KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all"))
+        return cls(KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **(options or {})))
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
         """Send and wait until the broker has them (they must not be lost once the

@@ -62,7 +62,10 @@ class _Offsets(RestrictionProvider):
 class PartitionReader:
     """A kafka-python consumer assigned to one partition."""
 
-    def __init__(self, bootstrap: str, topic: str, partition: int, offset: int, max_records: int):
+    def __init__(
+        self, bootstrap: str, topic: str, partition: int, offset: int, max_records: int,
+        options: dict[str, Any] | None = None,
+    ):  # fmt: skip
         from kafka import KafkaConsumer, TopicPartition
 
         from streaming import kafka_fast
@@ -79,6 +82,7 @@ class PartitionReader:
             max_partition_fetch_bytes=16 << 20,
             max_poll_records=max_records,
             fetch_max_wait_ms=50,
+            **(options or {}),  # security (featureline.config.KafkaConfig)
         )
         self.consumer.assign([self.tp])
         self.seek(offset)
@@ -129,8 +133,10 @@ class ReadKafkaBatches(beam.DoFn):
         bootstrap: str,
         max_records: int = DEFAULT_MAX_RECORDS,
         budget_s: float = DEFAULT_BUDGET_S,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.options = options or {}
         self.max_records = max_records
         self.budget_s = budget_s
         self._readers: dict[tuple[str, int], PartitionReader] = {}
@@ -141,7 +147,7 @@ class ReadKafkaBatches(beam.DoFn):
     def _reader(self, topic: str, partition: int, offset: int) -> PartitionReader:
         reader = self._readers.get((topic, partition))
         if reader is None:
-            reader = PartitionReader(self.bootstrap, topic, partition, offset, self.max_records)
+            reader = PartitionReader(self.bootstrap, topic, partition, offset, self.max_records, self.options)
             self._readers[(topic, partition)] = reader
         elif reader.position != offset:
             reader.seek(offset)

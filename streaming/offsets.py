@@ -26,7 +26,7 @@ def group_id(project: str) -> str:
 class OffsetStore:
     """Reads partitions and committed offsets of topics; commits offsets."""
 
-    def __init__(self, bootstrap: str, group: str) -> None:
+    def __init__(self, bootstrap: str, group: str, options: dict[str, Any] | None = None) -> None:
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
@@ -37,6 +37,7 @@ class OffsetStore:
                 enable_auto_commit=False,
                 request_timeout_ms=_TIMEOUT_MS + 1000,
                 client_id=group,
+                **(options or {}),  # security (featureline.config.KafkaConfig)
             )
         except KafkaError as exc:
             raise ServiceUnavailableError(f"Kafka does not answer on {bootstrap}: {exc}") from exc

@@ -19,6 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from featureline.config import RedisConfig, kafka_config, online_store, stream_bootstrap
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
 from streaming import kafka_read
@@ -35,8 +36,8 @@ class StreamPlan:
     """Everything the pipeline needs, resolved before it starts (picklable)."""
 
     project: str
-    bootstrap: str
-    redis_url: str
+    bootstrap: str  # the KafkaSources' servers, or FEATURELINE_KAFKA_HOST/_PORT when set
+    redis: RedisConfig  # feature_store.yaml's online store (featureline.config)
     offline_dir: Path
     group: str
     schemas: dict[str, SourceSchema]
@@ -48,6 +49,8 @@ class StreamPlan:
     max_records: int = kafka_read.DEFAULT_MAX_RECORDS
     removed_files: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    kafka_options: dict[str, Any] = field(default_factory=dict, repr=False)  # security
+    java_options: dict[str, str] = field(default_factory=dict, repr=False)  # the same, for Java
 
 
 def plan_stream(
@@ -69,7 +72,13 @@ def plan_stream(
     by_topic = stream_views(repo, only_views)
     if not by_topic:
         raise BadInputError(f"repo {settings.repo} defines no StreamFeatureView with a KafkaSource")
-    store = OffsetStore(settings.kafka_bootstrap, group_id(repo.project))
+    kafka = kafka_config(settings)
+    bootstrap = stream_bootstrap(
+        kafka, {t: vs[0].stream_source.bootstrap_servers for t, vs in by_topic.items() if vs[0].stream_source}
+    )
+    kafka_options = kafka.client_options()
+    redis = online_store(settings)
+    store = OffsetStore(bootstrap, group_id(repo.project), kafka_options)
     offline = settings.resolved_offline_dir
     starts: dict[tuple[str, int], int] = {}
     removed = 0
@@ -80,13 +89,15 @@ def plan_stream(
                     continue
                 starts[(topic, partition)] = offset
                 removed += remove_uncommitted(offline, topic, partition, offset, by_topic[topic])
-            ensure_topic(settings, dlq_topic(topic), 1)
+            ensure_topic(settings, dlq_topic(topic), 1, bootstrap=bootstrap)
     finally:
         store.close()
     return StreamPlan(
         project=repo.project,
-        bootstrap=settings.kafka_bootstrap,
-        redis_url=settings.redis_url,
+        bootstrap=bootstrap,
+        redis=redis,
+        kafka_options=kafka_options,
+        java_options=kafka.java_options(),
         offline_dir=offline,
         group=group_id(repo.project),
         schemas={t: source_schema(vs) for t, vs in by_topic.items()},
@@ -120,8 +131,7 @@ class ApplyBatches(beam.DoFn):
         self.plan = plan
 
     def setup(self) -> None:
-        import redis
-
+        from featureline.connections import redis_client
         from streaming.dlq import DeadLetterQueue
         from streaming.parquet_sink import OfflineSink
         from streaming.redis_sink import OnlineSink
@@ -130,10 +140,11 @@ class ApplyBatches(beam.DoFn):
         plan = self.plan
         # Udfs are compiled here, once per view for the job's life.
         self._inputs = {t: ViewInputs(vs, plan.schemas[t].raw_arrow_schema()) for t, vs in plan.views.items()}
-        self._redis = redis.Redis.from_url(plan.redis_url)
+        self._redis = redis_client(plan.redis)
         self._online = {
             t: OnlineSink(
-                self._redis, plan.project, t, vs, margin_s=plan.margin_s, max_future_s=plan.max_future_s
+                self._redis, plan.project, t, vs, margin_s=plan.margin_s, max_future_s=plan.max_future_s,
+                key_ttl_s=plan.redis.key_ttl_s,
             )  # fmt: skip
             for t, vs in plan.views.items()
         }
@@ -141,8 +152,8 @@ class ApplyBatches(beam.DoFn):
             t: OfflineSink(plan.offline_dir, t, s.timestamp_field, views=plan.views[t], flush_s=plan.flush_s)
             for t, s in plan.schemas.items()
         }
-        self._dlq = DeadLetterQueue.connect(plan.bootstrap)
-        self._offsets = OffsetStore(plan.bootstrap, plan.group)
+        self._dlq = DeadLetterQueue.connect(plan.bootstrap, plan.kafka_options)
+        self._offsets = OffsetStore(plan.bootstrap, plan.group, plan.kafka_options)
 
     def process(self, batch: ParsedBatch) -> Any:
         topic = batch.topic
@@ -190,11 +201,8 @@ def build(pipeline: beam.Pipeline, plan: StreamPlan, portable: bool = False) -> 
 
 def _direct_source(pipeline: beam.Pipeline, plan: StreamPlan) -> Any:
     elements = [(t, p, off) for (t, p), off in sorted(plan.starts.items())]
-    return (
-        pipeline
-        | "Partitions" >> beam.Create(elements)
-        | "ReadKafka" >> beam.ParDo(kafka_read.ReadKafkaBatches(plan.bootstrap, plan.max_records))
-    )
+    read = kafka_read.ReadKafkaBatches(plan.bootstrap, plan.max_records, options=plan.kafka_options)
+    return pipeline | "Partitions" >> beam.Create(elements) | "ReadKafka" >> beam.ParDo(read)
 
 
 def _portable_source(pipeline: beam.Pipeline, plan: StreamPlan) -> Any:
@@ -213,7 +221,11 @@ def _portable_source(pipeline: beam.Pipeline, plan: StreamPlan) -> Any:
         pipeline
         | "ReadFromKafka"
         >> ReadFromKafka(
-            consumer_config={"bootstrap.servers": plan.bootstrap, "group.id": plan.group},
+            consumer_config={
+                "bootstrap.servers": plan.bootstrap,
+                "group.id": plan.group,
+                **plan.java_options,
+            },
             topics=sorted(plan.schemas),
             with_metadata=True,
         )

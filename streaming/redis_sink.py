@@ -103,6 +103,7 @@ class OnlineSink:
         max_future_s: int = DEFAULT_MAX_FUTURE_S,
         cache_entries: int = DEFAULT_CACHE_ENTRIES,
         now: Callable[[], float] = time.time,
+        key_ttl_s: int = 0,
     ) -> None:
         from redis import WatchError
 
@@ -112,7 +113,9 @@ class OnlineSink:
         self.margin_s = margin_s
         self._now = now
         self._tile_script = client.register_script(TILE_WRITE_LUA)
-        self._latest = {v.name: LatestValueWriter(client, v) for v in views if not v.is_aggregating}
+        self._latest = {
+            v.name: LatestValueWriter(client, v, key_ttl_s=key_ttl_s) for v in views if not v.is_aggregating
+        }
         self._cache: dict[tuple[bytes, bytes], dict[str, AggState]] = {}
         self._cache_entries = cache_entries
         self._max_future_s = max_future_s

@@ -23,6 +23,8 @@ import pyarrow as pa
 
 from batch.consistency.compare import FeatureAgreement, compare_feature
 from batch.consistency.sample import EntityGroup, feature_groups, sample_keys
+from featureline.config import online_store
+from featureline.connections import check_redis
 from featureline.dtypes import COMPOUND_DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import TS_TYPE
@@ -78,6 +80,7 @@ def check_consistency(
         from featureline.repo import load_repo
 
         repo = load_repo(settings)
+    check_redis(online_store(settings)).close()  # a login/TLS error stops here, in one line
     t = at or datetime.now(UTC)
     t_us = int(t.timestamp()) * US + t.microsecond
     groups, skipped = feature_groups(repo, refs, service)
@@ -120,7 +123,7 @@ def read_online(
     from serving_api.redis_client import RedisClient
 
     async def read_all() -> dict[str, list[Any]]:
-        client = RedisClient(settings.redis_host, settings.redis_port)
+        client = RedisClient.from_config(online_store(settings))
         reader = OnlineReader(repo, client)
         plan = reader.plan(list(group.refs), None, True)
         out: dict[str, list[Any]] = {}

@@ -31,7 +31,9 @@ from batch.backfill.events import EventColumns, datetime_to_us, read_raw_events
 from batch.materialize.latest import LatestLwwWriter, encode_rows, latest_per_key
 from batch.materialize.parallel import default_workers, run_sharded, shard_bounds
 from batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
-from featureline.errors import BadInputError, FeaturelineError, ServiceUnavailableError
+from featureline.config import RedisConfig, online_store
+from featureline.connections import check_redis
+from featureline.errors import BadInputError, FeaturelineError
 from featureline.object_store import Location
 from featureline.semantics import US
 from featureline.settings import Settings
@@ -81,15 +83,9 @@ def mark_key(project: str, view: str) -> str:
     return f"{MARK_PREFIX}:{project}:{view}"
 
 
-def redis_client(settings: Settings) -> Any:
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise ServiceUnavailableError(
-            f"Redis at {settings.redis_addr} does not answer ({exc}); start it with `featureline dev up`"
-        ) from exc
-    return client
+def redis_client(cfg: RedisConfig) -> Any:
+    """A redis-py client that answered PING (login, db and TLS from the repo's config)."""
+    return check_redis(cfg)
 
 
 def online_views(repo: RepoSpec, names: list[str] | None) -> list[ViewSpec]:
@@ -128,7 +124,8 @@ def materialize(
         raise BadInputError("give --start and --end, or --incremental")
     repo = load_repo(settings)
     chosen = online_views(repo, views)
-    client = redis_client(settings)
+    cfg = online_store(settings)
+    client = redis_client(cfg)
     now_us = datetime_to_us(now or datetime.now(UTC))
     report = MaterializeReport()
     with _progress_bar() as bar:
@@ -140,7 +137,7 @@ def materialize(
                 lo, hi = datetime_to_us(start), datetime_to_us(end)
                 if hi <= lo:
                     raise BadInputError("--end must be after --start")
-            result = _materialize_view(settings, repo, view, lo, hi, workers, now_us, bar.update)
+            result = _materialize_view(settings, cfg, repo, view, lo, hi, workers, now_us, bar.update)
             if result.ok:
                 _raise_mark(client, mark_key(repo.project, view.name), hi)
             report.results.append(result)
@@ -181,6 +178,7 @@ def _raise_mark(client: Any, key: str, end_us: int) -> None:
 
 def _materialize_view(
     settings: Settings,
+    cfg: RedisConfig,
     repo: RepoSpec,
     view: ViewSpec,
     start_us: int,
@@ -193,15 +191,15 @@ def _materialize_view(
     kind = "tiles" if view.is_aggregating else "latest"
     try:
         if view.is_aggregating:
-            stats = _rebuild_tiles(settings, repo, view, start_us, end_us, now_us, progress)
+            stats = _rebuild_tiles(settings, cfg, repo, view, start_us, end_us, now_us, progress)
         else:
-            stats = _write_latest(settings, repo, view, start_us, end_us, workers, progress)
+            stats = _write_latest(cfg, repo, view, start_us, end_us, workers, progress)
     except FeaturelineError as exc:
         return ViewMaterialized(view.name, kind, start_us, end_us, error=str(exc))
     except (OSError, pa.ArrowException) as exc:  # unreadable Parquet, a dropped connection
         return ViewMaterialized(view.name, kind, start_us, end_us, error=f"{type(exc).__name__}: {exc}")
     except redis.RedisError as exc:
-        error = f"Redis at {settings.redis_addr}: {exc}"
+        error = f"Redis at {cfg.address}: {exc}"
         return ViewMaterialized(view.name, kind, start_us, end_us, error=error)
     rows, entities, written = stats
     seconds = time.perf_counter() - began
@@ -220,7 +218,7 @@ def _source_path(view: ViewSpec) -> Location:
 
 
 def _write_latest(
-    settings: Settings,
+    cfg: RedisConfig,
     repo: RepoSpec,
     view: ViewSpec,
     start_us: int,
@@ -241,9 +239,9 @@ def _write_latest(
 
     def shard(index: int, shards: int, add: Any) -> int:
         lo, hi = shard_bounds(n, index, shards)
-        client = redis_client(settings)
+        client = redis_client(cfg)
         try:
-            writer = LatestLwwWriter(client, view)
+            writer = LatestLwwWriter(client, view, cfg, key_ttl_s=cfg.key_ttl_s)
             encoded = encode_rows(latest.slice(lo, hi - lo), view, repo.project, has_created)
             return writer.write(encoded, add)
         finally:
@@ -255,6 +253,7 @@ def _write_latest(
 
 def _rebuild_tiles(
     settings: Settings,
+    cfg: RedisConfig,
     repo: RepoSpec,
     view: ViewSpec,
     start_us: int,
@@ -270,7 +269,7 @@ def _rebuild_tiles(
     lo = max(lo, (oldest // biggest) * biggest)  # tiles past retention are not held online
     events = read_raw_events(_source_path(view), EventColumns.of(view), lo, hi)
     tiles = tile_rows(events, view, lo, hi, now_us, margin)
-    client = redis_client(settings)
+    client = redis_client(cfg)
     try:
         fields = write_tiles(client, repo.project, view, tiles, margin, progress)
     finally:

@@ -25,6 +25,8 @@ from batch.backfill.events import CREATED_US, TS_US
 from batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
 from batch.materialize.redis_pipe import PipelinedWriter
 from batch.materialize.resp import bulk_column, command, join_rows, row_bytes
+from featureline.config import RedisConfig
+from featureline.connections import config_of
 from featureline.offline import KAFKA_OFFSET
 from featureline.online.feast_format import feature_field, order_field, ts_field
 from featureline.online.writer import CHUNK_KEYS, LATEST_LWW_LUA
@@ -118,8 +120,11 @@ class LatestLwwWriter:
     (batch.materialize.redis_pipe). `client` (redis-py) loads the script.
     """
 
-    def __init__(self, client: Any, view: ViewSpec, *, key_ttl_s: int = 0) -> None:
+    def __init__(
+        self, client: Any, view: ViewSpec, cfg: RedisConfig | None = None, *, key_ttl_s: int = 0
+    ) -> None:
         self._client = client
+        self._cfg = cfg  # where write() opens its pipelined socket (None: where `client` is)
         self._key_ttl_s = int(key_ttl_s)
         self._sha = client.script_load(LATEST_LWW_LUA).encode()
         self._order_field = order_field(view.name)
@@ -156,8 +161,7 @@ class LatestLwwWriter:
     ) -> int:
         """Write all rows, several batches in flight; returns how many entities took the
         new value (the others kept a newer one)."""
-        kwargs = self._client.connection_pool.connection_kwargs
-        pipe = PipelinedWriter(kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 6379)))
+        pipe = PipelinedWriter(self._cfg or config_of(self._client))
         step = CHUNK_KEYS * calls_per_batch
         try:
             for lo in range(0, len(rows), step):

@@ -15,6 +15,8 @@ from typing import Any
 
 import hiredis
 
+from featureline.config import RedisConfig
+from featureline.connections import open_socket
 from featureline.errors import ServiceUnavailableError
 
 _RECV = 1 << 16
@@ -23,11 +25,9 @@ _RECV = 1 << 16
 class PipelinedWriter:
     """Send command batches without waiting; collect every reply in order."""
 
-    def __init__(self, host: str, port: int, depth: int = 4, timeout_s: float = 60.0) -> None:
-        try:
-            self._sock = socket.create_connection((host, port), timeout=timeout_s)
-        except OSError as exc:
-            raise ServiceUnavailableError(f"cannot connect to Redis at {host}:{port}: {exc}") from exc
+    def __init__(self, cfg: RedisConfig, depth: int = 4, timeout_s: float = 60.0) -> None:
+        # Logged in (AUTH), on its db (SELECT) and over TLS when the config says so.
+        self._sock = open_socket(cfg, timeout_s)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = hiredis.Reader()
         self._depth = depth

@@ -39,14 +39,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         push_rows(args.url, args.source, columns, to=args.to, token=args.token or None)
         print(f"pushed {rows} row(s) to {args.source} ({args.to}) through {args.url}", file=sys.stderr)
         return 0
-    from batch.materialize.job import redis_client
+    from featureline.config import online_store
+    from featureline.connections import check_redis
     from featureline.push import push
     from featureline.repo import load_repo
 
     repo = load_repo(settings)
-    client = redis_client(settings) if args.to != "offline" else None
+    cfg = online_store(settings) if args.to != "offline" else None
+    client = check_redis(cfg) if cfg is not None else None
     try:
-        result = push(repo, client, args.source, columns, args.to)
+        result = push(repo, client, args.source, columns, args.to, key_ttl_s=cfg.key_ttl_s if cfg else 0)
     finally:
         if client is not None:
             client.close()

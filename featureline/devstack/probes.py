@@ -28,6 +28,10 @@ def redis_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
     )
     try:
         return bool(client.ping())
+    except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
+        # A Redis that wants a login (NOAUTH) is up: the probe asks "does it answer",
+        # the commands that use it log in (featureline.connections).
+        return "noauth" in str(exc).lower() or "authentication" in str(exc).lower()
     except (redis.exceptions.RedisError, OSError):
         return False
     finally:

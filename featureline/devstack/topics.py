@@ -13,6 +13,7 @@ kafka-python 3.0 against Tansu 0.6 (checked by hand, Nov 2026):
 
 from __future__ import annotations
 
+from featureline.config import kafka_config
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.settings import Settings
 
@@ -21,9 +22,11 @@ _TOPIC_ALREADY_EXISTS = 36
 _TIMEOUT_MS = 10_000
 
 
-def ensure_topic(settings: Settings, name: str, partitions: int = 3) -> int:
+def ensure_topic(settings: Settings, name: str, partitions: int = 3, *, bootstrap: str = "") -> int:
     """Create topic `name` with `partitions` partitions unless it exists; return the
-    topic's actual partition count (an existing topic keeps its own count)."""
+    topic's actual partition count (an existing topic keeps its own count). On
+    `bootstrap` (default: the settings'), with the settings' Kafka security."""
+    servers = bootstrap or settings.kafka_bootstrap
     if partitions < 1:
         raise BadInputError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
     from kafka import KafkaAdminClient
@@ -31,15 +34,15 @@ def ensure_topic(settings: Settings, name: str, partitions: int = 3) -> int:
 
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap,
+            bootstrap_servers=servers,
             bootstrap_timeout_ms=_TIMEOUT_MS,
             request_timeout_ms=_TIMEOUT_MS,
             client_id="featureline-ensure-topic",
+            **kafka_config(settings).client_options(),
         )
     except KafkaError as exc:
         raise ServiceUnavailableError(
-            f"Kafka does not answer on {settings.kafka_bootstrap} ({exc}); "
-            "start the dev stack with `featureline dev up`"
+            f"Kafka does not answer on {servers} ({exc}); start the dev stack with `featureline dev up`"
         ) from exc
     try:
         response = admin.create_topics(
@@ -50,14 +53,14 @@ def ensure_topic(settings: Settings, name: str, partitions: int = 3) -> int:
         for topic in response["topics"]:
             if topic["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
                 raise ServiceUnavailableError(
-                    f"Kafka on {settings.kafka_bootstrap} refused to create topic {name!r}: "
+                    f"Kafka on {servers} refused to create topic {name!r}: "
                     f"{topic['error_message'] or 'error code ' + str(topic['error_code'])}"
                 )
         described = admin.describe_topics([name])
         return len(described[0]["partitions"]) if described else partitions
     except KafkaError as exc:
         raise ServiceUnavailableError(
-            f"Kafka on {settings.kafka_bootstrap} failed while creating topic {name!r}: {exc}"
+            f"Kafka on {servers} failed while creating topic {name!r}: {exc}"
         ) from exc
     finally:
         admin.close()

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from featureline.config import kafka_config
 from featureline.errors import ServiceUnavailableError
 from featureline.generator.encode import KafkaBatch
 from featureline.settings import Settings
@@ -55,6 +56,7 @@ def _producer(settings: Settings, compression: str | None) -> Any:
             acks=1,
             bootstrap_timeout_ms=10_000,
             client_id="featureline-generator",
+            **kafka_config(settings).client_options(),  # SASL/TLS from FEATURELINE_KAFKA_*
         )
     except KafkaError as exc:
         raise ServiceUnavailableError(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from featureline.config import kafka_config
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.repo import load_repo
 from featureline.settings import Settings
@@ -289,6 +290,7 @@ def _kafka_clients(settings: Settings, config: WorkerConfig) -> tuple[Any, Any, 
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.errors import KafkaError
 
+    security = kafka_config(settings).client_options()  # SASL/TLS from FEATURELINE_KAFKA_*
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -297,6 +299,7 @@ def _kafka_clients(settings: Settings, config: WorkerConfig) -> tuple[Any, Any, 
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=16 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            **security,
         )
         partitions = sorted(consumer.partitions_for_topic(config.in_topic) or [])
         if not partitions:
@@ -305,7 +308,7 @@ def _kafka_clients(settings: Settings, config: WorkerConfig) -> tuple[Any, Any, 
         consumer.assign([TopicPartition(config.in_topic, p) for p in partitions])
         # linger 5 ms: score records leave in batches of hundreds, not one request each.
         producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, batch_size=256 * 1024
+            bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, batch_size=256 * 1024, **security
         )
     except KafkaError as exc:
         raise ServiceUnavailableError(
