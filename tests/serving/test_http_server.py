@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 
 import orjson
-from serving_data import ServerProcess
+from serve_process import ServerProcess
 
 BODY = orjson.dumps({"features": ["profile:age"], "entities": {"user_id": [1]}})
 

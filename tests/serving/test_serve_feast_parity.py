@@ -14,7 +14,8 @@ import httpx
 import pandas as pd
 import pytest
 import redis
-from serving_data import FEAST_OBJECTS, ServerProcess, now_us, write_latest
+from serve_process import ServerProcess
+from serving_data import FEAST_OBJECTS, now_us, write_latest
 
 from featureline.settings import Settings
 from featureline.specs import RepoSpec

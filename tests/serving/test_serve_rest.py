@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 import redis
 from oracle.naive import US, aggregate, window_start_us
-from serving_data import ServerProcess, now_us, write_latest, write_tiles
+from serve_process import ServerProcess
+from serving_data import now_us, write_latest, write_tiles
 
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
