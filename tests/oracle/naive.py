@@ -64,6 +64,11 @@ def tile_size_s(window_s: int, slide_s: int | None) -> int:
     return 24 * 60 * 60
 
 
+def tile_start_us(ts_us: int, tile_s: int) -> int:
+    """The epoch-aligned tile holding instant ts: floor(ts / s) * s."""
+    return math.floor(Fraction(ts_us, tile_s * US)) * tile_s * US
+
+
 def window_start_us(t_us: int, window_s: int, slide_s: int | None) -> int:
     """start(t) = floor((t - w) / s) * s, epoch-aligned, s the tile size.
 

@@ -65,6 +65,13 @@ def test_window_start_by_hand() -> None:
     assert naive.window_start_us(T + 59_500_000, 3600, 60) == T - 3600 * US
 
 
+def test_tile_start() -> None:
+    assert naive.tile_start_us(T + 299 * US, 300) == T
+    assert naive.tile_start_us(T, 300) == T
+    assert naive.tile_start_us(T - 1, 300) == T - 300 * US
+    assert naive.tile_start_us(-1, 60) == -60 * US
+
+
 def test_in_window_bounds() -> None:
     t = T + 123 * US
     start = T - 600 * US
