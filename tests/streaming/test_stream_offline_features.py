@@ -9,20 +9,17 @@ import random
 import re
 import signal
 import time
-from collections import defaultdict
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from oracle.naive import US, aggregate, is_null, tile_size_s, tile_start_us, to_us
+from oracle.naive import to_us
 from stream_helpers import StreamCase, make_events, now_us, send, stop_job, wait_applied
+from tile_figures import oracle_tiles, same_figures, stored_tiles
 
-from batch.backfill.tile_states import STATE, TILE_SIZE_S, TILE_START_S
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, raw_dir, read_table
-from featureline.online.tiles import decode_tile, merge_tile_states, offsets_key
-from featureline.specs import ViewSpec
+from featureline.online.tiles import offsets_key
 
 pytestmark = pytest.mark.beam
 # The declared Feast types of the demo views' columns, as Arrow writes them.
@@ -93,59 +90,6 @@ def _wait_any_progress(client: Any, case: StreamCase, timeout_s: float = 60) -> 
         time.sleep(0.05)
 
 
-def _figure(function: str, count: int, exact_sum: Fraction, vmin: Any, vmax: Any, distinct: set[Any]) -> Any:
-    """What a tile must hold for one aggregation function: exact figures, so that a tile
-    right by its count but wrong in its sum (or type) is seen."""
-    return {"count": count, "sum": (count, exact_sum), "mean": (count, exact_sum), "min": vmin,
-            "max": vmax, "count_distinct": distinct}[function]  # fmt: skip
-
-
-def _oracle_tiles(view: ViewSpec, events: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """(key, tile size, tile start) -> each aggregation's figures over the tile's events,
-    by the naive oracle."""
-    key_name = view.join_key_names[0]
-    sizes = {tile_size_s(a.window_s, a.slide_s) for a in view.aggregations}
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-    for e in events:
-        for size in sizes:
-            groups[(e[key_name], size, tile_start_us(e["_ts_us"], size) // US)].append(e)
-    out = {}
-    for ident, mine in groups.items():
-        figures = {}
-        for agg in view.aggregations:
-            if tile_size_s(agg.window_s, agg.slide_s) != ident[1]:
-                continue
-            values = [e[agg.column] for e in mine]
-            present = [v for v in values if not is_null(v)]
-            exact = sum((Fraction(v) for v in present), Fraction(0))
-            figures[agg.name] = _figure(
-                agg.function, aggregate(values, "count"), exact,
-                aggregate(values, "min"), aggregate(values, "max"), set(present),
-            )  # fmt: skip
-        out[ident] = figures
-    return out
-
-
-def _stored_tiles(view: ViewSpec, table: pa.Table) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """The streamed tile rows merged over partitions, dates and flushes, as the same
-    figures (the stored exact sum read as a Fraction of 2**-1074 units)."""
-    merged: dict[tuple[Any, ...], Any] = defaultdict(dict)
-    for row in table.to_pylist():
-        ident = (row[view.join_key_names[0]], row[TILE_SIZE_S], row[TILE_START_S])
-        merge_tile_states(merged[ident], decode_tile(row[STATE]))
-    out = {}
-    for ident, states in merged.items():
-        figures = {}
-        for agg in view.aggregations:
-            st = states.get(agg.column)
-            if st is None or tile_size_s(agg.window_s, agg.slide_s) != ident[1]:
-                continue
-            figures[agg.name] = _figure(agg.function, st.count, Fraction(st.sum_units, 2**1074),
-                                        st.min, st.max, st.distinct)  # fmt: skip
-        out[ident] = figures
-    return out
-
-
 def test_streamed_computed_rows_equal_the_oracle_and_survive_kills(
     stream_case: StreamCase, redis_client: Any
 ) -> None:
@@ -172,17 +116,12 @@ def test_streamed_computed_rows_equal_the_oracle_and_survive_kills(
     checked = 0
     for name in ("user_txn_stats", "merchant_txn_stats"):
         view = stream_case.repo.view(name)
-        got_tiles = _stored_tiles(view, read_table(offline / "_tiles" / name))
-        want_tiles = _oracle_tiles(view, events)
+        got_tiles = stored_tiles(view, read_table(offline / "_tiles" / name))
+        want_tiles = oracle_tiles(view, events)
         assert got_tiles.keys() == want_tiles.keys(), name
         for ident, figures in want_tiles.items():
             stored = got_tiles[ident]
-            assert stored.keys() == figures.keys(), (name, ident)
-            for agg_name, want in figures.items():
-                got_figure = stored[agg_name]
-                assert got_figure == want and type(got_figure) is type(want), (name, ident, agg_name)
-                if not isinstance(want, set | tuple):  # count, min, max keep their types
-                    assert repr(got_figure) == repr(want), (name, ident, agg_name, got_figure, want)
+            assert same_figures(stored, figures), (name, ident, stored, figures)
             checked += 1
     assert checked > 0
     # Every streamed file is named by the offset range it holds, like the raw files.
