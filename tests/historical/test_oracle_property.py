@@ -54,10 +54,10 @@ def cases(draw: Any) -> dict[str, pa.Table]:
     pair = draw(st.lists(st.tuples(USERS, st.sampled_from(["m1", "m2"]), instants(), VALUES),
                          max_size=10, unique_by=lambda r: (r[0], r[1], r[2])))  # fmt: skip
     events = draw(st.lists(st.tuples(USERS, instants(), VALUES, st.sampled_from(["m1", "m2", "m3", None])),
-                           max_size=40))  # fmt: skip
+                           min_size=8, max_size=40))  # fmt: skip
     request = st.tuples(st.one_of(USERS, st.none()), st.sampled_from(["m1", "m2"]), instants(),
                         st.sampled_from(ZONES))  # fmt: skip
-    requests = draw(st.lists(request, min_size=1, max_size=12))
+    requests = draw(st.lists(request, min_size=4, max_size=12))
     requests += draw(st.lists(st.sampled_from(requests), max_size=3))  # duplicated rows
     return {
         "entity": pa.table({

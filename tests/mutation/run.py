@@ -105,12 +105,19 @@ MUTATIONS = (
         ("tests/batch/test_batch_materialize.py", "-k", "oracle"),
     ),
     Mutation(
-        "empty-mean-zero", "mean of an empty window 0.0 instead of null (every path)",
+        "empty-mean-semantics", "mean of an empty window 0.0 instead of null (serving, backfill)",
         "featureline/semantics.py",
         "return None if count == 0 else units / (count << _UNIT_EXP)",
         "return 0.0 if count == 0 else units / (count << _UNIT_EXP)",
-        ("tests/test_semantics.py", "tests/serving/test_serve_read_path.py", *HIST_LOCAL[:2],
+        ("tests/test_semantics.py", "tests/serving/test_serve_read_path.py",
          "tests/batch/test_batch_windows.py"),
+    ),
+    Mutation(
+        "empty-mean-historical", "mean of an empty window 0.0 instead of null (historical engines)",
+        "batch/historical/aggregations.py",
+        "result.append(None if count == 0 else rounded_sum(rel, layout.base, int(count)))",
+        "result.append(0.0 if count == 0 else rounded_sum(rel, layout.base, int(count)))",
+        HIST_LOCAL,
     ),
 )
 NOT_APPLICABLE = {

@@ -164,6 +164,8 @@ def test_aggregates_equal_the_reference_over_the_window(seed: int) -> None:
     for agg in REPO.views["stats"].aggregations:
         start = window_start_us(T, agg.window_s, agg.slide_s)
         times += [start, start - 1, T]
+    if seed % 2:  # nothing in the last 3 h: the short windows are empty (mean, min, max null)
+        times = [t for t in times if t < T - 3 * 3600 * US]
     events = [
         (
             ts,
