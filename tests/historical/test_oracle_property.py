@@ -38,6 +38,18 @@ def instants(draw: Any) -> int:
     return draw(st.integers(0, MINUTES)) * 60 * US + draw(st.sampled_from([-1, 0, 0, 0, 1]))
 
 
+# Minutes where rows and requests meet exactly: 60 and 65 are 0 and 5 plus the 1 h ttl;
+# 10 and 70 are window edges of both the 10 min and the 1 h windows.
+EDGE_MINUTES = [0, 5, 10, 60, 65, 70]
+
+
+@st.composite
+def edge_instants(draw: Any) -> int:
+    """An instant at one of the few edge minutes, maybe 1 us off: rows collide (ties)
+    and sit exactly at t - ttl of a request far more often than on the whole grid."""
+    return draw(st.sampled_from(EDGE_MINUTES)) * 60 * US + draw(st.sampled_from([-1, 0, 0, 1]))
+
+
 VALUES = st.sampled_from([0.5, 1.5, -2.25, 3.0, 0.1, 1e16, -1e16, 1.0, None, float("nan")])
 CREATED = st.one_of(st.none(), st.integers(0, 3).map(lambda c: c * US))
 
@@ -49,14 +61,16 @@ def _ts(us: int, zone: Any = UTC) -> datetime:
 @st.composite
 def cases(draw: Any) -> dict[str, pa.Table]:
     # (user, event, created) unique: two different rows tied on both have no winner.
-    profile = draw(st.lists(st.tuples(USERS, instants(), CREATED, VALUES, st.sampled_from(["a", "b", None])),
+    profile_row = st.tuples(USERS, st.one_of(instants(), edge_instants()), CREATED, VALUES,
+                            st.sampled_from(["a", "b", None]))  # fmt: skip
+    profile = draw(st.lists(profile_row,
                             max_size=25, unique_by=lambda r: (r[0], r[1], r[2])))  # fmt: skip
     pair = draw(st.lists(st.tuples(USERS, st.sampled_from(["m1", "m2"]), instants(), VALUES),
                          max_size=10, unique_by=lambda r: (r[0], r[1], r[2])))  # fmt: skip
     events = draw(st.lists(st.tuples(USERS, instants(), VALUES, st.sampled_from(["m1", "m2", "m3", None])),
                            min_size=8, max_size=40))  # fmt: skip
-    request = st.tuples(st.one_of(USERS, st.none()), st.sampled_from(["m1", "m2"]), instants(),
-                        st.sampled_from(ZONES))  # fmt: skip
+    request = st.tuples(st.one_of(USERS, st.none()), st.sampled_from(["m1", "m2"]),
+                        st.one_of(instants(), edge_instants()), st.sampled_from(ZONES))  # fmt: skip
     requests = draw(st.lists(request, min_size=4, max_size=12))
     requests += draw(st.lists(st.sampled_from(requests), max_size=3))  # duplicated rows
     return {

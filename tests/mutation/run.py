@@ -84,11 +84,18 @@ MUTATIONS = (
         ("tests/test_semantics.py",),
     ),
     Mutation(
-        "tie-break-online", "created-time tie-break reversed (online LWW writer: stream, materialize)",
+        "tie-break-online", "created-time tie-break reversed (online LWW Lua script: stream, materialize)",
+        "featureline/online/writer.py",
+        "return ne < oe or (ne == oe and nc < oc)",
+        "return ne < oe or (ne == oe and nc > oc)",
+        ("tests/serving/test_serve_feast_parity.py",),
+    ),
+    Mutation(
+        "tie-break-semantics", "created-time tie-break reversed (semantics.latest_order_key)",
         "featureline/semantics.py",
         "return (event_us, -1 if created_us is None else created_us)",
         "return (event_us, 1 if created_us is None else -created_us)",
-        ("tests/serving/test_serve_feast_parity.py", "tests/test_semantics.py"),
+        ("tests/test_semantics.py", "tests/batch/test_batch_encode.py"),
     ),
     Mutation(
         "tie-break-historical", "created-time tie-break reversed (historical DuckDB engine)",
@@ -102,7 +109,7 @@ MUTATIONS = (
         "batch/materialize/latest.py",
         "for col in (rows[TS_US], rows[CREATED_US], tiebreak):",
         "for col in (rows[TS_US], pc.negate(rows[CREATED_US]), tiebreak):",
-        ("tests/batch/test_batch_materialize.py", "-k", "oracle"),
+        ("tests/batch/test_batch_materialize.py", "tests/batch/test_batch_encode.py", "-k", "oracle"),
     ),
     Mutation(
         "empty-mean-semantics", "mean of an empty window 0.0 instead of null (serving, backfill)",
