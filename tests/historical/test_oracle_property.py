@@ -22,7 +22,7 @@ from hist_data import AGGS, PROFILE_TTL_S, T0, build_repo
 from hist_oracle import expected, mismatches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle.naive import US
+from oracle.naive import US, to_us, window_start_us
 
 from batch.historical import get_historical_features
 
@@ -30,6 +30,7 @@ FEATURES = ["profile:score", "profile:tier", "pair:pair_amount"] + [f"txn_stats:
 ZONES = [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))]
 MINUTES = 70  # the grid spans 70 minutes: past the 1 h ttl and windows
 USERS = st.integers(0, 2)
+_T0_US = to_us(T0)  # window starts are epoch-aligned: the oracle's are computed in epoch time
 
 
 @st.composite
@@ -58,6 +59,33 @@ def _ts(us: int, zone: Any = UTC) -> datetime:
     return (T0 + timedelta(microseconds=us)).astimezone(zone)
 
 
+PLANTED = ["at t - ttl", "1 us outside ttl", "tie", "null wins", "at window start", "1 us before start"]
+
+
+def _plant(draw: Any, profile: list[Any], events: list[Any], requests: list[Any]) -> None:
+    """Edge cases planted around requests of users of their own (no other rows decide
+    them): a row exactly at t - ttl or 1 us older, two rows tied on event time (the larger
+    created time wins), a null in the newest row, events exactly at the oracle's window
+    start of one aggregation or 1 us before it."""
+    for i, case in enumerate(draw(st.lists(st.sampled_from(PLANTED), min_size=1, max_size=6))):
+        user, t = 100 + i, draw(instants()) + 3 * 3600 * US  # past the grid: no other row
+        requests.append((user, "m1", t, draw(st.sampled_from(ZONES))))
+        ttl = PROFILE_TTL_S * US
+        if case in ("at t - ttl", "1 us outside ttl"):
+            profile.append((user, t - ttl - (case != "at t - ttl"), None, 1.5, "a"))
+        elif case == "tie":
+            edge = t - draw(st.integers(0, ttl))
+            profile += [(user, edge, 2 * US, 2.5, "late"), (user, edge, US, 3.5, "early"),
+                        (user, edge, None, 4.5, None)]  # fmt: skip
+        elif case == "null wins":
+            profile += [(user, t - 20 * US, US, 3.25, "old"), (user, t - 10 * US, US, None, None)]
+        else:
+            agg = draw(st.sampled_from(AGGS))
+            start = window_start_us(t + _T0_US, agg.window_s, agg.slide_s) - _T0_US
+            ts = start if case == "at window start" else start - 1
+            events += [(user, ts, 7.0, "m9"), (user, t, 1.0, "m1")]
+
+
 @st.composite
 def cases(draw: Any) -> dict[str, pa.Table]:
     # (user, event, created) unique: two different rows tied on both have no winner.
@@ -72,6 +100,7 @@ def cases(draw: Any) -> dict[str, pa.Table]:
     request = st.tuples(st.one_of(USERS, st.none()), st.sampled_from(["m1", "m2"]),
                         st.one_of(instants(), edge_instants()), st.sampled_from(ZONES))  # fmt: skip
     requests = draw(st.lists(request, min_size=4, max_size=12))
+    _plant(draw, profile, events, requests)
     requests += draw(st.lists(st.sampled_from(requests), max_size=3))  # duplicated rows
     return {
         "entity": pa.table({
