@@ -12,7 +12,6 @@ from oracle.naive import Agg, AggView, Event, PlainView
 
 from featureline.specs import RepoSpec, ViewSpec
 
-micros = naive.to_us
 same = naive.same
 
 
