@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install compile demo test lint typecheck bench clean
+.PHONY: install compile demo test lint typecheck bench clean mutation
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ demo: compile
 
 test: compile
 	$(PY) -m pytest -q
+
+# Deliberate bugs in the value rules, one at a time: the suite must fail for each
+# (tests/mutation/run.py; ~10 min on 2 cores, not part of `make test`). On the Python
+# sources: a compiled serving build would run instead of the mutant, so no `compile`.
+mutation: install
+	PYTHONPATH=. $(PY) tests/mutation/run.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -41,7 +41,13 @@ SAMPLE_KEYS = 2000
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="source rows (default 1M)")
     parser.add_argument("--entities", type=int, default=100_000, help="distinct entities (default 100k)")
-    parser.add_argument("--workers", type=int, default=None, help="our writer processes (default: CPUs)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="our writer processes (default: materialize's own, one per 2 CPUs, at most 4, "
+        "and one per 20,000 entities)",
+    )
     parser.add_argument("--quick", action="store_true", help="100k rows, 10k entities")
     parser.add_argument("--skip-feast", action="store_true", help="measure ours only")
     parser.add_argument(

@@ -41,7 +41,7 @@ def format_table(report: ConsistencyReport) -> str:
                 f"online={ex['online']!r} offline={ex['offline']!r}"
             )
     if report.skipped:
-        lines.append("not compared (on-demand, need request data): " + ", ".join(report.skipped))
+        lines.append("not compared (on-demand, keys differ): " + ", ".join(report.skipped))
     lines += [f"note: {n}" for n in report.notes]
     verdict = "agree exactly" if report.ok else "DISAGREE"
     lines.append(f"{len(report.features)} features: online and offline {verdict}")
@@ -96,7 +96,7 @@ def html_page(report: ConsistencyReport) -> str:
     )
     verdict = "online and offline agree exactly" if report.ok else "online and offline DISAGREE"
     skipped = (
-        f"<p>Not compared (on-demand, need request data): {html.escape(', '.join(report.skipped))}</p>"
+        f"<p>Not compared (on-demand, keys differ): {html.escape(', '.join(report.skipped))}</p>"
         if report.skipped
         else ""
     )

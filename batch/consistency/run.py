@@ -5,7 +5,12 @@
    code the REST and gRPC servers run: Feast-format values with ttl, tiles merged at t);
 3. compute the same features at the same t through historical retrieval
    (batch.historical.get_historical_features, one entity row per key stamped t);
-4. compare per feature (batch.consistency.compare).
+4. compare per feature (batch.consistency.compare), with the feature's declared type.
+
+On-demand features are compared too: their request fields get seeded sample values
+(`request_values`), the same on both paths, and their entities are sampled from the
+sources of the views they read. One whose source views do not all carry its join keys
+is left out and reported in `skipped_on_demand`.
 
 t defaults to now: the online store holds latest values, so it can only answer for
 an instant at or after the newest event it was given.
@@ -14,6 +19,7 @@ an instant at or after the newest event it was given.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +37,7 @@ from featureline.offline import TS_TYPE
 from featureline.online.value_proto import plain_value
 from featureline.semantics import US
 from featureline.settings import Settings
-from featureline.specs import RepoSpec, resolve_features
+from featureline.specs import FieldSpec, RepoSpec, resolve_features
 
 # Entities per online read (one pipelined round trip each).
 _READ_CHUNK = 500
@@ -43,7 +49,7 @@ class ConsistencyReport:
     sample: int
     features: list[FeatureAgreement] = field(default_factory=list)
     entities: dict[str, int] = field(default_factory=dict)  # join keys -> sampled
-    skipped: list[str] = field(default_factory=list)  # on-demand refs not compared
+    skipped: list[str] = field(default_factory=list)  # on-demand refs that could not be compared
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -83,26 +89,81 @@ def check_consistency(
     check_redis(online_store(settings)).close()  # a login/TLS error stops here, in one line
     t = at or datetime.now(UTC)
     t_us = int(t.timestamp()) * US + t.microsecond
-    groups, skipped = feature_groups(repo, refs, service)
+    if refs is None and service is None:  # every online view's features, on-demand too
+        refs = [f"{v.name}:{f}" for _, v in sorted(repo.views.items()) if v.online for f in v.feature_names]
+        refs += [f"{o.name}:{f}" for _, o in sorted(repo.on_demand_views.items()) for f in o.feature_names]
+    groups, on_demand = feature_groups(repo, refs, service)
+    odfv_groups, skipped = on_demand_groups(repo, on_demand)
     report = ConsistencyReport(t_us, sample, skipped=skipped)
     if at is not None and at < datetime.now(UTC):
         report.notes.append(
             "t is in the past: online latest values written after t count as mismatches/extra "
             "(the online store keeps the newest value only)"
         )
-    for group in groups:
+    for group, request_fields in [(g, ()) for g in groups] + odfv_groups:
         keys = sample_keys(group, sample, seed)
         report.entities[",".join(group.key_names)] = len(keys)
         if not keys:
             report.features += [FeatureAgreement(ref) for ref in group.refs]
             continue
-        online = read_online(settings, repo, group, keys, t_us)
-        offline = read_offline(settings, repo, group, keys, t_us)
+        request = request_values(request_fields, len(keys), seed)
+        online = read_online(settings, repo, group, keys, t_us, request)
+        offline = read_offline(settings, repo, group, keys, t_us, request)
         for ref in group.refs:
             column = _full_name(ref)
-            report.features.append(compare_feature(ref, keys, online[column], offline[column]))
+            report.features.append(
+                compare_feature(ref, keys, online[column], offline[column], _dtype(repo, ref))
+            )
     report.seconds = time.perf_counter() - began
     return report
+
+
+def on_demand_groups(
+    repo: RepoSpec, refs: list[str]
+) -> tuple[list[tuple[EntityGroup, tuple[FieldSpec, ...]]], list[str]]:
+    """On-demand refs as (group of the views they read, request fields), one group per
+    on-demand view; and the refs left out (a source view lacks one of the join keys)."""
+    by_view: dict[str, list[str]] = {}
+    for ref in refs:
+        by_view.setdefault(ref.partition(":")[0], []).append(ref)
+    out, skipped = [], []
+    for name, view_refs in by_view.items():
+        odfv = repo.on_demand_views[name]
+        views = tuple(repo.view(v) for v, _ in odfv.sources)
+        keys: dict[str, FieldSpec] = {}
+        for view in views:
+            keys.update({k.name: k for k in view.join_keys})
+        if any(set(keys) - set(v.join_key_names) for v in views):
+            skipped += view_refs  # keys cannot be sampled from one source
+            continue
+        out.append((EntityGroup(tuple(keys.values()), tuple(view_refs), views), odfv.request_fields))
+    return out, skipped
+
+
+def request_values(fields: tuple[FieldSpec, ...], n: int, seed: int) -> dict[str, list[Any]]:
+    """Seeded sample values of an on-demand view's request fields, a few null: the same
+    on the online and the offline path."""
+    rng = random.Random(seed)
+    draw = {
+        "int32": lambda: rng.randrange(-1000, 1000),
+        "int64": lambda: rng.randrange(-(10**6), 10**6),
+        "float32": lambda: float(rng.randrange(-4096, 4096)) / 8,  # exact in float32
+        "float64": lambda: round(rng.uniform(-1000, 1000), 2),
+        "string": lambda: rng.choice(["DE", "FR", "NL", "US"]),
+        "bool": lambda: rng.random() < 0.5,
+    }
+    out = {}
+    for f in fields:
+        if f.dtype not in draw:
+            raise BadInputError(f"request field {f.name!r}: no sample values for type {f.dtype}")
+        out[f.name] = [None if rng.random() < 0.05 else draw[f.dtype]() for _ in range(n)]
+    return out
+
+
+def _dtype(repo: RepoSpec, ref: str) -> str:
+    view, _, feature = ref.partition(":")
+    spec = repo.on_demand_views.get(view) or repo.view(view)
+    return next(f.dtype for f in spec.features if f.name == feature)
 
 
 def _full_name(ref: str) -> str:
@@ -115,9 +176,16 @@ def _key_columns(group: EntityGroup, keys: list[tuple[Any, ...]]) -> dict[str, l
 
 
 def read_online(
-    settings: Settings, repo: RepoSpec, group: EntityGroup, keys: list[tuple[Any, ...]], t_us: int
+    settings: Settings,
+    repo: RepoSpec,
+    group: EntityGroup,
+    keys: list[tuple[Any, ...]],
+    t_us: int,
+    request: dict[str, list[Any]] | None = None,
 ) -> dict[str, list[Any]]:
-    """Values as the serving path returns them at t; None unless PRESENT."""
+    """Values as the serving path returns them at t; None unless PRESENT. `request`:
+    on-demand views' request fields, one value per key."""
+    request = request or {}
     from serving_api.frame import PRESENT
     from serving_api.online_reader import OnlineReader
     from serving_api.redis_client import RedisClient
@@ -130,7 +198,9 @@ def read_online(
         try:
             for lo in range(0, len(keys), _READ_CHUNK):
                 part = keys[lo : lo + _READ_CHUNK]
-                frame = await reader.read(plan, _key_columns(group, part), t_us=t_us)
+                columns = _key_columns(group, part)
+                columns.update({n: v[lo : lo + _READ_CHUNK] for n, v in request.items()})
+                frame = await reader.read(plan, columns, t_us=t_us)
                 for col in frame.columns:
                     values = [
                         v if s == PRESENT else None for v, s in zip(col.values, col.statuses, strict=True)
@@ -144,14 +214,23 @@ def read_online(
 
 
 def read_offline(
-    settings: Settings, repo: RepoSpec, group: EntityGroup, keys: list[tuple[Any, ...]], t_us: int
+    settings: Settings,
+    repo: RepoSpec,
+    group: EntityGroup,
+    keys: list[tuple[Any, ...]],
+    t_us: int,
+    request: dict[str, list[Any]] | None = None,
 ) -> dict[str, list[Any]]:
-    """Values historical retrieval computes for the same entities at the same t."""
+    """Values historical retrieval computes for the same entities (and request fields)
+    at the same t."""
     from batch.historical import get_historical_features
 
     columns: dict[str, Any] = {}
     for i, spec in enumerate(group.join_keys):
         columns[spec.name] = pa.array([k[i] for k in keys], _key_type(spec.dtype))
+    types = {f.name: f.dtype for o in repo.on_demand_views.values() for f in o.request_fields}
+    for name, values in (request or {}).items():
+        columns[name] = pa.array(values, _key_type(types[name]))
     columns["event_timestamp"] = pa.array([t_us] * len(keys), pa.int64()).cast(TS_TYPE)
     table = get_historical_features(
         pa.table(columns), list(group.refs), repo=repo, settings=settings, full_feature_names=True

@@ -165,7 +165,11 @@ def test_consistency_is_exact_after_stream_and_backfill(streamed: Streamed, tmp_
     report = check_consistency(streamed.settings, sample=1000, repo=streamed.repo)
     print(format_table(report))
     assert report.entities == {"merchant_id": MERCHANTS, "user_id": USERS}
-    assert len(report.features) == 22
+    # 22 features of the views and the 2 of the on-demand view (request fields sampled)
+    assert len(report.features) == 24 and report.skipped == []
+    assert {"transaction_context:amount_to_mean_24h", "transaction_context:is_foreign"} <= {
+        f.feature for f in report.features
+    }
     for f in report.features:
         assert f.compared > 0
         assert (f.mismatches, f.missing, f.extra) == (0, 0, 0), f

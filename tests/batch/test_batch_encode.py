@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
+from oracle.naive import Event, latest_row
 
 from batch.backfill.events import CREATED_US, TS_US
 from batch.backfill.groups import window_bounds
@@ -18,7 +19,6 @@ from featureline.online.feast_format import (
     order_value,
     redis_key,
 )
-from featureline.semantics import latest_order_key
 from featureline.specs import RepoSpec
 
 INTS = [0, 1, -1, 127, 128, 300, 2**31 - 1, -(2**31), 2**53 + 1, 2**63 - 1, -(2**63), None]
@@ -61,7 +61,7 @@ def test_encode_keys_timestamps_orders_equal_reference() -> None:
     ]
 
 
-def test_latest_per_key_follows_semantics(demo_spec: RepoSpec) -> None:
+def test_latest_per_key_equals_the_oracle(demo_spec: RepoSpec) -> None:
     view = demo_spec.view("user_profile")
     rng = random.Random(3)
     rows = []
@@ -74,12 +74,14 @@ def test_latest_per_key_follows_semantics(demo_spec: RepoSpec) -> None:
         r["user_id"]: r["account_age_days"]
         for r in latest_per_key(pa.Table.from_pylist(rows), view).to_pylist()
     }
-    want = {}
-    for r in rows:
-        order = (*latest_order_key(r[TS_US], None if r[CREATED_US] < 0 else r[CREATED_US]), r["kafka_offset"])
-        if r["user_id"] not in want or order > want[r["user_id"]][0]:
-            want[r["user_id"]] = (order, r["account_age_days"])
-    assert got == {k: v for k, (_, v) in want.items()}
+    # A full tie (event and created time) goes to the later Kafka offset, as streaming's
+    # LWW write (>=) decides it: rows are in offset order, so the last copy stays.
+    last_copy = {(r["user_id"], r[TS_US], r[CREATED_US]): r for r in rows}
+    events = [Event((r["user_id"],), r[TS_US], None if r[CREATED_US] < 0 else r[CREATED_US], r)
+              for r in last_copy.values()]  # fmt: skip
+    users = {r["user_id"] for r in rows}
+    want = {u: latest_row(events, (u,), 2**62, 0).values["account_age_days"] for u in users}
+    assert got == want
 
 
 def test_window_bounds_fallback_equals_composite_search() -> None:

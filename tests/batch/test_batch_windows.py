@@ -9,13 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from batch_events import ORIGIN_US
+from oracle.naive import US, aggregate, in_window, same, to_us
 
 from batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
 from batch.backfill.tile_states import STATE, TILE_START_S, tile_states
 from batch.backfill.windows import window_values
 from featureline.offline import TS_TYPE
 from featureline.online.tiles import decode_tile, encode_tile, tile_columns
-from featureline.semantics import US, AggState, aggregate, in_window, tile_start_us
+from featureline.semantics import AggState, tile_start_us
 from featureline.specs import RepoSpec, ViewSpec
 
 
@@ -31,8 +32,7 @@ def _naive_rows(table: pa.Table) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _us(ts: Any) -> int:
-    return int(ts.timestamp()) * US + ts.microsecond
+_us = to_us
 
 
 @pytest.mark.parametrize("view_name", ["user_txn_stats", "merchant_txn_stats"])
@@ -55,11 +55,10 @@ def test_window_values_match_naive_oracle(
             values = [
                 r[agg.column]
                 for r in mine
-                if in_window(_us(r["event_timestamp"]), t, agg.window_s, agg.tile_s)
+                if in_window(_us(r["event_timestamp"]), t, agg.window_s, agg.slide_s)
             ]
             want = aggregate(values, agg.function)
-            assert out[agg.name] == want, (agg.name, ev)
-            assert type(out[agg.name]) is type(want) or want is None
+            assert same(out[agg.name], want), (agg.name, ev, out[agg.name], want)
 
 
 def test_tile_states_match_naive_oracle(demo_spec: RepoSpec, small_events: pa.Table) -> None:

@@ -23,9 +23,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from oracle.naive import US, window_start_us
 
 from featureline.offline import write_partitioned
-from featureline.semantics import US, window_start_us
 from featureline.specs import (
     AggregationSpec,
     EntitySpec,
@@ -245,7 +245,7 @@ def _event_rows(rng: random.Random, req: list[dict[str, Any]], users: int) -> li
     epoch_t0 = int(T0.timestamp()) * US
     for r in _edge_requests(req):  # events exactly at start(t) and t count; 1 us out do not
         agg = rng.choice(AGGS)
-        start = window_start_us(r["t_us"] + epoch_t0, agg.window_s, agg.tile_s) - epoch_t0
+        start = window_start_us(r["t_us"] + epoch_t0, agg.window_s, agg.slide_s) - epoch_t0
         for ts in (r["t_us"], start, start - 1, r["t_us"] + 1, rng.randrange(start, r["t_us"] + 1)):
             add(r["user_id"], ts)
     return rows

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from oracle.naive import Event, PlainView, latest_row, point_in_time_join, same, to_us
 
 from batch.historical import get_historical_features
 from featureline.cli import main
@@ -26,6 +27,19 @@ from featureline.settings import Settings
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 USERS = 40
+MERCHANTS = 6
+
+
+def _same_cell(ours: Any, feast: Any) -> bool:
+    """Our value against Feast's pandas cell: Feast's frame has NaN/None/pd.NA for null
+    and floats for an int column with nulls."""
+    import pandas as pd
+
+    if ours is None:
+        return feast is None or bool(pd.isna(feast))
+    if feast is None or (not isinstance(feast, str) and bool(pd.isna(feast))):
+        return False
+    return bool(ours == feast)
 
 DEFINITIONS = """
 from datetime import timedelta
@@ -34,6 +48,7 @@ from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64, String
 
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueType.STRING)
 stats_source = FileSource(
     name="stats_source",
     path="{offline}/user_stats",
@@ -53,7 +68,26 @@ user_stats = FeatureView(
     ],
     source=stats_source,
 )
-training = FeatureService(name="training", features=[user_stats])
+pair_source = FileSource(
+    name="pair_source",
+    path="{offline}/user_merchant",
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+)
+user_merchant = FeatureView(
+    name="user_merchant",
+    entities=[user, merchant],
+    ttl=timedelta(hours=12),
+    schema=[
+        Field(name="user_id", dtype=Int64),
+        Field(name="merchant_id", dtype=String),
+        Field(name="n_txn", dtype=Int64),
+        Field(name="amount", dtype=Float64),
+    ],
+    source=pair_source,
+)
+training = FeatureService(name="training", features=[user_stats, user_merchant])
 """
 
 
@@ -79,30 +113,18 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     )
     (repo / "definitions.py").write_text(DEFINITIONS.replace("{offline}", str(offline)))
     rng = random.Random(11)
-    # Two days of rows (two date partitions); distinct event times per user, so Feast's
-    # tie-breaking defect (anchors.md) does not decide anything here.
-    times = rng.sample(range(0, 2 * 86400), 600)
-    source = pa.table(
-        {
-            "user_id": pa.array([rng.randrange(USERS) for _ in times], pa.int64()),
-            "event_timestamp": pa.array(
-                [T0 + timedelta(seconds=s) for s in times], pa.timestamp("us", "UTC")
-            ),
-            "created": pa.array([T0 + timedelta(seconds=s + 5) for s in times], pa.timestamp("us", "UTC")),
-            "spend": [round(rng.uniform(0, 900), 2) for _ in times],
-            "visits": pa.array([rng.randrange(50) for _ in times], pa.int64()),
-            "segment": [rng.choice(["a", "b", "c"]) for _ in times],
-        }
-    )
-    write_partitioned(source, offline / "user_stats", ts_column="event_timestamp")
+    sources = _sources(rng)
+    write_partitioned(sources["user_stats"], offline / "user_stats", ts_column="event_timestamp")
+    write_partitioned(sources["user_merchant"], offline / "user_merchant", ts_column="event_timestamp")
     entity = pa.table(
         {
             "user_id": pa.array([u % USERS for u in range(200)], pa.int64()),
+            "merchant_id": [f"m{rng.randrange(MERCHANTS)}" for _ in range(200)],
             "event_timestamp": pa.array(
                 [T0 + timedelta(seconds=rng.randrange(2 * 86400)) for _ in range(200)],
                 pa.timestamp("us", "UTC"),
             ),
-            "label": pa.array([rng.randrange(2) for _ in range(200)], pa.int64()),
+            "label": pa.array(range(200), pa.int64()),  # unique: Feast's output is merged on it
         }
     )
     pq.write_table(entity, root / "entity.parquet")
@@ -110,13 +132,81 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     os.environ["FEATURELINE_HOME"] = str(home)
     os.environ["FEATURELINE_OFFLINE_DIR"] = str(offline)
     try:
-        yield {"root": root, "repo": repo, "entity": entity, "entity_path": root / "entity.parquet"}
+        yield {"root": root, "repo": repo, "entity": entity, "entity_path": root / "entity.parquet",
+               "sources": sources}  # fmt: skip
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _sources(rng: random.Random) -> dict[str, pa.Table]:
+    """Two days of rows in two date partitions, with the parity's edge cases: equal event
+    times of one key with different created times (the larger created time wins; Feast
+    does not always take it, anchors.md), nulls in the winning row, and a compound-key
+    view (user, merchant)."""
+    stats = []
+    for s in rng.sample(range(0, 2 * 86400), 600):
+        stats.append({"user_id": rng.randrange(USERS), "s": s, "c": s + 5,
+                      "spend": None if rng.random() < 0.1 else round(rng.uniform(0, 900), 2),
+                      "visits": None if rng.random() < 0.05 else rng.randrange(50),
+                      "segment": rng.choice(["a", "b", "c", None])})  # fmt: skip
+    for row in rng.sample(stats, 80):  # ties: same key and event time, other created time
+        stats.append({**row, "c": row["c"] + rng.choice([-3, 4]), "spend": round(rng.uniform(0, 900), 2),
+                      "segment": rng.choice(["x", None])})  # fmt: skip
+    pairs = [{"user_id": rng.randrange(USERS), "merchant_id": f"m{rng.randrange(MERCHANTS)}",
+              "s": s, "c": s + 1, "n_txn": rng.choice([None, rng.randrange(9)]),
+              "amount": rng.choice([None, 0.1, round(rng.uniform(1, 99), 2)])}
+             for s in rng.sample(range(0, 2 * 86400), 400)]  # fmt: skip
+    for row in rng.sample(pairs, 40):
+        pairs.append({**row, "c": row["c"] + 2, "n_txn": 100})
+
+    def table(rows: list[dict[str, Any]], columns: dict[str, pa.DataType]) -> pa.Table:
+        data = {name: pa.array([r[name] for r in rows], t) for name, t in columns.items()}
+        data["event_timestamp"] = pa.array([T0 + timedelta(seconds=r["s"]) for r in rows],
+                                           pa.timestamp("us", "UTC"))  # fmt: skip
+        data["created"] = pa.array([T0 + timedelta(seconds=r["c"]) for r in rows], pa.timestamp("us", "UTC"))
+        return pa.table(data)
+
+    return {
+        "user_stats": table(stats, {"user_id": pa.int64(), "spend": pa.float64(), "visits": pa.int64(),
+                                    "segment": pa.string()}),
+        "user_merchant": table(pairs, {"user_id": pa.int64(), "merchant_id": pa.string(),
+                                       "n_txn": pa.int64(), "amount": pa.float64()}),
+    }  # fmt: skip
+
+
+VIEWS = {"user_stats": (("user_id",), ("spend", "visits", "segment"), 6 * 3600),
+         "user_merchant": (("user_id", "merchant_id"), ("n_txn", "amount"), 12 * 3600)}  # fmt: skip
+FEATURES = ["spend", "visits", "segment", "n_txn", "amount"]
+
+
+def _oracle(feast_repo: dict[str, Any]) -> tuple[list[dict[str, Any]], list[bool]]:
+    """The naive oracle's rows for the entity frame, and per row whether a tie on event
+    time decided any view's winning row (where Feast may take another row)."""
+    views, ties = [], []
+    for name, (keys, features, ttl_s) in VIEWS.items():
+        rows = feast_repo["sources"][name].to_pylist()
+        events = [Event(tuple(r[k] for k in keys), to_us(r["event_timestamp"]), to_us(r["created"]), r)
+                  for r in rows]  # fmt: skip
+        views.append(PlainView(keys, features, ttl_s, events))
+        tied = {}
+        for e in events:
+            tied[(e.keys, e.event_us)] = (e.keys, e.event_us) in tied
+        ties.append((keys, ttl_s, events, tied))
+    requests = feast_repo["entity"].to_pylist()
+    want = point_in_time_join(requests, "event_timestamp", views)
+    decided_by_tie = []
+    for request in requests:
+        t_us = to_us(request["event_timestamp"])
+        hit = False
+        for keys, ttl_s, events, tied in ties:
+            win = latest_row(events, tuple(request[k] for k in keys), t_us, ttl_s)
+            hit = hit or (win is not None and tied[(win.keys, win.event_us)])
+        decided_by_tie.append(hit)
+    return want, decided_by_tie
 
 
 def _cli(feast_repo: dict[str, Any], *args: str) -> int:
@@ -138,8 +228,16 @@ def test_cli_writes_training_set_and_feast_reads_the_same_store(
     )
     assert code == 0
     ours = pq.read_table(out)
-    assert ours.column_names == ["user_id", "event_timestamp", "label", "spend", "visits", "segment"]
-    assert ours.select(["user_id", "event_timestamp", "label"]).equals(feast_repo["entity"])
+    assert ours.column_names == ["user_id", "merchant_id", "event_timestamp", "label", *FEATURES]
+    assert ours.select(["user_id", "merchant_id", "event_timestamp", "label"]).equals(feast_repo["entity"])
+    # Every row against the naive oracle (tests/oracle/naive.py), exactly, with types.
+    want, decided_by_tie = _oracle(feast_repo)
+    got = ours.to_pylist()
+    assert len(got) == len(want) == 200
+    for g, w in zip(got, want, strict=True):
+        assert all(same(g[f], w[f]) for f in FEATURES), (g, w)
+    assert sum(decided_by_tie) >= 5  # the ties decide rows here
+    assert sum(w["segment"] is None and w["spend"] is not None for w in want) >= 3  # nulls that won
 
     from feast import FeatureStore
     from feast.repo_operations import parse_repo
@@ -153,19 +251,20 @@ def test_cli_writes_training_set_and_feast_reads_the_same_store(
     theirs = store.get_historical_features(
         entity_df=feast_repo["entity"].to_pandas(), features=store.get_feature_service("training")
     ).to_df()
-    # Feast reorders rows, and drops the rows that find no value in the ttl (a defect,
-    # anchors.md): compare on the rows it keeps, and check that it kept the others'.
-    key = ["user_id", "event_timestamp", "label"]
-    mine = ours.to_pandas()
-    merged = mine.merge(
-        theirs[key + ["spend", "visits", "segment"]], on=key, how="left", suffixes=("", "_feast")
-    )
-    assert len(merged) == len(mine) == 200
-    found = mine["spend"].notna()
-    assert found.sum() > 100  # most rows find a value within the 6 h ttl
-    assert len(theirs) == found.sum()
-    for column in ("spend", "visits", "segment"):
-        assert merged.loc[found, column].tolist() == merged.loc[found, f"{column}_feast"].tolist(), column
+    # Feast reorders rows and drops some (anchors.md): compare on the rows it keeps. On
+    # those, every value must equal ours, except where a tie on event time decided the
+    # winning row (Feast's tie-break defect, anchors.md); ours equals the oracle there.
+    theirs_by_label = {int(r["label"]): r for r in theirs.to_dict("records")}
+    assert len(theirs_by_label) > 60
+    differ = []
+    for i, g in enumerate(got):
+        f = theirs_by_label.get(g["label"])
+        if f is None:
+            continue
+        if not all(_same_cell(g[c], f[c]) for c in FEATURES):
+            differ.append(i)
+    unexplained = [(got[i], theirs_by_label[got[i]["label"]]) for i in differ if not decided_by_tie[i]]
+    assert unexplained == []
 
 
 def test_csv_entity_df_with_full_feature_names(feast_repo: dict[str, Any]) -> None:

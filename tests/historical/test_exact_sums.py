@@ -1,13 +1,16 @@
-"""The integer-limb sums equal semantics' exact sums, bit for bit, on any float64."""
+"""The integer-limb sums equal the naive oracle's exact Fraction sums, bit for bit, on
+any float64."""
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle.naive import aggregate, window_start_us
 
 from batch.historical.aggregations import (
     LimbLayout,
@@ -19,7 +22,12 @@ from batch.historical.aggregations import (
     window_starts_us,
 )
 from featureline.errors import BadInputError
-from featureline.semantics import aggregate, exact_units, window_start_us
+
+
+def _exact(units: int) -> Fraction:
+    """A sum in the engines' units (2**-1074, the smallest float64) as an exact number."""
+    return Fraction(units, 2**1074)
+
 
 floats = st.floats(allow_nan=True, allow_infinity=False)
 # Sums of up to 48 values this large stay below float64's maximum (semantics raises there).
@@ -33,12 +41,12 @@ def test_limb_sums_are_exact(values: list[float]) -> None:
     layout = limb_layout(array)
     sums = [int(limb.sum()) for limb in limbs(array, layout)]
     finite = [v for v in values if not math.isnan(v)]
-    assert units_from_limb_sums(sums, layout) == sum(exact_units(v) for v in finite)
+    assert _exact(units_from_limb_sums(sums, layout)) == sum(map(Fraction, finite), Fraction(0))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(bounded, max_size=8), min_size=1, max_size=6))
-def test_sum_and_mean_per_row_match_semantics(rows: list[list[float]]) -> None:
+def test_sum_and_mean_per_row_match_the_oracle(rows: list[list[float]]) -> None:
     """Rows are windows; one layout covers the whole column, as in the engines."""
     column = np.array([v for row in rows for v in row], dtype=np.float64)
     layout = limb_layout(column)
@@ -69,12 +77,13 @@ def test_layouts_merge_to_cover_both() -> None:
     both = np.array([1e-300, 3.0, 1e300])
     assert merged.base <= limb_layout(both).base
     sums = [int(limb.sum()) for limb in limbs(both, merged)]
-    assert units_from_limb_sums(sums, merged) == sum(exact_units(v) for v in both)
+    assert _exact(units_from_limb_sums(sums, merged)) == sum(map(Fraction, both.tolist()), Fraction(0))
     assert LimbLayout.empty().merge(a) == a
 
 
-def test_vectorized_window_start_is_semantics_window_start() -> None:
+def test_vectorized_window_start_is_the_oracles() -> None:
     t = np.array([-(10**12) - 1, -1, 0, 1, 299_999_999, 300_000_000, 1_709_251_200_123_456], dtype=np.int64)
     for window_s, tile_s in ((600, 300), (3600, 60), (86400, 3600), (7, 5)):
         got = window_starts_us(t, window_s, tile_s).tolist()
+        # a slide smaller than the window is the tile size (the oracle resolves it itself)
         assert got == [window_start_us(int(x), window_s, tile_s) for x in t]

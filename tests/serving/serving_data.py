@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from featureline.online.feast_format import redis_key
@@ -104,34 +101,6 @@ entity_key_serialization_version: 3
 # Objects Feast itself can apply: Feast 0.67 infers an ODFV's schema from its sources'
 # schema fields, so an ODFV over aggregations (vs_mean) fails its `feast apply`.
 FEAST_OBJECTS = ("user", "merchant", "profile", "pair", "ratio", "svc")
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    http_port: int
-    grpc_port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def now_us() -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import start_server
+from serve_process import start_server
 from serving_data import now_us, write_latest, write_tiles
 
 from featureline.semantics import US

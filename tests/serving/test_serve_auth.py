@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import grpc
 import httpx
 import pytest
-from conftest import start_server
-from serving_data import ServerProcess
+from serve_process import ServerProcess, start_server
 
 from featureline.errors import BadInputError
 from featureline.settings import Settings

@@ -6,6 +6,7 @@ null + OUTSIDE_MAX_AGE, a missing entity is NOT_FOUND, a stored null is NULL_VAL
 from __future__ import annotations
 
 import importlib.util
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,9 @@ import httpx
 import pandas as pd
 import pytest
 import redis
-from serving_data import FEAST_OBJECTS, ServerProcess, now_us, write_latest
+from oracle.naive import Event, same, window_value
+from serve_process import ServerProcess
+from serving_data import FEAST_OBJECTS, now_us, write_latest, write_tiles
 
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
@@ -23,6 +26,9 @@ HOUR_US = 3600 * 1_000_000
 FRESH = list(range(1, 9))  # written by Feast, within the 2-day ttl
 STALE = [9, 10]  # written by Feast, 3 days old: past the ttl
 OURS = [100, 101, 102]  # written by featureline's LWW writer
+TIES = [200, 201]  # two rows at one event time: the larger created time wins, in either write order
+NULL_WINS = 202  # the newest row has a null age: served null, no fall-back to the older age
+EVENTS: dict[int, list[tuple[int, dict[str, Any]]]] = {}  # user -> transactions written as tiles
 MISSING = [999]
 REFS = ["profile:age", "profile:country", "profile:limit_eur", "profile:score", "profile:level",
         "profile:vip", "pair:n_txn", "ratio:amount_over_limit"]  # fmt: skip
@@ -68,8 +74,27 @@ def store(serving_settings: Settings, serving_spec: RepoSpec) -> Iterator[Any]:
     )
     fs.write_to_online_store("pair", pairs)  # ttl 0: never too old
     write_latest(client, serving_spec, "profile", [_profile_row(u, now - HOUR_US) for u in OURS])
+    for user, order in zip(TIES, (1, -1), strict=True):
+        rows = [{**_profile_row(user, now - HOUR_US), "created_us": now - 50, "age": 1},
+                {**_profile_row(user, now - HOUR_US), "created_us": now - 40, "age": 2}]  # fmt: skip
+        for row in rows[::order]:
+            write_latest(client, serving_spec, "profile", [row])
+    for user in FRESH:
+        EVENTS[user] = _txn_events(user, now)
+        write_tiles(client, serving_spec, "txn_stats", [user], EVENTS[user], partition=user % 2)
+    write_latest(client, serving_spec, "profile", [{**_profile_row(NULL_WINS, now - 2 * HOUR_US), "age": 5}])
+    write_latest(client, serving_spec, "profile", [{**_profile_row(NULL_WINS, now - HOUR_US), "age": None}])
     yield fs
     client.close()
+
+
+def _txn_events(user: int, now: int) -> list[tuple[int, dict[str, Any]]]:
+    """A user's transactions over 25 h, some exactly on 1-minute tile edges, a null amount."""
+    rng = random.Random(user)
+    edge = now - now % (60 * 1_000_000)
+    times = [now - rng.randrange(25 * HOUR_US) for _ in range(30)] + [edge - 600 * 1_000_000, edge, now]
+    return [(t, {"amount": rng.choice([None, 0.1, round(rng.uniform(1, 300), 2)]),
+                 "merchant_id": f"m{rng.randrange(4)}"}) for t in times]  # fmt: skip
 
 
 def _entities(users: list[int]) -> dict[str, list[Any]]:
@@ -106,7 +131,10 @@ def test_values_equal_feasts_except_ttl_and_missing(store: Any, server: ServerPr
             value, status = column["values"][i], column["statuses"][i]
             if user in MISSING and name not in ("user_id", "merchant_id"):
                 assert value is None and feast[name][i] is None
-                assert status in ("NOT_FOUND", "NULL_VALUE")  # ratio of a missing row: null
+                # semantics.md 1: no row is NOT_FOUND; the on-demand view's output is
+                # computed (null, from its missing input), so it is a null value.
+                want = "NULL_VALUE" if name == "amount_over_limit" else "NOT_FOUND"
+                assert status == want, (name, status)
             elif user in STALE and name.split("__")[-1] in ("age", "country", "limit_eur",
                                                             "score", "level", "vip"):  # fmt: skip
                 assert (value, status) == (None, "OUTSIDE_MAX_AGE")
@@ -141,13 +169,30 @@ def test_rest_json_is_feasts_json_for_present_values(store: Any, server: ServerP
 
 def test_feast_reads_what_we_wrote(store: Any) -> None:
     refs = REFS[:6]
-    feast = store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in OURS])
+    users = OURS + TIES + [NULL_WINS]
+    feast = store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in users])
     got = feast.to_dict()
-    for i, user in enumerate(OURS):
+    for i, user in enumerate(users):
         row = _profile_row(user, 0)
+        row["age"] = {200: 2, 201: 2, NULL_WINS: None}.get(user, row["age"])
         for ref in refs:
             name = ref.split(":")[1]
             assert got[name][i] == row[name], (name, user)
+
+
+def test_ties_and_null_winners_served_by_rest_and_grpc(store: Any, server: ServerProcess) -> None:
+    from serving_api.client import FeatureClient
+
+    users = TIES + [NULL_WINS]
+    rest = _by_name(_ours(server, users, ["profile:age", "profile:country"]))
+    with FeatureClient(server.target) as client:
+        grpc_got = client.get_online_features({"user_id": users}, features=["profile:age", "profile:country"])
+    for values, statuses in ((rest["age"]["values"], rest["age"]["statuses"]),
+                             (grpc_got.values["age"], grpc_got.statuses["age"])):  # fmt: skip
+        assert values == [2, 2, None]
+        assert statuses == ["PRESENT", "PRESENT", "NULL_VALUE"]
+    countries = [_profile_row(u, 0)["country"] for u in users]
+    assert rest["country"]["values"] == grpc_got.values["country"] == countries
 
 
 def test_feast_grpc_client_is_served(store: Any, server: ServerProcess) -> None:
@@ -166,3 +211,38 @@ def test_feast_grpc_client_is_served(store: Any, server: ServerProcess) -> None:
     limit = response.results[1]
     assert limit.values[0].double_val == _profile_row(1, 0)["limit_eur"]
     assert [feast_pb.FieldStatus.Name(s) for s in limit.statuses] == ["PRESENT", "NOT_FOUND"]
+
+
+def test_aggregating_view_served_equals_the_oracle(store: Any, server: ServerProcess,
+                                                  serving_spec: RepoSpec) -> None:  # fmt: skip
+    """The aggregating view (which Feast 0.67 cannot serve from tiles) through REST and
+    gRPC: every aggregation equals the naive oracle at the serving time; an entity with
+    no events has the empty-window values (count 0, sum 0.0, the rest null)."""
+    from serving_api.client import FeatureClient
+
+    view = serving_spec.view("txn_stats")
+    refs = [f"txn_stats:{a.name}" for a in view.aggregations]
+    users = FRESH + MISSING
+    for via in ("rest", "grpc"):
+        before = now_us()
+        if via == "rest":
+            got = {n: (c["values"], c["statuses"]) for n, c in _by_name(_ours(server, users, refs)).items()}
+        else:
+            with FeatureClient(server.target) as client:
+                answer = client.get_online_features({"user_id": users}, features=refs)
+            got = {n: (answer.values[n], answer.statuses[n]) for n in answer.feature_names}
+        after = now_us()
+        for i, user in enumerate(users):
+            events = [Event((user,), t, None, v) for t, v in EVENTS.get(user, [])]
+            row = {a.name: got[a.name][0][i] for a in view.aggregations}
+            wants = [
+                {a.name: window_value(events, (user,), t, a.column, a.function, a.window_s, a.slide_s)
+                 for a in view.aggregations}
+                for t in (before, after)
+            ]  # fmt: skip
+            assert any(all(same(row[n], w[n]) for n in w) for w in wants), (via, user, row, wants)
+            for a in view.aggregations:
+                value, status = row[a.name], got[a.name][1][i]
+                # semantics.md 2: an empty window has values (0, 0.0) or nulls, never NOT_FOUND
+                want = "PRESENT" if value is not None else "NULL_VALUE"
+                assert status == want, (via, user, a.name, status)

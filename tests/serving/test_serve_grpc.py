@@ -13,7 +13,8 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from serving_data import ServerProcess, now_us, write_latest
+from serve_process import ServerProcess
+from serving_data import now_us, write_latest
 
 from featureline.errors import BadInputError, NotFoundError, ServiceUnavailableError
 from featureline.settings import Settings

@@ -15,9 +15,9 @@ import grpc
 import httpx
 import pytest
 import redis
-from conftest import start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serving_data import ServerProcess, now_us, write_latest
+from serve_process import ServerProcess, start_server
+from serving_data import now_us, write_latest
 
 from featureline.devstack import free_port, redis_binary
 from featureline.errors import ServiceUnavailableError

@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import redis
-from serving_data import ServerProcess, now_us, write_latest, write_tiles
+from oracle.naive import US, aggregate, window_start_us
+from serve_process import ServerProcess
+from serving_data import now_us, write_latest, write_tiles
 
-from featureline.semantics import US, aggregate, window_start_us
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
 from serving_api.proto import pb
@@ -60,7 +61,7 @@ def post(server: ServerProcess, path: str, body: Any, **kw: Any) -> httpx.Respon
 def _expected(repo: RepoSpec, events: list[tuple[int, dict[str, Any]]], t_us: int) -> dict:
     out = {}
     for agg in repo.view("txn_stats").aggregations:
-        start = window_start_us(t_us, agg.window_s, agg.tile_s)
+        start = window_start_us(t_us, agg.window_s, agg.slide_s)
         out[agg.name] = aggregate([v[agg.column] for ts, v in events if start <= ts <= t_us],
                                   agg.function)  # fmt: skip
     return out

@@ -10,7 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
-from serving_data import ServerProcess
+from serve_process import ServerProcess
 
 # ~5 operations x 60 examples: ~300 requests, a few seconds.
 EXAMPLES_PER_OPERATION = 60

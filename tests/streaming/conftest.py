@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serve_process import ServerProcess, start_server
 from stream_helpers import DEMO_REPO, StreamCase
 
 from featureline.settings import Settings
@@ -25,3 +26,14 @@ def stream_case(stack: Settings, tmp_path: Path) -> Iterator[StreamCase]:
     ensure_topic(settings, name, 3)
     repo = load_repo(settings)
     yield StreamCase(settings, repo, name)
+
+
+@pytest.fixture
+def stream_server(stream_case: StreamCase) -> Iterator[ServerProcess]:
+    """`featureline serve` on the test's repo: the streamed values are read back the
+    way users read them (REST and gRPC), not from Redis directly."""
+    server = start_server(stream_case.settings)
+    try:
+        yield server
+    finally:
+        server.stop()

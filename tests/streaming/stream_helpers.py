@@ -1,5 +1,5 @@
-"""Helpers of the streaming tests: a producer, waiting for the job, the naive oracle
-(semantics.md, event by event) and the online read of tiles and latest values."""
+"""Helpers of the streaming tests: a producer, waiting for the job, and the check of
+what `featureline serve` answers (REST and gRPC) against the naive oracle."""
 
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pyarrow.dataset as ds
+from oracle.naive import US, Event, latest_row, same, to_us, window_value
+from serve_process import ServerProcess
 
 from featureline.offline import raw_dir
-from featureline.online.feast_format import decode_timestamp, decode_value, feature_field
-from featureline.online.tiles import decode_tile, offsets_key, parse_tile_field, tile_key_for
-from featureline.semantics import US, aggregate, in_window, latest_order_key
+from featureline.online.tiles import offsets_key
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
-from streaming.tiles import key_encoder
+from serving_api.client import FeatureClient
 
 DEMO_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 
@@ -150,72 +151,103 @@ def dlq_messages(case: StreamCase) -> list[Any]:
     return out
 
 
-# --- the naive oracle and the online read ---------------------------------------------
+# --- the naive oracle, and the values read back through `featureline serve` ----------
 
 
-def oracle_aggregates(view: ViewSpec, events: list[dict[str, Any]], key: Any, t_us: int) -> dict[str, Any]:
-    """semantics.md 2, event by event: every aggregation of `view` for one entity."""
-    out = {}
-    kname = view.join_key_names[0]
-    for agg in view.aggregations:
-        values = [
-            e[agg.column]
-            for e in events
-            if e[kname] == key and in_window(e["_ts_us"], t_us, agg.window_s, agg.tile_s)
-        ]
-        out[agg.name] = aggregate(values, agg.function)
-    return out
+def oracle_events(events: list[dict[str, Any]], key_name: str) -> list[Event]:
+    return [Event((e[key_name],), e["_ts_us"], e["_created_us"], e) for e in events]
 
 
-def online_aggregates(client: Any, project: str, view: ViewSpec, key: Any, t_us: int) -> dict[str, Any]:
-    from featureline.online.tiles import window_value
-
-    ekey = key_encoder(project, view)((key,))
-    tiles: dict[int, list[tuple[int, Any]]] = {}
-    for tile_s in view.tile_sizes_s():
-        raw = client.hgetall(tile_key_for(project, view.name, tile_s, ekey))
-        tiles[tile_s] = [(parse_tile_field(f)[0], decode_tile(v)) for f, v in raw.items()]
-    return {a.name: window_value(a, tiles[a.tile_s], t_us) for a in view.aggregations}
+def oracle_aggregates(view: ViewSpec, events: list[Event], key: Any, t_us: int) -> dict[str, Any]:
+    """semantics.md 2, by the naive oracle: every aggregation of `view` for one entity."""
+    return {
+        a.name: window_value(events, (key,), t_us, a.column, a.function, a.window_s, a.slide_s)
+        for a in view.aggregations
+    }
 
 
 def oracle_latest(events: list[dict[str, Any]], key: Any) -> dict[str, Any] | None:
-    mine = [e for e in events if e["user_id"] == key]
-    if not mine:
-        return None
-    return max(mine, key=lambda e: latest_order_key(e["_ts_us"], e["_created_us"]))
+    """The winning event of `key` (ttl 0: the stream's events are all younger than the
+    views' ttl; `served_latest` checks the ttl against the serving time)."""
+    row = latest_row(oracle_events(events, "user_id"), (key,), 2**62, 0)
+    return None if row is None else row.values
 
 
-def online_latest(client: Any, project: str, view: ViewSpec, key: Any) -> dict[str, Any] | None:
-    ekey = key_encoder(project, view)((key,))
-    fields = [feature_field(view.name, f) for f in view.feature_names]
-    raw = client.hmget(ekey, [*fields, f"_ts:{view.name}".encode()])
-    if raw[-1] is None:
-        return None
-    out = {n: decode_value(v) for n, v in zip(view.feature_names, raw, strict=False)}
-    out["_ts_us"] = decode_timestamp(raw[-1])
+@dataclass
+class Served:
+    """One feature column as served: values, statuses, event times (us) per entity."""
+
+    values: list[Any]
+    statuses: list[str]
+    stamps_us: list[int]
+
+
+def served(server: ServerProcess, refs: list[str], entities: dict[str, list[Any]], via: str
+           ) -> dict[str, Served]:  # fmt: skip
+    """GetOnlineFeatures through the running server, by REST or gRPC; by feature name."""
+    if via == "grpc":
+        with FeatureClient(server.target) as client:
+            got = client.get_online_features(entities, features=refs)
+        return {
+            n: Served(got.values[n], got.statuses[n], got.event_timestamps_us[n])
+            for n in got.feature_names
+        }
+    response = httpx.post(f"{server.url}/get-online-features",
+                          json={"features": refs, "entities": entities}, timeout=30)  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    out = {}
+    for name, col in zip(body["metadata"]["feature_names"], body["results"], strict=True):
+        stamps = [0 if t is None else to_us(datetime.fromisoformat(t.replace("Z", "+00:00")))
+                  for t in col["event_timestamps"]]  # fmt: skip
+        out[name] = Served(col["values"], col["statuses"], stamps)
     return out
 
 
-def assert_online_equals_oracle(client: Any, case: StreamCase, events: list[dict[str, Any]]) -> int:
+def _check_aggregates(server: ServerProcess, view: ViewSpec, events: list[dict[str, Any]],
+                      key_name: str, via: str) -> int:  # fmt: skip
+    keys = sorted({e[key_name] for e in events})
+    mine = oracle_events(events, key_name)
+    refs = [f"{view.name}:{a.name}" for a in view.aggregations]
+    before = now_us()
+    got = served(server, refs, {key_name: keys}, via)
+    after = now_us()
+    for i, key in enumerate(keys):
+        row = {a.name: got[a.name].values[i] for a in view.aggregations}
+        # The server's t lies between before and after; a tile edge may fall between.
+        wants = [oracle_aggregates(view, mine, key, t) for t in (before, after)]
+        assert any(all(same(row[n], w[n]) for n in w) for w in wants), (via, view.name, key, row, wants)
+        assert all(got[n].statuses[i] == "PRESENT" for n in row if row[n] is not None), (via, key)
+    return len(keys) * len(refs)
+
+
+def served_latest(server: ServerProcess, view: ViewSpec, events: list[dict[str, Any]],
+                  via: str) -> int:  # fmt: skip
+    """The view's latest values served for every user equal the oracle's winning row."""
+    users = sorted({e["user_id"] for e in events})
+    refs = [f"{view.name}:{f}" for f in view.feature_names]
     t_us = now_us()
+    got = served(server, refs, {"user_id": users}, via)
+    rows = oracle_events(events, "user_id")
+    for i, user in enumerate(users):
+        win = latest_row(rows, (user,), t_us, view.ttl_s)
+        assert win is not None, user  # the generated events are all within the ttl
+        for f in view.feature_names:
+            col = got[f]
+            want = win.values.get(f)
+            assert same(col.values[i], want), (via, view.name, user, f, col.values[i], want)
+            assert col.statuses[i] == ("NULL_VALUE" if want is None else "PRESENT"), (via, user, f)
+            assert col.stamps_us[i] == win.event_us, (via, user, f)
+    return len(users)
+
+
+def assert_online_equals_oracle(server: ServerProcess, case: StreamCase, events: list[dict[str, Any]]) -> int:
+    """Every aggregation and latest value, read by REST and by gRPC, equals the oracle."""
     checked = 0
-    for view_name, key_name in (("user_txn_stats", "user_id"), ("merchant_txn_stats", "merchant_id")):
-        view = case.repo.view(view_name)
-        for key in sorted({e[key_name] for e in events}):
-            want = oracle_aggregates(view, events, key, t_us)
-            got = online_aggregates(client, case.project, view, key, t_us)
-            assert got == want, f"{view_name} {key_name}={key} at t={t_us}"
-            checked += len(want)
-    latest = case.repo.view("user_last_txn")
-    for user in sorted({e["user_id"] for e in events}):
-        want_row = oracle_latest(events, user)
-        got_row = online_latest(client, case.project, latest, user)
-        assert want_row is not None and got_row is not None
-        assert got_row["_ts_us"] == want_row["_ts_us"]
-        assert {f: got_row[f] for f in latest.feature_names} == {
-            f: want_row[f] for f in latest.feature_names
-        }, f"user_last_txn user_id={user}"
-        checked += 1
+    for via in ("rest", "grpc"):
+        for view_name, key_name in (("user_txn_stats", "user_id"), ("merchant_txn_stats", "merchant_id")):
+            checked += _check_aggregates(server, case.repo.view(view_name), events, key_name, via)
+        checked += served_latest(server, case.repo.view("user_last_txn"), events, via)
     return checked
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from serve_process import ServerProcess
 from stream_helpers import (
     StreamCase,
     assert_online_equals_oracle,
@@ -49,7 +50,7 @@ BAD_ERRORS = ["malformed JSON", "missing field(s): amount", "field 'amount': exp
 
 
 def test_online_equals_oracle_with_late_and_dead_letters(
-    stream_case: StreamCase, redis_client: Any, tmp_path: Any
+    stream_case: StreamCase, redis_client: Any, stream_server: ServerProcess, tmp_path: Any
 ) -> None:
     rng = random.Random(7)
     t_sent = now_us()
@@ -60,13 +61,13 @@ def test_online_equals_oracle_with_late_and_dead_letters(
     job = stream_case.start_job("--stats-file", str(stats), "--max-records", "300", "--workers", "2")
     try:
         wait_applied(redis_client, stream_case, last, job)
-        assert assert_online_equals_oracle(redis_client, stream_case, first) > 0
+        assert assert_online_equals_oracle(stream_server, stream_case, first) > 0
         # More out-of-order events while the job runs.
         second = make_events(rng, 700, users=30, t0_us=t_sent)
         last = send(stream_case, second)
         wait_applied(redis_client, stream_case, last, job)
         events = first + second
-        assert_online_equals_oracle(redis_client, stream_case, events)
+        assert_online_equals_oracle(stream_server, stream_case, events)
     finally:
         err = stop_job(job)
     assert "stopped after" in err
@@ -101,7 +102,7 @@ def test_online_equals_oracle_with_late_and_dead_letters(
 
 
 def test_sigkill_and_restart_neither_lose_nor_double_count(
-    stream_case: StreamCase, redis_client: Any
+    stream_case: StreamCase, redis_client: Any, stream_server: ServerProcess
 ) -> None:
     rng = random.Random(11)
     events: list[dict[str, Any]] = []
@@ -124,7 +125,7 @@ def test_sigkill_and_restart_neither_lose_nor_double_count(
     job = stream_case.start_job(*args)
     try:
         wait_applied(redis_client, stream_case, last, job, timeout_s=90)
-        assert_online_equals_oracle(redis_client, stream_case, events)
+        assert_online_equals_oracle(stream_server, stream_case, events)
     finally:
         stop_job(job)
     assert kills == 3

@@ -1,7 +1,7 @@
 """The stream job writes its computed features offline in the backfill's layout: after
-runs cut by SIGKILL, the streamed rows equal what the backfill's own per-partition
-tasks (batch.backfill.compute, the code Spark runs) compute from the raw events the
-job stored, with no row written twice. Real broker, Redis, Beam DirectRunner."""
+runs cut by SIGKILL, the streamed rows hold exactly the events sent (the naive oracle's
+tiles for the aggregating views), with no row written twice. Real broker, Redis, Beam
+DirectRunner."""
 
 from __future__ import annotations
 
@@ -9,22 +9,21 @@ import random
 import re
 import signal
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from oracle.naive import to_us
 from stream_helpers import StreamCase, make_events, now_us, send, stop_job, wait_applied
+from tile_figures import oracle_tiles, same_figures, stored_tiles
 
-from batch.backfill.compute import DATE, FeatureRowsTask, TileRowsTask
-from batch.backfill.events import EventColumns, read_raw_events
-from batch.backfill.tile_states import STATE, TILE_SIZE_S, TILE_START_S
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, raw_dir, read_table
-from featureline.online.tiles import decode_tile, merge_tile_states, offsets_key
-from featureline.specs import ViewSpec
+from featureline.online.tiles import offsets_key
 
 pytestmark = pytest.mark.beam
+# The declared Feast types of the demo views' columns, as Arrow writes them.
+ARROW = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
 FAR = 2**62
 
 
@@ -91,57 +90,39 @@ def _wait_any_progress(client: Any, case: StreamCase, timeout_s: float = 60) -> 
         time.sleep(0.05)
 
 
-def _backfill_events(case: StreamCase, view: ViewSpec) -> pa.Table:
-    """The raw events as the backfill reads them (deduplicated, with its time columns)."""
-    base = raw_dir(case.settings.resolved_offline_dir, case.topic)
-    return read_raw_events(base, EventColumns.of(view), None, None)
-
-
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
-    rows = table.to_pylist()
-    for row in rows:
-        row[DATE] = str(row[DATE])
-    return sorted(rows, key=lambda r: (r[KAFKA_PARTITION], r[KAFKA_OFFSET]))
-
-
-def _merged_tiles(table: pa.Table, keys: tuple[str, ...]) -> dict[tuple[Any, ...], Any]:
-    """(keys, tile size, tile start, partition, date) -> the merge of its rows' states."""
-    merged: dict[tuple[Any, ...], Any] = defaultdict(dict)
-    for row in table.to_pylist():
-        ident = (*(row[k] for k in keys), row[TILE_SIZE_S], row[TILE_START_S],
-                 row[KAFKA_PARTITION], str(row[DATE]))  # fmt: skip
-        merge_tile_states(merged[ident], decode_tile(row[STATE]))
-    return dict(merged)
-
-
-def test_streamed_computed_rows_equal_backfill_and_survive_kills(
+def test_streamed_computed_rows_equal_the_oracle_and_survive_kills(
     stream_case: StreamCase, redis_client: Any
 ) -> None:
     events = _run_with_kills(stream_case, redis_client, rounds=2)
     offline = stream_case.settings.resolved_offline_dir
-    # Latest-value view: one row per event, exactly once, as the backfill writes it.
+    # Latest-value view: one row per event, exactly once, the event's own values.
     plain = stream_case.repo.view("user_last_txn")
-    events_table = _backfill_events(stream_case, plain)
-    task = FeatureRowsTask(plain, events_table.schema, -FAR, FAR)
-    want = pa.Table.from_batches(list(task(iter(events_table.to_batches()))))
     got = read_table(offline / "user_last_txn")
-    assert got.num_rows == len(events)
-    assert got.schema.remove(got.schema.get_field_index(DATE)) == want.schema.remove(
-        want.schema.get_field_index(DATE)
+    ids = list(zip(got[KAFKA_PARTITION].to_pylist(), got[KAFKA_OFFSET].to_pylist(), strict=True))
+    assert len(ids) == len(set(ids)) == len(events)
+    names = ["user_id", *plain.feature_names]
+    for f in plain.features:
+        assert got.schema.field(f.name).type == ARROW[f.dtype], f.name
+
+    def row_key(values: list[Any]) -> str:  # repr keeps the type: 3 and 3.0 differ
+        return repr(values)
+
+    got_rows = sorted(
+        row_key([to_us(r["event_timestamp"])] + [r[n] for n in names]) for r in got.to_pylist()
     )
-    assert _rows(got) == _rows(want)
-    # Aggregating views: tiles, one row per tile and flush; merged, the backfill's tiles.
+    want_rows = sorted(row_key([e["_ts_us"]] + [e[n] for n in names]) for e in events)
+    assert got_rows == want_rows
+    # Aggregating views: the tiles, merged, hold exactly the events of each tile.
     checked = 0
     for name in ("user_txn_stats", "merchant_txn_stats"):
         view = stream_case.repo.view(name)
-        events_table = _backfill_events(stream_case, view)
-        tiles = TileRowsTask(view, -FAR, FAR)(iter(events_table.to_batches()))
-        want_tiles = _merged_tiles(pa.Table.from_batches(list(tiles)), view.join_key_names)
-        got_tiles = _merged_tiles(read_table(offline / "_tiles" / name), view.join_key_names)
+        got_tiles = stored_tiles(view, read_table(offline / "_tiles" / name))
+        want_tiles = oracle_tiles(view, events)
         assert got_tiles.keys() == want_tiles.keys(), name
-        for ident, states in want_tiles.items():
-            assert got_tiles[ident] == states, (name, ident)
-        checked += len(want_tiles)
+        for ident, figures in want_tiles.items():
+            stored = got_tiles[ident]
+            assert same_figures(stored, figures), (name, ident, stored, figures)
+            checked += 1
     assert checked > 0
     # Every streamed file is named by the offset range it holds, like the raw files.
     for path in Path(offline, "_tiles").rglob("*.parquet"):

@@ -18,6 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from serve_process import start_server
 from stream_helpers import (
     DEMO_REPO,
     StreamCase,
@@ -25,9 +26,8 @@ from stream_helpers import (
     dlq_messages,
     make_events,
     now_us,
-    online_latest,
-    oracle_latest,
     send,
+    served_latest,
 )
 
 from featureline.offline import read_table
@@ -159,18 +159,17 @@ def test_udf_failures_go_to_the_dlq_and_the_job_goes_on(
     summary = json.loads(stats.read_text())
     assert summary["dead_letters"] == len(bad)
     assert summary["events"] == len(good)
-    # The views without udf have every event, exactly once.
-    assert_online_equals_oracle(redis_client, udf_case, events)
-    view = udf_case.repo.view("user_amount_x2")
-    for user in sorted({e["user_id"] for e in events}):
-        want = oracle_latest(good, user)
-        got = online_latest(redis_client, udf_case.project, view, user)
-        if want is None:
-            assert got is None, user
-            continue
-        assert got is not None and got["_ts_us"] == want["_ts_us"], user
-        amount = want["amount"]
-        assert (got["amount"], got["amount_x2"]) == (amount, None if amount is None else 2 * amount)
+    # Read through `featureline serve`: the views without udf have every event, exactly
+    # once; the udf view has the good ones, with amount_x2 = 2 * amount.
+    server = start_server(udf_case.settings)
+    try:
+        assert_online_equals_oracle(server, udf_case, events)
+        doubled_events = [{**e, "amount_x2": None if e["amount"] is None else 2 * e["amount"]}
+                          for e in good]  # fmt: skip
+        assert served_latest(server, udf_case.repo.view("user_amount_x2"), doubled_events, "rest") > 0
+        assert served_latest(server, udf_case.repo.view("user_amount_x2"), doubled_events, "grpc") > 0
+    finally:
+        server.stop()
     by_txn = {e["txn_id"]: e for e in bad}
     letters = dlq_messages(udf_case)
     assert sorted(m.value for m in letters) == sorted(orjson.dumps(_payload(e)) for e in bad)

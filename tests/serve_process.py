@@ -1,0 +1,80 @@
+"""`featureline serve` as a real subprocess, for the serving tests and for the streaming
+tests that read their results back the way users do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from featureline.devstack import free_ports
+from featureline.settings import Settings
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(settings: Settings, *extra: str, workers: int = 1) -> ServerProcess:
+    http_port, grpc_port = free_ports(2)
+    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home)}
+    argv = [
+        sys.executable,
+        "-m",
+        "featureline.cli",
+        "serve",
+        "--repo",
+        str(settings.repo),
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--workers",
+        str(workers),
+        *extra,
+    ]
+    log = open(settings.home / f"serve-{http_port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, http_port, grpc_port, Path(log.name))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"featureline serve exited: {server.log_text()}")
+        try:
+            httpx.get(f"{server.url}/openapi.json", timeout=1.0)
+            return server
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"featureline serve did not answer in 60 s: {server.log_text()}")
