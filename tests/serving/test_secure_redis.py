@@ -21,8 +21,8 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import start_server
 from secure_redis_helpers import ALICE, PASSWORD, SecureRedis, running_secure_redis
+from serve_process import start_server
 
 from featureline.cli import main
 from featureline.devstack import free_port

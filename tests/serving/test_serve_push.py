@@ -18,8 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import redis
-from conftest import start_server
-from serving_data import ServerProcess
+from serve_process import ServerProcess, start_server
 
 from featureline.errors import NotFoundError
 from featureline.settings import Settings
