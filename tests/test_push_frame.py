@@ -181,6 +181,7 @@ def test_arrays_maps_structs_and_json() -> None:
     ]
     meta = {"vehicle_type": "truck", "rating": "5.0"}
     assert convert_column("m", "map", [meta, None]) == [meta, None]
+    assert convert_column("m", "map", ['{"vehicle_type": "truck", "rating": "5.0"}']) == [meta]
     assert convert_column("p", "struct", [{"name": "d", "age": "30"}]) == [{"name": "d", "age": "30"}]
     assert convert_column("j", "json", ['{"a": [1]}', {"b": 2}, [1, "x"]]) == [
         '{"a": [1]}',
@@ -199,6 +200,7 @@ def test_arrays_maps_structs_and_json() -> None:
         ("map", {1: "v"}),
         ("map", {"k": object()}),  # a value Feast cannot store
         ("struct", "text"),
+        ("struct", "[1, 2]"),  # JSON text, but not an object
         ("json", "{not json"),
         ("json", {"k": object()}),
     ],

@@ -126,9 +126,15 @@ def _array(element: str) -> Callable[[Any], list[Any]]:
 
 def _mapping(dtype: str) -> Callable[[Any], dict[str, Any]]:
     """A Map or Struct: an object of string keys whose values Feast can store (checked
-    by encoding it, so a value that could not be written is refused before any write)."""
+    by encoding it, so a value that could not be written is refused before any write),
+    or its JSON text (Feast's remote online store sends Maps and Structs as text)."""
 
     def run(value: Any) -> dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise _Mismatch from None
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise _Mismatch
         out = dict(value)
