@@ -76,8 +76,9 @@ def unused_objects(contents: Any) -> tuple[IgnoredSpec, ...]:
         for p in getattr(contents, "permissions", [])
     ]
     notes += [
-        IgnoredSpec("on-demand view write_to_online_store", o.name,
-                    "computed at request time, not stored online")  # fmt: skip
+        IgnoredSpec(
+            "on-demand view write_to_online_store", o.name, "computed at request time, not stored online"
+        )  # fmt: skip
         for o in contents.on_demand_feature_views
         if getattr(o, "write_to_online_store", False)
     ]

@@ -143,7 +143,12 @@ class ApplyBatches(beam.DoFn):
         self._redis = redis_client(plan.redis)
         self._online = {
             t: OnlineSink(
-                self._redis, plan.project, t, vs, margin_s=plan.margin_s, max_future_s=plan.max_future_s,
+                self._redis,
+                plan.project,
+                t,
+                vs,
+                margin_s=plan.margin_s,
+                max_future_s=plan.max_future_s,
                 key_ttl_s=plan.redis.key_ttl_s,
             )  # fmt: skip
             for t, vs in plan.views.items()

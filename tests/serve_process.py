@@ -44,9 +44,12 @@ class ServerProcess:
                 self.proc.wait()
 
 
-def start_server(settings: Settings, *extra: str, workers: int = 1) -> ServerProcess:
+def start_server(
+    settings: Settings, *extra: str, workers: int = 1, env_extra: dict[str, str] | None = None
+) -> ServerProcess:
+    """`featureline serve` on free ports; `env_extra` is set over the settings' variables."""
     http_port, grpc_port = free_ports(2)
-    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home)}
+    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home), **(env_extra or {})}
     argv = [
         sys.executable,
         "-m",

@@ -41,6 +41,7 @@ def _same_cell(ours: Any, feast: Any) -> bool:
         return False
     return bool(ours == feast)
 
+
 DEFINITIONS = """
 from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType

@@ -49,7 +49,11 @@ def test_on_demand_features_equal_the_udf_over_point_in_time_sources(demo: tuple
     extras = [f for f in dict.fromkeys(extras) if f != "home_country"]
     assert "mean_amount_24h" in extras
     assert got.column_names == [
-        *entity_df.column_names, "home_country", *extras, "amount_to_mean_24h", "is_foreign"
+        *entity_df.column_names,
+        "home_country",
+        *extras,
+        "amount_to_mean_24h",
+        "is_foreign",
     ]
     sources = get_historical_features(
         entity_df, ["user_txn_stats:mean_amount_24h", "user_profile:home_country"], repo=repo

@@ -179,14 +179,20 @@ def latest_row(events: Sequence[Event], key: tuple[Any, ...], t_us: int, ttl_s: 
 
 
 def window_value(
-    events: Sequence[Event], key: tuple[Any, ...], t_us: int, column: str, function: str,
-    window_s: int, slide_s: int | None,
+    events: Sequence[Event],
+    key: tuple[Any, ...],
+    t_us: int,
+    column: str,
+    function: str,
+    window_s: int,
+    slide_s: int | None,
 ) -> Any:
     """One aggregation for key at t, over the events in [start(t), t]."""
     values = [
         e.values.get(column)
         for e in events
-        if e.keys == key and not any(is_null(k) for k in e.keys)
+        if e.keys == key
+        and not any(is_null(k) for k in e.keys)
         and in_window(e.event_us, t_us, window_s, slide_s)
     ]
     return aggregate(values, function)

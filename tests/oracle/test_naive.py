@@ -174,7 +174,9 @@ def test_a_full_tie_between_different_rows_is_refused() -> None:
 
 def test_point_in_time_join_keeps_every_row_in_order() -> None:
     profile = PlainView(
-        ("user_id",), ("score", "tier"), 3600,
+        ("user_id",),
+        ("score", "tier"),
+        3600,
         [
             Event((1,), T - 3600 * US, 1, {"score": 1.5, "tier": "a"}),
             Event((1,), T + 10 * US, 1, {"score": 2.5, "tier": None}),
@@ -183,8 +185,12 @@ def test_point_in_time_join_keeps_every_row_in_order() -> None:
     )
     stats = AggView(
         ("user_id",),
-        (Agg("n_10m", "amount", "count", 600), Agg("sum_10m", "amount", "sum", 600),
-         Agg("mean_10m", "amount", "mean", 600), Agg("var_10m", "amount", "var", 600)),
+        (
+            Agg("n_10m", "amount", "count", 600),
+            Agg("sum_10m", "amount", "sum", 600),
+            Agg("mean_10m", "amount", "mean", 600),
+            Agg("var_10m", "amount", "var", 600),
+        ),
         [
             Event((1,), T - 600 * US, 1, {"amount": 1.0}),  # exactly start(T)
             Event((1,), T - 600 * US - 1, 1, {"amount": 100.0}),  # 1 us before it
@@ -203,15 +209,36 @@ def test_point_in_time_join_keeps_every_row_in_order() -> None:
     got = naive.point_in_time_join(requests, "ts", [profile, stats])
     empty = {"score": None, "tier": None, "n_10m": 0, "sum_10m": 0.0, "mean_10m": None, "var_10m": None}
     assert got == [
-        {**requests[0], "score": 1.5, "tier": "a", "n_10m": 2, "sum_10m": 4.0, "mean_10m": 2.0,
-         "var_10m": 2.0},
+        {
+            **requests[0],
+            "score": 1.5,
+            "tier": "a",
+            "n_10m": 2,
+            "sum_10m": 4.0,
+            "mean_10m": 2.0,
+            "var_10m": 2.0,
+        },
         {**requests[1], **empty},
         {**requests[2], **empty},
         # t = T + 10 us: start is still T - 600 s; the row at T + 10 us wins with its null tier
-        {**requests[3], "score": 2.5, "tier": None, "n_10m": 3, "sum_10m": 1004.0,
-         "mean_10m": 1004.0 / 3, "var_10m": 1_992_014 / 6},  # (3 * 1000010 - 1004**2) / (3 * 2)
-        {**requests[4], "score": 1.5, "tier": "a", "n_10m": 2, "sum_10m": 4.0, "mean_10m": 2.0,
-         "var_10m": 2.0},
+        {
+            **requests[3],
+            "score": 2.5,
+            "tier": None,
+            "n_10m": 3,
+            "sum_10m": 1004.0,
+            "mean_10m": 1004.0 / 3,
+            "var_10m": 1_992_014 / 6,
+        },  # (3 * 1000010 - 1004**2) / (3 * 2)
+        {
+            **requests[4],
+            "score": 1.5,
+            "tier": "a",
+            "n_10m": 2,
+            "sum_10m": 4.0,
+            "mean_10m": 2.0,
+            "var_10m": 2.0,
+        },
     ]
     assert list(got[0]) == ["user_id", "ts", "x", "score", "tier", "n_10m", "sum_10m", "mean_10m", "var_10m"]
 

@@ -189,8 +189,7 @@ def served(server: ServerProcess, refs: list[str], entities: dict[str, list[Any]
         with FeatureClient(server.target) as client:
             got = client.get_online_features(entities, features=refs)
         return {
-            n: Served(got.values[n], got.statuses[n], got.event_timestamps_us[n])
-            for n in got.feature_names
+            n: Served(got.values[n], got.statuses[n], got.event_timestamps_us[n]) for n in got.feature_names
         }
     response = httpx.post(f"{server.url}/get-online-features",
                           json={"features": refs, "entities": entities}, timeout=30)  # fmt: skip

@@ -107,9 +107,7 @@ def test_streamed_computed_rows_equal_the_oracle_and_survive_kills(
     def row_key(values: list[Any]) -> str:  # repr keeps the type: 3 and 3.0 differ
         return repr(values)
 
-    got_rows = sorted(
-        row_key([to_us(r["event_timestamp"])] + [r[n] for n in names]) for r in got.to_pylist()
-    )
+    got_rows = sorted(row_key([to_us(r["event_timestamp"])] + [r[n] for n in names]) for r in got.to_pylist())
     want_rows = sorted(row_key([e["_ts_us"]] + [e[n] for n in names]) for e in events)
     assert got_rows == want_rows
     # Aggregating views: the tiles, merged, hold exactly the events of each tile.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from secure_redis_helpers import PASSWORD, SecureRedis, running_secure_redis
+from serve_process import start_server
 from stream_helpers import (
     StreamCase,
     assert_online_equals_oracle,
@@ -32,9 +33,13 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRed
         yield server
 
 
+def _secure_env(secure: SecureRedis, password: str) -> dict[str, str]:
+    return {"FEATURELINE_REDIS_PORT": str(secure.port), "FEATURELINE_REDIS_PASSWORD": password,
+            "FEATURELINE_REDIS_DB": "3"}  # fmt: skip
+
+
 def _job(case: StreamCase, secure: SecureRedis, password: str) -> subprocess.Popen[bytes]:
-    env = {**case.env(), "FEATURELINE_REDIS_PORT": str(secure.port), "FEATURELINE_REDIS_PASSWORD": password,
-           "FEATURELINE_REDIS_DB": "3"}  # fmt: skip
+    env = {**case.env(), **_secure_env(secure, password)}
     cmd = [sys.executable, "-m", "featureline.cli", "stream", "--repo", str(case.settings.repo),
            "--progress", "off"]  # fmt: skip
     return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
@@ -50,9 +55,14 @@ def test_stream_writes_to_the_configured_db_with_auth(
     job = _job(stream_case, secure_redis, PASSWORD)
     try:
         wait_applied(client, stream_case, last, job)
-        assert assert_online_equals_oracle(client, stream_case, events) > 0
     finally:
         stop_job(job)
+    # Read back the way users read: `featureline serve` on the same Redis, db and login.
+    server = start_server(stream_case.settings, env_extra=_secure_env(secure_redis, PASSWORD))
+    try:
+        assert assert_online_equals_oracle(server, stream_case, events) > 0
+    finally:
+        server.stop()
     assert db0.dbsize() == 0
 
 
