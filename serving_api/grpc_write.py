@@ -14,11 +14,12 @@ UNAVAILABLE, never INTERNAL for bad input.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from featureline.errors import BadInputError, NotFoundError
+from featureline.online.value_proto import message_fields
 from featureline.push.frame import text_value
 from featureline.specs import ViewSpec
 from serving_api.grpc_methods import CallInfo, Method, RpcFailure
@@ -29,38 +30,13 @@ from serving_api.service import RequestTimer
 _OK = b"\x08\x01"  # PushResponse / WriteToOnlineStoreResponse {status: true}
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise BadInputError("the request is not a valid protobuf message")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     """(field number, value) of a message: an int, or the bytes of a length-delimited field."""
-    pos = 0
-    while pos < len(buf):
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-            yield number, value
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > len(buf):
-                raise BadInputError("the request is not a valid protobuf message")
-            yield number, buf[pos : pos + length]
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise BadInputError("the request is not a valid protobuf message")
+    try:
+        parsed = message_fields(buf)
+    except ValueError:
+        raise BadInputError("the request is not a valid protobuf message") from None
+    return [(number, value) for number, wire, value in parsed if wire in (0, 2)]
 
 
 def _entry(raw: bytes) -> tuple[str, bytes]:

@@ -82,14 +82,20 @@ def _tensor_options(data: dict[str, Any]) -> tuple[float, bool]:
     return _fill_value(data), data.get("features") is not None
 
 
-def parse_query(body: bytes, *, need_entities: bool = True) -> tuple[FeatureQuery, dict[str, Any]]:
-    """Feast's request JSON -> FeatureQuery (BadInputError naming the bad field)."""
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object (BadInputError saying what is wrong)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadInputError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadInputError("the request body must be a JSON object")
+    return data
+
+
+def parse_query(body: bytes, *, need_entities: bool = True) -> tuple[FeatureQuery, dict[str, Any]]:
+    """Feast's request JSON -> FeatureQuery (BadInputError naming the bad field)."""
+    data = json_object(body)
     entities = data.get("entities", None if need_entities else {})
     if not isinstance(entities, dict):
         raise BadInputError("field 'entities' must be an object of column name -> list")

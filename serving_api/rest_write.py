@@ -23,25 +23,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.specs import ViewSpec
 from serving_api.limits import ForbiddenError, UnauthenticatedError
-from serving_api.rest_app import Headers, Reply, Result, _error_reply, _field
+from serving_api.rest_app import Headers, Reply, Result, _error_reply, _field, json_object
 from serving_api.service import RequestTimer, ServingCore
 
 _NULL = b"null"
-
-
-def _body(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadInputError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadInputError("the request body must be a JSON object")
-    return data
 
 
 def _required(data: dict[str, Any], name: str, kind: type) -> Any:
@@ -129,7 +117,7 @@ class WriteHandlers:
         try:
             if self.core.auth is not None:  # 401 before anything about the request
                 self.core.authenticate(headers.get("authorization"))
-            reply = await work(_body(body), headers)
+            reply = await work(json_object(body), headers)
         except Exception as exc:  # every failure becomes a status code, never a trace
             return _error_reply(exc, timer, headers)
         timer.done("200")

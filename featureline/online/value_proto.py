@@ -248,26 +248,31 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
-    """(field number, wire type, int value or bytes payload) of one message."""
+def message_fields(buf: bytes) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, int value or bytes payload) of one message; ValueError
+    for a truncated or malformed one (also what parses untrusted gRPC request bodies)."""
     out: list[tuple[int, int, Any]] = []
     pos = 0
-    while pos < len(buf):
-        tag, pos = read_varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            raw, pos = read_varint(buf, pos)
-            out.append((number, wire, raw))
-        elif wire == 2:
-            length, pos = read_varint(buf, pos)
-            out.append((number, wire, buf[pos : pos + length]))
-            pos += length
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
+    try:
+        while pos < len(buf):
+            tag, pos = read_varint(buf, pos)
+            number, wire = tag >> 3, tag & 7
+            if wire == 0:
+                raw, pos = read_varint(buf, pos)
+                out.append((number, wire, raw))
+                continue
+            if wire == 2:
+                size, pos = read_varint(buf, pos)
+            elif wire in (1, 5):
+                size = 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"unsupported protobuf wire type {wire} (field {number})")
+            if pos + size > len(buf):
+                raise ValueError(f"protobuf field {number} is cut short")
             out.append((number, wire, buf[pos : pos + size]))
             pos += size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire} (field {number})")
+    except IndexError:  # a varint running past the end
+        raise ValueError("protobuf message is cut short") from None
     return out
 
 
@@ -282,7 +287,7 @@ def _signed(raw: int, element: str) -> Any:
 
 def _list_items(element: str, payload: bytes) -> list[Any]:
     items: list[Any] = []
-    for _, wire, raw in _fields(payload):
+    for _, wire, raw in message_fields(payload):
         if element in ("string", "bytes"):
             items.append(raw.decode() if element == "string" else bytes(raw))
         elif element in ("float64", "float32"):
@@ -304,9 +309,9 @@ def _timestamp(seconds: int) -> datetime | None:
 
 def _map(payload: bytes, native: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for _, _, entry in _fields(payload):
+    for _, _, entry in message_fields(payload):
         key, value = "", b""
-        for number, _, raw in _fields(entry):
+        for number, _, raw in message_fields(entry):
             if number == 1:
                 key = raw.decode()
             elif number == 2:
@@ -319,18 +324,18 @@ def decode_any(buf: bytes, native: bool = False) -> Any:
     """A serialized ValueProto of any supported type -> its Python value; b"" -> None."""
     if not buf:
         return None
-    ((number, wire, raw),) = _fields(buf)[-1:]
+    ((number, wire, raw),) = message_fields(buf)[-1:]
     if number == _NULL_FIELD:
         return None
     if number in (20, 34):
         return _map(raw, native)
     if number in _MAP_LIST_FIELDS:
-        return [_map(m, native) for _, _, m in _fields(raw)]
+        return [_map(m, native) for _, _, m in message_fields(raw)]
     if number == 32:
         text = raw.decode()
         return _parse_json(text) if native else text
     if number == _JSON_LIST_FIELD:
-        texts = [r.decode() for _, _, r in _fields(raw)]
+        texts = [r.decode() for _, _, r in message_fields(raw)]
         return [_parse_json(t) for t in texts] if native else texts
     d = BY_VALUE_TYPE.get(number)
     if d is None:
