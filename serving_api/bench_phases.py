@@ -8,12 +8,13 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
+from featureline.dtypes import NUMERIC_DTYPES
 from featureline.specs import RepoSpec
 from serving_api.bench_setup import children, random_value, rss_bytes
 from serving_api.client import online_request, tensor_request
@@ -41,6 +42,8 @@ class Workload:
     service: str
     make_entities: Callable[[int, bool], dict[str, list[Any]]]
     single_bodies: int = N_SINGLE_BODIES
+    # The plain views' numeric features: what a tensor call may name (a string is a 400).
+    tensor_refs: list[str] = field(default_factory=list)
 
     @classmethod
     def build(cls, repo: RepoSpec, keys: dict[str, list[Any]], service: str, seed: int,
@@ -48,6 +51,7 @@ class Workload:
         rng = random.Random(seed)
         plain = [view for view in repo.views.values() if view.online and not view.is_aggregating]
         refs = [f"{v.name}:{f}" for v in plain for f in v.feature_names]
+        numeric = [f"{v.name}:{f.name}" for v in plain for f in v.features if f.dtype in NUMERIC_DTYPES]
         key_names = sorted({k for v in repo.views.values() for k in v.join_key_names})
         request_fields = {f.name: f.dtype for o in repo.on_demand_views.values()
                           for f in o.request_fields}  # fmt: skip
@@ -59,7 +63,7 @@ class Workload:
                     out[name] = [random_value(dtype, rng) for _ in range(batch)]
             return out
 
-        return cls(refs, service, entities, single_bodies)
+        return cls(refs, service, entities, single_bodies, numeric)
 
     def rest(self, batch: int, service: bool = False) -> list[bytes]:
         kind: dict[str, Any] = {"feature_service": self.service} if service else {"features": self.plain_refs}
@@ -85,7 +89,7 @@ class Workload:
         return bodies
 
     def tensor(self, batch: int, service: bool) -> list[bytes]:
-        refs = None if service else self.plain_refs
+        refs = None if service else self.tensor_refs
         name = self.service if service else None
         return [
             tensor_request(refs, name, self.make_entities(batch, service), False, 0.0).SerializeToString()
