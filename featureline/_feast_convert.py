@@ -11,7 +11,7 @@ from typing import Any
 from featureline._feast_unused import unused_objects
 from featureline.dtypes import KEY_DTYPES, from_feast_name, supported
 from featureline.errors import BadInputError, ServiceUnavailableError
-from featureline.object_store import Location
+from featureline.object_store import Location, is_uri
 from featureline.specs import (
     AggregationSpec,
     EntitySpec,
@@ -95,7 +95,7 @@ def _file_source(source: Any, repo: Path) -> FileSourceSpec | None:
         return None
     # A URI stays as written (Path would fold "s3://b/k" into "s3:/b/k"); a relative
     # path is relative to the repo, as Feast reads it.
-    path = source.path if "://" in source.path else str((repo / source.path).resolve())
+    path = source.path if is_uri(source.path) else str((repo / source.path).resolve())
     return FileSourceSpec(
         name=source.name,
         path=path,

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featureline.errors import BadInputError
+from featureline.object_store import is_uri
 from featureline.offline import (
     ARROW_TYPES,
     KAFKA_OFFSET,
@@ -48,7 +49,7 @@ def source_path(view: ViewSpec) -> Path:
     source = view.batch_source
     if source is None:
         raise BadInputError(f"view {view.name!r} has no file batch source to write offline rows to")
-    if "://" in source.path:
+    if is_uri(source.path):
         raise BadInputError(f"offline pushes to {source.path!r} are not supported (local paths only)")
     return Path(source.path)
 
