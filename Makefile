@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	# torch (extra `ml`) through pip, pinned: pip takes the local CPU wheel (find-links);
 	# uv would resolve the multi-GB CUDA build from PyPI.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m featureline.protos_build
+	$(PY) -m featureline.cli.protos_build
 	# docker-compose (Debian's, v1) validates docker-compose.yml in the tests; no engine needed.
 	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose; } \
 	  || echo "warning: could not install docker-compose; tests/test_compose.py will fail"
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 # The serving hot path as C extensions (mypyc, ~2 min; a no-op when fresh). A source
 # edited since makes `featureline` drop the build and run it as Python (slower).
 compile: install
-	$(PY) -m featureline.compile
+	$(PY) -m featureline.cli.compile
 
 demo: compile
 	$(VENV)/bin/featureline demo
@@ -46,8 +46,8 @@ mutation: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy featureline streaming batch serving_api
+	$(VENV)/bin/mypy featureline
 
 clean:
 	rm -rf $(VENV) .featureline feature_repo/data build
-	find featureline serving_api -name '*.so' -delete; rm -f ./*__mypyc*.so
+	find featureline/ serving_api/ -name '*.so' -delete; rm -f ./*__mypyc*.so

@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: Any, settings: Settings) -> int:
-    from batch.backfill import backfill
+    from featureline.batch.backfill import backfill
 
     report = backfill(
         settings, args.start, args.end, views=args.views, master=args.master,

@@ -59,7 +59,7 @@ def _child(
     cmd = [
         sys.executable,
         "-m",
-        "batch.historical.bench_child",
+        "featureline.batch.historical.bench_child",
         "--side",
         side,
         "--repo",
@@ -81,7 +81,7 @@ def _child(
 
 
 def _dataset(workdir: Path, name: str, entity_rows: int, feature_rows: int, keys: int) -> Any:
-    from batch.historical.bench_data import generate
+    from featureline.batch.historical.bench_data import generate
 
     print(
         f"  generating {name}: {entity_rows:,} entity rows x {feature_rows:,} feature rows, {keys:,} keys",

@@ -128,7 +128,7 @@ def _child(
     cmd = [
         sys.executable,
         "-m",
-        "batch.bench_materialize",
+        "featureline.batch.bench_materialize",
         side,
         str(repo),
         str(home),
@@ -178,7 +178,7 @@ def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | N
 
     import redis
 
-    from batch.materialize import mark_key, materialize
+    from featureline.batch.materialize import mark_key, materialize
 
     settings = Settings(repo=repo, home=home, redis_port=port)
     from featureline.repo import load_repo
@@ -227,7 +227,7 @@ def _child_main(argv: list[str]) -> None:
 def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     import redis
 
-    from featureline.devstack import free_port, redis_binary
+    from featureline.cli.devstack import free_port, redis_binary
 
     port = free_port()
     argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",

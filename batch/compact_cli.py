@@ -39,7 +39,7 @@ def offline_datasets(settings: Settings) -> list[Any]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from batch.historical.compact import compact_dataset
+    from featureline.batch.historical.compact import compact_dataset
 
     until = args.until or dt.datetime.now(dt.UTC).date().isoformat()
     datasets = offline_datasets(settings)

@@ -10,7 +10,7 @@ from featureline.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from batch.backfill_cli import parse_instant
+    from featureline.batch.backfill_cli import parse_instant
 
     parser.add_argument("--sample", type=int, default=1000, help="entities per entity type (default 1000)")
     parser.add_argument("--features", nargs="+", metavar="VIEW:FEATURE", help="only these features")
@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: Any, settings: Settings) -> int:
-    from batch.consistency import check_consistency, format_table, write_report
+    from featureline.batch.consistency import check_consistency, format_table, write_report
 
     report = check_consistency(
         settings, args.sample, refs=args.features, service=args.feature_service, at=args.at, seed=args.seed

@@ -54,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: Any, settings: Settings) -> int:
-    from batch.historical import LocalOptions, get_historical_features
+    from featureline.batch.historical import LocalOptions, get_historical_features
     from featureline.offline import atomic_write_table
     from featureline.repo import load_repo
 

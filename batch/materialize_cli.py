@@ -10,7 +10,7 @@ from featureline.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from batch.backfill_cli import parse_instant
+    from featureline.batch.backfill_cli import parse_instant
 
     parser.add_argument("--start", type=parse_instant, help="first event time (UTC), inclusive")
     parser.add_argument("--end", type=parse_instant, help="last event time (UTC), exclusive")
@@ -30,7 +30,7 @@ def _day(us: int) -> str:
 
 
 def run(args: Any, settings: Settings) -> int:
-    from batch.materialize import materialize
+    from featureline.batch.materialize import materialize
     from featureline.errors import BadInputError
 
     if args.incremental == (args.start is not None) or (not args.incremental and args.end is None):

@@ -1,6 +1,6 @@
 """Which modules `make install` compiles with mypyc, and the guard against stale builds.
 
-The compiled modules are C extensions built beside their sources (featureline.compile);
+The compiled modules are C extensions built beside their sources (featureline.cli.compile);
 Python imports them instead of the .py files. A build older than any of its sources
 would run old code, so on import of `featureline` such a build is removed, whole (its
 modules call each other inside one shared library), and the sources run as Python
@@ -21,25 +21,25 @@ ROOT = Path(__file__).resolve().parent.parent
 # core (featureline/) also runs in Spark executors and Beam workers, which get its
 # sources and not an extension built for this interpreter. Their shared library is
 # serving_api/_native__mypyc.*, inside the package, so it imports from any directory.
-GROUP = "serving_api._native"
+GROUP = "featureline.serving_api._native"
 MODULES = (
-    "serving_api/codec_json.py",
-    "serving_api/codec_proto.py",
-    "serving_api/entities.py",
-    "serving_api/frame.py",
-    "serving_api/grpc_h2.py",
-    "serving_api/grpc_methods.py",
-    "serving_api/h2_wire.py",
-    "serving_api/http_server.py",
-    "serving_api/memo.py",
-    "serving_api/metrics.py",
-    "serving_api/near_cache.py",
-    "serving_api/online_reader.py",
-    "serving_api/plans.py",
-    "serving_api/redis_client.py",
-    "serving_api/rest_app.py",
-    "serving_api/service.py",
-    "serving_api/vector_codec.py",
+    "featureline/serving_api/codec_json.py",
+    "featureline/serving_api/codec_proto.py",
+    "featureline/serving_api/entities.py",
+    "featureline/serving_api/frame.py",
+    "featureline/serving_api/grpc_h2.py",
+    "featureline/serving_api/grpc_methods.py",
+    "featureline/serving_api/h2_wire.py",
+    "featureline/serving_api/http_server.py",
+    "featureline/serving_api/memo.py",
+    "featureline/serving_api/metrics.py",
+    "featureline/serving_api/near_cache.py",
+    "featureline/serving_api/online_reader.py",
+    "featureline/serving_api/plans.py",
+    "featureline/serving_api/redis_client.py",
+    "featureline/serving_api/rest_app.py",
+    "featureline/serving_api/service.py",
+    "featureline/serving_api/vector_codec.py",
 )
 
 

@@ -1,6 +1,6 @@
 """Featureline's serving API: gRPC + REST servers (`featureline serve`) and a client SDK.
 
-    from serving_api import FeatureClient
+    from featureline.serving_api import FeatureClient
     with FeatureClient("127.0.0.1:6566") as client:
         tensor = client.get_tensor("fraud_model_v1", {"user_id": ids, ...})
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import featureline  # noqa: F401  # first: it removes a compiled build older than its sources
 
 if TYPE_CHECKING:
-    from serving_api.client import (
+    from featureline.serving_api.client import (
         AsyncFeatureClient,
         FeatureClient,
         FeatureTensor,
@@ -35,7 +35,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from serving_api import client
+        from featureline.serving_api import client
 
         return getattr(client, name)
     raise AttributeError(f"module 'serving_api' has no attribute {name!r}")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featureline.errors import BadInputError
-from serving_api.limits import ForbiddenError, UnauthenticatedError
-from serving_api.plans import ReadPlan
+from featureline.serving_api.limits import ForbiddenError, UnauthenticatedError
+from featureline.serving_api.plans import ReadPlan
 
 WWW_AUTHENTICATE = 'Bearer realm="featureline"'
 ALL = "*"

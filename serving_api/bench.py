@@ -60,8 +60,8 @@ def _sizes(args: Any) -> dict[str, Any]:
 
 def run(args: Any, settings: Settings) -> int:
     from featureline.repo import load_repo
-    from serving_api import bench_setup as setup
-    from serving_api.bench_phases import Workload, run_phases
+    from featureline.serving_api import bench_setup as setup
+    from featureline.serving_api.bench_phases import Workload, run_phases
 
     sizes = _sizes(args)
     home = settings.home / "bench-serve" / time.strftime("%Y%m%d-%H%M%S")
@@ -102,8 +102,8 @@ def _say(text: str) -> None:
 
 
 def _start_servers(bench: Settings, args: Any, procs: list[Any]) -> dict[str, Any]:
-    from featureline.devstack import free_ports
-    from serving_api import bench_setup as setup
+    from featureline.cli.devstack import free_ports
+    from featureline.serving_api import bench_setup as setup
 
     ours_http, ours_grpc, feast_http, feast_grpc = free_ports(4)
     ours = setup.spawn("featureline-serve", [

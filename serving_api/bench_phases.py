@@ -15,12 +15,12 @@ import numpy as np
 import orjson
 
 from featureline.dtypes import NUMERIC_DTYPES
+from featureline.serving_api.bench_setup import children, random_value, rss_bytes
+from featureline.serving_api.client import online_request, tensor_request
+from featureline.serving_api.loadgen import LoadResult, grpc_callers, http_callers, run_closed, run_open
+from featureline.serving_api.loadgen_grpc import raw_grpc_callers
+from featureline.serving_api.proto import FEAST_GRPC_SERVER_NAME, SERVICE_NAME
 from featureline.specs import RepoSpec
-from serving_api.bench_setup import children, random_value, rss_bytes
-from serving_api.client import online_request, tensor_request
-from serving_api.loadgen import LoadResult, grpc_callers, http_callers, run_closed, run_open
-from serving_api.loadgen_grpc import raw_grpc_callers
-from serving_api.proto import FEAST_GRPC_SERVER_NAME, SERVICE_NAME
 
 N_BODIES = 200  # distinct request bodies per workload, taken in turn
 # Batch 1: 5,000 distinct bodies by default (users and merchants drawn at random), so a

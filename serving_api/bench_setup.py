@@ -73,7 +73,7 @@ def wait_port(proc: Proc, host: str, port: int, timeout_s: float = 120.0) -> Non
 
 
 def start_redis(settings: Settings) -> Proc:
-    from featureline.devstack import redis_binary
+    from featureline.cli.devstack import redis_binary
 
     argv = [str(redis_binary()), "--port", str(settings.redis_port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(settings.home)]  # fmt: skip
@@ -83,7 +83,7 @@ def start_redis(settings: Settings) -> Proc:
 
 
 def bench_settings(base: Settings, home: Path) -> Settings:
-    from featureline.devstack import free_port
+    from featureline.cli.devstack import free_port
 
     home.mkdir(parents=True, exist_ok=True)
     return dataclasses.replace(
@@ -94,7 +94,7 @@ def bench_settings(base: Settings, home: Path) -> Settings:
 
 def feast_apply(settings: Settings) -> Any:
     """`featureline apply` (feast apply) into the bench's registry; Feast's FeatureStore."""
-    from featureline.commands.apply import apply_repo
+    from featureline.cli.commands.apply import apply_repo
 
     apply_repo(settings)
     from feast import FeatureStore

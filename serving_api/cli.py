@@ -114,9 +114,9 @@ def online_store(settings: Settings) -> Any:
 def build_config(args: Any, settings: Settings) -> Any:
     from featureline.odfv import OnDemandRunner
     from featureline.repo import load_repo
-    from serving_api.auth import TokenAuth
-    from serving_api.limits import Limits
-    from serving_api.server import WorkerConfig
+    from featureline.serving_api.auth import TokenAuth
+    from featureline.serving_api.limits import Limits
+    from featureline.serving_api.server import WorkerConfig
 
     if args.workers < 1:
         raise BadInputError("--workers must be at least 1")
@@ -159,7 +159,7 @@ def _supervise(config: Any, workers: int) -> int:
     """Run `workers` processes; restart one that dies after a healthy start."""
     import multiprocessing
 
-    from serving_api.server import run_worker
+    from featureline.serving_api.server import run_worker
 
     # Every worker writes its metrics to files here, so /metrics sums all workers.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="featureline-metrics-")

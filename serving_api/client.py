@@ -31,8 +31,8 @@ import numpy as np
 
 from featureline.errors import BadInputError, NotFoundError, ServiceUnavailableError
 from featureline.online.value_proto import decode_native
-from serving_api.frame import STATUS_NAMES
-from serving_api.proto import SERVICE_NAME, pb
+from featureline.serving_api.frame import STATUS_NAMES
+from featureline.serving_api.proto import SERVICE_NAME, pb
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 3
@@ -315,7 +315,7 @@ class FeatureClient(_Base):
         """Feast's push: rows (a pandas DataFrame, a pyarrow Table or columns) to every
         view `push_source` feeds, `to` online, offline or online_and_offline; through
         the REST port's POST /push (serving_api.push_client)."""
-        from serving_api.push_client import push_rows
+        from featureline.serving_api.push_client import push_rows
 
         push_rows(self.rest_url, push_source, df, to=to, token=self._token, timeout_s=timeout_s)
 

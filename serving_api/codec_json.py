@@ -19,7 +19,7 @@ import orjson
 
 from featureline.dtypes import DTYPES
 from featureline.online.value_proto import to_json_native
-from serving_api.frame import STATUS_NAMES, FeatureFrame, FrameColumn
+from featureline.serving_api.frame import STATUS_NAMES, FeatureFrame, FrameColumn
 
 _EPOCH = "1970-01-01T00:00:00Z"
 _JSON_FORMS = {name: d.json_form for name, d in DTYPES.items()}

@@ -17,10 +17,10 @@ from google.protobuf.message import DecodeError
 
 from featureline.errors import BadInputError
 from featureline.online.feast_format import encode_timestamp, encode_value, encode_varint
-from serving_api.frame import FeatureFrame, FrameColumn
-from serving_api.memo import memoized
-from serving_api.proto import pb
-from serving_api.tensor import TensorParts
+from featureline.serving_api.frame import FeatureFrame, FrameColumn
+from featureline.serving_api.memo import memoized
+from featureline.serving_api.proto import pb
+from featureline.serving_api.tensor import TensorParts
 
 _VALUE_FIELDS = {
     "bytes_val",

@@ -14,7 +14,7 @@ from typing import Any
 from featureline.dtypes import COMPOUND_DTYPES
 from featureline.online.feast_format import decode_value
 from featureline.online.value_proto import decode_plain
-from serving_api.memo import memoized
+from featureline.serving_api.memo import memoized
 
 # feast.serving.FieldStatus numbers (also featureline.serving.v1.FieldStatus).
 INVALID = 0

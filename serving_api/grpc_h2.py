@@ -29,10 +29,10 @@ from typing import Any
 
 import hpack
 
-from serving_api import h2_wire as w
-from serving_api.grpc_methods import CallInfo, Method, RpcFailure
-from serving_api.grpc_relay import Relay
-from serving_api.limits import INTERNAL_MESSAGE
+from featureline.serving_api import h2_wire as w
+from featureline.serving_api.grpc_methods import CallInfo, Method, RpcFailure
+from featureline.serving_api.grpc_relay import Relay
+from featureline.serving_api.limits import INTERNAL_MESSAGE
 
 log = logging.getLogger("featureline.serving.grpc")
 

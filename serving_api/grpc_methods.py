@@ -16,17 +16,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serving_api.codec_proto import (
+from featureline.serving_api.codec_proto import (
     encode_online_response,
     parse_describe_request,
     parse_online_request,
     parse_tensor_request,
     tensor_message,
 )
-from serving_api.frame import FeatureFrame
-from serving_api.proto import FEAST_GRPC_SERVER_NAME, FEAST_SERVICE_NAME, SERVICE_NAME, pb
-from serving_api.service import FeatureQuery, RequestTimer, ServingCore
-from serving_api.tensor import frame_to_tensor
+from featureline.serving_api.frame import FeatureFrame
+from featureline.serving_api.proto import FEAST_GRPC_SERVER_NAME, FEAST_SERVICE_NAME, SERVICE_NAME, pb
+from featureline.serving_api.service import FeatureQuery, RequestTimer, ServingCore
+from featureline.serving_api.tensor import frame_to_tensor
 
 log = logging.getLogger("featureline.serving.grpc")
 

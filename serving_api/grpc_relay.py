@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from serving_api.grpc_h2 import GrpcH2Connection, _Stream
+    from featureline.serving_api.grpc_h2 import GrpcH2Connection, _Stream
 
 
 class Relay:

@@ -22,9 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from featureline.errors import ServiceUnavailableError
-from serving_api.grpc_methods import CallInfo, FeatureMethods, Method, RpcFailure
-from serving_api.proto import FEAST_SERVICE_NAME, SERVICE_NAME
-from serving_api.service import ServingCore
+from featureline.serving_api.grpc_methods import CallInfo, FeatureMethods, Method, RpcFailure
+from featureline.serving_api.proto import FEAST_SERVICE_NAME, SERVICE_NAME
+from featureline.serving_api.service import ServingCore
 
 log = logging.getLogger("featureline.serving.grpc")
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]

@@ -21,11 +21,11 @@ from typing import Any
 from featureline.errors import BadInputError, NotFoundError
 from featureline.online.value_proto import message_fields
 from featureline.push.frame import text_value
+from featureline.serving_api.grpc_methods import CallInfo, Method, RpcFailure
+from featureline.serving_api.proto import FEAST_GRPC_SERVER_NAME, pb
+from featureline.serving_api.rest_write import WriteHandlers
+from featureline.serving_api.service import RequestTimer
 from featureline.specs import ViewSpec
-from serving_api.grpc_methods import CallInfo, Method, RpcFailure
-from serving_api.proto import FEAST_GRPC_SERVER_NAME, pb
-from serving_api.rest_write import WriteHandlers
-from serving_api.service import RequestTimer
 
 _OK = b"\x08\x01"  # PushResponse / WriteToOnlineStoreResponse {status: true}
 

@@ -31,9 +31,9 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
-from serving_api import metrics
-from serving_api.limits import INTERNAL_MESSAGE, body_too_large
-from serving_api.rest_app import Headers, Reply
+from featureline.serving_api import metrics
+from featureline.serving_api.limits import INTERNAL_MESSAGE, body_too_large
+from featureline.serving_api.rest_app import Headers, Reply
 
 log = logging.getLogger("featureline.serving.http")
 

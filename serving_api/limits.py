@@ -18,7 +18,7 @@ from featureline.errors import (
     ServiceUnavailableError,
 )
 from featureline.odfv import OnDemandError
-from serving_api.redis_client import RedisTimeoutError
+from featureline.serving_api.redis_client import RedisTimeoutError
 
 MiB = 1024 * 1024
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import hpack
 
-from serving_api import h2_wire as w
+from featureline.serving_api import h2_wire as w
 
 _OUR_WINDOW = 16 * 1024 * 1024
 

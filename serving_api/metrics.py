@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from serving_api.frame import PRESENT, FrameColumn
+from featureline.serving_api.frame import PRESENT, FrameColumn
 
 # Latency buckets around the goals (batch 1 p99 <= 3 ms, batch 100 p50 <= 5 ms,
 # batch 1000 tensor p50 <= 15 ms), then coarse ones up to the 1 s Redis budget.

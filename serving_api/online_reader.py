@@ -29,10 +29,9 @@ from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
 from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
 from featureline.semantics import US, AggState, tile_start_us, window_start_us
-from featureline.specs import RepoSpec
-from serving_api import metrics
-from serving_api.entities import coerce_column, row_count
-from serving_api.frame import (
+from featureline.serving_api import metrics
+from featureline.serving_api.entities import coerce_column, row_count
+from featureline.serving_api.frame import (
     NOT_FOUND,
     NULL_VALUE,
     OUTSIDE_MAX_AGE,
@@ -40,11 +39,12 @@ from serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
-from serving_api.memo import memoized
-from serving_api.near_cache import NearCache
-from serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
-from serving_api.redis_client import RedisClient
-from serving_api.vector_codec import decode_timestamps
+from featureline.serving_api.memo import memoized
+from featureline.serving_api.near_cache import NearCache
+from featureline.serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
+from featureline.serving_api.redis_client import RedisClient
+from featureline.serving_api.vector_codec import decode_timestamps
+from featureline.specs import RepoSpec
 
 # Decoded tiles keyed by their raw bytes: a tile's bytes fully determine its states,
 # so equal bytes can share one decode (JSON + big-int sums, ~5 us) across requests.

@@ -1,6 +1,6 @@
 """The generated gRPC code of featureline.serving.v1, or a clear error if it is missing.
 
-The code is generated into serving_api/_gen/ by `python -m featureline.protos_build`
+The code is generated into serving_api/_gen/ by `python -m featureline.cli.protos_build`
 (run by `make install`) and is not committed; importing this module without it raises
 a FeaturelineError that says how to build it instead of a bare ImportError.
 """
@@ -23,13 +23,13 @@ class GeneratedCodeMissingError(FeaturelineError):
     def __init__(self, detail: str) -> None:
         super().__init__(
             "the generated gRPC code of featureline.serving.v1 is missing or stale "
-            f"({detail}); run `make install` or `python -m featureline.protos_build`"
+            f"({detail}); run `make install` or `python -m featureline.cli.protos_build`"
         )
 
 
 def _load() -> tuple[ModuleType, ModuleType]:
     try:
-        from serving_api._gen import serving_pb2, serving_pb2_grpc
+        from featureline.serving_api._gen import serving_pb2, serving_pb2_grpc
     except ImportError as exc:
         raise GeneratedCodeMissingError(str(exc)) from None
     return serving_pb2, serving_pb2_grpc

@@ -29,7 +29,7 @@ import hiredis
 from featureline.config import RedisConfig
 from featureline.connections import login_commands, ssl_context
 from featureline.errors import ServiceUnavailableError
-from serving_api.near_cache import NearCache
+from featureline.serving_api.near_cache import NearCache
 
 Command = Sequence[bytes | str | int | float]
 

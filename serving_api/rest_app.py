@@ -14,12 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from featureline.errors import BadInputError
-from serving_api import metrics
-from serving_api.codec_json import frame_to_feast_json
-from serving_api.codec_proto import tensor_message
-from serving_api.frame import FeatureFrame
-from serving_api.limits import INTERNAL_MESSAGE, UnauthenticatedError, body_too_large
-from serving_api.rest_models import (
+from featureline.serving_api import metrics
+from featureline.serving_api.codec_json import frame_to_feast_json
+from featureline.serving_api.codec_proto import tensor_message
+from featureline.serving_api.frame import FeatureFrame
+from featureline.serving_api.limits import INTERNAL_MESSAGE, UnauthenticatedError, body_too_large
+from featureline.serving_api.rest_models import (
     ERROR_RESPONSES,
     GetOnlineFeaturesRequest,
     GetOnlineTensorRequest,
@@ -28,8 +28,8 @@ from serving_api.rest_models import (
     OnlineFeaturesResponse,
     request_body,
 )
-from serving_api.service import FeatureQuery, RequestTimer, ServingCore
-from serving_api.tensor import frame_to_tensor
+from featureline.serving_api.service import FeatureQuery, RequestTimer, ServingCore
+from featureline.serving_api.tensor import frame_to_tensor
 
 API_DESCRIPTION = """The REST API (FastAPI): Feast's `POST /get-online-features`, a tensor call, health,
 metrics and OpenAPI docs.

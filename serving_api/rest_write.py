@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from featureline.errors import BadInputError, ServiceUnavailableError
+from featureline.serving_api.limits import ForbiddenError, UnauthenticatedError
+from featureline.serving_api.rest_app import Headers, Reply, Result, _error_reply, _field, json_object
+from featureline.serving_api.service import RequestTimer, ServingCore
 from featureline.specs import ViewSpec
-from serving_api.limits import ForbiddenError, UnauthenticatedError
-from serving_api.rest_app import Headers, Reply, Result, _error_reply, _field, json_object
-from serving_api.service import RequestTimer, ServingCore
 
 _NULL = b"null"
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featureline.config import RedisConfig
-from serving_api.limits import Limits
+from featureline.serving_api.limits import Limits
 
 if TYPE_CHECKING:
-    from serving_api.grpc_h2 import GrpcH2Server
+    from featureline.serving_api.grpc_h2 import GrpcH2Server
 
 log = logging.getLogger("featureline.serving")
 
@@ -61,18 +61,18 @@ def listen_socket(host: str, port: int, what: str) -> socket.socket:
 
 async def serve(config: WorkerConfig) -> None:
     """Serve until SIGTERM or SIGINT, then let calls in flight finish (1 s)."""
+    from featureline.serving_api.auth import TokenAuth
+    from featureline.serving_api.grpc_h2 import GrpcH2Server
+    from featureline.serving_api.grpc_methods import FeatureMethods
+    from featureline.serving_api.grpc_server import create_grpc_server
+    from featureline.serving_api.grpc_write import GrpcWriteMethods
+    from featureline.serving_api.http_server import HttpServer
+    from featureline.serving_api.near_cache import NearCache
+    from featureline.serving_api.redis_client import RedisClient
+    from featureline.serving_api.rest_app import RestHandlers, create_app
+    from featureline.serving_api.rest_write import WriteHandlers
+    from featureline.serving_api.service import ServingCore
     from featureline.specs import RepoSpec
-    from serving_api.auth import TokenAuth
-    from serving_api.grpc_h2 import GrpcH2Server
-    from serving_api.grpc_methods import FeatureMethods
-    from serving_api.grpc_server import create_grpc_server
-    from serving_api.grpc_write import GrpcWriteMethods
-    from serving_api.http_server import HttpServer
-    from serving_api.near_cache import NearCache
-    from serving_api.redis_client import RedisClient
-    from serving_api.rest_app import RestHandlers, create_app
-    from serving_api.rest_write import WriteHandlers
-    from serving_api.service import ServingCore
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
     auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from featureline.dtypes import NUMERIC_DTYPES
-from featureline.specs import RepoSpec
-from serving_api import metrics
-from serving_api.auth import TokenAuth
-from serving_api.entities import row_count
-from serving_api.frame import FeatureFrame
-from serving_api.limits import (
+from featureline.serving_api import metrics
+from featureline.serving_api.auth import TokenAuth
+from featureline.serving_api.entities import row_count
+from featureline.serving_api.frame import FeatureFrame
+from featureline.serving_api.limits import (
     DeadlineExceededError,
     InFlight,
     Limits,
@@ -25,14 +24,15 @@ from serving_api.limits import (
     check_entities,
     classify,
 )
-from serving_api.online_reader import OnlineReader, PendingRead
-from serving_api.plans import ReadPlan
-from serving_api.redis_client import (
+from featureline.serving_api.online_reader import OnlineReader, PendingRead
+from featureline.serving_api.plans import ReadPlan
+from featureline.serving_api.redis_client import (
     RedisClient,
     RedisReplyError,
     RedisTimeoutError,
     RedisUnavailableError,
 )
+from featureline.specs import RepoSpec
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import numpy as np
 
 from featureline.dtypes import NUMERIC_DTYPES
 from featureline.errors import BadInputError
-from serving_api.frame import PRESENT, FeatureFrame, FrameColumn
-from serving_api.vector_codec import decode_numeric
+from featureline.serving_api.frame import PRESENT, FeatureFrame, FrameColumn
+from featureline.serving_api.vector_codec import decode_numeric
 
 
 @dataclass(frozen=True)

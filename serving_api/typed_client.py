@@ -27,9 +27,9 @@ import grpc
 import numpy as np
 
 from featureline.errors import BadInputError
-from serving_api import client as sdk
-from serving_api.client import AsyncFeatureClient, FeatureClient, FeatureTensor
-from serving_api.proto import pb
+from featureline.serving_api import client as sdk
+from featureline.serving_api.client import AsyncFeatureClient, FeatureClient, FeatureTensor
+from featureline.serving_api.proto import pb
 
 Entities = Mapping[str, Sequence[Any] | np.ndarray]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from featureline.online.feast_format import decode_timestamp, decode_value
-from serving_api.memo import memoized
+from featureline.serving_api.memo import memoized
 
 # dtype -> (bytes per value, tag byte: field number << 3 | wire type, numpy format)
 _FIXED = {"float64": (9, 0x29, "<f8"), "float32": (5, 0x35, "<f4")}

@@ -16,15 +16,15 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "plan_stream": ("streaming.pipeline", "plan_stream"),
-    "run_stream": ("streaming.pipeline", "run"),
-    "StreamPlan": ("streaming.pipeline", "StreamPlan"),
-    "STOP": ("streaming.kafka_read", "STOP"),
-    "BatchParser": ("streaming.parse", "BatchParser"),
-    "OnlineSink": ("streaming.redis_sink", "OnlineSink"),
-    "OfflineSink": ("streaming.parquet_sink", "OfflineSink"),
-    "view_update": ("streaming.tiles", "view_update"),
-    "TOTALS": ("streaming.metrics", "TOTALS"),
+    "plan_stream": ("featureline.streaming.pipeline", "plan_stream"),
+    "run_stream": ("featureline.streaming.pipeline", "run"),
+    "StreamPlan": ("featureline.streaming.pipeline", "StreamPlan"),
+    "STOP": ("featureline.streaming.kafka_read", "STOP"),
+    "BatchParser": ("featureline.streaming.parse", "BatchParser"),
+    "OnlineSink": ("featureline.streaming.redis_sink", "OnlineSink"),
+    "OfflineSink": ("featureline.streaming.parquet_sink", "OfflineSink"),
+    "view_update": ("featureline.streaming.tiles", "view_update"),
+    "TOTALS": ("featureline.streaming.metrics", "TOTALS"),
 }
 
 __all__ = list(_LAZY)

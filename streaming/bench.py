@@ -1,7 +1,7 @@
 """`featureline bench stream`: end-to-end throughput and freshness, and Feast's push path
 on the same events in the same run.
 
-1. throughput: N generated events (featureline.generator, recent event times) are in
+1. throughput: N generated events (featureline.cli.generator, recent event times) are in
    the topic first; `featureline stream` starts from the earliest offset and we time
    it from its first to its last applied batch (and with start-up included);
 2. freshness: a new job from the committed offsets, once it applied a 100-event
@@ -88,7 +88,7 @@ def _bench_repo(settings: Settings, workdir: Path, partitions: int) -> _Bench:
 
 
 def _events(args: Any, n: int, start: datetime, seconds: float) -> Any:
-    from featureline.generator import generate_events, kafka_batch, make_config
+    from featureline.cli.generator import generate_events, kafka_batch, make_config
 
     config = make_config(events=n, start=start, hours=seconds / 3600, users=args.users,
                          merchants=args.merchants)  # fmt: skip
@@ -137,7 +137,7 @@ def _stop(job: subprocess.Popen[bytes], stats: Path) -> dict[str, Any]:
 
 
 def _throughput(args: Any, bench: _Bench, workdir: Path) -> tuple[dict[str, Any], Any, float]:
-    from featureline.generator import produce
+    from featureline.cli.generator import produce
 
     # Event times as a live stream at 50k events/s would have them, ending now.
     span_s = max(args.events / 50_000, 1.0)
@@ -154,7 +154,7 @@ def _throughput(args: Any, bench: _Bench, workdir: Path) -> tuple[dict[str, Any]
 
 def _server_cpu_s(settings: Settings) -> dict[str, float]:
     """CPU seconds Redis and the broker have used so far (Linux /proc)."""
-    from featureline.devstack import load_state
+    from featureline.cli.devstack import load_state
 
     state = load_state(settings)
     out: dict[str, float] = {}
@@ -230,7 +230,7 @@ def _say(text: str) -> None:
 
 
 def run(args: Any, settings: Settings) -> int:
-    from featureline.devstack import ensure_topic, load_state, start_stack, stop_stack
+    from featureline.cli.devstack import ensure_topic, load_state, start_stack, stop_stack
 
     if args.quick:
         args.events, args.seconds, args.feast_events = 100_000, 10.0, 50_000

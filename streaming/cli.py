@@ -77,7 +77,7 @@ def _progress(stop: threading.Event, enabled: bool) -> threading.Thread | None:
         return None
     from tqdm import tqdm
 
-    from streaming.metrics import TOTALS
+    from featureline.streaming.metrics import TOTALS
 
     def loop() -> None:
         bar = tqdm(desc="stream", unit="ev", file=sys.stderr, dynamic_ncols=True)
@@ -100,8 +100,8 @@ def _idle_watchdog(idle_s: float, stop: threading.Event) -> threading.Thread | N
     way a bounded run (the demo, a catch-up) ends after reading everything there is."""
     if idle_s <= 0:
         return None
-    from streaming import kafka_read
-    from streaming.metrics import TOTALS
+    from featureline.streaming import kafka_read
+    from featureline.streaming.metrics import TOTALS
 
     def loop() -> None:
         seen, since = -1, time.monotonic()
@@ -123,7 +123,7 @@ def _run_workers(args: Any, argv: list[str]) -> int:
     and merge their stats files."""
     import subprocess
 
-    from streaming.metrics import merge_summaries
+    from featureline.streaming.metrics import merge_summaries
 
     children: list[subprocess.Popen[bytes]] = []
     stats: list[Path] = []
@@ -188,9 +188,9 @@ def _last_line(exc: BaseException) -> str:
 
 def run(args: Any, settings: Settings) -> int:
     from featureline.repo import load_repo
-    from streaming import kafka_read, metrics
-    from streaming.pipeline import plan_stream
-    from streaming.pipeline import run as run_pipeline
+    from featureline.streaming import kafka_read, metrics
+    from featureline.streaming.pipeline import plan_stream
+    from featureline.streaming.pipeline import run as run_pipeline
 
     if args.workers > 1 and not args.shard:
         load_repo(settings)  # parse once; the workers read the cached specs

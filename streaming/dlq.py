@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streaming.batches import DeadLetter
+from featureline.streaming.batches import DeadLetter
 
 DLQ_SUFFIX = ".dlq"
 

@@ -22,7 +22,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration
 
-from streaming.batches import RawBatch
+from featureline.streaming.batches import RawBatch
 
 # Set by the CLI's SIGTERM/SIGINT handler: readers close their ranges, sinks flush.
 STOP = threading.Event()
@@ -68,7 +68,7 @@ class PartitionReader:
     ):  # fmt: skip
         from kafka import KafkaConsumer, TopicPartition
 
-        from streaming import kafka_fast
+        from featureline.streaming import kafka_fast
 
         kafka_fast.install()
         self.tp = TopicPartition(topic, partition)

@@ -51,7 +51,7 @@ from featureline.specs import ViewSpec
 
 def view_output(offline_dir: Path, view: ViewSpec) -> Path | None:
     """Where the job appends `view`'s computed rows (None: not written)."""
-    from batch.backfill.plan import TILES_DIR
+    from featureline.batch.backfill.plan import TILES_DIR
 
     if view.batch_source is None:
         return None
@@ -65,8 +65,8 @@ def computed_rows(view: ViewSpec, events: pa.Table) -> tuple[pa.Table, pa.Array]
     and each row's date partition ("YYYY-MM-DD")."""
     if view.is_aggregating:
         return _tile_rows(view, events)
-    from batch.backfill.events import EventColumns
-    from batch.backfill.windows import feature_schema
+    from featureline.batch.backfill.events import EventColumns
+    from featureline.batch.backfill.windows import feature_schema
 
     schema = feature_schema(view, events.schema)
     rows = events.select(schema.names).cast(schema)
@@ -74,8 +74,8 @@ def computed_rows(view: ViewSpec, events: pa.Table) -> tuple[pa.Table, pa.Array]
 
 
 def _tile_rows(view: ViewSpec, events: pa.Table) -> tuple[pa.Table, pa.Array]:
-    from batch.backfill.events import TS_US
-    from batch.backfill.tile_states import TILE_START_S, tile_schema, tile_states
+    from featureline.batch.backfill.events import TS_US
+    from featureline.batch.backfill.tile_states import TILE_START_S, tile_schema, tile_states
 
     ts_us = pc.cast(pc.cast(events[view.timestamp_field], TS_TYPE), pa.int64())
     with_ts = events.append_column(TS_US, ts_us)

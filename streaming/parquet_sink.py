@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 
 from featureline.offline import atomic_write_table, partition_dir, raw_dir
 from featureline.specs import ViewSpec
-from streaming.batches import ParsedBatch
-from streaming.offline_views import computed_rows, view_output
+from featureline.streaming.batches import ParsedBatch
+from featureline.streaming.offline_views import computed_rows, view_output
 
 DEFAULT_FLUSH_ROWS = 500_000
 DEFAULT_FLUSH_S = 2.0

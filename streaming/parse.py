@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 
 from featureline.offline import TS_TYPE
 from featureline.semantics import US
-from streaming.batches import DeadLetter, ParsedBatch, RawBatch
-from streaming.schema import SourceSchema
+from featureline.streaming.batches import DeadLetter, ParsedBatch, RawBatch
+from featureline.streaming.schema import SourceSchema
 
 # Events stamped further ahead than this are refused (clock bugs, unit mix-ups such as
 # milliseconds read as seconds): they would sit in a future tile and count in windows

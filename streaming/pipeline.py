@@ -22,13 +22,13 @@ import apache_beam as beam
 from featureline.config import RedisConfig, kafka_config, online_store, stream_bootstrap
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
-from streaming import kafka_read
-from streaming.batches import ParsedBatch, RawBatch
-from streaming.metrics import TOTALS
-from streaming.offsets import OffsetStore, StartFrom, group_id
-from streaming.parquet_sink import DEFAULT_FLUSH_S, remove_uncommitted
-from streaming.parse import DEFAULT_MAX_FUTURE_S
-from streaming.schema import SourceSchema, source_schema, stream_views
+from featureline.streaming import kafka_read
+from featureline.streaming.batches import ParsedBatch, RawBatch
+from featureline.streaming.metrics import TOTALS
+from featureline.streaming.offsets import OffsetStore, StartFrom, group_id
+from featureline.streaming.parquet_sink import DEFAULT_FLUSH_S, remove_uncommitted
+from featureline.streaming.parse import DEFAULT_MAX_FUTURE_S
+from featureline.streaming.schema import SourceSchema, source_schema, stream_views
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,9 @@ def plan_stream(
     """Resolve views, schemas and start offsets. With `shard` (i, n), only partitions
     p with p % n == i: n processes then share a topic, each owning its partitions
     (each partition keeps exactly one writer, which exactly-once relies on)."""
-    from featureline.devstack import ensure_topic
+    from featureline.cli.devstack import ensure_topic
     from featureline.errors import BadInputError
-    from streaming.dlq import dlq_topic
+    from featureline.streaming.dlq import dlq_topic
 
     by_topic = stream_views(repo, only_views)
     if not by_topic:
@@ -114,7 +114,7 @@ class ParseBatches(beam.DoFn):
         self.plan = plan
 
     def setup(self) -> None:
-        from streaming.parse import BatchParser
+        from featureline.streaming.parse import BatchParser
 
         self._parsers = {
             t: BatchParser(s, max_future_s=self.plan.max_future_s) for t, s in self.plan.schemas.items()
@@ -132,10 +132,10 @@ class ApplyBatches(beam.DoFn):
 
     def setup(self) -> None:
         from featureline.connections import redis_client
-        from streaming.dlq import DeadLetterQueue
-        from streaming.parquet_sink import OfflineSink
-        from streaming.redis_sink import OnlineSink
-        from streaming.udf import ViewInputs
+        from featureline.streaming.dlq import DeadLetterQueue
+        from featureline.streaming.parquet_sink import OfflineSink
+        from featureline.streaming.redis_sink import OnlineSink
+        from featureline.streaming.udf import ViewInputs
 
         plan = self.plan
         # Udfs are compiled here, once per view for the job's life.

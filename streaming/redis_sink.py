@@ -39,10 +39,10 @@ from featureline.online.tiles import (
 from featureline.online.writer import LatestValueWriter
 from featureline.semantics import US, AggState
 from featureline.specs import ViewSpec
-from streaming.batches import DeadLetter, ParsedBatch
-from streaming.parse import DEFAULT_MAX_FUTURE_S
-from streaming.tiles import ViewUpdate, view_update
-from streaming.udf import ViewTables
+from featureline.streaming.batches import DeadLetter, ParsedBatch
+from featureline.streaming.parse import DEFAULT_MAX_FUTURE_S
+from featureline.streaming.tiles import ViewUpdate, view_update
+from featureline.streaming.udf import ViewTables
 
 # Per tile hash: set fields; when a tile starts (the only time the key's expiry moves
 # and an old tile can fall out), prune fields past retention and push the expiry

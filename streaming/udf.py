@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from featureline.offline import ARROW_TYPES, CREATED, KAFKA_OFFSET, KAFKA_PARTITION
 from featureline.specs import ViewSpec
-from streaming.batches import DeadLetter, ParsedBatch
+from featureline.streaming.batches import DeadLetter, ParsedBatch
 
 _IDENTITY = (CREATED, KAFKA_PARTITION, KAFKA_OFFSET)
 

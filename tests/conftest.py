@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _isolated_settings(home: Path, **overrides: object) -> Settings:
     """Settings for a test: everything under `home`, fresh free ports, no registry URL
     or offline dir inherited from the developer's FEATURELINE_* environment."""
-    from featureline.devstack import free_ports
+    from featureline.cli.devstack import free_ports
 
     redis_port, kafka_port = free_ports(2)
     base = dataclasses.replace(
@@ -51,7 +51,7 @@ def isolated_settings() -> Callable[..., Settings]:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Real Redis + Tansu for the whole session; yields their Settings."""
-    from featureline.devstack import start_stack, stop_stack
+    from featureline.cli.devstack import start_stack, stop_stack
 
     settings = _isolated_settings(tmp_path_factory.mktemp("featureline-home"))
     start_stack(settings)

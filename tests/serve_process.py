@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from featureline.devstack import free_ports
+from featureline.cli.devstack import free_ports
 from featureline.settings import Settings
 
 

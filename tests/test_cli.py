@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from featureline.cli import COMMANDS, main
+from featureline.cli.main import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The mypyc build of the serving hot path (featureline.compile): the build is what
+"""The mypyc build of the serving hot path (featureline.cli.compile): the build is what
 Python imports when fresh, and a build older than a source is detected and removed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from featureline import _compiled
 
 
 def test_imported_modules_follow_the_build_state() -> None:
-    import serving_api.online_reader as reader
+    import featureline.serving_api.online_reader as reader
 
     suffix = EXTENSION_SUFFIXES[0]
     if _compiled.state() == "fresh":

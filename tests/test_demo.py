@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from featureline.devstack import free_ports
+from featureline.cli.devstack import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from featureline.cli import main
-from featureline.devstack import ensure_topic, free_port, load_state, stack_status
+from featureline.cli.devstack import ensure_topic, free_port, load_state, stack_status
 from featureline.settings import Settings
 
 
@@ -144,6 +144,6 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_redis_io_threads_follow_the_cores() -> None:
-    from featureline.devstack.stack import redis_io_threads
+    from featureline.cli.devstack.stack import redis_io_threads
 
     assert [redis_io_threads(c) for c in (None, 1, 2, 3, 4, 8, 16, 64)] == [1, 1, 1, 1, 1, 2, 4, 4]

@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featureline.cli import main
-from featureline.errors import BadInputError
-from featureline.generator import (
+from featureline.cli.generator import (
     RAW_SCHEMA,
     GeneratorConfig,
     KafkaBatch,
@@ -26,7 +25,8 @@ from featureline.generator import (
     parse_rate,
     write_raw_events,
 )
-from featureline.generator.fastfmt import iso_utc
+from featureline.cli.generator.fastfmt import iso_utc
+from featureline.errors import BadInputError
 from featureline.settings import Settings
 
 START = datetime(2026, 11, 21, 0, 0, tzinfo=UTC)
@@ -140,14 +140,14 @@ def test_late_and_malformed_shares(day: tuple[GeneratorConfig, pa.Table, KafkaBa
 def test_fraud_labels_follow_catchable_patterns(
     day: tuple[GeneratorConfig, pa.Table, KafkaBatch],
 ) -> None:
-    from featureline.generator import population
+    from featureline.cli.generator import population
 
     config, events, _ = day
     fraud = events["is_fraud"].to_numpy().astype(bool)
     assert 0.008 < fraud.mean() < 0.025
     pop = population(config)
     user = events["user_id"].to_numpy() - 1
-    from featureline.generator.model import COUNTRIES
+    from featureline.cli.generator.model import COUNTRIES
 
     home = np.array(COUNTRIES)[pop.home[user]]
     foreign = np.array(events["country"].to_pylist()) != home

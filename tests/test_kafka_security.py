@@ -58,11 +58,11 @@ class Recorder:
 
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
-    import streaming.kafka_fast
+    from featureline.streaming import kafka_fast
 
     # PartitionReader installs its lean record decoder into kafka-python for the whole
     # process; kept out of this one (later tests read real records with keys).
-    monkeypatch.setattr(streaming.kafka_fast, "install", lambda: None)
+    monkeypatch.setattr(kafka_fast, "install", lambda: None)
     Recorder.made = []
     for name in ("KafkaConsumer", "KafkaProducer", "KafkaAdminClient"):
         monkeypatch.setattr(kafka, name, type(name, (Recorder,), {"kind": name}))
@@ -76,13 +76,13 @@ def _security(kwargs: dict[str, Any]) -> dict[str, Any]:
 def test_every_client_gets_the_security_settings(
     recorded: list[tuple[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
+    from featureline.cli.devstack.topics import ensure_topic
+    from featureline.cli.generator.producer import _producer
     from featureline.config import kafka_config
-    from featureline.devstack.topics import ensure_topic
-    from featureline.generator.producer import _producer
-    from serving_api.workers.worker import WorkerConfig, _kafka_clients
-    from streaming.dlq import DeadLetterQueue
-    from streaming.kafka_read import PartitionReader
-    from streaming.offsets import OffsetStore
+    from featureline.serving_api.workers.worker import WorkerConfig, _kafka_clients
+    from featureline.streaming.dlq import DeadLetterQueue
+    from featureline.streaming.kafka_read import PartitionReader
+    from featureline.streaming.offsets import OffsetStore
 
     settings = Settings.from_env(SECURE_ENV)
     options = kafka_config(settings).client_options()
@@ -100,7 +100,7 @@ def test_every_client_gets_the_security_settings(
 
 
 def test_plaintext_adds_nothing(recorded: list[tuple[str, dict[str, Any]]]) -> None:
-    from featureline.generator.producer import _producer
+    from featureline.cli.generator.producer import _producer
 
     _producer(Settings.from_env({}), None)
     assert _security(recorded[0][1]) == {}

@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
     [
         ["ruff", "check", "."],
         ["ruff", "format", "--check", "."],
-        ["mypy", "featureline", "streaming", "batch", "serving_api"],
+        ["mypy", "featureline"],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )

@@ -163,7 +163,7 @@ def test_offline_hive_failure_leaves_no_partition(tmp_path: Path, monkeypatch: p
 def test_a_dead_redis_is_unavailable_not_a_crash(tmp_path: Path) -> None:
     import redis
 
-    from featureline.devstack import free_ports
+    from featureline.cli.devstack import free_ports
     from featureline.errors import ServiceUnavailableError
 
     repo = RepoSpec("p", {}, {"v": _view(str(tmp_path / "src.parquet"))}, {}, {})

@@ -1,6 +1,6 @@
 """Spark backfill: recompute views' offline features and tiles from the raw events.
 
-    from batch.backfill import backfill
+    from featureline.batch.backfill import backfill
     report = backfill(settings, start, end, views=["user_txn_stats"], master="local[2]")
 
 Outputs (Hive-partitioned Parquet, `date=` partitions replaced on re-runs):
@@ -13,11 +13,11 @@ The pure pieces (`tile_states`, `window_values`, `read_raw_events`) are shared w
 materialize and the tests; they need no Spark.
 """
 
-from batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
-from batch.backfill.job import BackfillReport, ViewResult, backfill, day_bounds
-from batch.backfill.plan import ViewPlan, plan_views
-from batch.backfill.tile_states import tile_states
-from batch.backfill.windows import plain_values, window_values
+from featureline.batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
+from featureline.batch.backfill.job import BackfillReport, ViewResult, backfill, day_bounds
+from featureline.batch.backfill.plan import ViewPlan, plan_views
+from featureline.batch.backfill.tile_states import tile_states
+from featureline.batch.backfill.windows import plain_values, window_values
 
 __all__ = [
     "BackfillReport",

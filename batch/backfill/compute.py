@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.backfill.events import EventColumns, dedupe_events
-from batch.backfill.tile_states import TILE_START_S, tile_schema, tile_states
-from batch.backfill.windows import feature_schema, plain_values, window_values
+from featureline.batch.backfill.events import EventColumns, dedupe_events
+from featureline.batch.backfill.tile_states import TILE_START_S, tile_schema, tile_states
+from featureline.batch.backfill.windows import feature_schema, plain_values, window_values
 from featureline.offline import TS_TYPE
 from featureline.semantics import US
 from featureline.specs import ViewSpec

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from batch.backfill.arrow_types import spark_ddl
-from batch.backfill.compute import FeatureRowsTask, TileRowsTask
-from batch.backfill.events import EventColumns, datetime_to_us, day_range
-from batch.backfill.plan import ViewPlan, plan_views
-from batch.backfill.spark_io import DayCounts, dedupe_spark, read_events, write_days
+from featureline.batch.backfill.arrow_types import spark_ddl
+from featureline.batch.backfill.compute import FeatureRowsTask, TileRowsTask
+from featureline.batch.backfill.events import EventColumns, datetime_to_us, day_range
+from featureline.batch.backfill.plan import ViewPlan, plan_views
+from featureline.batch.backfill.spark_io import DayCounts, dedupe_spark, read_events, write_days
 from featureline.errors import BadInputError, FeaturelineError
 from featureline.semantics import US
 from featureline.settings import Settings
@@ -74,7 +74,7 @@ def backfill(
     master: str | None = None,
     partitions: int | None = None,
 ) -> BackfillReport:
-    from batch.spark import get_spark
+    from featureline.batch.spark import get_spark
     from featureline.repo import load_repo
 
     start_us, end_us = day_bounds(start, end)
@@ -144,8 +144,8 @@ def _arrow_schema(df: DataFrame) -> Any:
 def _run_merchant_risk(
     spark: SparkSession, plan: ViewPlan, settings: Settings, start_us: int, end_us: int
 ) -> int:
-    from batch.backfill.merchant_risk import DAY_US as M_DAY_US
-    from batch.backfill.merchant_risk import labels_path, merchant_risk_frame, snapshot_days
+    from featureline.batch.backfill.merchant_risk import DAY_US as M_DAY_US
+    from featureline.batch.backfill.merchant_risk import labels_path, merchant_risk_frame, snapshot_days
 
     # A snapshot as of a midnight still to come would miss the events yet to arrive.
     end_us = min(end_us, datetime_to_us(datetime.now(UTC)))

@@ -59,7 +59,7 @@ def merchant_risk_frame(
     """merchant_risk rows from deduplicated raw events (txn_id, merchant_id, and `_ts_us`)."""
     from pyspark.sql import functions as F
 
-    from batch.backfill.spark_io import path_exists
+    from featureline.batch.backfill.spark_io import path_exists
 
     if not path_exists(spark, labels):
         raise BadInputError(

@@ -80,7 +80,7 @@ def _plan(repo: RepoSpec, view: ViewSpec, offline_dir: Path) -> ViewPlan | None:
                 f"view {view.name!r} is computed from the file source {BATCH_JOBS[view.name]!r}, "
                 "which no view of this repo uses"
             )
-        from batch.backfill.merchant_risk import WINDOW_S
+        from featureline.batch.backfill.merchant_risk import WINDOW_S
 
         return ViewPlan(view, "batch_job", raw, output, None, WINDOW_S)
     return None

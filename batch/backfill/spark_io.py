@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batch.backfill.events import CREATED_US, TS_US, EventColumns
+from featureline.batch.backfill.events import CREATED_US, TS_US, EventColumns
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
 
 if TYPE_CHECKING:

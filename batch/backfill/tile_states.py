@@ -20,8 +20,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.backfill.events import TS_US
-from batch.backfill.groups import group_ids, units_array, valid_values
+from featureline.batch.backfill.events import TS_US
+from featureline.batch.backfill.groups import group_ids, units_array, valid_values
 from featureline.offline import KAFKA_PARTITION
 from featureline.online.tiles import tile_columns, tile_entry
 from featureline.semantics import US
@@ -35,7 +35,7 @@ PARTITION = "kafka_partition"
 
 def tile_schema(view: ViewSpec) -> pa.Schema:
     """Join keys, tile size and start (s), Kafka partition, encoded state (JSON bytes)."""
-    from batch.backfill.arrow_types import arrow_type
+    from featureline.batch.backfill.arrow_types import arrow_type
 
     fields = [pa.field(k.name, arrow_type(k.dtype)) for k in view.join_keys]
     fields += [

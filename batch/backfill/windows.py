@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.backfill.arrow_types import arrow_type
-from batch.backfill.events import CREATED_US, TS_US, EventColumns
-from batch.backfill.groups import group_ids, prefix, units_array, valid_values, window_bounds
+from featureline.batch.backfill.arrow_types import arrow_type
+from featureline.batch.backfill.events import CREATED_US, TS_US, EventColumns
+from featureline.batch.backfill.groups import group_ids, prefix, units_array, valid_values, window_bounds
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
 from featureline.semantics import US, empty_value, units_mean, units_to_float
 from featureline.specs import AggregationSpec, ViewSpec

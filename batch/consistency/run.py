@@ -27,8 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.consistency.compare import FeatureAgreement, compare_feature
-from batch.consistency.sample import EntityGroup, feature_groups, sample_keys
+from featureline.batch.consistency.compare import FeatureAgreement, compare_feature
+from featureline.batch.consistency.sample import EntityGroup, feature_groups, sample_keys
 from featureline.config import online_store
 from featureline.connections import check_redis
 from featureline.dtypes import COMPOUND_DTYPES
@@ -186,9 +186,9 @@ def read_online(
     """Values as the serving path returns them at t; None unless PRESENT. `request`:
     on-demand views' request fields, one value per key."""
     request = request or {}
-    from serving_api.frame import PRESENT
-    from serving_api.online_reader import OnlineReader
-    from serving_api.redis_client import RedisClient
+    from featureline.serving_api.frame import PRESENT
+    from featureline.serving_api.online_reader import OnlineReader
+    from featureline.serving_api.redis_client import RedisClient
 
     async def read_all() -> dict[str, list[Any]]:
         client = RedisClient.from_config(online_store(settings))
@@ -223,7 +223,7 @@ def read_offline(
 ) -> dict[str, list[Any]]:
     """Values historical retrieval computes for the same entities (and request fields)
     at the same t."""
-    from batch.historical import get_historical_features
+    from featureline.batch.historical import get_historical_features
 
     columns: dict[str, Any] = {}
     for i, spec in enumerate(group.join_keys):
@@ -246,6 +246,6 @@ def read_offline(
 
 
 def _key_type(dtype: str) -> pa.DataType:
-    from batch.backfill.arrow_types import arrow_type
+    from featureline.batch.backfill.arrow_types import arrow_type
 
     return arrow_type(dtype)

@@ -5,7 +5,7 @@ Public API: `get_historical_features(...) -> pyarrow.Table` (`.to_pandas()` for 
 `LocalOptions` (DuckDB memory limit, threads, spill directory).
 """
 
-from batch.historical.api import ENGINES, get_historical_features
-from batch.historical.local_engine import LocalOptions
+from featureline.batch.historical.api import ENGINES, get_historical_features
+from featureline.batch.historical.local_engine import LocalOptions
 
 __all__ = ["ENGINES", "LocalOptions", "get_historical_features"]

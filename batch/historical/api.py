@@ -1,6 +1,6 @@
 """`get_historical_features`: point-in-time-correct training sets (semantics.md 1 and 2).
 
-    from batch.historical import get_historical_features
+    from featureline.batch.historical import get_historical_features
     table = get_historical_features("entities.parquet", ["user_profile:credit_limit"])
     df = table.to_pandas()
 
@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from batch.historical.entity_df import load_entity_df
-from batch.historical.finish import finish
-from batch.historical.local_engine import LocalOptions, run_local
-from batch.historical.plan import build_plan
+from featureline.batch.historical.entity_df import load_entity_df
+from featureline.batch.historical.finish import finish
+from featureline.batch.historical.local_engine import LocalOptions, run_local
+from featureline.batch.historical.plan import build_plan
 from featureline.errors import BadInputError
 from featureline.offline import ARROW_TYPES
 from featureline.settings import Settings
@@ -93,7 +93,7 @@ class _Retrieval:
         entities = load_entity_df(self.entity_df, self.timestamp_column, key_types)
         plan = build_plan(self.repo, resolved, entities, full_feature_names)
         if self.engine == "spark":
-            from batch.historical.spark_engine import run_spark
+            from featureline.batch.historical.spark_engine import run_spark
 
             raw = run_spark(plan, self.spark_master)
         else:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batch.historical.bench_data import FEATURES
+from featureline.batch.historical.bench_data import FEATURES
 
 
 def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int:
@@ -73,13 +73,13 @@ def _run_feast(args: argparse.Namespace) -> dict[str, Any]:
 def _run_ours(args: argparse.Namespace, engine: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from batch.historical import get_historical_features
+    from featureline.batch.historical import get_historical_features
     from featureline.repo import load_repo
 
     repo = load_repo(_settings(args))  # the spec cache: no `import feast` here
     extra: dict[str, Any] = {}
     if engine == "spark":
-        from batch.spark import get_spark
+        from featureline.batch.spark import get_spark
 
         spark = get_spark()
         spark.range(1).count()  # JVM and executors up before the clock starts

@@ -14,8 +14,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.historical.aggregations import LimbLayout, mean_values, sum_values
-from batch.historical.plan import RetrievalPlan, ViewRequest, WindowGroup, agg_column, plain_column
+from featureline.batch.historical.aggregations import LimbLayout, mean_values, sum_values
+from featureline.batch.historical.plan import (
+    RetrievalPlan,
+    ViewRequest,
+    WindowGroup,
+    agg_column,
+    plain_column,
+)
 from featureline.errors import BadInputError
 from featureline.offline import ARROW_TYPES
 from featureline.semantics import empty_value

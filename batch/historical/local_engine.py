@@ -22,11 +22,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.historical.aggregations import LimbLayout
-from batch.historical.entity_df import ROW_ID, ROW_TS
-from batch.historical.finish import LayoutKey, RawResult
-from batch.historical.plan import RetrievalPlan, ViewRequest, plain_column, quote
-from batch.historical.progress import Stages
+from featureline.batch.historical.aggregations import LimbLayout
+from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
+from featureline.batch.historical.finish import LayoutKey, RawResult
+from featureline.batch.historical.plan import RetrievalPlan, ViewRequest, plain_column, quote
+from featureline.batch.historical.progress import Stages
 from featureline.errors import BadInputError, FeaturelineError
 from featureline.semantics import US
 
@@ -75,7 +75,7 @@ def connect(options: LocalOptions) -> Any:
 def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawResult:
     import duckdb
 
-    from batch.historical.local_windows import aggregate_view
+    from featureline.batch.historical.local_windows import aggregate_view
 
     con = connect(options or LocalOptions())
     con.register("ent", plan.narrow)

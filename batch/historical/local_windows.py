@@ -21,11 +21,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.historical.aggregations import LimbLayout, limb_layout, limbs, numeric_values, tile_starts_us
-from batch.historical.entity_df import ROW_ID, ROW_TS
-from batch.historical.finish import LayoutKey
-from batch.historical.local_engine import EVENT_TS, ORDER, query, source_sql
-from batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
+from featureline.batch.historical.aggregations import (
+    LimbLayout,
+    limb_layout,
+    limbs,
+    numeric_values,
+    tile_starts_us,
+)
+from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
+from featureline.batch.historical.finish import LayoutKey
+from featureline.batch.historical.local_engine import EVENT_TS, ORDER, query, source_sql
+from featureline.batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
 from featureline.semantics import US
 
 

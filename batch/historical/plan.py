@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from batch.historical.aggregations import tile_starts_us, window_starts_us
-from batch.historical.entity_df import ROW_ID, ROW_TS, EntityFrame, key_column
+from featureline.batch.historical.aggregations import tile_starts_us, window_starts_us
+from featureline.batch.historical.entity_df import ROW_ID, ROW_TS, EntityFrame, key_column
 from featureline.errors import BadInputError, NotFoundError
 from featureline.object_store import Location
 from featureline.specs import AggregationSpec, RepoSpec, ResolvedFeature, ViewSpec

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batch.historical.aggregations import LimbLayout
-from batch.historical.entity_df import ROW_ID, ROW_TS
-from batch.historical.finish import LayoutKey, RawResult
-from batch.historical.plan import RetrievalPlan, ViewRequest, plain_column
-from batch.historical.progress import Stages
+from featureline.batch.historical.aggregations import LimbLayout
+from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
+from featureline.batch.historical.finish import LayoutKey, RawResult
+from featureline.batch.historical.plan import RetrievalPlan, ViewRequest, plain_column
+from featureline.batch.historical.progress import Stages
 from featureline.semantics import US
 
 EVENT_TS = "__fl_ets"
@@ -35,8 +35,8 @@ _SPARK_TYPES = {"int32": "long", "int64": "long", "string": "string", "bytes": "
 
 
 def run_spark(plan: RetrievalPlan, master: str | None = None) -> RawResult:
-    from batch.historical.spark_windows import aggregate_view
-    from batch.spark import get_spark
+    from featureline.batch.historical.spark_windows import aggregate_view
+    from featureline.batch.spark import get_spark
 
     spark = get_spark(master)
     # Parquet files written by pandas hold nanosecond timestamps, which Spark refuses to

@@ -14,11 +14,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from batch.historical.aggregations import LimbLayout, limb_layout, limbs, numeric_values
-from batch.historical.entity_df import ROW_ID, ROW_TS
-from batch.historical.finish import LayoutKey
-from batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
-from batch.historical.spark_engine import CREATED, EVENT_TS, collect, read_source
+from featureline.batch.historical.aggregations import LimbLayout, limb_layout, limbs, numeric_values
+from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
+from featureline.batch.historical.finish import LayoutKey
+from featureline.batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
+from featureline.batch.historical.spark_engine import CREATED, EVENT_TS, collect, read_source
 from featureline.semantics import US
 
 

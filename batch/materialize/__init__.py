@@ -1,6 +1,6 @@
 """Offline -> online: latest values in Feast's Redis format, and tiles.
 
-    from batch.materialize import materialize
+    from featureline.batch.materialize import materialize
     report = materialize(settings, start, end)          # a range
     report = materialize(settings, incremental=True)    # from each view's last end to now
 
@@ -9,8 +9,8 @@ Latest values go through the shared event-time last-write-wins script
 rebuilt from the raw events and replace their fields whole.
 """
 
-from batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
-from batch.materialize.job import (
+from featureline.batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
+from featureline.batch.materialize.job import (
     MaterializeReport,
     ViewMaterialized,
     mark_key,
@@ -18,8 +18,8 @@ from batch.materialize.job import (
     online_views,
     restore_watermarks,
 )
-from batch.materialize.latest import EncodedRows, LatestLwwWriter, encode_rows, latest_per_key
-from batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
+from featureline.batch.materialize.latest import EncodedRows, LatestLwwWriter, encode_rows, latest_per_key
+from featureline.batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
 
 __all__ = [
     "EncodedRows",

@@ -27,10 +27,10 @@ from typing import Any
 import pyarrow as pa
 import redis
 
-from batch.backfill.events import EventColumns, datetime_to_us, read_raw_events
-from batch.materialize.latest import LatestLwwWriter, encode_rows, latest_per_key
-from batch.materialize.parallel import default_workers, run_sharded, shard_bounds
-from batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
+from featureline.batch.backfill.events import EventColumns, datetime_to_us, read_raw_events
+from featureline.batch.materialize.latest import LatestLwwWriter, encode_rows, latest_per_key
+from featureline.batch.materialize.parallel import default_workers, run_sharded, shard_bounds
+from featureline.batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
 from featureline.config import RedisConfig, online_store
 from featureline.connections import check_redis
 from featureline.errors import BadInputError, FeaturelineError
@@ -171,7 +171,7 @@ def _incremental_range(
 
 
 def _raise_mark(client: Any, key: str, end_us: int) -> None:
-    from batch.materialize.tiles import RAISE_LUA
+    from featureline.batch.materialize.tiles import RAISE_LUA
 
     client.register_script(RAISE_LUA)(keys=[key], args=[end_us])
 

@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.backfill.events import CREATED_US, TS_US
-from batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
-from batch.materialize.redis_pipe import PipelinedWriter
-from batch.materialize.resp import bulk_column, command, join_rows, row_bytes
+from featureline.batch.backfill.events import CREATED_US, TS_US
+from featureline.batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
+from featureline.batch.materialize.redis_pipe import PipelinedWriter
+from featureline.batch.materialize.resp import bulk_column, command, join_rows, row_bytes
 from featureline.config import RedisConfig
 from featureline.connections import config_of
 from featureline.offline import KAFKA_OFFSET
@@ -69,7 +69,7 @@ def _entity_ids(rows: pa.Table, keys: list[str]) -> np.ndarray:
     if len(keys) == 1:
         codes, _ = pd.factorize(rows[keys[0]].to_numpy(zero_copy_only=False), use_na_sentinel=True)
         return codes.astype(np.int64)
-    from batch.backfill.groups import group_ids
+    from featureline.batch.backfill.groups import group_ids
 
     return group_ids({k: rows[k] for k in keys})
 

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch.backfill.tile_states import PARTITION, STATE, TILE_START_S, tile_states
-from batch.materialize.encode import encode_keys
+from featureline.batch.backfill.tile_states import PARTITION, STATE, TILE_START_S, tile_states
+from featureline.batch.materialize.encode import encode_keys
 from featureline.object_store import Location
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, dataset, exists
 from featureline.online.tiles import offsets_key, tile_field, tile_key_for
@@ -123,7 +123,7 @@ def write_tiles(
 def raw_extent(base: Path | Location, ts_column: str) -> tuple[dict[int, int], int | None]:
     """Over all raw events under `base`: the largest Kafka offset per partition, and
     the newest event time (us). Reads only those three columns."""
-    from batch.backfill.events import to_us
+    from featureline.batch.backfill.events import to_us
 
     if not exists(base):
         return {}, None

@@ -1,6 +1,6 @@
 """Training and inference workers that take their feature layout from the definitions.
 
-    from serving_api.workers import train, TrainConfig, run_worker, WorkerConfig
+    from featureline.serving_api.workers import train, TrainConfig, run_worker, WorkerConfig
 
 - `feature_layout(repo, service)`: the model's columns (the service's numeric features
   in order, full names) and the values the definitions declare for missing ones;
@@ -21,26 +21,26 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "DynamicBatcher": "serving_api.workers.batcher",
-    "Batch": "serving_api.workers.batcher",
-    "feature_layout": "serving_api.workers.layout",
-    "FeatureLayout": "serving_api.workers.layout",
-    "service_fingerprint": "serving_api.workers.fingerprint",
-    "service_definition": "serving_api.workers.fingerprint",
-    "FraudMLP": "serving_api.workers.model",
-    "ModelMeta": "serving_api.workers.model",
-    "Scorer": "serving_api.workers.model",
-    "load_model": "serving_api.workers.model",
-    "save_model": "serving_api.workers.model",
-    "TrainConfig": "serving_api.workers.train",
-    "TrainResult": "serving_api.workers.train",
-    "train": "serving_api.workers.train",
-    "ScoringPipeline": "serving_api.workers.pipeline",
-    "PipelineConfig": "serving_api.workers.pipeline",
-    "ScoringRequest": "serving_api.workers.messages",
-    "WorkerConfig": "serving_api.workers.worker",
-    "ModelMismatchError": "serving_api.workers.worker",
-    "run_worker": "serving_api.workers.worker",
+    "DynamicBatcher": "featureline.serving_api.workers.batcher",
+    "Batch": "featureline.serving_api.workers.batcher",
+    "feature_layout": "featureline.serving_api.workers.layout",
+    "FeatureLayout": "featureline.serving_api.workers.layout",
+    "service_fingerprint": "featureline.serving_api.workers.fingerprint",
+    "service_definition": "featureline.serving_api.workers.fingerprint",
+    "FraudMLP": "featureline.serving_api.workers.model",
+    "ModelMeta": "featureline.serving_api.workers.model",
+    "Scorer": "featureline.serving_api.workers.model",
+    "load_model": "featureline.serving_api.workers.model",
+    "save_model": "featureline.serving_api.workers.model",
+    "TrainConfig": "featureline.serving_api.workers.train",
+    "TrainResult": "featureline.serving_api.workers.train",
+    "train": "featureline.serving_api.workers.train",
+    "ScoringPipeline": "featureline.serving_api.workers.pipeline",
+    "PipelineConfig": "featureline.serving_api.workers.pipeline",
+    "ScoringRequest": "featureline.serving_api.workers.messages",
+    "WorkerConfig": "featureline.serving_api.workers.worker",
+    "ModelMismatchError": "featureline.serving_api.workers.worker",
+    "run_worker": "featureline.serving_api.workers.worker",
 }
 
 __all__ = sorted(_LAZY)
@@ -49,5 +49,5 @@ __all__ = sorted(_LAZY)
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'serving_api.workers' has no attribute {name!r}")
+        raise AttributeError(f"module 'featureline.serving_api.workers' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

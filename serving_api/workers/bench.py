@@ -60,6 +60,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from serving_api.workers.bench_run import BenchOptions, run_bench
+    from featureline.serving_api.workers.bench_run import BenchOptions, run_bench
 
     return run_bench(BenchOptions.from_args(args), settings)

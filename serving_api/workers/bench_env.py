@@ -1,5 +1,5 @@
 """A self-contained environment for the worker benchmark (and the worker's tests):
-Redis and the Kafka broker from `featureline.devstack` on free loopback ports in a
+Redis and the Kafka broker from `featureline.cli.devstack` on free loopback ports in a
 temporary home, synthetic online features, and `featureline serve` as a subprocess.
 
 Nothing outside the repo and the venv is needed, so the same command runs on a
@@ -38,7 +38,7 @@ class ServeProcess:
 
 def isolated_settings(base: Settings, home: Path) -> Settings:
     """`base` with everything under `home` and fresh free ports."""
-    from featureline.devstack import free_ports
+    from featureline.cli.devstack import free_ports
 
     redis_port, kafka_port, http_port, grpc_port = free_ports(4)
     return dataclasses.replace(
@@ -57,7 +57,7 @@ def isolated_settings(base: Settings, home: Path) -> Settings:
 
 def _wait_serving(serve: ServeProcess, service: str, timeout_s: float) -> None:
     from featureline.errors import FeaturelineError
-    from serving_api.typed_client import TensorClient
+    from featureline.serving_api.typed_client import TensorClient
 
     deadline = time.monotonic() + timeout_s
     with TensorClient(serve.grpc_target, service, timeout_s=1.0) as client:
@@ -116,7 +116,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def dev_stack(base: Settings, keep_home: Path | None = None) -> Iterator[Settings]:
     """Redis + Kafka on free ports in a temporary home (or `keep_home`)."""
-    from featureline.devstack import start_stack, stop_stack
+    from featureline.cli.devstack import start_stack, stop_stack
 
     with tempfile.TemporaryDirectory(prefix="featureline-bench-") as tmp:
         home = keep_home or Path(tmp)

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from featureline.errors import BadInputError
+from featureline.serving_api.client import FeatureTensor
+from featureline.serving_api.workers.layout import FeatureLayout
+from featureline.serving_api.workers.messages import new_request, score_records
+from featureline.serving_api.workers.model import Scorer
+from featureline.serving_api.workers.pipeline import PipelineConfig, ScoredBatch, ScoringPipeline
 from featureline.settings import Settings
-from serving_api.client import FeatureTensor
-from serving_api.workers.layout import FeatureLayout
-from serving_api.workers.messages import new_request, score_records
-from serving_api.workers.model import Scorer
-from serving_api.workers.pipeline import PipelineConfig, ScoredBatch, ScoringPipeline
 
 WARMUP_S = 0.5
 # A batch that is not full leaves after 2 ms; the closed loop below always sends full
@@ -45,7 +45,7 @@ class BenchOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchOptions:
-        from serving_api.workers.bench import DEFAULT_BATCHES, QUICK_BATCHES
+        from featureline.serving_api.workers.bench import DEFAULT_BATCHES, QUICK_BATCHES
 
         quick = bool(args.quick)
         sizes = _ints(args.batch_sizes or (QUICK_BATCHES if quick else DEFAULT_BATCHES), "--batch-sizes")
@@ -85,7 +85,7 @@ def _devices(text: str) -> tuple[str, ...]:
     if text == "auto":
         return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     devices = tuple(d.strip() for d in text.split(",") if d.strip())
-    from serving_api.workers.train import check_device
+    from featureline.serving_api.workers.train import check_device
 
     for device in devices:
         check_device(device)
@@ -215,7 +215,7 @@ def machine() -> dict[str, Any]:
 
 
 def run_bench(options: BenchOptions, settings: Settings) -> int:
-    from serving_api.workers.bench_steps import run_all
+    from featureline.serving_api.workers.bench_steps import run_all
 
     summary = run_all(options, settings)
     print(json.dumps(summary, sort_keys=True))

@@ -13,13 +13,11 @@ import numpy as np
 import torch
 
 from featureline.repo import load_repo
-from featureline.settings import Settings
-from featureline.specs import RepoSpec
-from serving_api.client import FeatureTensor
-from serving_api.typed_client import AsyncTensorClient, TensorClient
-from serving_api.workers.bench import GOAL_VECTORS_PER_S
-from serving_api.workers.bench_env import dev_stack, serving
-from serving_api.workers.bench_run import (
+from featureline.serving_api.client import FeatureTensor
+from featureline.serving_api.typed_client import AsyncTensorClient, TensorClient
+from featureline.serving_api.workers.bench import GOAL_VECTORS_PER_S
+from featureline.serving_api.workers.bench_env import dev_stack, serving
+from featureline.serving_api.workers.bench_run import (
     BenchOptions,
     Point,
     Workload,
@@ -27,10 +25,12 @@ from serving_api.workers.bench_run import (
     measure_ours,
     print_table,
 )
-from serving_api.workers.fingerprint import service_fingerprint
-from serving_api.workers.layout import FeatureLayout, feature_layout
-from serving_api.workers.model import FraudMLP, ModelMeta, Scorer, fit_normalization, save_model
-from serving_api.workers.synthetic import entity_domain, load_online_features, request_rows
+from featureline.serving_api.workers.fingerprint import service_fingerprint
+from featureline.serving_api.workers.layout import FeatureLayout, feature_layout
+from featureline.serving_api.workers.model import FraudMLP, ModelMeta, Scorer, fit_normalization, save_model
+from featureline.serving_api.workers.synthetic import entity_domain, load_online_features, request_rows
+from featureline.settings import Settings
+from featureline.specs import RepoSpec
 
 # Distinct requests cycled through by the closed loop: enough that Redis reads spread
 # over many keys, few enough to build in ~1 s.
@@ -59,7 +59,7 @@ def bench_model(settings: Settings, options: BenchOptions, work: Workload, targe
     """The model file to score with: --model (checked like the worker checks it), or an
     untrained MLP normalized on served features (speed does not depend on weights)."""
     if options.model is not None:
-        from serving_api.workers.worker import load_checked_model
+        from featureline.serving_api.workers.worker import load_checked_model
 
         load_checked_model(settings, options.model, "cpu")
         return options.model
@@ -77,7 +77,7 @@ def bench_model(settings: Settings, options: BenchOptions, work: Workload, targe
 
 
 def ours(options: BenchOptions, work: Workload, model_path: Path, target: str) -> list[dict[str, Any]]:
-    from serving_api.workers.model import load_model, single_threaded_cpu
+    from featureline.serving_api.workers.model import load_model, single_threaded_cpu
 
     single_threaded_cpu()  # as the worker runs
     out: list[dict[str, Any]] = []
@@ -117,7 +117,7 @@ def worker_alone(
 ) -> list[dict[str, Any]]:
     """The worker's own ceiling: the same pipeline, model and score records, with the
     features of each batch replayed from memory (one real tensor fetched up front)."""
-    from serving_api.workers.model import load_model
+    from featureline.serving_api.workers.model import load_model
 
     out: list[dict[str, Any]] = []
     for device in options.devices:
@@ -148,8 +148,8 @@ def feast_side(
     settings: Settings, options: BenchOptions, work: Workload, model_path: Path
 ) -> list[dict[str, Any]]:
     """The same model fed by Feast's get_online_features on the same Redis (cpu)."""
-    from featureline.commands.apply import apply_repo
-    from serving_api.workers.model import load_model
+    from featureline.cli.commands.apply import apply_repo
+    from featureline.serving_api.workers.model import load_model
 
     started = time.perf_counter()
     apply_repo(settings)
@@ -194,9 +194,9 @@ def kafka_side(
 
     from kafka import KafkaProducer
 
-    from featureline.devstack import ensure_topic
-    from serving_api.workers.pipeline import PipelineConfig
-    from serving_api.workers.worker import WorkerConfig, run_worker
+    from featureline.cli.devstack import ensure_topic
+    from featureline.serving_api.workers.pipeline import PipelineConfig
+    from featureline.serving_api.workers.worker import WorkerConfig, run_worker
 
     config = WorkerConfig(
         model=model_path, device=options.devices[-1], in_topic="bench.scoring", out_topic="bench.scores",

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from featureline.errors import ServiceUnavailableError
-from serving_api.client import FeatureTensor
-from serving_api.workers.batcher import Batch, DynamicBatcher
-from serving_api.workers.messages import ScoringRequest, entity_columns
+from featureline.serving_api.client import FeatureTensor
+from featureline.serving_api.workers.batcher import Batch, DynamicBatcher
+from featureline.serving_api.workers.messages import ScoringRequest, entity_columns
 
 Fetch = Callable[[dict[str, list[Any]]], Awaitable[FeatureTensor]]
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]

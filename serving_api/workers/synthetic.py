@@ -22,9 +22,9 @@ from featureline.online.feast_format import serialize_entity_key, single_key_enc
 from featureline.online.tiles import encode_tile, tile_columns, tile_field, tile_key
 from featureline.online.writer import LatestRow, LatestValueWriter
 from featureline.semantics import US, AggState, tile_start_us
+from featureline.serving_api.workers.fingerprint import service_definition
+from featureline.serving_api.workers.layout import FeatureLayout
 from featureline.specs import RepoSpec, ViewSpec
-from serving_api.workers.fingerprint import service_definition
-from serving_api.workers.layout import FeatureLayout
 
 MISSING_SHARE = 0.05
 EVENTS_PER_ENTITY = 6

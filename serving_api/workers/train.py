@@ -27,11 +27,9 @@ from torch import nn
 
 from featureline.errors import BadInputError
 from featureline.repo import load_repo
-from featureline.settings import Settings
-from featureline.specs import RepoSpec
-from serving_api.workers.fingerprint import service_fingerprint
-from serving_api.workers.layout import FeatureLayout, feature_layout
-from serving_api.workers.model import (
+from featureline.serving_api.workers.fingerprint import service_fingerprint
+from featureline.serving_api.workers.layout import FeatureLayout, feature_layout
+from featureline.serving_api.workers.model import (
     FraudMLP,
     ModelMeta,
     Normalization,
@@ -39,6 +37,8 @@ from serving_api.workers.model import (
     fit_normalization,
     save_model,
 )
+from featureline.settings import Settings
+from featureline.specs import RepoSpec
 
 LABEL_COLUMN = "is_fraud"
 TIMESTAMP_COLUMN = "event_timestamp"
@@ -122,7 +122,7 @@ def training_set(table: pa.Table, layout: FeatureLayout) -> TrainingSet:
 def retrieve(settings: Settings, repo: RepoSpec, service: str, labels: pa.Table) -> pa.Table:
     """Point-in-time features for every labelled row, through historical retrieval
     (the local DuckDB engine: a training set of the demo's size takes ~1 s)."""
-    from batch.historical import get_historical_features
+    from featureline.batch.historical import get_historical_features
 
     table: pa.Table = get_historical_features(
         labels,

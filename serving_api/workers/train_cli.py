@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.epochs < 1:
         raise BadInputError(f"--epochs must be >= 1, got {args.epochs}")
-    from serving_api.workers.train import TrainConfig, train
+    from featureline.serving_api.workers.train import TrainConfig, train
 
     labels = args.labels or settings.resolved_offline_dir / "labels" / "fraud_labels.parquet"
     out = args.out or default_model_path(settings, args.feature_service)

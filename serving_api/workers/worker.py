@@ -31,13 +31,13 @@ from typing import Any
 from featureline.config import kafka_config
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.repo import load_repo
+from featureline.serving_api.workers.fingerprint import service_fingerprint
+from featureline.serving_api.workers.layout import FeatureLayout, feature_layout
+from featureline.serving_api.workers.messages import CommitTracker, Rejected, ScoringRequest, parse_request
+from featureline.serving_api.workers.model import FraudMLP, ModelMeta
+from featureline.serving_api.workers.pipeline import PipelineConfig, ScoredBatch
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.workers.fingerprint import service_fingerprint
-from serving_api.workers.layout import FeatureLayout, feature_layout
-from serving_api.workers.messages import CommitTracker, Rejected, ScoringRequest, parse_request
-from serving_api.workers.model import FraudMLP, ModelMeta
-from serving_api.workers.pipeline import PipelineConfig, ScoredBatch
 
 # Scores are flushed and offsets committed at most this often: a crash re-scores up
 # to ~1 s of requests; committing per batch would add a round trip per batch.
@@ -126,7 +126,7 @@ def check_model(repo: RepoSpec, meta: ModelMeta, path: Path) -> FeatureLayout:
 def load_checked_model(
     settings: Settings, path: Path, device: str
 ) -> tuple[FraudMLP, ModelMeta, FeatureLayout]:
-    from serving_api.workers.model import load_model
+    from featureline.serving_api.workers.model import load_model
 
     model, meta = load_model(path, device)
     layout = check_model(load_repo(settings), meta, path)
@@ -223,7 +223,7 @@ class KafkaWorker:
             return self.tracker.open(requests)
 
     def write_scores(self, scored: ScoredBatch) -> None:
-        from serving_api.workers.messages import score_records
+        from featureline.serving_api.workers.messages import score_records
 
         records = score_records(scored.requests, scored.scores, self.meta.fingerprint, scored.done_ns)
         topic = self.config.out_topic
@@ -335,9 +335,9 @@ async def _drive(worker: KafkaWorker, pipeline: Any, consumer: _Consumer) -> Non
 
 
 async def run_worker_async(settings: Settings, config: WorkerConfig) -> WorkerStats:
-    from serving_api.typed_client import AsyncTensorClient
-    from serving_api.workers.model import Scorer, single_threaded_cpu
-    from serving_api.workers.pipeline import ScoringPipeline
+    from featureline.serving_api.typed_client import AsyncTensorClient
+    from featureline.serving_api.workers.model import Scorer, single_threaded_cpu
+    from featureline.serving_api.workers.pipeline import ScoringPipeline
 
     model, meta, layout = load_checked_model(settings, config.model, config.device)
     single_threaded_cpu()

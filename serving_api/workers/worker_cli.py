@@ -57,9 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if min(args.max_batch, args.inflight, args.connections) < 1 or args.max_wait_ms < 0:
         raise BadInputError("--max-batch, --inflight and --connections must be >= 1, --max-wait-ms >= 0")
-    from serving_api.workers.pipeline import PipelineConfig
-    from serving_api.workers.train import check_device
-    from serving_api.workers.worker import WorkerConfig, run_worker
+    from featureline.serving_api.workers.pipeline import PipelineConfig
+    from featureline.serving_api.workers.train import check_device
+    from featureline.serving_api.workers.worker import WorkerConfig, run_worker
 
     check_device(args.device)
     config = WorkerConfig(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from featureline.generator.parquet import RAW_SCHEMA  # the generator's raw events: one schema
+from featureline.cli.generator.parquet import RAW_SCHEMA  # the generator's raw events: one schema
 from featureline.offline import raw_dir, write_partitioned
 from featureline.semantics import US
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from featureline.devstack import free_port, redis_binary
+from featureline.cli.devstack import free_port, redis_binary
 
 
 class RedisProcess:

@@ -15,8 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch.spark import spark_home
-from featureline.devstack import free_ports
+from featureline.batch.spark import spark_home
+from featureline.cli.devstack import free_ports
 
 
 @dataclass

@@ -18,7 +18,7 @@ from batch_events import ORIGIN_US, make_events, write_raw
 from oracle.naive import Event, same, to_us, window_value
 from tile_figures import oracle_tiles, same_figures, stored_tiles
 
-from batch.backfill import backfill
+from featureline.batch.backfill import backfill
 from featureline.offline import read_table
 from featureline.repo import load_repo
 from featureline.semantics import US

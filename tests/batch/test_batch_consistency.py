@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batch.consistency import ConsistencyReport, compare_feature, format_table, same_value, write_report
+from featureline.batch.consistency import (
+    ConsistencyReport,
+    compare_feature,
+    format_table,
+    same_value,
+    write_report,
+)
 
 
 def test_same_value_is_exact() -> None:

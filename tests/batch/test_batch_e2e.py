@@ -29,11 +29,11 @@ import pytest
 import redis
 from redis_process import RedisProcess
 
-from batch.backfill import backfill
-from batch.consistency import check_consistency, format_table, write_report
-from batch.materialize import materialize
-from batch.materialize.tiles import keep_s
-from featureline.devstack import free_port
+from featureline.batch.backfill import backfill
+from featureline.batch.consistency import check_consistency, format_table, write_report
+from featureline.batch.materialize import materialize
+from featureline.batch.materialize.tiles import keep_s
+from featureline.cli.devstack import free_port
 from featureline.online.feast_format import encode_value, feature_field, single_key_encoder
 from featureline.online.tiles import TILE_PREFIX, decode_tile, offsets_key, parse_tile_field
 from featureline.repo import load_repo

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 from oracle.naive import Event, latest_row
 
-from batch.backfill.events import CREATED_US, TS_US
-from batch.backfill.groups import window_bounds
-from batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
-from batch.materialize.latest import latest_per_key
+from featureline.batch.backfill.events import CREATED_US, TS_US
+from featureline.batch.backfill.groups import window_bounds
+from featureline.batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
+from featureline.batch.materialize.latest import latest_per_key
 from featureline.online.feast_format import (
     encode_timestamp,
     encode_value,
@@ -100,7 +100,7 @@ def test_packed_commands_equal_hiredis(demo_spec: RepoSpec) -> None:
     """The column-wise RESP of LatestLwwWriter is hiredis.pack_command's, byte for byte."""
     import hiredis
 
-    from batch.materialize.latest import CHUNK_KEYS, LatestLwwWriter, encode_rows
+    from featureline.batch.materialize.latest import CHUNK_KEYS, LatestLwwWriter, encode_rows
     from featureline.online.feast_format import feature_field, order_field, ts_field
 
     class _Client:

@@ -16,7 +16,7 @@ import pytest
 import redis
 from batch_events import make_events, write_raw
 
-from batch.materialize import mark_key, materialize
+from featureline.batch.materialize import mark_key, materialize
 from featureline.cli import main
 from featureline.offline import TS_TYPE
 from featureline.online.feast_format import decode_value, feature_field, single_key_encoder
@@ -180,8 +180,8 @@ def test_materialized_values_read_through_serving_equal_the_oracle(
     rows a user: what the serving path reads back equals the oracle's winning row."""
     from oracle.naive import Event, latest_row, same
 
-    from batch.consistency.run import read_online
-    from batch.consistency.sample import EntityGroup
+    from featureline.batch.consistency.run import read_online
+    from featureline.batch.consistency.sample import EntityGroup
 
     rng = random.Random(5)
     view = loaded.repo.view("user_profile")

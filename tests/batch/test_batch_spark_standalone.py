@@ -15,8 +15,8 @@ import pytest
 from batch_events import make_events, write_raw
 from spark_cluster import start_standalone
 
-from batch.backfill import EventColumns, backfill, read_raw_events, tile_states, window_values
-from batch.backfill.events import datetime_to_us
+from featureline.batch.backfill import EventColumns, backfill, read_raw_events, tile_states, window_values
+from featureline.batch.backfill.events import datetime_to_us
 from featureline.offline import read_table
 from featureline.repo import load_repo
 from featureline.semantics import US
@@ -30,7 +30,7 @@ VIEWS = ["user_txn_stats"]
 
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from batch.spark import get_spark, stop_spark
+    from featureline.batch.spark import get_spark, stop_spark
 
     cluster = start_standalone(tmp_path_factory.mktemp("spark-standalone"))
     try:
@@ -72,7 +72,7 @@ def test_backfill_on_standalone_cluster(
     master = request.getfixturevalue("standalone")
     report = backfill(settings, START, END, views=VIEWS, master=master)
     assert report.ok, report
-    from batch.spark import get_spark
+    from featureline.batch.spark import get_spark
 
     assert get_spark(master).sparkContext.master == master
     offline = settings.resolved_offline_dir

@@ -11,9 +11,9 @@ import pytest
 from batch_events import ORIGIN_US
 from oracle.naive import US, aggregate, in_window, same, to_us
 
-from batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
-from batch.backfill.tile_states import STATE, TILE_START_S, tile_states
-from batch.backfill.windows import window_values
+from featureline.batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
+from featureline.batch.backfill.tile_states import STATE, TILE_START_S, tile_states
+from featureline.batch.backfill.windows import window_values
 from featureline.offline import TS_TYPE
 from featureline.online.tiles import decode_tile, encode_tile, tile_columns
 from featureline.semantics import AggState, tile_start_us

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from featureline.cli import main
-from featureline.devstack import free_ports
+from featureline.cli.devstack import free_ports
 from featureline.object_store import Location
 from featureline.offline import TS_TYPE
 from featureline.settings import Settings

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import redis
 
-from batch.materialize import materialize
+from featureline.batch.materialize import materialize
 from featureline.push import push
 from featureline.repo import load_repo
 from featureline.settings import Settings

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from featureline.devstack import free_ports
+from featureline.cli.devstack import free_ports
 
 FEAST_DB = 1
 OURS_DB = 2

@@ -18,7 +18,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def spark() -> Any:
-    from batch.spark import get_spark
+    from featureline.batch.spark import get_spark
 
     return get_spark()
 
@@ -42,7 +42,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_
 
 
 def _spark_class(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    from batch.spark import spark_home
+    from featureline.batch.spark import spark_home
 
     env = {
         **os.environ,

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from oracle.naive import Event, PlainView, latest_row, point_in_time_join, same, to_us
 
-from batch.historical import get_historical_features
+from featureline.batch.historical import get_historical_features
 from featureline.cli import main
 from featureline.offline import write_partitioned
 from featureline.repo import load_repo

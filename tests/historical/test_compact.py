@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hist_data import AGGS, generate
 
-from batch.historical import get_historical_features
-from batch.historical.compact import compact_dataset
+from featureline.batch.historical import get_historical_features
+from featureline.batch.historical.compact import compact_dataset
 from featureline.offline import dataset, write_partitioned
 
 FEATURES = ["profile:score", "profile:tier"] + [f"txn_stats:{a.name}" for a in AGGS]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracle.naive import aggregate, window_start_us
 
-from batch.historical.aggregations import (
+from featureline.batch.historical.aggregations import (
     LimbLayout,
     limb_layout,
     limbs,

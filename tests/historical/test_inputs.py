@@ -12,7 +12,7 @@ import pyarrow.csv as pcsv
 import pytest
 from hist_data import generate
 
-from batch.historical import get_historical_features
+from featureline.batch.historical import get_historical_features
 from featureline.errors import BadInputError
 from featureline.specs import FieldSpec
 

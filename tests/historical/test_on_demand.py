@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from batch.historical import get_historical_features
+from featureline.batch.historical import get_historical_features
+from featureline.cli.generator.config import make_config
+from featureline.cli.generator.parquet import RAW_SUBDIR, write_batch_sources, write_raw_events
+from featureline.cli.generator.table import generate_events
 from featureline.errors import BadInputError
-from featureline.generator.config import make_config
-from featureline.generator.parquet import RAW_SUBDIR, write_batch_sources, write_raw_events
-from featureline.generator.table import generate_events
 from featureline.repo import load_repo
 from featureline.settings import Settings
 

@@ -9,7 +9,7 @@ import pytest
 from hist_data import AGGS, generate
 from hist_oracle import expected, mismatches
 
-from batch.historical import get_historical_features
+from featureline.batch.historical import get_historical_features
 
 FEATURES = ["profile:score", "profile:tier", "profile:visits", "pair:pair_amount"] + [
     f"txn_stats:{a.name}" for a in AGGS

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle.naive import US, to_us, window_start_us
 
-from batch.historical import get_historical_features
+from featureline.batch.historical import get_historical_features
 
 FEATURES = ["profile:score", "profile:tier", "pair:pair_amount"] + [f"txn_stats:{a.name}" for a in AGGS]
 ZONES = [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))]

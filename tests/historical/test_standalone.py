@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from hist_data import AGGS, generate
 
-from batch.historical import get_historical_features
-from batch.spark import spark_home
+from featureline.batch.historical import get_historical_features
+from featureline.batch.spark import spark_home
 from featureline.repo import source_fingerprint
 from featureline.settings import Settings
 from featureline.specs import RepoSpec

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from types_repo import FEATURES, REFS, T0, feast_store, plain, write_repo
 
-from batch.historical import get_historical_features
+from featureline.batch.historical import get_historical_features
 from featureline.repo import load_repo
 from featureline.settings import Settings
 from featureline.specs import RepoSpec

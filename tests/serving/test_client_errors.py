@@ -7,7 +7,7 @@ import pytest
 from grpc.aio import AioRpcError, Metadata
 
 from featureline.errors import BadInputError, NotFoundError, ServiceUnavailableError
-from serving_api.client import _retryable, translate_error
+from featureline.serving_api.client import _retryable, translate_error
 
 
 def _aio(code: grpc.StatusCode, details: str) -> AioRpcError:

@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serve_process import ServerProcess, start_server
 from serving_data import now_us, write_latest
 
+from featureline.serving_api import h2_wire as w
+from featureline.serving_api.proto import SERVICE_NAME, pb
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api import h2_wire as w
-from serving_api.proto import SERVICE_NAME, pb
 
 USERS = list(range(1, 1001))
 
@@ -189,7 +189,7 @@ def test_header_blocks_decode_the_same_with_the_block_cache() -> None:
     """A client's encoder indexes headers (its first block inserts, later ones refer to
     the table), evicts when its table is small, and varies a header now and then: every
     block must decode to what was encoded, cached or not."""
-    from serving_api.grpc_h2 import GrpcH2Connection, GrpcH2Server
+    from featureline.serving_api.grpc_h2 import GrpcH2Connection, GrpcH2Server
 
     conn = GrpcH2Connection(GrpcH2Server({}, 1024, 1024, relay_target=None))
     encoder = hpack.Encoder()

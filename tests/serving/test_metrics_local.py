@@ -8,7 +8,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from serving_api import metrics
+from featureline.serving_api import metrics
 
 BUCKETS = (0.001, 0.002, 0.005, 1.0)
 VALUES = [0.0, 0.0005, 0.001, 0.0010001, 0.002, 0.003, 0.7, 1.0, 5.0, 0.002]

@@ -14,11 +14,11 @@ from serve_process import start_server
 from serving_data import now_us, write_latest, write_tiles
 
 from featureline.semantics import US
+from featureline.serving_api.near_cache import NearCache
+from featureline.serving_api.online_reader import OnlineReader
+from featureline.serving_api.redis_client import RedisClient
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.near_cache import NearCache
-from serving_api.online_reader import OnlineReader
-from serving_api.redis_client import RedisClient
 
 # --- the rules, without Redis ------------------------------------------------------
 

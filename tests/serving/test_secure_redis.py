@@ -25,9 +25,9 @@ from secure_redis_helpers import ALICE, PASSWORD, SecureRedis, running_secure_re
 from serve_process import start_server
 
 from featureline.cli import main
-from featureline.devstack import free_port
+from featureline.cli.devstack import free_port
+from featureline.serving_api.proto import SERVICE_NAME, pb
 from featureline.settings import Settings
-from serving_api.proto import SERVICE_NAME, pb
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 DRIVERS = [1001, 1002, 1003]

@@ -11,9 +11,9 @@ import pytest
 from serve_process import ServerProcess, start_server
 
 from featureline.errors import BadInputError
+from featureline.serving_api.client import FeatureClient
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.client import FeatureClient
 
 TOKENS = """# token      access
 tok-all       *

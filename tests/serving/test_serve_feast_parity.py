@@ -181,7 +181,7 @@ def test_feast_reads_what_we_wrote(store: Any) -> None:
 
 
 def test_ties_and_null_winners_served_by_rest_and_grpc(store: Any, server: ServerProcess) -> None:
-    from serving_api.client import FeatureClient
+    from featureline.serving_api.client import FeatureClient
 
     users = TIES + [NULL_WINS]
     rest = _by_name(_ours(server, users, ["profile:age", "profile:country"]))
@@ -218,7 +218,7 @@ def test_aggregating_view_served_equals_the_oracle(store: Any, server: ServerPro
     """The aggregating view (which Feast 0.67 cannot serve from tiles) through REST and
     gRPC: every aggregation equals the naive oracle at the serving time; an entity with
     no events has the empty-window values (count 0, sum 0.0, the rest null)."""
-    from serving_api.client import FeatureClient
+    from featureline.serving_api.client import FeatureClient
 
     view = serving_spec.view("txn_stats")
     refs = [f"txn_stats:{a.name}" for a in view.aggregations]

@@ -17,10 +17,10 @@ from serve_process import ServerProcess
 from serving_data import now_us, write_latest
 
 from featureline.errors import BadInputError, NotFoundError, ServiceUnavailableError
+from featureline.serving_api.client import AsyncFeatureClient, FeatureClient, ServingTimeoutError
+from featureline.serving_api.proto import SERVICE_NAME, pb
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, resolve_features
-from serving_api.client import AsyncFeatureClient, FeatureClient, ServingTimeoutError
-from serving_api.proto import SERVICE_NAME, pb
 
 USERS = [1, 2, 3]
 
@@ -141,7 +141,7 @@ def test_async_sdk_matches_sync(server: ServerProcess, data: None) -> None:
 
 
 def test_sdk_retries_unavailable_within_its_deadline() -> None:
-    from featureline.devstack import free_port
+    from featureline.cli.devstack import free_port
 
     with FeatureClient(f"127.0.0.1:{free_port()}", timeout_s=0.5, retries=3) as client:
         started = time.monotonic()

@@ -246,7 +246,7 @@ def test_the_template_push_request_shape(setup: Setup, redis_client: redis.Redis
 
 def test_sdk_and_cli_push(setup: Setup, redis_client: redis.Redis, tmp_path: Path) -> None:
     from featureline.cli import main
-    from serving_api.client import FeatureClient
+    from featureline.serving_api.client import FeatureClient
 
     with FeatureClient(setup.server.target, rest_url=setup.server.url) as client:
         client.push("stats_push", rows([11], DAY + timedelta(hours=18), 0.5))  # pandas, through REST

@@ -17,6 +17,13 @@ from featureline.errors import BadInputError, NotFoundError
 from featureline.odfv import OnDemandError, OnDemandRunner
 from featureline.online.feast_format import encode_timestamp, encode_value
 from featureline.online.tiles import encode_tile, tile_field
+from featureline.serving_api.codec_proto import encode_online_response
+from featureline.serving_api.entities import coerce_column
+from featureline.serving_api.frame import NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE, PRESENT
+from featureline.serving_api.online_reader import assemble, prepare
+from featureline.serving_api.plans import build_plan
+from featureline.serving_api.proto import pb
+from featureline.serving_api.tensor import frame_to_tensor
 from featureline.specs import (
     AggregationSpec,
     EntitySpec,
@@ -27,13 +34,6 @@ from featureline.specs import (
     ServiceSpec,
     ViewSpec,
 )
-from serving_api.codec_proto import encode_online_response
-from serving_api.entities import coerce_column
-from serving_api.frame import NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE, PRESENT
-from serving_api.online_reader import assemble, prepare
-from serving_api.plans import build_plan
-from serving_api.proto import pb
-from serving_api.tensor import frame_to_tensor
 
 DAY_US = 86_400 * US
 T = 1_790_000_000 * US + 123_456  # a fixed serving time

@@ -19,12 +19,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serve_process import ServerProcess, start_server
 from serving_data import now_us, write_latest
 
-from featureline.devstack import free_port, redis_binary
+from featureline.cli.devstack import free_port, redis_binary
 from featureline.errors import ServiceUnavailableError
+from featureline.serving_api.client import FeatureClient, ServingTimeoutError
+from featureline.serving_api.proto import SERVICE_NAME
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.client import FeatureClient, ServingTimeoutError
-from serving_api.proto import SERVICE_NAME
 
 BODY = {"features": ["profile:age"], "entities": {"user_id": [1]}}
 

@@ -16,9 +16,9 @@ from oracle.naive import US, aggregate, window_start_us
 from serve_process import ServerProcess
 from serving_data import now_us, write_latest, write_tiles
 
+from featureline.serving_api.proto import pb
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.proto import pb
 
 USERS = list(range(1, 21))
 MINUTE_US = 60 * US

@@ -43,14 +43,14 @@ from types_repo import (
     write_repo,
 )
 
-from batch.materialize import materialize
-from featureline.devstack import free_ports
+from featureline.batch.materialize import materialize
+from featureline.cli.devstack import free_ports
 from featureline.online.feast_format import feature_field, ts_field
 from featureline.online.value_proto import decode_plain
 from featureline.repo import load_repo
+from featureline.serving_api.client import FeatureClient
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.client import FeatureClient
 
 START, END = T0 - timedelta(days=30), T0 + timedelta(days=1)
 MISSING = 99
@@ -265,7 +265,7 @@ def test_tensor_refuses_a_non_numeric_feature_by_name(typed: Typed) -> None:
     body = {"features": numeric, "entities": {"driver_id": [1, NULL_DRIVER]}}
     response = httpx.post(url, json=body, timeout=10)
     assert response.status_code == 200, response.text
-    from serving_api.proto import pb
+    from featureline.serving_api.proto import pb
 
     tensor = pb.Tensor.FromString(response.content)
     values = np.frombuffer(tensor.values, dtype="<f4").reshape(2, len(numeric))
@@ -300,7 +300,7 @@ def test_project_keys_are_ours(typed: Typed) -> None:
 def test_consistency_compares_every_type_by_value(typed: Typed) -> None:
     """Our materialized values (Feast's have its int64 rounding, above) against
     historical retrieval at the same t: every type agrees by value, nulls included."""
-    from batch.consistency.run import check_consistency
+    from featureline.batch.consistency.run import check_consistency
 
     client = redis.Redis.from_url(typed.settings.redis_url)
     try:

@@ -13,12 +13,12 @@ from serve_process import ServerProcess, start_server
 from stream_helpers import DEMO_REPO, StreamCase
 
 from featureline.settings import Settings
-from streaming.bench import isolated_repo
+from featureline.streaming.bench import isolated_repo
 
 
 @pytest.fixture
 def stream_case(stack: Settings, tmp_path: Path) -> Iterator[StreamCase]:
-    from featureline.devstack import ensure_topic
+    from featureline.cli.devstack import ensure_topic
     from featureline.repo import load_repo
 
     name = f"st{uuid.uuid4().hex[:8]}"

@@ -22,9 +22,9 @@ from serve_process import ServerProcess
 
 from featureline.offline import raw_dir
 from featureline.online.tiles import offsets_key
+from featureline.serving_api.client import FeatureClient
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
-from serving_api.client import FeatureClient
 
 DEMO_REPO = Path(__file__).resolve().parents[2] / "feature_repo"
 

@@ -29,8 +29,8 @@ def _read_all(settings: Settings, topic: str, expected: int) -> list[tuple[int, 
 def test_lean_decoder_matches_kafka_python(stack: Settings) -> None:
     from kafka import KafkaProducer
 
-    from featureline.devstack import ensure_topic
-    from streaming import kafka_fast
+    from featureline.cli.devstack import ensure_topic
+    from featureline.streaming import kafka_fast
 
     topic = f"fast{uuid.uuid4().hex[:8]}"
     ensure_topic(stack, topic, 1)

@@ -83,7 +83,7 @@ def test_online_equals_oracle_with_late_and_dead_letters(
     assert late["merchant_txn_stats"] <= sum(a > keep_us - 120 * US for a in ages)
     # Every valid event once offline, with its Kafka identity; the same columns the
     # generator writes for batch backfills.
-    from featureline.generator import RAW_SCHEMA
+    from featureline.cli.generator import RAW_SCHEMA
 
     table = offline_rows(stream_case)
     assert table.num_rows == len(events)

@@ -60,7 +60,7 @@ def _lose_commits(case: StreamCase) -> None:
     killed runs were lost after their files were written: a SIGKILL lands between a
     file's rename and the commit too rarely for a test to rely on it. The restart must
     remove every file from there on (raw and computed) and write those events again."""
-    from streaming.offsets import OffsetStore, group_id
+    from featureline.streaming.offsets import OffsetStore, group_id
 
     store = OffsetStore(case.settings.kafka_bootstrap, group_id(case.project))
     try:

@@ -33,11 +33,11 @@ from stream_helpers import (
 from featureline.offline import read_table
 from featureline.settings import Settings
 from featureline.specs import FieldSpec, KafkaSourceSpec, ViewSpec
-from streaming.batches import RawBatch
-from streaming.bench import isolated_repo
-from streaming.parse import BatchParser
-from streaming.schema import source_schema
-from streaming.udf import ViewInputs
+from featureline.streaming.batches import RawBatch
+from featureline.streaming.bench import isolated_repo
+from featureline.streaming.parse import BatchParser
+from featureline.streaming.schema import source_schema
+from featureline.streaming.udf import ViewInputs
 
 # Raises on currency XXX; drops its declared output on currency YYY.
 UDF_SOURCE = """
@@ -125,7 +125,7 @@ def test_a_udf_that_cannot_compile_fails_at_start() -> None:
 @pytest.fixture
 def udf_case(stack: Settings, tmp_path: Path) -> Iterator[StreamCase]:
     """The demo repo copy of stream_case, plus the udf view above."""
-    from featureline.devstack import ensure_topic
+    from featureline.cli.devstack import ensure_topic
     from featureline.repo import load_repo
 
     name = f"su{uuid.uuid4().hex[:8]}"

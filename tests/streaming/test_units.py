@@ -15,10 +15,10 @@ from featureline.online.tiles import tile_field, tile_key_for
 from featureline.online.writer import LatestRow, LatestValueWriter, reduce_latest
 from featureline.semantics import US, AggState, tile_start_us
 from featureline.specs import AggregationSpec, FieldSpec, KafkaSourceSpec, ViewSpec
-from streaming.batches import RawBatch
-from streaming.parse import BatchParser
-from streaming.schema import parse_ddl, source_schema
-from streaming.tiles import key_encoder, view_update
+from featureline.streaming.batches import RawBatch
+from featureline.streaming.parse import BatchParser
+from featureline.streaming.schema import parse_ddl, source_schema
+from featureline.streaming.tiles import key_encoder, view_update
 
 NOW_US = 1_790_000_000 * US
 SOURCE = KafkaSourceSpec(

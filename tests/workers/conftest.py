@@ -13,12 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from featureline.serving_api.workers.bench_env import ServeProcess, serving
+from featureline.serving_api.workers.layout import FeatureLayout
+from featureline.serving_api.workers.synthetic import EntityDomain
+from featureline.serving_api.workers.train import TrainResult
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.workers.bench_env import ServeProcess, serving
-from serving_api.workers.layout import FeatureLayout
-from serving_api.workers.synthetic import EntityDomain
-from serving_api.workers.train import TrainResult
 
 SERVICE = "fraud_training_v1"
 
@@ -27,7 +27,7 @@ SERVICE = "fraud_training_v1"
 def workers_settings(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """The stack's Redis and Kafka, with our own home (spec cache, models), offline
     dir (training data nobody else reads) and serving ports."""
-    from featureline.devstack import free_ports
+    from featureline.cli.devstack import free_ports
 
     home = tmp_path_factory.mktemp("workers-home")
     http_port, grpc_port = free_ports(2)
@@ -45,7 +45,7 @@ def workers_repo(workers_settings: Settings) -> RepoSpec:
 
 @pytest.fixture(scope="session")
 def layout(workers_repo: RepoSpec) -> FeatureLayout:
-    from serving_api.workers.layout import feature_layout
+    from featureline.serving_api.workers.layout import feature_layout
 
     return feature_layout(workers_repo, SERVICE)
 
@@ -75,9 +75,9 @@ def training_data(workers_settings: Settings) -> Path:
     merchant_risk. Returns the labels file."""
     import pyarrow.parquet as pq
 
-    from featureline.generator import make_config, write_batch_sources, write_raw_events
-    from featureline.generator.parquet import RAW_SUBDIR, raw_part_name
-    from featureline.generator.table import generate_events
+    from featureline.cli.generator import make_config, write_batch_sources, write_raw_events
+    from featureline.cli.generator.parquet import RAW_SUBDIR, raw_part_name
+    from featureline.cli.generator.table import generate_events
     from featureline.offline import write_partitioned
 
     offline = workers_settings.resolved_offline_dir
@@ -93,7 +93,7 @@ def training_data(workers_settings: Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(workers_settings: Settings, workers_repo: RepoSpec, training_data: Path) -> TrainResult:
-    from serving_api.workers.train import TrainConfig, train
+    from featureline.serving_api.workers.train import TrainConfig, train
 
     out = workers_settings.home / "models" / "fraud.pt"
     return train(workers_settings, training_data, out, TrainConfig(service=SERVICE, epochs=8))
@@ -105,7 +105,7 @@ def online(workers_settings: Settings, workers_repo: RepoSpec, layout: FeatureLa
     minutes only (values stay equal for several minutes: fetches can be compared)."""
     import redis
 
-    from serving_api.workers.synthetic import entity_domain, load_online_features
+    from featureline.serving_api.workers.synthetic import entity_domain, load_online_features
 
     client = redis.Redis.from_url(workers_settings.redis_url)
     client.flushdb()

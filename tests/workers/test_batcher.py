@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving_api.workers.batcher import DynamicBatcher
+from featureline.serving_api.workers.batcher import DynamicBatcher
 
 
 class FakeClock:

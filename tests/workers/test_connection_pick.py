@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from serving_api.typed_client import AsyncTensorClient
+from featureline.serving_api.typed_client import AsyncTensorClient
 
 
 def _picks(in_flight: list[int], n: int) -> list[int]:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from featureline.cli import main
+from featureline.serving_api.workers.fingerprint import service_fingerprint
+from featureline.serving_api.workers.layout import feature_layout
+from featureline.serving_api.workers.train import TrainResult
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, resolve_features
-from serving_api.workers.fingerprint import service_fingerprint
-from serving_api.workers.layout import feature_layout
-from serving_api.workers.train import TrainResult
 
 SERVICE = "fraud_training_v1"
 

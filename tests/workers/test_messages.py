@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from serving_api.workers.messages import (
+from featureline.serving_api.workers.messages import (
     CommitTracker,
     Rejected,
     ScoringRequest,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from featureline.errors import BadInputError
-from serving_api.workers.model import (
+from featureline.serving_api.workers.model import (
     FraudMLP,
     ModelMeta,
     Scorer,
@@ -17,7 +17,7 @@ from serving_api.workers.model import (
     load_model,
     save_model,
 )
-from serving_api.workers.train import roc_auc
+from featureline.serving_api.workers.train import roc_auc
 
 COLS = 6
 # Columns 0-1 have a declared value when missing (count/sum of an empty window: 0).

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from serving_api.workers.model import FraudMLP, Scorer, fit_normalization
-from serving_api.workers.train import TrainConfig, TrainingSet, _fit, roc_auc
+from featureline.serving_api.workers.model import FraudMLP, Scorer, fit_normalization
+from featureline.serving_api.workers.train import TrainConfig, TrainingSet, _fit, roc_auc
 
 # CUDA is a recorded skip where no GPU is present, not a case left out of the run.
 DEVICES = [

@@ -12,8 +12,8 @@ from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
 from kafka.structs import TopicPartition
 
 from featureline.errors import ServiceUnavailableError
-from serving_api.workers import worker
-from serving_api.workers.worker import check_sent
+from featureline.serving_api.workers import worker
+from featureline.serving_api.workers.worker import check_sent
 
 
 def _batch(n: int) -> tuple[FutureProduceResult, list[FutureRecordMetadata]]:

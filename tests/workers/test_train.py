@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from featureline.cli import main
+from featureline.serving_api.workers.fingerprint import service_fingerprint
+from featureline.serving_api.workers.layout import FeatureLayout
+from featureline.serving_api.workers.model import load_model
+from featureline.serving_api.workers.train import TrainResult, training_set
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
-from serving_api.workers.fingerprint import service_fingerprint
-from serving_api.workers.layout import FeatureLayout
-from serving_api.workers.model import load_model
-from serving_api.workers.train import TrainResult, training_set
 
 SERVICE = "fraud_training_v1"
 

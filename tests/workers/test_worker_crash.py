@@ -27,12 +27,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from featureline.serving_api.workers.bench_env import ServeProcess
+from featureline.serving_api.workers.layout import FeatureLayout
+from featureline.serving_api.workers.synthetic import EntityDomain, request_rows
+from featureline.serving_api.workers.train import TrainResult
+from featureline.serving_api.workers.worker import COMMIT_INTERVAL_S
 from featureline.settings import Settings
-from serving_api.workers.bench_env import ServeProcess
-from serving_api.workers.layout import FeatureLayout
-from serving_api.workers.synthetic import EntityDomain, request_rows
-from serving_api.workers.train import TrainResult
-from serving_api.workers.worker import COMMIT_INTERVAL_S
 
 REQUESTS = 8000
 # Produced before the worker starts: the worker reads it at once and holds much of it
@@ -225,7 +225,7 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_no_request(
     trained: TrainResult,
     tmp_path: Path,
 ) -> None:
-    from featureline.devstack import ensure_topic
+    from featureline.cli.devstack import ensure_topic
 
     run_id = random.getrandbits(24)
     in_topic, out_topic, group = f"crash-scoring-{run_id}", f"crash-scores-{run_id}", f"crash-{run_id}"

@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from featureline.errors import NotFoundError, ServiceUnavailableError
+from featureline.serving_api.typed_client import ColumnMismatchError, TensorClient
+from featureline.serving_api.workers.bench_env import ServeProcess
+from featureline.serving_api.workers.layout import FeatureLayout
+from featureline.serving_api.workers.model import Scorer, load_model
+from featureline.serving_api.workers.pipeline import PipelineConfig
+from featureline.serving_api.workers.synthetic import EntityDomain, request_rows
+from featureline.serving_api.workers.train import TrainResult
+from featureline.serving_api.workers.worker import WorkerConfig, run_worker
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, resolve_features
-from serving_api.typed_client import ColumnMismatchError, TensorClient
-from serving_api.workers.bench_env import ServeProcess
-from serving_api.workers.layout import FeatureLayout
-from serving_api.workers.model import Scorer, load_model
-from serving_api.workers.pipeline import PipelineConfig
-from serving_api.workers.synthetic import EntityDomain, request_rows
-from serving_api.workers.train import TrainResult
-from serving_api.workers.worker import WorkerConfig, run_worker
 
 SERVICE = "fraud_training_v1"
 
@@ -54,7 +54,7 @@ def test_the_typed_client_fails_clearly(served: ServeProcess, layout: FeatureLay
     client = TensorClient(served.grpc_target, SERVICE, timeout_s=5.0)
     with client, pytest.raises(ColumnMismatchError, match="expected"):
         client.expect(list(layout.names)[::-1])
-    from featureline.devstack import free_port
+    from featureline.cli.devstack import free_port
 
     started = time.monotonic()
     nobody = TensorClient(f"127.0.0.1:{free_port()}", SERVICE, timeout_s=0.5)
@@ -83,7 +83,7 @@ def test_the_async_client_spreads_calls_over_its_connections(
 ) -> None:
     import asyncio
 
-    from serving_api.typed_client import AsyncTensorClient
+    from featureline.serving_api.typed_client import AsyncTensorClient
 
     port = int(served.grpc_target.rsplit(":", 1)[1])
     rows = request_rows(layout, online, 3)
@@ -141,7 +141,7 @@ def _worker_config(
     settings: Settings, served: ServeProcess, trained: TrainResult, max_requests: int
 ) -> WorkerConfig:
     """Fresh topics (2 partitions) and group; batches of up to 8, 3 fetches in flight."""
-    from featureline.devstack import ensure_topic
+    from featureline.cli.devstack import ensure_topic
 
     run_id = random.getrandbits(24)
     config = WorkerConfig(

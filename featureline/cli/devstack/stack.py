@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featureline.devstack import probes
-from featureline.devstack.binaries import redis_binary, tansu_binary
-from featureline.devstack.processes import (
+from featureline.cli.devstack import probes
+from featureline.cli.devstack.binaries import redis_binary, tansu_binary
+from featureline.cli.devstack.processes import (
     exit_code,
     is_running,
     log_tail,

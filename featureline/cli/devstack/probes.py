@@ -6,7 +6,7 @@ must not pay for them.
 
 from __future__ import annotations
 
-from featureline.devstack.processes import tcp_connects
+from featureline.cli.devstack.processes import tcp_connects
 
 
 def redis_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:

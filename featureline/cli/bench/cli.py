@@ -15,13 +15,13 @@ from featureline.settings import Settings
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "historical": (
-        "batch.bench_historical",
+        "featureline.batch.bench_historical",
         "point-in-time retrieval vs Feast get_historical_features",
     ),
-    "materialize": ("batch.bench_materialize", "offline -> Redis vs feast materialize"),
-    "serve": ("serving_api.bench", "REST/gRPC serving vs feast serve"),
-    "stream": ("streaming.bench", "end-to-end stream throughput and freshness vs Feast push"),
-    "worker": ("serving_api.workers.bench", "scored vectors/s of the inference worker"),
+    "materialize": ("featureline.batch.bench_materialize", "offline -> Redis vs feast materialize"),
+    "serve": ("featureline.serving_api.bench", "REST/gRPC serving vs feast serve"),
+    "stream": ("featureline.streaming.bench", "end-to-end stream throughput and freshness vs Feast push"),
+    "worker": ("featureline.serving_api.workers.bench", "scored vectors/s of the inference worker"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Compile the serving hot path with mypyc: `python -m featureline.compile` (run by
+"""Compile the serving hot path with mypyc: `python -m featureline.cli.compile` (run by
 `make install`; a no-op when the build is fresh).
 
 mypyc turns the type-annotated modules of `featureline._compiled.MODULES` into C

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from featureline.devstack.stack import (
+from featureline.cli.devstack.stack import (
     DEFAULT_GRACE_S,
     DEFAULT_TIMEOUT_S,
     ServiceStatus,

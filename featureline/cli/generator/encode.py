@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featureline.generator.config import GeneratorConfig
-from featureline.generator.fastfmt import iso_utc
-from featureline.generator.model import EVENT_COLUMNS
+from featureline.cli.generator.config import GeneratorConfig
+from featureline.cli.generator.fastfmt import iso_utc
+from featureline.cli.generator.model import EVENT_COLUMNS
 
 MALFORMED_KINDS = ("bad_json", "missing_field", "wrong_type", "far_future")
 
@@ -141,7 +141,7 @@ def kafka_batch(config: GeneratorConfig, table: pa.Table) -> KafkaBatch:
 
 def kafka_records(config: GeneratorConfig, table: pa.Table | None = None) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) pairs as produced to Kafka, malformed ones included."""
-    from featureline.generator.table import generate_events
+    from featureline.cli.generator.table import generate_events
 
     events = generate_events(config) if table is None else table
     return kafka_batch(config, events).records()

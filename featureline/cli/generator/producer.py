@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from featureline.cli.generator.encode import KafkaBatch
 from featureline.config import kafka_config
 from featureline.errors import ServiceUnavailableError
-from featureline.generator.encode import KafkaBatch
 from featureline.settings import Settings
 
 # 20 ms linger with 256 KiB batches: ~1,500 messages per request at full speed,

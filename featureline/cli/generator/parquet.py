@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featureline.generator.config import GeneratorConfig
-from featureline.generator.model import COUNTRIES, TS_TYPE, population
+from featureline.cli.generator.config import GeneratorConfig
+from featureline.cli.generator.model import COUNTRIES, TS_TYPE, population
 
 RAW_SCHEMA = pa.schema(
     [

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from featureline.cli.generator.config import GeneratorConfig, make_config, parse_rate, parse_start
 from featureline.errors import BadInputError
-from featureline.generator.config import GeneratorConfig, make_config, parse_rate, parse_start
 from featureline.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,13 +72,13 @@ def config_from_args(args: argparse.Namespace) -> GeneratorConfig:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     config = config_from_args(args)
     out_dir = (args.out or settings.resolved_offline_dir).resolve()
-    from featureline.generator.parquet import write_batch_sources
-    from featureline.generator.table import generate_events
+    from featureline.cli.generator.parquet import write_batch_sources
+    from featureline.cli.generator.table import generate_events
 
     to_kafka = args.to in ("kafka", "both")
     partitions = 0
     if to_kafka:  # fail before generating when Kafka is down
-        from featureline.devstack import ensure_topic
+        from featureline.cli.devstack import ensure_topic
 
         partitions = ensure_topic(settings, args.topic, args.partitions)
     began = time.monotonic()
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _to_parquet(config: GeneratorConfig, events: pa.Table, out_dir: Path) -> None:
-    from featureline.generator.parquet import RAW_SUBDIR, raw_part_name, write_raw_events
+    from featureline.cli.generator.parquet import RAW_SUBDIR, raw_part_name, write_raw_events
 
     files = write_raw_events(events, out_dir / RAW_SUBDIR, raw_part_name(config))
     print(f"parquet: {events.num_rows:,} raw events in {len(files)} file(s) under {out_dir / RAW_SUBDIR}")
@@ -112,8 +112,8 @@ def _to_kafka(
     settings: Settings,
     partitions: int,
 ) -> None:
-    from featureline.generator.encode import kafka_batch
-    from featureline.generator.producer import produce
+    from featureline.cli.generator.encode import kafka_batch
+    from featureline.cli.generator.producer import produce
 
     batch = kafka_batch(config, events)
     if args.realtime:

@@ -53,13 +53,13 @@ def _cli(*argv: str) -> None:
 
 
 def stage_stack(ctx: DemoContext) -> None:
-    from featureline.devstack import start_stack
+    from featureline.cli.devstack import start_stack
 
     state = start_stack(ctx.settings, report=print)
     for svc in state.services.values():
         print(f"  {svc.name}: {svc.host}:{svc.port} (pid {svc.pid})")
     if not ctx.args.keep:
-        from featureline.devstack import stop_stack
+        from featureline.cli.devstack import stop_stack
 
         ctx.cleanups.append(lambda: stop_stack(ctx.settings))
 
@@ -126,7 +126,7 @@ def stage_materialize(ctx: DemoContext) -> None:
 
 
 def stage_serve(ctx: DemoContext) -> None:
-    from featureline.devstack import free_ports
+    from featureline.cli.devstack import free_ports
 
     http_port, grpc_port = free_ports(2)
     log = ctx.settings.home / "logs" / "serve.log"
@@ -179,7 +179,7 @@ def _demo_rows(ctx: DemoContext, n: int) -> list[dict[str, Any]]:
 def stage_fetch(ctx: DemoContext) -> None:
     import httpx
 
-    from serving_api.client import FeatureClient
+    from featureline.serving_api.client import FeatureClient
 
     row = _demo_rows(ctx, 1)[0]
     entities = {"user_id": [row["user_id"]], "merchant_id": [row["merchant_id"]],
@@ -223,7 +223,7 @@ def stage_score(ctx: DemoContext) -> None:
 
     from kafka import KafkaProducer
 
-    from featureline.devstack import ensure_topic
+    from featureline.cli.devstack import ensure_topic
 
     rows = _demo_rows(ctx, 500)
     ensure_topic(ctx.settings, "transactions.scoring", 1)

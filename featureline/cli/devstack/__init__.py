@@ -5,9 +5,9 @@ use the functions below. Importing this package costs only the standard library:
 redis-py and kafka-python are imported when a probe or a topic call runs.
 """
 
-from featureline.devstack.binaries import MissingBinaryError, redis_binary, tansu_binary
-from featureline.devstack.processes import free_port, free_ports
-from featureline.devstack.stack import (
+from featureline.cli.devstack.binaries import MissingBinaryError, redis_binary, tansu_binary
+from featureline.cli.devstack.processes import free_port, free_ports
+from featureline.cli.devstack.stack import (
     PortInUseError,
     ServiceState,
     ServiceStatus,
@@ -19,7 +19,7 @@ from featureline.devstack.stack import (
     state_path,
     stop_stack,
 )
-from featureline.devstack.topics import ensure_topic
+from featureline.cli.devstack.topics import ensure_topic
 
 __all__ = [
     "MissingBinaryError",

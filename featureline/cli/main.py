@@ -21,24 +21,33 @@ from featureline.errors import FeaturelineError
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("featureline.demo", "run the whole platform once on the embedded dev stack"),
-    "dev": ("featureline.devstack.cli", "start, stop or inspect the embedded Kafka/Redis/registry"),
-    "apply": ("featureline.commands.apply", "register the Feast repo's definitions (feast apply)"),
-    "specs": ("featureline.commands.specs", "print the typed specs Featureline reads from a repo"),
-    "config": ("featureline.commands.config", "print the resolved configuration, with each value's origin"),
-    "env": ("featureline.commands.env", "print FEATURELINE_* exports for the plain `feast` CLI"),
-    "generate": ("featureline.generator.cli", "generate realistic card transactions"),
-    "stream": ("streaming.cli", "run the Beam streaming job: Kafka -> Redis + Parquet"),
-    "backfill": ("batch.backfill_cli", "recompute features from offline raw events with Spark"),
-    "materialize": ("batch.materialize_cli", "load offline features into the online store"),
-    "push": ("featureline.commands.push", "push rows from a file to a PushSource's views (as Feast's push)"),
-    "historical": ("batch.historical_cli", "build a point-in-time-correct training set"),
-    "consistency": ("batch.consistency_cli", "measure online/offline agreement per feature"),
-    "compact": ("batch.compact_cli", "merge each closed date partition of the offline store into one file"),
-    "serve": ("serving_api.cli", "serve features over gRPC and REST"),
-    "train": ("serving_api.workers.train_cli", "train the fraud model from a feature service"),
-    "worker": ("serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
-    "bench": ("featureline.bench.cli", "benchmarks, each run side by side with Feast"),
+    "demo": ("featureline.cli.demo", "run the whole platform once on the embedded dev stack"),
+    "dev": ("featureline.cli.devstack.cli", "start, stop or inspect the embedded Kafka/Redis/registry"),
+    "apply": ("featureline.cli.commands.apply", "register the Feast repo's definitions (feast apply)"),
+    "specs": ("featureline.cli.commands.specs", "print the typed specs Featureline reads from a repo"),
+    "config": (
+        "featureline.cli.commands.config",
+        "print the resolved configuration, with each value's origin",
+    ),
+    "env": ("featureline.cli.commands.env", "print FEATURELINE_* exports for the plain `feast` CLI"),
+    "generate": ("featureline.cli.generator.cli", "generate realistic card transactions"),
+    "stream": ("featureline.streaming.cli", "run the Beam streaming job: Kafka -> Redis + Parquet"),
+    "backfill": ("featureline.batch.backfill_cli", "recompute features from offline raw events with Spark"),
+    "materialize": ("featureline.batch.materialize_cli", "load offline features into the online store"),
+    "push": (
+        "featureline.cli.commands.push",
+        "push rows from a file to a PushSource's views (as Feast's push)",
+    ),
+    "historical": ("featureline.batch.historical_cli", "build a point-in-time-correct training set"),
+    "consistency": ("featureline.batch.consistency_cli", "measure online/offline agreement per feature"),
+    "compact": (
+        "featureline.batch.compact_cli",
+        "merge each closed date partition of the offline store into one file",
+    ),
+    "serve": ("featureline.serving_api.cli", "serve features over gRPC and REST"),
+    "train": ("featureline.serving_api.workers.train_cli", "train the fraud model from a feature service"),
+    "worker": ("featureline.serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
+    "bench": ("featureline.cli.bench.cli", "benchmarks, each run side by side with Feast"),
 }
 
 

@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from serving_api.push_client import push_rows, read_frame_file
+    from featureline.serving_api.push_client import push_rows, read_frame_file
 
     columns = read_frame_file(args.file)
     rows = len(next(iter(columns.values()), []))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from featureline.generator.config import GeneratorConfig
-from featureline.generator.fastfmt import hex_ids
-from featureline.generator.model import COUNTRIES, CURRENCIES, TS_TYPE, simulate
+from featureline.cli.generator.config import GeneratorConfig
+from featureline.cli.generator.fastfmt import hex_ids
+from featureline.cli.generator.model import COUNTRIES, CURRENCIES, TS_TYPE, simulate
 
 # 0x9E3779B97F4A7C15 is odd, so i -> i * K mod 2^64 is a bijection: ids are unique
 # within a run by construction, not by luck; the salt varies them between runs.

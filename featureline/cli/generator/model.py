@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from featureline.generator.config import GeneratorConfig
+from featureline.cli.generator.config import GeneratorConfig
 
 COUNTRIES = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "SE", "CA", "BR", "IN", "JP", "AU")
 _COUNTRY_WEIGHTS = np.array([30, 12, 12, 9, 7, 6, 4, 4, 3, 4, 3, 3, 2, 1], dtype=float)
