@@ -46,7 +46,7 @@ mutation: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy featureline
+	$(VENV)/bin/mypy featureline benchmarks
 
 clean:
 	rm -rf $(VENV) .featureline feature_repo/data build

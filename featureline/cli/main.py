@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("featureline.serving_api.cli", "serve features over gRPC and REST"),
     "train": ("featureline.serving_api.workers.train_cli", "train the fraud model from a feature service"),
     "worker": ("featureline.serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
-    "bench": ("featureline.cli.bench.cli", "benchmarks, each run side by side with Feast"),
+    "bench": ("featureline.cli.commands.bench", "benchmarks, each run side by side with Feast"),
 }
 
 

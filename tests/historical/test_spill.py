@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.historical.data import FEATURES, generate
 from featureline.batch.historical import LocalOptions, get_historical_features
-from featureline.batch.historical.bench_data import FEATURES, generate
 from featureline.errors import FeaturelineError
 from featureline.specs import EntitySpec, FieldSpec, FileSourceSpec, RepoSpec, ViewSpec
 

@@ -12,8 +12,8 @@ import pytest
 from serve_process import ServerProcess, start_server
 from stream_helpers import DEMO_REPO, StreamCase
 
+from benchmarks.stream.repo import isolated_repo
 from featureline.settings import Settings
-from featureline.streaming.bench import isolated_repo
 
 
 @pytest.fixture

@@ -30,11 +30,11 @@ from stream_helpers import (
     served_latest,
 )
 
+from benchmarks.stream.repo import isolated_repo
 from featureline.offline import read_table
 from featureline.settings import Settings
 from featureline.specs import FieldSpec, KafkaSourceSpec, ViewSpec
 from featureline.streaming.batches import RawBatch
-from featureline.streaming.bench import isolated_repo
 from featureline.streaming.parse import BatchParser
 from featureline.streaming.schema import source_schema
 from featureline.streaming.udf import ViewInputs

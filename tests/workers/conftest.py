@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from featureline.serving_api.workers.bench_env import ServeProcess, serving
+from benchmarks.worker.env import ServeProcess, serving
+from benchmarks.worker.synthetic import EntityDomain
 from featureline.serving_api.workers.layout import FeatureLayout
-from featureline.serving_api.workers.synthetic import EntityDomain
 from featureline.serving_api.workers.train import TrainResult
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
@@ -105,7 +105,7 @@ def online(workers_settings: Settings, workers_repo: RepoSpec, layout: FeatureLa
     minutes only (values stay equal for several minutes: fetches can be compared)."""
     import redis
 
-    from featureline.serving_api.workers.synthetic import entity_domain, load_online_features
+    from benchmarks.worker.synthetic import entity_domain, load_online_features
 
     client = redis.Redis.from_url(workers_settings.redis_url)
     client.flushdb()

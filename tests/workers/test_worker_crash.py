@@ -27,9 +27,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from featureline.serving_api.workers.bench_env import ServeProcess
+from benchmarks.worker.env import ServeProcess
+from benchmarks.worker.synthetic import EntityDomain, request_rows
 from featureline.serving_api.workers.layout import FeatureLayout
-from featureline.serving_api.workers.synthetic import EntityDomain, request_rows
 from featureline.serving_api.workers.train import TrainResult
 from featureline.serving_api.workers.worker import COMMIT_INTERVAL_S
 from featureline.settings import Settings

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.worker.env import ServeProcess
+from benchmarks.worker.synthetic import EntityDomain, request_rows
 from featureline.errors import NotFoundError, ServiceUnavailableError
 from featureline.serving_api.typed_client import ColumnMismatchError, TensorClient
-from featureline.serving_api.workers.bench_env import ServeProcess
 from featureline.serving_api.workers.layout import FeatureLayout
 from featureline.serving_api.workers.model import Scorer, load_model
 from featureline.serving_api.workers.pipeline import PipelineConfig
-from featureline.serving_api.workers.synthetic import EntityDomain, request_rows
 from featureline.serving_api.workers.train import TrainResult
 from featureline.serving_api.workers.worker import WorkerConfig, run_worker
 from featureline.settings import Settings

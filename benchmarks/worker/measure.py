@@ -1,95 +1,28 @@
-"""The worker benchmark's measurements (see `bench.py` for what is measured and why)."""
+"""The worker benchmark's measurements (the package docstring says what is
+measured and why)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from featureline.errors import BadInputError
 from featureline.serving_api.client import FeatureTensor
 from featureline.serving_api.workers.layout import FeatureLayout
 from featureline.serving_api.workers.messages import new_request, score_records
 from featureline.serving_api.workers.model import Scorer
 from featureline.serving_api.workers.pipeline import PipelineConfig, ScoredBatch, ScoringPipeline
-from featureline.settings import Settings
 
 WARMUP_S = 0.5
 # A batch that is not full leaves after 2 ms; the closed loop below always sends full
 # batches, so this only matters for the last one.
 MAX_WAIT_S = 0.002
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    devices: tuple[str, ...]
-    batch_sizes: tuple[int, ...]
-    seconds: float
-    users: int
-    merchants: int
-    serve_workers: int
-    inflight: int
-    service: str
-    model: Path | None
-    kafka_requests: int
-    feast: bool
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
-        from featureline.serving_api.workers.bench import DEFAULT_BATCHES, QUICK_BATCHES
-
-        quick = bool(args.quick)
-        sizes = _ints(args.batch_sizes or (QUICK_BATCHES if quick else DEFAULT_BATCHES), "--batch-sizes")
-        options = cls(
-            devices=_devices(args.devices),
-            batch_sizes=sizes,
-            seconds=args.seconds if args.seconds is not None else (1.5 if quick else 5.0),
-            users=args.users if args.users is not None else (5_000 if quick else 100_000),
-            merchants=args.merchants if args.merchants is not None else (500 if quick else 5_000),
-            serve_workers=args.serve_workers,
-            inflight=args.inflight,
-            service=args.feature_service,
-            model=Path(args.model) if args.model else None,
-            kafka_requests=(
-                args.kafka_requests if args.kafka_requests is not None else (5_000 if quick else 50_000)
-            ),
-            feast=not args.no_feast,
-        )
-        if options.seconds <= 0 or options.inflight < 1 or options.serve_workers < 1:
-            raise BadInputError("--seconds must be > 0, --inflight and --serve-workers >= 1")
-        if min(options.users, options.merchants) < 1 or options.kafka_requests < 0:
-            raise BadInputError("--users and --merchants must be >= 1, --kafka-requests >= 0")
-        return options
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise BadInputError(f"{flag} {text!r}: expected comma-separated integers") from None
-    if not values or min(values) < 1:
-        raise BadInputError(f"{flag} {text!r}: sizes must be >= 1")
-    return values
-
-
-def _devices(text: str) -> tuple[str, ...]:
-    if text == "auto":
-        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-    devices = tuple(d.strip() for d in text.split(",") if d.strip())
-    from featureline.serving_api.workers.train import check_device
-
-    for device in devices:
-        check_device(device)
-    return devices
 
 
 @dataclass
@@ -212,11 +145,3 @@ def machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
-
-
-def run_bench(options: BenchOptions, settings: Settings) -> int:
-    from featureline.serving_api.workers.bench_steps import run_all
-
-    summary = run_all(options, settings)
-    print(json.dumps(summary, sort_keys=True))
-    return 0

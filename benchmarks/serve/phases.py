@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from benchmarks.loadgen.generator import LoadResult, grpc_callers, http_callers, run_closed, run_open
+from benchmarks.loadgen.grpc_raw import raw_grpc_callers
+from benchmarks.serve.setup import children, random_value, rss_bytes
 from featureline.dtypes import NUMERIC_DTYPES
-from featureline.serving_api.bench_setup import children, random_value, rss_bytes
 from featureline.serving_api.client import online_request, tensor_request
-from featureline.serving_api.loadgen import LoadResult, grpc_callers, http_callers, run_closed, run_open
-from featureline.serving_api.loadgen_grpc import raw_grpc_callers
 from featureline.serving_api.proto import FEAST_GRPC_SERVER_NAME, SERVICE_NAME
 from featureline.specs import RepoSpec
 

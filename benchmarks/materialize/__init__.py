@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import child_env
+from benchmarks.materialize.data import write_repo
 from featureline.errors import FeaturelineError
 from featureline.settings import Settings
 
 QUICK = {"rows": 100_000, "entities": 10_000}
-START, END = "2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"
-VIEW = "bench_profile"
-SAMPLE_KEYS = 2000
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,79 +55,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default=None, help="where to generate data (default: a temp dir)")
 
 
-# --- data --------------------------------------------------------------------------------
-
-
-_STORE_YAML = """project: bench_materialize
-provider: local
-registry: {registry}
-online_store:
-  type: redis
-  connection_string: 127.0.0.1:{port}
-offline_store:
-  type: file
-entity_key_serialization_version: 3
-"""
-_DEFS = """from datetime import timedelta
-from feast import Entity, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64, String
-
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
-source = FileSource(name="bench_source", path={path!r}, timestamp_field="event_timestamp",
-                    created_timestamp_column="created")
-bench_profile = FeatureView(
-    name="bench_profile", entities=[user], ttl=timedelta(days=3650), source=source,
-    schema=[Field(name="f_amount", dtype=Float64), Field(name="f_score", dtype=Float64),
-            Field(name="f_count", dtype=Int64), Field(name="f_age", dtype=Int64),
-            Field(name="f_country", dtype=String)],
-)
-"""
-
-
-def write_repo(workdir: Path, rows: int, entities: int, redis_port: int) -> Path:
-    """A Feast repo with one 5-feature view over one Parquet file of `rows` rows."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(42)
-    data = workdir / "source.parquet"
-    users = np.concatenate([np.arange(entities), rng.integers(0, entities, max(rows - entities, 0))])
-    start_us = 1_767_225_600_000_000  # 2026-01-01
-    ts = start_us + rng.integers(0, 30 * 86_400 * 10**6, len(users))
-    stamps = pa.array(ts).cast(pa.timestamp("us", tz="UTC"))
-    table = pa.table(
-        {
-            "user_id": users,
-            "f_amount": rng.lognormal(3.5, 1.2, len(users)).round(2),
-            "f_score": rng.random(len(users)),
-            "f_count": rng.integers(0, 10_000, len(users)),
-            "f_age": rng.integers(0, 5_000, len(users)),
-            "f_country": pa.array(rng.choice(["US", "FR", "DE", "GB", "JP"], len(users))),
-            "event_timestamp": stamps,
-            "created": stamps,
-        }
-    )
-    pq.write_table(table, data)
-    repo = workdir / "repo"
-    repo.mkdir()
-    (repo / "feature_store.yaml").write_text(
-        _STORE_YAML.format(registry=workdir / "registry.db", port=redis_port)
-    )
-    (repo / "defs.py").write_text(_DEFS.format(path=str(data)))
-    return repo
-
-
-# --- the two sides, each in its own process -------------------------------------------------
-
-
 def _child(
     side: str, repo: Path, home: Path, port: int, entities: int, workers: int | None
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
-        "featureline.batch.bench_materialize",
+        "benchmarks.materialize.child",
         side,
         str(repo),
         str(home),
@@ -138,90 +71,12 @@ def _child(
     if workers:
         cmd.append(str(workers))
     began = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
     if done.returncode != 0:
         raise FeaturelineError(f"bench side {side!r} failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - began
     return result
-
-
-def _sample(client: Any, project: str, entities: int) -> dict[str, dict[str, str]]:
-    from featureline.online.feast_format import single_key_encoder
-
-    encode = single_key_encoder(project, "user_id", "int64")
-    step = max(1, entities // SAMPLE_KEYS)
-    out = {}
-    for user in range(0, entities, step):
-        raw = client.hgetall(encode(user))
-        out[str(user)] = {k.hex(): v.hex() for k, v in raw.items()}
-    return out
-
-
-def _feast_side(repo: Path, port: int, entities: int) -> dict[str, Any]:
-    from datetime import datetime
-
-    import redis
-    from feast import FeatureStore
-
-    store = FeatureStore(repo_path=str(repo))
-    client = redis.Redis(port=port)
-    client.flushall()
-    began = time.perf_counter()
-    store.materialize(datetime.fromisoformat(START), datetime.fromisoformat(END), feature_views=[VIEW])
-    seconds = time.perf_counter() - began
-    return {"seconds": seconds, "keys": client.dbsize(), "sample": _sample(client, store.project, entities)}
-
-
-def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | None) -> dict[str, Any]:
-    from datetime import datetime
-
-    import redis
-
-    from featureline.batch.materialize import mark_key, materialize
-
-    settings = Settings(repo=repo, home=home, redis_port=port)
-    from featureline.repo import load_repo
-
-    project = load_repo(settings).project  # cached specs: ~5 ms
-    client = redis.Redis(port=port)
-    client.flushall()
-    began = time.perf_counter()
-    report = materialize(
-        settings, datetime.fromisoformat(START), datetime.fromisoformat(END), views=[VIEW], workers=workers
-    )
-    seconds = time.perf_counter() - began
-    if not report.ok:
-        raise FeaturelineError(str(report.results))
-    (result,) = report.results
-    return {
-        "seconds": seconds,
-        "rows": result.rows_read,
-        "entities": result.entities,
-        # Feature hashes only: not materialize's own incremental mark.
-        "keys": int(client.dbsize()) - int(client.exists(mark_key(project, VIEW))),  # type: ignore[arg-type]
-        "sample": _sample(client, project, entities),
-    }
-
-
-def _child_main(argv: list[str]) -> None:
-    side, repo, home, port, entities = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3]), int(argv[4])
-    workers = int(argv[5]) if len(argv) > 5 else None
-    if side == "specs":  # untimed set-up: our cached specs, and `feast apply`
-        from featureline.repo import load_repo
-
-        load_repo(Settings(repo=repo, home=home, redis_port=port))
-        feast_cli = str(Path(sys.executable).parent / "feast")  # the venv's, PATH or not
-        subprocess.run([feast_cli, "-c", str(repo), "apply"], check=True, capture_output=True)
-        result: dict[str, Any] = {}
-    elif side == "feast":
-        result = _feast_side(repo, port, entities)
-    else:
-        result = _our_side(repo, home, port, entities, workers)
-    print(json.dumps(result))
-
-
-# --- the parent --------------------------------------------------------------------------------
 
 
 def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -314,7 +169,3 @@ def run(args: Any, settings: Settings) -> int:
             proc.terminate()
             proc.wait(timeout=10)
     return 0
-
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1:])

@@ -12,23 +12,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from featureline.repo import load_repo
-from featureline.serving_api.client import FeatureTensor
-from featureline.serving_api.typed_client import AsyncTensorClient, TensorClient
-from featureline.serving_api.workers.bench import GOAL_VECTORS_PER_S
-from featureline.serving_api.workers.bench_env import dev_stack, serving
-from featureline.serving_api.workers.bench_run import (
-    BenchOptions,
+from benchmarks.worker.env import dev_stack, serving
+from benchmarks.worker.measure import (
     Point,
     Workload,
     machine,
     measure_ours,
     print_table,
 )
+from benchmarks.worker.options import GOAL_VECTORS_PER_S, BenchOptions
+from benchmarks.worker.synthetic import entity_domain, load_online_features, request_rows
+from featureline.repo import load_repo
+from featureline.serving_api.client import FeatureTensor
+from featureline.serving_api.typed_client import AsyncTensorClient, TensorClient
 from featureline.serving_api.workers.fingerprint import service_fingerprint
 from featureline.serving_api.workers.layout import FeatureLayout, feature_layout
 from featureline.serving_api.workers.model import FraudMLP, ModelMeta, Scorer, fit_normalization, save_model
-from featureline.serving_api.workers.synthetic import entity_domain, load_online_features, request_rows
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
 

@@ -1,5 +1,5 @@
 """`featureline bench serve`: `feast serve` and `featureline serve` on one Redis and one
-data set, driven by the same load generator (serving_api.loadgen) in the same run.
+data set, driven by the same load generator (benchmarks.loadgen) in the same run.
 
 Phases (each prints our figure, Feast's and the ratio where Feast has one):
   batch 1, REST and gRPC, closed loop at --concurrency: requests/s, p50, p99;
@@ -59,9 +59,9 @@ def _sizes(args: Any) -> dict[str, Any]:
 
 
 def run(args: Any, settings: Settings) -> int:
+    from benchmarks.serve import setup
+    from benchmarks.serve.phases import Workload, run_phases
     from featureline.repo import load_repo
-    from featureline.serving_api import bench_setup as setup
-    from featureline.serving_api.bench_phases import Workload, run_phases
 
     sizes = _sizes(args)
     home = settings.home / "bench-serve" / time.strftime("%Y%m%d-%H%M%S")
@@ -102,8 +102,8 @@ def _say(text: str) -> None:
 
 
 def _start_servers(bench: Settings, args: Any, procs: list[Any]) -> dict[str, Any]:
+    from benchmarks.serve import setup
     from featureline.cli.devstack import free_ports
-    from featureline.serving_api import bench_setup as setup
 
     ours_http, ours_grpc, feast_http, feast_grpc = free_ports(4)
     ours = setup.spawn("featureline-serve", [

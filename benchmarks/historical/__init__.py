@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks import child_env
 from featureline.errors import FeaturelineError
 from featureline.settings import Settings
 
@@ -59,7 +60,7 @@ def _child(
     cmd = [
         sys.executable,
         "-m",
-        "featureline.batch.historical.bench_child",
+        "benchmarks.historical.child",
         "--side",
         side,
         "--repo",
@@ -73,7 +74,7 @@ def _child(
     ]
     if side in ("ours", "feast"):
         cmd.append("--pandas")
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    done = subprocess.run(cmd, capture_output=True, text=True, env=child_env(env))
     if done.returncode != 0:
         raise FeaturelineError(f"bench side {side!r} failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1] or "{}")
@@ -81,7 +82,7 @@ def _child(
 
 
 def _dataset(workdir: Path, name: str, entity_rows: int, feature_rows: int, keys: int) -> Any:
-    from featureline.batch.historical.bench_data import generate
+    from benchmarks.historical.data import generate
 
     print(
         f"  generating {name}: {entity_rows:,} entity rows x {feature_rows:,} feature rows, {keys:,} keys",

@@ -1,5 +1,5 @@
 """One side of `featureline bench historical`, in its own process so its peak memory is
-its own: `python -m batch.historical.bench_child --side ours|feast|spark|specs ...`.
+its own: `python -m benchmarks.historical.child --side ours|feast|spark|specs ...`.
 
 Prints one JSON line: seconds of the timed call (wall and this process's CPU, all
 threads), output rows, the process's peak RSS (kernel high-water mark, not sampled)
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from featureline.batch.historical.bench_data import FEATURES
+from benchmarks.historical.data import FEATURES
 
 
 def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int:
@@ -103,7 +103,7 @@ def _run_ours(args: argparse.Namespace, engine: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench_child")
+    parser = argparse.ArgumentParser(prog="benchmarks.historical.child")
     parser.add_argument("--side", choices=("ours", "feast", "spark", "specs"), required=True)
     parser.add_argument("--repo", required=True)
     parser.add_argument("--home", required=True)
