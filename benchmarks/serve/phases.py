@@ -1,4 +1,5 @@
-"""The measured phases of `featureline bench serve` and their report (see bench.py)."""
+"""The measured phases of `featureline bench serve` and their report (the package
+docstring says what each phase measures)."""
 
 from __future__ import annotations
 
