@@ -54,6 +54,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repo",
+        default=None,
+        help="Feast repo directory (default: $FEATURELINE_REPO or feature_repo/)",
+    )
+
+
+def _load(name: str) -> ModuleType:
+    module_name, _ = COMMANDS[name]
+    return importlib.import_module(module_name)
+
+
 # The optional libraries a command may import -> the extra that installs them
 # (pyproject.toml [project.optional-dependencies]).
 EXTRAS: dict[str, str] = {
@@ -111,19 +124,6 @@ def version() -> str:
         from featureline import __version__
 
         return __version__
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repo",
-        default=None,
-        help="Feast repo directory (default: $FEATURELINE_REPO or feature_repo/)",
-    )
-
-
-def _load(name: str) -> ModuleType:
-    module_name, _ = COMMANDS[name]
-    return importlib.import_module(module_name)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
