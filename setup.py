@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from setuptools import setup
 from setuptools.command.build_py import build_py as _build_py
@@ -19,7 +20,7 @@ from setuptools.command.build_py import build_py as _build_py
 HERE = Path(__file__).resolve().parent
 
 
-def _protos_build():  # type: ignore[no-untyped-def]
+def _protos_build() -> ModuleType:
     # By path: importing the `featureline` package needs its dependencies, which a build
     # environment does not have; protos_build uses the standard library only.
     path = HERE / "featureline" / "cli" / "protos_build.py"
