@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from featureline.cli.extras import EXTRA_MODULES
+
 pytestmark = pytest.mark.package
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,15 +120,8 @@ def test_wheel_metadata_has_license_entry_point_and_extras(wheel: Path) -> None:
     assert meta["License-Expression"] == "Apache-2.0"
     assert "Apache License" in _read(wheel, f"{dist_info}/licenses/LICENSE")
     assert "Typing :: Typed" in meta.get_all("Classifier", [])
-    assert set(meta.get_all("Provides-Extra", [])) >= {
-        "serve",
-        "stream",
-        "batch",
-        "ml",
-        "dev-stack",
-        "all",
-        "dev",
-    }
+    provided = set(meta.get_all("Provides-Extra", []))
+    assert provided >= {"all", "dev", *EXTRA_MODULES}  # the extras the CLI names exist
     requires = meta.get_all("Requires-Dist", [])
     # pyspark, apache-beam, duckdb and torch come only with their extra.
     for dist, extra in (
@@ -162,6 +157,12 @@ def test_serve_extra_runs_featureline_serve_without_spark_or_beam(serve_venv: Pa
     assert _run(featureline, "--version").strip() == f"featureline {version}"
     help_text = _run(featureline, "serve", "--help", cwd=serve_venv)
     assert "--grpc-port" in help_text and "--http-port" in help_text and "--repo" in help_text
+    no_spark = subprocess.run([featureline, "backfill"], capture_output=True, text=True, timeout=60)
+    assert (no_spark.returncode, no_spark.stderr) == (
+        2,
+        "error: `featureline backfill` needs the extra [batch] ('pyspark' is not installed): "
+        "pip install 'featureline[batch]'\n",
+    )
 
 
 def test_serve_extra_imports_every_serving_module(serve_venv: Path) -> None:

