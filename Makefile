@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	# uv resolves and installs the ~150 dependencies in ~40 s (pip: several minutes).
+	# Extra `dev` = the test tools + `all` (every part and the dev stack; pyproject.toml).
 	$(PY) -m pip install -q --disable-pip-version-check uv || true
 	if [ -x $(VENV)/bin/uv ]; then \
 	  $(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'; \
@@ -21,6 +22,8 @@ $(STAMP): pyproject.toml
 	# torch (extra `ml`) through pip, pinned: pip takes the local CPU wheel (find-links);
 	# uv would resolve the multi-GB CUDA build from PyPI.
 	$(PY) -m pip install -q torch==2.13.0
+	# serving_api/_gen: written by the editable build (setup.py) too, but uv may keep an
+	# existing editable install without building it again; same grpcio-tools pin.
 	$(PY) -m featureline.cli.protos_build
 	# docker-compose (Debian's, v1) validates docker-compose.yml in the tests; no engine needed.
 	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose; } \
@@ -28,7 +31,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The serving hot path as C extensions (mypyc, ~2 min; a no-op when fresh). A source
-# edited since makes `featureline` drop the build and run it as Python (slower).
+# edited since makes `featureline.serving_api` skip the build and import the sources
+# (slower, with a warning; nothing is deleted) until this rebuilds it.
 compile: install
 	$(PY) -m featureline.cli.compile
 

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import featureline  # noqa: F401  # first: it removes a compiled build older than its sources
+from featureline import _compiled
+
+# Before any of this package's compiled modules (featureline._compiled.MODULES) can be
+# imported: a build older than its sources is skipped, and the sources run instead.
+_compiled.install()
 
 if TYPE_CHECKING:
     from featureline.serving_api.client import (

@@ -1,8 +1,9 @@
 """The generated gRPC code of featureline.serving.v1, or a clear error if it is missing.
 
-The code is generated into serving_api/_gen/ by `python -m featureline.cli.protos_build`
-(run by `make install`) and is not committed; importing this module without it raises
-a FeaturelineError that says how to build it instead of a bare ImportError.
+The code is generated into serving_api/_gen/ by the build backend (setup.py: in the
+wheel, or beside the sources for an editable install) and by `make install`; it is not
+committed. Importing this module without it raises a FeaturelineError that says how to
+build it instead of a bare ImportError.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class GeneratedCodeMissingError(FeaturelineError):
     def __init__(self, detail: str) -> None:
         super().__init__(
             "the generated gRPC code of featureline.serving.v1 is missing or stale "
-            f"({detail}); run `make install` or `python -m featureline.cli.protos_build`"
+            f"({detail}); reinstall featureline, or in a checkout run `make install` "
+            "or `python -m featureline.cli.protos_build`"
         )
 
 

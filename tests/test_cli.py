@@ -62,3 +62,56 @@ def test_env_prints_exports(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["env"]) == 0
     out = capsys.readouterr().out
     assert "export FEATURELINE_REDIS_ADDR=" in out and "export FEATURELINE_REGISTRY_URL=" in out
+
+
+def test_version_is_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    proc = _cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"featureline {version('featureline')}"
+
+
+def test_a_command_without_its_extra_stops_with_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As if `featureline[serve]` were not installed: serve's workers import hpack in a
+    # child process, so the check comes before the command runs.
+    monkeypatch.setitem(sys.modules, "hpack", None)
+    assert main(["serve", "--http-port", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "error: `featureline serve` needs the extra [serve] ('hpack' is not installed): "
+        "pip install 'featureline[serve]'\n"
+    )
+    with pytest.raises(SystemExit) as exited:  # its help still answers
+        main(["serve", "--help"])
+    assert exited.value.code == 0 and "--grpc-port" in capsys.readouterr().out
+
+
+def test_an_extra_missing_at_import_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from featureline.cli import extras
+
+    monkeypatch.setitem(extras.NEEDS, "backfill", ())  # past the check, to the import itself
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # as if `featureline[batch]` were not installed
+    assert main(["backfill", "--start", "2024-01-01", "--end", "2024-01-02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "error: `featureline backfill` needs the extra [batch] ('pyspark' is not installed): "
+        "pip install 'featureline[batch]'"
+    )
+    assert not any("Traceback" in line for line in err)
+
+
+def test_every_command_needs_only_extras_that_exist() -> None:
+    from featureline.cli import extras
+
+    assert set(extras.NEEDS) <= set(COMMANDS)
+    assert {e for needed in extras.NEEDS.values() for e in needed} <= set(extras.EXTRA_MODULES)
+
+
+def test_a_missing_module_of_ours_is_not_blamed_on_an_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(COMMANDS, "env", ("featureline.cli.commands.no_such_module", "help"))
+    with pytest.raises(ModuleNotFoundError):
+        main(["env"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from featureline.cli import COMMANDS, build_parser
+from featureline.cli.main import COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
 """Compile the serving hot path with mypyc: `python -m featureline.cli.compile` (run by
-`make install`; a no-op when the build is fresh).
+`make compile`; a no-op when the build is fresh, rebuilt whole when it is stale).
 
 mypyc turns the type-annotated modules of `featureline._compiled.MODULES` into C
 extensions beside their sources, with the same behaviour (plus runtime checks of the

@@ -6,7 +6,8 @@ subcommand's module is imported only when that subcommand runs (feast alone cost
 ~5 s to import, pyspark and apache_beam more).
 
 A command module provides `configure(parser)` (argparse only, cheap) and
-`run(args, settings) -> int`; heavy imports go inside `run`.
+`run(args, settings) -> int`; heavy imports go inside `run`. A command whose libraries
+are an extra that is not installed (pyproject.toml) stops with one line that names it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
+from featureline.cli.extras import missing_for_command, missing_from_error
 from featureline.errors import FeaturelineError
 
 # name -> (module, one-line help). Order is the order shown by --help.
@@ -64,6 +67,30 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(module_name)
 
 
+class _Version(argparse.Action):
+    """--version, read only when asked: importlib.metadata scans every installed package."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"featureline {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed distribution's version; the package's own in a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("featureline")
+    except PackageNotFoundError:
+        from featureline import __version__
+
+        return __version__
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="featureline",
@@ -73,6 +100,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ),
         epilog="Run `featureline COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
@@ -87,6 +115,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in args_list if not a.startswith("-")), None)
     if command not in COMMANDS:
         command = None
+    message = None
+    if command is not None and not {"-h", "--help"} & set(args_list):
+        message = missing_for_command(command)
+    if message is None:
+        try:
+            return _main(command, args_list)
+        except ModuleNotFoundError as exc:
+            message = missing_from_error(command, exc)
+            if message is None:
+                raise
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _main(command: str | None, args_list: list[str]) -> int:
     parser = build_parser(command)
     args = parser.parse_args(args_list)
     if args.command is None:
