@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from featureline.errors import FeaturelineError
+from featureline.command import add_repo_option, run_command
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,14 +51,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repo",
-        default=None,
-        help="Feast repo directory (default: $FEATURELINE_REPO or feature_repo/)",
-    )
-
-
 def _load(name: str) -> ModuleType:
     module_name, _ = COMMANDS[name]
     return importlib.import_module(module_name)
@@ -77,7 +69,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            _add_common(child)
+            add_repo_option(child)
             _load(name).configure(child)
     return parser
 
@@ -92,17 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from featureline.settings import Settings
-
-    try:
-        settings = Settings.from_env().with_repo(args.repo)
-        return int(_load(args.command).run(args, settings) or 0)
-    except FeaturelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(_load(args.command), args)
 
 
 if __name__ == "__main__":
