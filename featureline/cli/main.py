@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "push rows from a file to a PushSource's views (as Feast's push)",
     ),
     "historical": ("featureline.batch.historical_cli", "build a point-in-time-correct training set"),
-    "consistency": ("featureline.batch.consistency_cli", "measure online/offline agreement per feature"),
+    "consistency": ("featureline.cli.commands.consistency", "measure online/offline agreement per feature"),
     "compact": (
         "featureline.batch.compact_cli",
         "merge each closed date partition of the offline store into one file",

@@ -1,1 +1,2 @@
-"""Small commands that belong to the shared core (apply, specs, env)."""
+"""Commands whose work lives elsewhere: in the shared core (apply, specs, config, env,
+push) or in a tool that composes parts (consistency: featureline.cli.consistency)."""
