@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "merge each closed date partition of the offline store into one file",
     ),
     "serve": ("featureline.serving_api.cli", "serve features over gRPC and REST"),
-    "train": ("featureline.serving_api.workers.train_cli", "train the fraud model from a feature service"),
+    "train": ("featureline.cli.commands.train", "train the fraud model from a feature service"),
     "worker": ("featureline.serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
     "bench": ("featureline.cli.bench.cli", "benchmarks, each run side by side with Feast"),
 }
