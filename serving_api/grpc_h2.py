@@ -58,7 +58,7 @@ class _Stream:
         self.pending = bytearray()  # DATA payload waiting for window
         self.trailers: bytes | None = None  # sent once `pending` is out
         self.task: asyncio.Task[bytes] | None = None
-        self.relay: Relay | None = None
+        self.relay: Relay[_Stream] | None = None
         self.headers_sent = False
         self.rejected = False
         self.metadata: list[tuple[str, str]] = []
@@ -456,7 +456,7 @@ class GrpcH2Server:
         self._server: asyncio.AbstractServer | None = None
         self._channel: Any = None
 
-    def relay_for(self, stream: _Stream, conn: GrpcH2Connection) -> Relay:
+    def relay_for(self, stream: _Stream, conn: GrpcH2Connection) -> Relay[_Stream]:
         if self._channel is None and self.relay_target is not None:
             import grpc
 

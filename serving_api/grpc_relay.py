@@ -11,17 +11,38 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from featureline.serving_api.grpc_h2 import GrpcH2Connection, _Stream
+from typing import Any, Generic, Protocol, TypeVar
 
 
-class Relay:
+class RelayedStream(Protocol):
+    """What a relay reads of the HTTP/2 server's stream (grpc_h2._Stream)."""
+
+    path: str
+    authorization: str | None
+    deadline: float | None
+    metadata: list[tuple[str, str]]
+
+
+S = TypeVar("S", bound=RelayedStream)
+S_contra = TypeVar("S_contra", bound=RelayedStream, contravariant=True)
+
+
+class RelayConnection(Protocol[S_contra]):
+    """What a relay calls on the HTTP/2 connection (grpc_h2.GrpcH2Connection), which
+    imports this module: the two meet in these protocols instead of importing each other."""
+
+    def send_message(self, stream: S_contra, message: bytes) -> None: ...
+
+    def end(self, stream: S_contra, code: str, message: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class Relay(Generic[S]):
     """One relayed call: request messages cut from the client's DATA frames go to the
     grpc.aio call; its responses go back on the stream."""
 
-    def __init__(self, channel: Any, stream: _Stream, conn: GrpcH2Connection) -> None:
+    def __init__(self, channel: Any, stream: S, conn: RelayConnection[S]) -> None:
         self.stream = stream
         self.conn = conn
         self.buffer = bytearray()

@@ -20,15 +20,21 @@ from typing import Any
 import apache_beam as beam
 
 from featureline.config import RedisConfig, kafka_config, online_store, stream_bootstrap
+from featureline.connections import redis_client
+from featureline.errors import BadInputError
+from featureline.kafka_admin import ensure_topic
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
 from featureline.streaming import kafka_read
 from featureline.streaming.batches import ParsedBatch, RawBatch
+from featureline.streaming.dlq import DeadLetterQueue, dlq_topic
 from featureline.streaming.metrics import TOTALS
 from featureline.streaming.offsets import OffsetStore, StartFrom, group_id
-from featureline.streaming.parquet_sink import DEFAULT_FLUSH_S, remove_uncommitted
-from featureline.streaming.parse import DEFAULT_MAX_FUTURE_S
+from featureline.streaming.parquet_sink import DEFAULT_FLUSH_S, OfflineSink, remove_uncommitted
+from featureline.streaming.parse import DEFAULT_MAX_FUTURE_S, BatchParser
+from featureline.streaming.redis_sink import OnlineSink
 from featureline.streaming.schema import SourceSchema, source_schema, stream_views
+from featureline.streaming.udf import ViewInputs
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,6 @@ def plan_stream(
     """Resolve views, schemas and start offsets. With `shard` (i, n), only partitions
     p with p % n == i: n processes then share a topic, each owning its partitions
     (each partition keeps exactly one writer, which exactly-once relies on)."""
-    from featureline.cli.devstack import ensure_topic
-    from featureline.errors import BadInputError
-    from featureline.streaming.dlq import dlq_topic
-
     by_topic = stream_views(repo, only_views)
     if not by_topic:
         raise BadInputError(f"repo {settings.repo} defines no StreamFeatureView with a KafkaSource")
@@ -114,8 +116,6 @@ class ParseBatches(beam.DoFn):
         self.plan = plan
 
     def setup(self) -> None:
-        from featureline.streaming.parse import BatchParser
-
         self._parsers = {
             t: BatchParser(s, max_future_s=self.plan.max_future_s) for t, s in self.plan.schemas.items()
         }
@@ -131,12 +131,6 @@ class ApplyBatches(beam.DoFn):
         self.plan = plan
 
     def setup(self) -> None:
-        from featureline.connections import redis_client
-        from featureline.streaming.dlq import DeadLetterQueue
-        from featureline.streaming.parquet_sink import OfflineSink
-        from featureline.streaming.redis_sink import OnlineSink
-        from featureline.streaming.udf import ViewInputs
-
         plan = self.plan
         # Udfs are compiled here, once per view for the job's life.
         self._inputs = {t: ViewInputs(vs, plan.schemas[t].raw_arrow_schema()) for t, vs in plan.views.items()}

@@ -76,9 +76,9 @@ def _security(kwargs: dict[str, Any]) -> dict[str, Any]:
 def test_every_client_gets_the_security_settings(
     recorded: list[tuple[str, dict[str, Any]]], tmp_path: Path
 ) -> None:
-    from featureline.cli.devstack.topics import ensure_topic
     from featureline.cli.generator.producer import _producer
     from featureline.config import kafka_config
+    from featureline.kafka_admin import ensure_topic
     from featureline.serving_api.workers.worker import WorkerConfig, _kafka_clients
     from featureline.streaming.dlq import DeadLetterQueue
     from featureline.streaming.kafka_read import PartitionReader

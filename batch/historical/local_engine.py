@@ -25,19 +25,16 @@ import pyarrow as pa
 from featureline.batch.historical.aggregations import LimbLayout
 from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
 from featureline.batch.historical.finish import LayoutKey, RawResult
-from featureline.batch.historical.plan import RetrievalPlan, ViewRequest, plain_column, quote
+from featureline.batch.historical.local_sql import EVENT_TS, ORDER, PACK, query, register_remote, source_sql
+from featureline.batch.historical.local_windows import aggregate_view
+from featureline.batch.historical.plan import RetrievalPlan, ViewRequest, plain_column
 from featureline.batch.historical.progress import Stages
 from featureline.errors import BadInputError, FeaturelineError
 from featureline.semantics import US
 
-EVENT_TS = "__fl_ets"
-ORDER = "__fl_ord"
-# (event_us, created_us) packed as event * 2**64 + (created + 2**63); a missing created
-# time packs as 0 and so loses to any present one (semantics.latest_order_key).
-_PACK = "18446744073709551616"
-_CREATED_OFFSET = "9223372036854775808"
+# A request row's created part in the packed order key (local_sql.PACK): 2**64 - 1, so
+# it sorts after every source row of the same event time.
 _ENTITY_CREATED = "18446744073709551615"
-_SQL_TYPES = {"int32": "BIGINT", "int64": "BIGINT", "string": "VARCHAR", "bytes": "BLOB"}
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,6 @@ def connect(options: LocalOptions) -> Any:
 def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawResult:
     import duckdb
 
-    from featureline.batch.historical.local_windows import aggregate_view
-
     con = connect(options or LocalOptions())
     con.register("ent", plan.narrow)
     register_remote(con, plan.views)
@@ -107,75 +102,12 @@ def run_local(plan: RetrievalPlan, options: LocalOptions | None = None) -> RawRe
     return RawResult(_side_by_side(parts, plan.entities.num_rows), layouts)
 
 
-def query(con: Any, sql: str) -> pa.Table:
-    """Run `sql`; the row id column it returns first is dropped (rows are in order)."""
-    table = con.sql(sql).to_arrow_table()
-    return table.drop_columns([ROW_ID]) if ROW_ID in table.column_names else table
-
-
 def _side_by_side(parts: list[pa.Table], n: int) -> pa.Table:
     columns: dict[str, pa.ChunkedArray] = {}
     for part in parts:
         for name in part.column_names:
             columns[name] = part.column(name)
     return pa.table(columns) if columns else pa.table({ROW_ID: pa.nulls(n, pa.int64())})
-
-
-def micros_sql(column: str, arrow_type: pa.DataType | None) -> str:
-    """UTC microseconds of a timestamp column; nanoseconds (pandas' default) floored."""
-    if arrow_type is not None and pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
-        ns = f"epoch_ns({quote(column)})"
-        # DuckDB's % and // truncate toward zero; subtracting the non-negative remainder
-        # first makes this an exact floor before 1970 too.
-        return f"(({ns} - ((({ns} % 1000) + 1000) % 1000)) // 1000)"
-    return f"epoch_us({quote(column)})"
-
-
-def source_sql(view: ViewRequest, columns: list[tuple[str, str]]) -> str:
-    """The view's Parquet files as a relation: internal key names, EVENT_TS (UTC
-    microseconds), ORDER (latest-value order key) and `columns` (file column, alias)."""
-    src = view.source
-    keys = [
-        f"CAST({quote(src.columns[k.name])} AS {_SQL_TYPES.get(k.dtype, 'VARCHAR')}) AS {internal}"
-        for k, internal in zip(view.view.join_keys, view.keys, strict=True)
-    ]
-    event = micros_sql(src.timestamp, src.schema.field(src.timestamp).type if src.has_files else None)
-    if src.created:
-        created_type = src.schema.field(src.created).type if src.has_files else None
-        created = f"{micros_sql(src.created, created_type)}::HUGEINT + {_CREATED_OFFSET}"
-        order = f"{event}::HUGEINT * {_PACK} + COALESCE({created}, 0)"
-    else:
-        order = event
-    selected = ", ".join(
-        [*keys, f"{event} AS {EVENT_TS}", f"{order} AS {ORDER}"]
-        + [f"{quote(col)} AS {alias}" for col, alias in columns]
-    )
-    return f"SELECT {selected} FROM {_relation(view)} WHERE {quote(src.timestamp)} IS NOT NULL"
-
-
-def _relation(view: ViewRequest) -> str:
-    """The source as DuckDB reads it: local Parquet by path; an object-store source
-    as the pyarrow dataset registered by `register_remote` (DuckDB's own httpfs would
-    be an extension download, which a machine without internet cannot do)."""
-    src = view.source
-    if src.is_remote:
-        return remote_name(view)
-    path = str(src.path)
-    if src.is_dir:
-        path = path.rstrip("/") + "/**/*.parquet"
-    literal = path.replace("'", "''")
-    hive = "true" if src.is_dir else "false"
-    return f"read_parquet('{literal}', hive_partitioning = {hive}, union_by_name = true)"
-
-
-def remote_name(view: ViewRequest) -> str:
-    return f"__fl_src{view.index}"
-
-
-def register_remote(con: Any, views: tuple[ViewRequest, ...]) -> None:
-    for view in views:
-        if view.source.is_remote and view.source.has_files:
-            con.register(remote_name(view), view.source.path.dataset())
 
 
 def _latest_sql(views: list[ViewRequest]) -> str:
@@ -195,7 +127,7 @@ def _latest_sql(views: list[ViewRequest]) -> str:
             entity_order = f"e.{ORDER}"
         on.append(f"{entity_order} >= {alias}.{ORDER}")
         joins.append(f"ASOF LEFT JOIN ({source_sql(view, cols)}) {alias} ON {' AND '.join(on)}")
-    packed = f"{ROW_TS}::HUGEINT * {_PACK} + {_ENTITY_CREATED}"
+    packed = f"{ROW_TS}::HUGEINT * {PACK} + {_ENTITY_CREATED}"
     return (
         f"SELECT e.{ROW_ID}, {', '.join(selects)} "
         f"FROM (SELECT *, {packed} AS {ORDER} FROM ent) e {' '.join(joins)} "

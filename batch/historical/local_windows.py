@@ -30,7 +30,7 @@ from featureline.batch.historical.aggregations import (
 )
 from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
 from featureline.batch.historical.finish import LayoutKey
-from featureline.batch.historical.local_engine import EVENT_TS, ORDER, query, source_sql
+from featureline.batch.historical.local_sql import EVENT_TS, ORDER, query, source_sql
 from featureline.batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
 from featureline.semantics import US
 

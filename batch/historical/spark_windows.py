@@ -18,7 +18,7 @@ from featureline.batch.historical.aggregations import LimbLayout, limb_layout, l
 from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
 from featureline.batch.historical.finish import LayoutKey
 from featureline.batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
-from featureline.batch.historical.spark_engine import CREATED, EVENT_TS, collect, read_source
+from featureline.batch.historical.spark_source import CREATED, EVENT_TS, collect, read_source
 from featureline.semantics import US
 
 

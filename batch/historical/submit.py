@@ -3,8 +3,9 @@
     spark-submit --master spark://HOST:7077 batch/historical/submit.py \
         --repo feature_repo --entity-df rows.parquet --feature-service NAME --out out.parquet
 
-Takes the `featureline historical` options (the engine is always spark; the master is
-spark-submit's). See deploy/spark/README.md.
+Takes the `featureline historical` options (batch/historical_cli.py, run without the
+CLI package; the engine is always spark, the master spark-submit's). See
+deploy/spark/README.md.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from featureline.batch import historical_cli
+from featureline.command import main_of
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from featureline.cli import main as cli_main
-
     args = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(["historical", "--engine", "spark", *args])
+    return main_of(historical_cli, "featureline historical", ["--engine", "spark", *args])
 
 
 if __name__ == "__main__":

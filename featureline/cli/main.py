@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from featureline.cli.extras import missing_for_command, missing_from_error
-from featureline.errors import FeaturelineError
+from featureline.command import add_repo_option, run_command
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,24 +42,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "push rows from a file to a PushSource's views (as Feast's push)",
     ),
     "historical": ("featureline.batch.historical_cli", "build a point-in-time-correct training set"),
-    "consistency": ("featureline.batch.consistency_cli", "measure online/offline agreement per feature"),
+    "consistency": ("featureline.cli.commands.consistency", "measure online/offline agreement per feature"),
     "compact": (
         "featureline.batch.compact_cli",
         "merge each closed date partition of the offline store into one file",
     ),
     "serve": ("featureline.serving_api.cli", "serve features over gRPC and REST"),
-    "train": ("featureline.serving_api.workers.train_cli", "train the fraud model from a feature service"),
+    "train": ("featureline.cli.commands.train", "train the fraud model from a feature service"),
     "worker": ("featureline.serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
     "bench": ("featureline.cli.commands.bench", "benchmarks, each run side by side with Feast"),
 }
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repo",
-        default=None,
-        help="Feast repo directory (default: $FEATURELINE_REPO or feature_repo/)",
-    )
 
 
 def _load(name: str) -> ModuleType:
@@ -105,7 +97,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            _add_common(child)
+            add_repo_option(child)
             _load(name).configure(child)
     return parser
 
@@ -135,17 +127,7 @@ def _main(command: str | None, args_list: list[str]) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    from featureline.settings import Settings
-
-    try:
-        settings = Settings.from_env().with_repo(args.repo)
-        return int(_load(args.command).run(args, settings) or 0)
-    except FeaturelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(_load(args.command), args)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Training and inference workers that take their feature layout from the definitions.
 
-    from featureline.serving_api.workers import train, TrainConfig, run_worker, WorkerConfig
+    from featureline.serving_api.workers import TrainConfig, run_worker, WorkerConfig
 
 - `feature_layout(repo, service)`: the model's columns (the service's numeric features
   in order, full names) and the values the definitions declare for missing ones;
 - `service_fingerprint(repo, service)`: the definitions hash a model is tied to;
-- `train(settings, labels, out, TrainConfig(...))`: historical retrieval -> model file;
+- `fit_and_save(repo, table, layout, labels, out, TrainConfig(...))`: a training table
+  (historical retrieval's output) -> model file; `featureline.cli.training.train` runs
+  the retrieval first (it composes the batch part, which this package does not import);
 - `run_worker(settings, WorkerConfig(...))`: Kafka -> batches -> tensor call -> model
   -> Kafka; refuses a model trained on other definitions (ModelMismatchError, exit 2);
 - `DynamicBatcher`, `ScoringPipeline`: the batching and scoring core, source-agnostic;
@@ -34,7 +36,7 @@ _LAZY = {
     "save_model": "featureline.serving_api.workers.model",
     "TrainConfig": "featureline.serving_api.workers.train",
     "TrainResult": "featureline.serving_api.workers.train",
-    "train": "featureline.serving_api.workers.train",
+    "fit_and_save": "featureline.serving_api.workers.train",
     "ScoringPipeline": "featureline.serving_api.workers.pipeline",
     "PipelineConfig": "featureline.serving_api.workers.pipeline",
     "ScoringRequest": "featureline.serving_api.workers.messages",

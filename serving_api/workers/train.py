@@ -1,11 +1,13 @@
-"""Train the fraud model from a FeatureService through historical retrieval.
+"""The model side of training the fraud model from a FeatureService.
 
 The labels file is the entity frame: one row per labelled transaction (user_id,
 merchant_id, amount, country, event_timestamp, is_fraud), so every feature is taken as
 of that transaction's time (point-in-time correct, semantics.md) by the same retrieval
-that `featureline historical` runs. The model's columns are the service's numeric
-features in the service's order (`layout.feature_layout`), the order the serving API's
-tensor call returns at scoring time.
+that `featureline historical` runs; that retrieval is the batch part's, so the step
+that calls it is in the tools layer (featureline.cli.training), and this module takes
+its output table. The model's columns are the service's numeric features in the
+service's order (`layout.feature_layout`), the order the serving API's tensor call
+returns at scoring time.
 
 Validation is by time: the latest 20% of transactions, so the figure reflects scoring
 tomorrow's transactions with a model trained on yesterday's.
@@ -26,7 +28,6 @@ import torch
 from torch import nn
 
 from featureline.errors import BadInputError
-from featureline.repo import load_repo
 from featureline.serving_api.workers.fingerprint import service_fingerprint
 from featureline.serving_api.workers.layout import FeatureLayout, feature_layout
 from featureline.serving_api.workers.model import (
@@ -37,7 +38,6 @@ from featureline.serving_api.workers.model import (
     fit_normalization,
     save_model,
 )
-from featureline.settings import Settings
 from featureline.specs import RepoSpec
 
 LABEL_COLUMN = "is_fraud"
@@ -117,22 +117,6 @@ def training_set(table: pa.Table, layout: FeatureLayout) -> TrainingSet:
     ts = pc.cast(table.column(TIMESTAMP_COLUMN), pa.timestamp("us", "UTC"))
     ts_us = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
     return TrainingSet(values, present, labels.astype(np.float32), ts_us.astype(np.int64))
-
-
-def retrieve(settings: Settings, repo: RepoSpec, service: str, labels: pa.Table) -> pa.Table:
-    """Point-in-time features for every labelled row, through historical retrieval
-    (the local DuckDB engine: a training set of the demo's size takes ~1 s)."""
-    from featureline.batch.historical import get_historical_features
-
-    table: pa.Table = get_historical_features(
-        labels,
-        feature_service=service,
-        repo=repo,
-        settings=settings,
-        full_feature_names=True,
-        timestamp_column=TIMESTAMP_COLUMN,
-    )
-    return table
 
 
 def split_by_time(data: TrainingSet) -> tuple[np.ndarray, np.ndarray]:
@@ -230,15 +214,19 @@ def check_device(device: str) -> None:
         )
 
 
-def train(settings: Settings, labels_path: Path, out: Path, config: TrainConfig) -> TrainResult:
-    """Labels -> historical features -> trained model saved at `out` with its fingerprint."""
-    check_device(config.device)
-    started = time.perf_counter()
-    repo = load_repo(settings)
-    layout = feature_layout(repo, config.service)
+def training_layout(repo: RepoSpec, service: str) -> FeatureLayout:
+    """The service's model columns; an error when it has none to train on."""
+    layout = feature_layout(repo, service)
     if not layout.columns:
-        raise BadInputError(f"feature service {config.service!r} has no numeric features to train on")
-    table = retrieve(settings, repo, config.service, read_labels(labels_path))
+        raise BadInputError(f"feature service {service!r} has no numeric features to train on")
+    return layout
+
+
+def fit_and_save(
+    repo: RepoSpec, table: pa.Table, layout: FeatureLayout, labels_path: Path, out: Path, config: TrainConfig
+) -> ModelMeta:
+    """Historical retrieval's output for the labels -> trained model saved at `out`
+    with the service's definitions fingerprint."""
     data = training_set(table, layout)
     model, norm, figures = fit_model(data, layout, config)
     meta = ModelMeta(
@@ -250,4 +238,4 @@ def train(settings: Settings, labels_path: Path, out: Path, config: TrainConfig)
         training={**figures, "labels": str(labels_path), "trained_at": int(time.time())},
     )
     save_model(out, model, meta)
-    return TrainResult(out, meta, time.perf_counter() - started)
+    return meta

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from featureline.batch.consistency import (
+from featureline.cli.consistency import (
     ConsistencyReport,
     compare_feature,
     format_table,

@@ -30,9 +30,9 @@ import redis
 from redis_process import RedisProcess
 
 from featureline.batch.backfill import backfill
-from featureline.batch.consistency import check_consistency, format_table, write_report
 from featureline.batch.materialize import materialize
 from featureline.batch.materialize.tiles import keep_s
+from featureline.cli.consistency import check_consistency, format_table, write_report
 from featureline.cli.devstack import free_port
 from featureline.online.feast_format import encode_value, feature_field, single_key_encoder
 from featureline.online.tiles import TILE_PREFIX, decode_tile, offsets_key, parse_tile_field

@@ -180,8 +180,8 @@ def test_materialized_values_read_through_serving_equal_the_oracle(
     rows a user: what the serving path reads back equals the oracle's winning row."""
     from oracle.naive import Event, latest_row, same
 
-    from featureline.batch.consistency.run import read_online
-    from featureline.batch.consistency.sample import EntityGroup
+    from featureline.cli.consistency.run import read_online
+    from featureline.cli.consistency.sample import EntityGroup
 
     rng = random.Random(5)
     view = loaded.repo.view("user_profile")

@@ -300,7 +300,7 @@ def test_project_keys_are_ours(typed: Typed) -> None:
 def test_consistency_compares_every_type_by_value(typed: Typed) -> None:
     """Our materialized values (Feast's have its int64 rounding, above) against
     historical retrieval at the same t: every type agrees by value, nulls included."""
-    from featureline.batch.consistency.run import check_consistency
+    from featureline.cli.consistency.run import check_consistency
 
     client = redis.Redis.from_url(typed.settings.redis_url)
     try:

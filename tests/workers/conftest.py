@@ -93,7 +93,8 @@ def training_data(workers_settings: Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(workers_settings: Settings, workers_repo: RepoSpec, training_data: Path) -> TrainResult:
-    from featureline.serving_api.workers.train import TrainConfig, train
+    from featureline.cli.training import train
+    from featureline.serving_api.workers.train import TrainConfig
 
     out = workers_settings.home / "models" / "fraud.pt"
     return train(workers_settings, training_data, out, TrainConfig(service=SERVICE, epochs=8))

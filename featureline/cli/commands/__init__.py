@@ -1,1 +1,3 @@
-"""Small commands that belong to the shared core (apply, specs, env)."""
+"""Commands whose work lives elsewhere: in the shared core (apply, specs, config, env,
+push) or in a tool above the parts that composes two of them (consistency:
+featureline.cli.consistency; train: featureline.cli.training)."""

@@ -19,7 +19,7 @@ from featureline.cli.devstack.stack import (
     state_path,
     stop_stack,
 )
-from featureline.cli.devstack.topics import ensure_topic
+from featureline.kafka_admin import ensure_topic
 
 __all__ = [
     "MissingBinaryError",

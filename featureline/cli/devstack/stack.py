@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from featureline.cli.devstack import probes
 from featureline.cli.devstack.binaries import redis_binary, tansu_binary
+from featureline.cli.devstack.probes import kafka_answers, redis_answers
 from featureline.cli.devstack.processes import (
     exit_code,
     is_running,
@@ -147,8 +147,8 @@ def _configured(name: str, settings: Settings) -> tuple[str, int]:
 
 def _answers(name: str, host: str, port: int) -> bool:
     if name == "redis":
-        return probes.redis_answers(host, port)
-    return probes.kafka_answers(host, port)
+        return redis_answers(host, port)
+    return kafka_answers(host, port)
 
 
 def redis_io_threads(cores: int | None) -> int:

@@ -6,12 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from featureline.batch.backfill_cli import parse_instant
 from featureline.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from featureline.batch.backfill_cli import parse_instant
-
     parser.add_argument("--sample", type=int, default=1000, help="entities per entity type (default 1000)")
     parser.add_argument("--features", nargs="+", metavar="VIEW:FEATURE", help="only these features")
     parser.add_argument("--feature-service", help="the features of this feature service")
@@ -26,7 +25,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: Any, settings: Settings) -> int:
-    from featureline.batch.consistency import check_consistency, format_table, write_report
+    # pyarrow, pandas, duckdb and the serving stack (~4 s): not for `--help`.
+    from featureline.cli.consistency import check_consistency, format_table, write_report
 
     report = check_consistency(
         settings, args.sample, refs=args.features, service=args.feature_service, at=args.at, seed=args.seed

@@ -1,11 +1,14 @@
 """`check_consistency`: serve N entities online, recompute them offline, compare.
 
-1. sample N entities per join-key set (batch.consistency.sample);
+It composes two parts (serving_api reads, batch recomputes), so it sits in the tools
+layer above both, like the CLI.
+
+1. sample N entities per join-key set (consistency.sample);
 2. read them through the serving path at instant t (serving_api.online_reader, the
    code the REST and gRPC servers run: Feast-format values with ttl, tiles merged at t);
 3. compute the same features at the same t through historical retrieval
    (batch.historical.get_historical_features, one entity row per key stamped t);
-4. compare per feature (batch.consistency.compare), with the feature's declared type.
+4. compare per feature (consistency.compare), with the feature's declared type.
 
 On-demand features are compared too: their request fields get seeded sample values
 (`request_values`), the same on both paths, and their entities are sampled from the
@@ -27,15 +30,21 @@ from typing import Any
 
 import pyarrow as pa
 
-from featureline.batch.consistency.compare import FeatureAgreement, compare_feature
-from featureline.batch.consistency.sample import EntityGroup, feature_groups, sample_keys
+from featureline.batch.backfill.arrow_types import arrow_type
+from featureline.batch.historical import get_historical_features
+from featureline.cli.consistency.compare import FeatureAgreement, compare_feature
+from featureline.cli.consistency.sample import EntityGroup, feature_groups, sample_keys
 from featureline.config import online_store
 from featureline.connections import check_redis
 from featureline.dtypes import COMPOUND_DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import TS_TYPE
 from featureline.online.value_proto import plain_value
+from featureline.repo import load_repo
 from featureline.semantics import US
+from featureline.serving_api.frame import PRESENT
+from featureline.serving_api.online_reader import OnlineReader
+from featureline.serving_api.redis_client import RedisClient
 from featureline.settings import Settings
 from featureline.specs import FieldSpec, RepoSpec, resolve_features
 
@@ -83,8 +92,6 @@ def check_consistency(
         raise BadInputError(f"--sample must be at least 1, got {sample}")
     began = time.perf_counter()
     if repo is None:
-        from featureline.repo import load_repo
-
         repo = load_repo(settings)
     check_redis(online_store(settings)).close()  # a login/TLS error stops here, in one line
     t = at or datetime.now(UTC)
@@ -186,9 +193,6 @@ def read_online(
     """Values as the serving path returns them at t; None unless PRESENT. `request`:
     on-demand views' request fields, one value per key."""
     request = request or {}
-    from featureline.serving_api.frame import PRESENT
-    from featureline.serving_api.online_reader import OnlineReader
-    from featureline.serving_api.redis_client import RedisClient
 
     async def read_all() -> dict[str, list[Any]]:
         client = RedisClient.from_config(online_store(settings))
@@ -223,14 +227,12 @@ def read_offline(
 ) -> dict[str, list[Any]]:
     """Values historical retrieval computes for the same entities (and request fields)
     at the same t."""
-    from featureline.batch.historical import get_historical_features
-
     columns: dict[str, Any] = {}
     for i, spec in enumerate(group.join_keys):
-        columns[spec.name] = pa.array([k[i] for k in keys], _key_type(spec.dtype))
+        columns[spec.name] = pa.array([k[i] for k in keys], arrow_type(spec.dtype))
     types = {f.name: f.dtype for o in repo.on_demand_views.values() for f in o.request_fields}
     for name, values in (request or {}).items():
-        columns[name] = pa.array(values, _key_type(types[name]))
+        columns[name] = pa.array(values, arrow_type(types[name]))
     columns["event_timestamp"] = pa.array([t_us] * len(keys), pa.int64()).cast(TS_TYPE)
     table = get_historical_features(
         pa.table(columns), list(group.refs), repo=repo, settings=settings, full_feature_names=True
@@ -243,9 +245,3 @@ def read_offline(
         if feature.dtype in COMPOUND_DTYPES or feature.dtype == "unix_timestamp":
             out[name] = [plain_value(feature.dtype, v) for v in out[name]]
     return out
-
-
-def _key_type(dtype: str) -> pa.DataType:
-    from featureline.batch.backfill.arrow_types import arrow_type
-
-    return arrow_type(dtype)

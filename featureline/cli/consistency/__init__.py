@@ -2,15 +2,15 @@
 served value differs from (mismatch), lacks (missing) or has no counterpart in
 (extra) the value historical retrieval computes at the same instant.
 
-    from featureline.batch.consistency import check_consistency, format_table, write_report
+    from featureline.cli.consistency import check_consistency, format_table, write_report
     report = check_consistency(settings, sample=1000)
     print(format_table(report)); write_report(report, Path("reports"))
 """
 
-from featureline.batch.consistency.compare import FeatureAgreement, compare_feature, same_value
-from featureline.batch.consistency.render import chart_svg, format_table, html_page, write_report
-from featureline.batch.consistency.run import ConsistencyReport, check_consistency
-from featureline.batch.consistency.sample import EntityGroup, feature_groups, sample_keys
+from featureline.cli.consistency.compare import FeatureAgreement, compare_feature, same_value
+from featureline.cli.consistency.render import chart_svg, format_table, html_page, write_report
+from featureline.cli.consistency.run import ConsistencyReport, check_consistency
+from featureline.cli.consistency.sample import EntityGroup, feature_groups, sample_keys
 
 __all__ = [
     "ConsistencyReport",

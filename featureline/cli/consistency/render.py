@@ -8,8 +8,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from featureline.batch.consistency.compare import FeatureAgreement
-from featureline.batch.consistency.run import ConsistencyReport
+from featureline.cli.consistency.compare import FeatureAgreement
+from featureline.cli.consistency.run import ConsistencyReport
 from featureline.semantics import US
 
 _COLOURS = {"mismatch": "#d62728", "missing": "#ff7f0e", "extra": "#1f77b4"}

@@ -45,7 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.epochs < 1:
         raise BadInputError(f"--epochs must be >= 1, got {args.epochs}")
-    from featureline.serving_api.workers.train import TrainConfig, train
+    # torch (seconds to import), pyarrow and the retrieval engine: not for `--help`.
+    from featureline.cli.training import train
+    from featureline.serving_api.workers.train import TrainConfig
 
     labels = args.labels or settings.resolved_offline_dir / "labels" / "fraud_labels.parquet"
     out = args.out or default_model_path(settings, args.feature_service)
