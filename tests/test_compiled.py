@@ -58,7 +58,9 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str
     monkeypatch.setattr(_compiled, "ROOT", tmp_path)
     monkeypatch.setattr(_compiled, "MODULES", modules)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    # Without a finder a stale build of this checkout may have put first (serving_api imported).
+    finders = [f for f in sys.meta_path if not isinstance(f, _compiled.SourcesFirst)]
+    monkeypatch.setattr(sys, "meta_path", finders)
     for package in ("flpkg", "flpkg/sub"):
         _touch(tmp_path / package / "__init__.py", 1_000)
     for module in modules:
