@@ -4,14 +4,17 @@ A spec names a type by Feast's ValueType name, lower case, with DOUBLE / FLOAT s
 float64 / float32 (`int64`, `float32_list`, `map`, ...). Each row says how the type
 travels on every path: its Feast ValueType number (which is also the field number of
 its `val` oneof in Feast's ValueProto, the bytes in Redis), the protobuf field name,
-the Spark SQL type of its offline column, how REST writes it as JSON, and whether the
-tensor call carries it as a float. The Arrow types are built from these rows in
-featureline.offline (this module stays free of pyarrow: serving imports it).
+the Arrow type of its offline column (as pyarrow prints it; `arrow_type` builds it),
+the DuckDB and Spark SQL types of that column, how REST writes it as JSON, and whether
+the tensor call carries it (as float32). This module imports neither pyarrow nor
+pyspark at load (serving imports it; a serving image need not have Spark):
+`arrow_type` imports pyarrow when called.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # How a value is written in Feast's REST JSON (feast.feature_server_utils):
 #   plain: as is; float: non-finite as "NaN"/"Infinity"/"-Infinity"; bytes: base64;
@@ -25,8 +28,10 @@ class DTypeInfo:
     name: str  # the spec name: Feast's ValueType name, lower case, float32/float64
     value_type: int  # feast.types.ValueType number == ValueProto `val` field number
     proto_field: str  # the ValueProto oneof field (`int64_val`, `map_val`, ...)
-    spark: str  # Spark SQL type of the offline column
+    spark: str  # Spark SQL type of the offline column (pyspark's simpleString)
     json_form: JsonForm
+    arrow: str  # Arrow type of the offline column, as pyarrow prints it; "" if none
+    duckdb: str  # DuckDB type of that column (DuckDB's name for the Arrow type)
     numeric: bool = False  # carried by the tensor call (as float32; bool as 0/1)
     element: str = ""  # an array's element dtype
 
@@ -34,27 +39,35 @@ class DTypeInfo:
     def is_scalar(self) -> bool:
         return self.value_type <= 8
 
+    @property
+    def tensor_dtype(self) -> str:
+        """The numpy dtype of its tensor column; "" when the tensor call leaves it out."""
+        return TENSOR_DTYPE if self.numeric else ""
 
-# (name, ValueType number, Spark type, JSON form, numeric) of the eight primitives.
+
+TENSOR_DTYPE = "float32"
+_TS_ARROW = "timestamp[us, tz=UTC]"
+# (name, ValueType number, Spark type, JSON form, Arrow, DuckDB, numeric) of the eight
+# primitives.
 _SCALARS = (
-    ("bytes", 1, "binary", "bytes", False),
-    ("string", 2, "string", "plain", False),
-    ("int32", 3, "int", "plain", True),
-    ("int64", 4, "bigint", "plain", True),
-    ("float64", 5, "double", "float", True),
-    ("float32", 6, "float", "float", True),
-    ("bool", 7, "boolean", "plain", True),
-    # Seconds since the epoch in Redis and JSON; a timestamp column offline.
-    ("unix_timestamp", 8, "timestamp", "plain", True),
+    ("bytes", 1, "binary", "bytes", "binary", "BLOB", False),
+    ("string", 2, "string", "plain", "string", "VARCHAR", False),
+    ("int32", 3, "int", "plain", "int32", "INTEGER", True),
+    ("int64", 4, "bigint", "plain", "int64", "BIGINT", True),
+    ("float64", 5, "double", "float", "double", "DOUBLE", True),
+    ("float32", 6, "float", "float", "float", "FLOAT", True),
+    ("bool", 7, "boolean", "plain", "bool", "BOOLEAN", True),
+    # Seconds since the epoch in Redis and JSON; a UTC microsecond timestamp offline.
+    ("unix_timestamp", 8, "timestamp", "plain", _TS_ARROW, "TIMESTAMP WITH TIME ZONE", True),
 )
 _PROTO_SCALAR = {"float64": "double", "float32": "float"}
 
 
 def _table() -> dict[str, DTypeInfo]:
     rows: list[DTypeInfo] = []
-    for name, number, spark, form, numeric in _SCALARS:
+    for name, number, spark, form, arrow, duckdb, numeric in _SCALARS:
         proto = _PROTO_SCALAR.get(name, name)
-        rows.append(DTypeInfo(name, number, f"{proto}_val", spark, form, numeric))
+        rows.append(DTypeInfo(name, number, f"{proto}_val", spark, form, arrow, duckdb, numeric))
         # Arrays: ValueType number + 10 (BYTES_LIST = 11 ... UNIX_TIMESTAMP_LIST = 18).
         rows.append(
             DTypeInfo(
@@ -63,13 +76,17 @@ def _table() -> dict[str, DTypeInfo]:
                 f"{proto}_list_val",
                 f"array<{spark}>",
                 f"{form}_list",
+                f"list<item: {arrow}>",
+                f"{duckdb}[]",
                 element=name,
             )  # fmt: skip
         )
-    # Map and Struct are a ValueProto Map (string -> ValueProto); Json is its text.
-    rows.append(DTypeInfo("map", 20, "map_val", "map<string,string>", "map"))
-    rows.append(DTypeInfo("json", 32, "json_val", "string", "json"))
-    rows.append(DTypeInfo("struct", 34, "struct_val", "struct", "map"))
+    # Map and Struct are a ValueProto Map (string -> ValueProto); Json is its text. Map
+    # and Struct have no one Arrow type (a Struct's fields are the source's): their
+    # offline columns keep the source's type.
+    rows.append(DTypeInfo("map", 20, "map_val", "map<string,string>", "map", "", ""))
+    rows.append(DTypeInfo("json", 32, "json_val", "string", "json", "string", "VARCHAR"))
+    rows.append(DTypeInfo("struct", 34, "struct_val", "struct", "map", "", ""))
     return {r.name: r for r in rows}
 
 
@@ -94,3 +111,27 @@ def from_feast_name(name: str) -> str:
         if lower == feast_name or lower.startswith(feast_name + "_"):
             lower = ours + lower[len(feast_name) :]
     return lower if lower in DTYPES else ""
+
+
+def arrow_type(name: str) -> Any:
+    """The pyarrow DataType of dtype `name`'s offline column (KeyError for a dtype
+    without one: map, struct). pyarrow is imported here, not at module load: the
+    serving process imports this table and never builds Arrow types."""
+    import pyarrow as pa
+
+    d = DTYPES[name]
+    if not d.arrow:
+        raise KeyError(f"{name} has no one Arrow type (its columns keep the source's)")
+    if d.element:
+        return pa.list_(arrow_type(d.element))
+    if d.arrow == _TS_ARROW:
+        return pa.timestamp("us", tz="UTC")
+    return pa.type_for_alias(d.arrow)
+
+
+def by_spark(spark: str) -> DTypeInfo | None:
+    """The scalar row whose offline column has this Spark SQL type (`bigint`, ...)."""
+    for d in DTYPES.values():
+        if d.is_scalar and d.spark == spark:
+            return d
+    return None

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from featureline.dtypes import DTYPES
+from featureline.dtypes import DTYPES, arrow_type
 from featureline.object_store import Location
 
 PARTITION_COLUMN = "date"
@@ -34,24 +34,9 @@ KAFKA_PARTITION = "kafka_partition"
 KAFKA_OFFSET = "kafka_offset"
 CREATED = "created"
 
-# The Arrow type of each feature dtype of featureline.dtypes, in every offline table.
-_SCALAR_ARROW: dict[str, pa.DataType] = {
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-    "bytes": pa.binary(),
-    "bool": pa.bool_(),
-    "unix_timestamp": TS_TYPE,
-}
-# Arrays are lists of their element's type; Json is its text. Map and Struct have no
-# one Arrow type (a Struct's fields are the source's): their columns keep the source's.
-ARROW_TYPES: dict[str, pa.DataType] = {
-    **_SCALAR_ARROW,
-    **{d.name: pa.list_(_SCALAR_ARROW[d.element]) for d in DTYPES.values() if d.element},
-    "json": pa.string(),
-}
+# The Arrow type of each feature dtype, in every offline table (featureline.dtypes'
+# table; Map and Struct have none: their columns keep the source's).
+ARROW_TYPES: dict[str, pa.DataType] = {n: arrow_type(n) for n, d in DTYPES.items() if d.arrow}
 
 
 def raw_dir(offline_dir: Path, topic: str) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from featureline.dtypes import DTYPES
 from featureline.errors import BadInputError
 from featureline.online.feast_format import encode_timestamp, encode_value, encode_varint
 from featureline.serving_api.frame import FeatureFrame, FrameColumn
@@ -22,16 +23,7 @@ from featureline.serving_api.memo import memoized
 from featureline.serving_api.proto import pb
 from featureline.serving_api.tensor import TensorParts
 
-_VALUE_FIELDS = {
-    "bytes_val",
-    "string_val",
-    "int32_val",
-    "int64_val",
-    "double_val",
-    "float_val",
-    "bool_val",
-    "unix_timestamp_val",
-}
+_VALUE_FIELDS = {d.proto_field for d in DTYPES.values() if d.is_scalar}
 
 
 # Lengths under 128 are one byte: a table lookup instead of encode_varint's loop (a

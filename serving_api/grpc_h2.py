@@ -64,6 +64,11 @@ class _Stream:
         self.metadata: list[tuple[str, str]] = []
 
 
+def _same_table(a: tuple[int, Any, int], b: tuple[int, Any, int]) -> bool:
+    # `is`: an equal (name, value) inserted again is still a change of the table.
+    return a[0] == b[0] and a[1] is b[1] and a[2] == b[2]
+
+
 class GrpcH2Connection(asyncio.Protocol):
     def __init__(self, server: GrpcH2Server) -> None:
         self.server = server
@@ -260,20 +265,21 @@ class GrpcH2Connection(asyncio.Protocol):
             fields = [(bytes(n), bytes(v)) for n, v in self.decoder.decode(block, raw=True)]
         except Exception as exc:  # hpack's errors: the shared table is now unusable
             raise w.ConnectionFailure(w.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        if self._table_state() != before:
+        if not _same_table(self._table_state(), before):
             self.table_generation += 1  # the table changed: earlier decodes no longer apply
             self.decoded_blocks.clear()
         elif len(self.decoded_blocks) < 64:
             self.decoded_blocks[key] = fields
         return fields
 
-    def _table_state(self) -> tuple[int, int, int, int]:
-        """Changes whenever the dynamic table does: an insertion puts a new entry object
-        first (its id), an eviction or resize changes the sizes."""
-        table = self.decoder.header_table
-        # Any: compiled code would unbox a typed tuple entry and box a new one for id().
-        entries: Any = table.dynamic_entries
-        return (len(entries), id(entries[0]) if entries else 0, int(table._current_size), int(table._maxsize))
+    def _table_state(self) -> tuple[int, Any, int]:
+        """(entries, first entry, max size) from hpack's public table: an insertion puts a
+        new entry object first, an eviction without insertion shortens the table, a
+        resize changes the max size. The first entry is held (not its id), so a new
+        entry cannot reuse its address while the state is compared (`_same_table`)."""
+        # Any: compiled code would unbox a typed tuple entry and box a new object.
+        entries: Any = self.decoder.header_table.dynamic_entries
+        return (len(entries), entries[0] if entries else None, int(self.decoder.header_table_size))
 
     def _read_headers(self, stream: _Stream, fields: Iterable[tuple[bytes, bytes]]) -> bool:
         """Takes what the call needs from its headers; False if it was answered already."""

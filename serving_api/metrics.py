@@ -2,7 +2,9 @@
 
 With several worker processes (`featureline serve --workers N`) the parent sets
 PROMETHEUS_MULTIPROC_DIR before the workers start, so every worker writes its samples
-to shared files and `/metrics` (answered by any one worker) reports all of them.
+to shared files and `/metrics` (answered by any one worker) reports all of them:
+REDIS_ERRORS through prometheus_client's multiprocess mode, the others (counted here,
+in this process) through serving_api.metrics_collector's files.
 """
 
 from __future__ import annotations
@@ -11,17 +13,23 @@ import asyncio
 import os
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
-    Histogram,
     generate_latest,
 )
 
 from featureline.serving_api.frame import PRESENT, FrameColumn
+from featureline.serving_api.metrics_collector import (
+    FamilySpec,
+    Snapshot,
+    SnapshotCollector,
+    read_snapshots,
+    write_snapshot,
+)
 
 # Latency buckets around the goals (batch 1 p99 <= 3 ms, batch 100 p50 <= 5 ms,
 # batch 1000 tensor p50 <= 15 ms), then coarse ones up to the 1 s Redis budget.
@@ -30,21 +38,34 @@ _LATENCY_BUCKETS = (
     2.5,
 )  # fmt: skip
 # Staleness: from a fresh stream (seconds) to daily batch views (days).
-_STALENESS_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400)
+_STALENESS_BUCKETS = (
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    6 * 3600.0,
+    86400.0,
+    3 * 86400.0,
+    7 * 86400.0,
+)
 # Staleness is sampled from at most this many rows per view and request, so that a
 # 1,000-row batch costs no more than a 10-row one.
 _STALENESS_SAMPLES = 10
 
-REQUEST_SECONDS = Histogram(
+REQUEST_SECONDS = FamilySpec(
     "featureline_serving_request_seconds",
     "Time to answer a request, by endpoint and batch size (entities per request).",
-    ["endpoint", "batch"],
-    buckets=_LATENCY_BUCKETS,
+    ("endpoint", "batch"),
+    _LATENCY_BUCKETS,
+    "histogram",
 )
-REQUESTS = Counter(
+REQUESTS = FamilySpec(
     "featureline_serving_requests",
     "Requests answered, by endpoint and status code (HTTP status or gRPC code name).",
-    ["endpoint", "code"],
+    ("endpoint", "code"),
 )
 REDIS_ERRORS = Counter(
     "featureline_serving_redis_errors",
@@ -53,18 +74,20 @@ REDIS_ERRORS = Counter(
 )
 for _kind in ("unavailable", "timeout", "reply"):
     REDIS_ERRORS.labels(_kind)  # exported as 0 before the first error, not absent
-NEAR_CACHE_LOOKUPS = Counter(
+NEAR_CACHE_LOOKUPS = FamilySpec(
     "featureline_serving_near_cache_lookups",
     "Redis commands answered from the near cache (hit) or sent to Redis (miss); "
     "stays 0 unless serve runs with --near-cache-keys.",
-    ["result"],
+    ("result",),
 )
-STALENESS_SECONDS = Histogram(
+STALENESS_SECONDS = FamilySpec(
     "featureline_serving_staleness_seconds",
     "Age of served latest values (serving time - event time), by view.",
-    ["view"],
-    buckets=_STALENESS_BUCKETS,
+    ("view",),
+    _STALENESS_BUCKETS,
+    "histogram",
 )
+SPECS = [REQUEST_SECONDS, REQUESTS, NEAR_CACHE_LOOKUPS, STALENESS_SECONDS]
 
 
 def batch_label(n_rows: int) -> str:
@@ -81,16 +104,15 @@ def batch_label(n_rows: int) -> str:
 
 
 class _LocalHistogram:
-    """A histogram child's observations counted in this process and added to the shared
-    child in one go (`flush`). With several workers each prometheus_client value write
-    goes through a mmap'd file and a getpid() check (a syscall: ~1 us in this VM);
-    a request made ~10 of them (~10% of a batch-1 request's CPU)."""
+    """A histogram child's observations, counted in this process. With several workers
+    each prometheus_client value write goes through a mmap'd file and a getpid() check
+    (a syscall: ~1 us in this VM); a request made ~10 of them (~10% of a batch-1
+    request's CPU). These counts reach /metrics through metrics_collector."""
 
-    __slots__ = ("child", "bounds", "counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.bounds = list(child._upper_bounds)  # ends with +Inf
+    def __init__(self, spec: FamilySpec) -> None:
+        self.bounds = spec.bounds()  # ends with +Inf
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
 
@@ -100,56 +122,70 @@ class _LocalHistogram:
         self.total += value
         _schedule_flush()
 
-    def flush(self) -> None:
-        buckets = self.child._buckets
-        for i, count in enumerate(self.counts):
-            if count:
-                buckets[i].inc(count)
-                self.counts[i] = 0
-        if self.total:
-            self.child._sum.inc(self.total)
-            self.total = 0.0
-
 
 class _LocalCounter:
-    __slots__ = ("child", "amount")
+    __slots__ = ("total",)
 
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.amount = 0.0
+    def __init__(self, spec: FamilySpec) -> None:
+        self.total = 0.0
 
     def inc(self, amount: float = 1.0) -> None:
-        self.amount += amount
+        self.total += amount
         _schedule_flush()
 
-    def flush(self) -> None:
-        if self.amount:
-            self.child.inc(self.amount)
-            self.amount = 0.0
+
+class Family:
+    """One metric's labelled children in this process (cumulative since start)."""
+
+    def __init__(self, spec: FamilySpec) -> None:
+        self.spec = spec
+        self.histograms: dict[tuple[str, ...], _LocalHistogram] = {}
+        self.counters: dict[tuple[str, ...], _LocalCounter] = {}
+
+    def histogram(self, labels: tuple[str, ...]) -> _LocalHistogram:
+        child = self.histograms.get(labels)
+        if child is None:
+            child = self.histograms[labels] = _LocalHistogram(self.spec)
+        return child
+
+    def counter(self, labels: tuple[str, ...]) -> _LocalCounter:
+        child = self.counters.get(labels)
+        if child is None:
+            child = self.counters[labels] = _LocalCounter(self.spec)
+        return child
 
 
-# Labelled children, looked up once (prometheus_client's labels() costs ~4 us a call),
-# each behind its local accumulator.
-_CHILDREN: dict[tuple[str, ...], Any] = {}
+def snapshot(families: Iterable[Family]) -> Snapshot:
+    out: Snapshot = {}
+    for family in families:
+        rows = [(k, list(h.counts), h.total) for k, h in family.histograms.items()]
+        rows += [(k, [], c.total) for k, c in family.counters.items()]
+        if rows:
+            out[family.spec.name] = rows
+    return out
+
+
+# Labelled children by metric name, looked up by a dict get per observation.
+FAMILIES: dict[str, Family] = {spec.name: Family(spec) for spec in SPECS}
 FLUSH_INTERVAL_S = 1.0  # how far /metrics may lag the requests of another worker
 _flush_scheduled = False
 
 
-def _child(metric: Any, *labels: str) -> Any:
-    key = (metric._name, *labels)
-    child = _CHILDREN.get(key)
-    if child is None:
-        local = _LocalHistogram if isinstance(metric, Histogram) else _LocalCounter
-        child = _CHILDREN[key] = local(metric.labels(*labels))
-    return child
+def _local() -> list[Snapshot]:
+    return [snapshot(FAMILIES.values())]
+
+
+# One process: the default registry reads the counts directly (no files, no flush).
+REGISTRY.register(SnapshotCollector(SPECS, _local))
 
 
 def flush() -> None:
-    """Add this process's pending observations to the shared metrics."""
+    """Write this process's counts for the worker that answers /metrics (multiprocess)."""
     global _flush_scheduled
     _flush_scheduled = False
-    for child in list(_CHILDREN.values()):
-        child.flush()
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        write_snapshot(directory, snapshot(FAMILIES.values()))
 
 
 def _schedule_flush() -> None:
@@ -166,8 +202,8 @@ def _schedule_flush() -> None:
 
 
 def observe_request(endpoint: str, n_rows: int, seconds: float, code: str) -> None:
-    _child(REQUEST_SECONDS, endpoint, batch_label(n_rows)).observe(seconds)
-    _child(REQUESTS, endpoint, code).inc()
+    FAMILIES[REQUEST_SECONDS.name].histogram((endpoint, batch_label(n_rows))).observe(seconds)
+    FAMILIES[REQUESTS.name].counter((endpoint, code)).inc()
 
 
 def observe_redis_error(kind: str) -> None:
@@ -176,10 +212,11 @@ def observe_redis_error(kind: str) -> None:
 
 
 def observe_near_cache(hits: int, misses: int) -> None:
+    family = FAMILIES[NEAR_CACHE_LOOKUPS.name]
     if hits:
-        _child(NEAR_CACHE_LOOKUPS, "hit").inc(hits)
+        family.counter(("hit",)).inc(hits)
     if misses:
-        _child(NEAR_CACHE_LOOKUPS, "miss").inc(misses)
+        family.counter(("miss",)).inc(misses)
 
 
 def observe_staleness(columns: Iterable[FrameColumn], t_us: int) -> None:
@@ -190,7 +227,7 @@ def observe_staleness(columns: Iterable[FrameColumn], t_us: int) -> None:
         seen.add(id(col.event_us))
         n = len(col.event_us)
         step = max(1, n // _STALENESS_SAMPLES)
-        histogram = _child(STALENESS_SECONDS, col.view)
+        histogram = FAMILIES[STALENESS_SECONDS.name].histogram((col.view,))
         for i in range(0, n, step):
             if col.statuses[i] == PRESENT:
                 histogram.observe(max(0, t_us - col.event_us[i]) / 1e6)
@@ -199,10 +236,12 @@ def observe_staleness(columns: Iterable[FrameColumn], t_us: int) -> None:
 def render() -> tuple[bytes, str]:
     """The exposition text of every worker (multiprocess) or of this process."""
     flush()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if directory:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        registry.register(SnapshotCollector(SPECS, lambda: read_snapshots(directory)))
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

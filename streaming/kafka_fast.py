@@ -8,23 +8,36 @@ skipped by length): ~3x less per message. Batch CRCs, control batches and the fe
 position are handled as kafka-python does; anything else (old message formats,
 READ_COMMITTED, deserializers) goes through kafka-python's own code.
 
-kafka-python is pinned (kafka-python==3.0.*); the tests compare both decoders on the
-same messages (compressed and not, with keys, headers and null values).
+This is the one module that touches kafka-python's private internals (the fetcher's
+`_unpack_records`, a record batch's `_buffer`/`_pos`/`_num_records`). It was written
+against kafka-python 3.0 (the pin is kafka-python==3.0.*): `install()` patches only
+when the installed version is one of WRITTEN_FOR and the internals it reads are there;
+otherwise it logs one warning and the consumer keeps kafka-python's public path
+(slower, same records). tests/streaming/test_kafka_fast.py decodes the same batches
+through both paths.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import kafka
 from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
+from kafka.record.default_records import DefaultRecordBatch
 from kafka.record.util import decode_varint
 
+log = logging.getLogger(__name__)
+
+# kafka-python (major, minor) versions whose internals this decoder was checked against.
+WRITTEN_FOR = ((3, 0),)
 _PartitionRecords: Any = Fetcher.PartitionRecords
-_ORIGINAL = _PartitionRecords._unpack_records
+_ORIGINAL: Any = getattr(_PartitionRecords, "_unpack_records", None)
 _LOG_APPEND_TIME = 1
 _READ_UNCOMMITTED = 0
+_warned = False
 
 
 class FastRecord(NamedTuple):
@@ -89,10 +102,45 @@ def _lean_unpack_records(
     self.drain()
 
 
-def install() -> None:
-    """Use the lean decoder in this process's kafka-python consumers."""
+def _version(text: str) -> tuple[int, int]:
+    parts = text.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (-1, -1)
+
+
+def supported(version: str | None = None) -> bool:
+    """Whether the lean decoder may replace kafka-python's: the installed version is
+    one it was written for and the private names it reads still exist."""
+    if _version(version or kafka.__version__) not in WRITTEN_FOR:
+        return False
+    slots = getattr(DefaultRecordBatch, "__slots__", ())
+    return (
+        callable(_ORIGINAL)
+        and hasattr(DefaultRecordBatch, "_maybe_uncompress")
+        and all(name in slots for name in ("_buffer", "_pos", "_num_records"))
+    )
+
+
+def install(version: str | None = None) -> bool:
+    """Use the lean decoder in this process's kafka-python consumers; False (and one
+    warning per process) when this kafka-python is not one it was written for."""
+    global _warned
+    if not supported(version):
+        if not _warned:
+            _warned = True
+            log.warning(
+                "kafka-python %s is not a version the lean record decoder was written for "
+                "(%s): reading with kafka-python's own decoder (~3x more CPU per message)",
+                version or kafka.__version__,
+                ", ".join(f"{a}.{b}.*" for a, b in WRITTEN_FOR),
+            )
+        return False
     _PartitionRecords._unpack_records = _lean_unpack_records
+    return True
 
 
 def uninstall() -> None:
-    _PartitionRecords._unpack_records = _ORIGINAL
+    if _ORIGINAL is not None:
+        _PartitionRecords._unpack_records = _ORIGINAL

@@ -15,33 +15,20 @@ from typing import Any
 
 import pyarrow as pa
 
+from featureline.dtypes import DTYPES, arrow_type
 from featureline.errors import BadInputError
 from featureline.offline import CREATED, KAFKA_OFFSET, KAFKA_PARTITION, TS_TYPE
 from featureline.specs import RepoSpec, ViewSpec
 
-_DDL_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "varchar": pa.string(),
-    "long": pa.int64(),
-    "bigint": pa.int64(),
-    "int": pa.int32(),
-    "integer": pa.int32(),
-    "double": pa.float64(),
-    "float": pa.float32(),
-    "boolean": pa.bool_(),
-    "bool": pa.bool_(),
-    "binary": pa.binary(),
-    "timestamp": TS_TYPE,
-}
-_AVRO_TYPES: dict[str, pa.DataType] = {
-    "string": pa.string(),
-    "long": pa.int64(),
-    "int": pa.int32(),
-    "double": pa.float64(),
-    "float": pa.float32(),
-    "boolean": pa.bool_(),
-    "bytes": pa.binary(),
-}
+# DDL column types: the Spark SQL name of each scalar dtype (featureline.dtypes), and
+# the aliases Spark's DDL parser also accepts.
+_DDL_ALIASES = {"varchar": "string", "long": "bigint", "integer": "int", "bool": "boolean"}
+_DDL_TYPES: dict[str, pa.DataType] = {d.spark: arrow_type(d.name) for d in DTYPES.values() if d.is_scalar}
+_DDL_TYPES.update({alias: _DDL_TYPES[spark] for alias, spark in _DDL_ALIASES.items()})
+# Avro primitive type -> the dtype whose Arrow column it fills.
+_AVRO_DTYPES = {"string": "string", "long": "int64", "int": "int32", "double": "float64",
+                "float": "float32", "boolean": "bool", "bytes": "bytes"}  # fmt: skip
+_AVRO_TYPES: dict[str, pa.DataType] = {avro: arrow_type(dtype) for avro, dtype in _AVRO_DTYPES.items()}
 _AVRO_TS_LOGICAL = {"timestamp-micros", "timestamp-millis", "local-timestamp-micros"}
 
 

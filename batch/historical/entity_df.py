@@ -18,18 +18,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featureline.dtypes import arrow_type
 from featureline.errors import BadInputError
 
 DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
 ROW_ID = "__fl_row"
 ROW_TS = "__fl_ts"
 
+# Join key columns as the engines compare them (Arrow forms from featureline.dtypes):
+# int32 keys widened to int64, so a frame's int32 or int64 column joins either.
 _KEY_TYPES: dict[str, pa.DataType] = {
-    "int32": pa.int64(),
-    "int64": pa.int64(),
-    "string": pa.string(),
-    "bytes": pa.binary(),
-    "bool": pa.bool_(),
+    dtype: arrow_type("int64" if dtype == "int32" else dtype) for dtype in ("int32", "int64", "string", "bytes", "bool")
 }
 
 
