@@ -14,8 +14,8 @@ from featureline.specs import FieldSpec, ProjectionSpec, RepoSpec, ServiceSpec, 
 
 
 def test_every_feast_value_type_the_readers_accept_has_a_row() -> None:
-    from feast.protos.feast.types.Value_pb2 import Value
     import feast.types as ft
+    from feast.protos.feast.types.Value_pb2 import Value
     from feast.value_type import ValueType
 
     accepted = {from_feast_name(v.name): v for v in ValueType if from_feast_name(v.name)}
@@ -35,6 +35,7 @@ def test_every_feast_value_type_the_readers_accept_has_a_row() -> None:
             assert DTYPES[name].value_type == t.to_value_type().value
             read.add(name)
     assert {n for n, d in DTYPES.items() if d.is_scalar or d.element} <= read
+
 
 def test_arrow_and_duckdb_forms_round_trip() -> None:
     import duckdb

@@ -28,7 +28,8 @@ ROW_TS = "__fl_ts"
 # Join key columns as the engines compare them (Arrow forms from featureline.dtypes):
 # int32 keys widened to int64, so a frame's int32 or int64 column joins either.
 _KEY_TYPES: dict[str, pa.DataType] = {
-    dtype: arrow_type("int64" if dtype == "int32" else dtype) for dtype in ("int32", "int64", "string", "bytes", "bool")
+    dtype: arrow_type("int64" if dtype == "int32" else dtype)
+    for dtype in ("int32", "int64", "string", "bytes", "bool")
 }
 
 
