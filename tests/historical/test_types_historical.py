@@ -5,6 +5,7 @@ naive entity timestamps are UTC and come back UTC-aware, as Feast returns them."
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -43,6 +44,7 @@ def hist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hist]:
     root = tmp_path_factory.mktemp("types-hist")
     write_repo(root / "repo", "127.0.0.1:1")  # Feast's online store is never opened here
     settings = dataclasses.replace(Settings.from_env(), repo=root / "repo", home=root / "home")
+    saved = dict(os.environ)  # load_repo exports this repo's settings; later tests must not see them
     spec = load_repo(settings)
     entity_df = pd.DataFrame(
         {
@@ -54,6 +56,8 @@ def hist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hist]:
     assert entity_df["event_timestamp"].dt.tz is None
     feast = feast_store(settings.repo).get_historical_features(entity_df=entity_df, features=REFS).to_df()
     yield Hist(spec, entity_df, feast.sort_values("row").reset_index(drop=True))
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.mark.parametrize("engine", ["local", "spark"])
