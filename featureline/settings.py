@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from featureline.errors import BadInputError
+
 DEFAULT_REPO = Path("feature_repo")
 
 
@@ -131,7 +133,7 @@ class Settings:
     @property
     def resolved_offline_dir(self) -> Path:
         if self.offline_dir:
-            return Path(self.offline_dir).resolve()
+            return _local_offline_dir(self.offline_dir)
         return (self.repo / "data" / "offline").resolve()
 
     def env_vars(self) -> dict[str, str]:
@@ -170,6 +172,23 @@ def _exported_default(name: str, env: Mapping[str, str]) -> str:
         home = Path(env.get("FEATURELINE_HOME") or str(_FIELD_DEFAULTS["home"]))
         return Settings(home=home).resolved_registry_url
     return str(_FIELD_DEFAULTS[name])
+
+
+def _local_offline_dir(raw: str) -> Path:
+    """The offline dir as a local path. It is written with local file I/O (the stream
+    job's Parquet sink, backfill's outputs, compaction), so an object-store URI would
+    become a relative path such as ./s3a:/bucket: refused. Object stores are supported
+    as FileSource paths (featureline.object_store); mount a shared volume here instead."""
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        return Path(raw).resolve()
+    if scheme.lower() == "file":
+        return Path(rest).resolve()
+    raise BadInputError(
+        f"FEATURELINE_OFFLINE_DIR={raw!r}: the offline dir must be a local or mounted path "
+        f"(or file://), not a {scheme}:// URI; object-store URIs are supported as FileSource "
+        "paths in the repo, not as the offline dir"
+    )
 
 
 def _coerce(type_name: object, raw: str, name: str) -> object:

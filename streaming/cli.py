@@ -24,6 +24,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Beam runner (portable runners read Kafka with Beam's ReadFromKafka)",
     )
     parser.add_argument(
+        "--flink-master",
+        metavar="HOST:PORT",
+        help="FlinkRunner: the Flink cluster's REST address (Beam's --flink_master; "
+        "default: Beam's, an embedded Flink)",
+    )
+    parser.add_argument(
+        "--pipeline-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other Beam pipeline option, passed as --NAME=VALUE (repeatable), "
+        "e.g. environment_type=EXTERNAL",
+    )
+    parser.add_argument(
         "--start-from",
         choices=("committed", "earliest", "latest"),
         default="committed",
@@ -174,6 +188,26 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
+def beam_args(args: Any) -> list[str]:
+    """The Beam pipeline options the runner flags ask for, as Beam's own argv."""
+    from featureline.errors import BadInputError
+
+    out: list[str] = []
+    if args.flink_master:
+        if args.runner != "FlinkRunner":
+            raise BadInputError(f"--flink-master needs --runner FlinkRunner (not {args.runner})")
+        out.append(f"--flink_master={args.flink_master}")
+    for option in args.pipeline_option:
+        name, sep, value = option.partition("=")
+        name = name.lstrip("-")
+        if not sep or not name:
+            raise BadInputError(f"--pipeline-option {option!r}: expected NAME=VALUE")
+        if name == "runner":
+            raise BadInputError("--pipeline-option runner=...: use --runner")
+        out.append(f"--{name}={value}")
+    return out
+
+
 def _require_redis(plan: Any) -> None:
     """A login, TLS or unreachable Redis: one line before Beam starts (not pages of trace)."""
     from featureline.connections import check_redis
@@ -192,6 +226,7 @@ def run(args: Any, settings: Settings) -> int:
     from featureline.streaming.pipeline import plan_stream
     from featureline.streaming.pipeline import run as run_pipeline
 
+    pipeline_args = beam_args(args)  # a bad flag fails before the repo is read
     if args.workers > 1 and not args.shard:
         load_repo(settings)  # parse once; the workers read the cached specs
         return _run_workers(args, _without_option(sys.argv[1:], "--workers"))
@@ -217,7 +252,7 @@ def run(args: Any, settings: Settings) -> int:
     _idle_watchdog(args.idle_exit_s, done)
     try:
         _require_redis(plan)
-        run_pipeline(plan, args.runner)
+        run_pipeline(plan, args.runner, pipeline_args)
     except FeaturelineError:
         raise
     except Exception as exc:  # Beam wraps worker errors in pages of trace; give one line

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from featureline.cli.main import COMMANDS, build_parser
+from deploy_helpers import featureline_argv_error, token_problems, unknown_env_vars
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,9 +55,34 @@ def test_every_service_command_is_a_real_subcommand(index: int) -> None:
     found = _featureline_services()
     assert len(found) == 6, [n for n, _ in found]
     name, argv = found[index]
-    assert argv[0] in COMMANDS, f"service {name}: {argv[0]!r} is not a featureline command"
-    parser = build_parser(argv[0])
-    try:
-        parser.parse_args(argv)
-    except SystemExit as exc:
-        pytest.fail(f"service {name}: `featureline {' '.join(argv)}` is rejected (exit {exc.code})")
+    error = featureline_argv_error(argv)
+    assert error is None, f"service {name}: {error}"
+
+
+def test_every_environment_variable_is_one_the_code_reads() -> None:
+    services = _config()["services"]
+    names = {
+        n
+        for svc in services.values()
+        if svc.get("image", "").startswith("featureline")
+        for n in svc["environment"]
+    }
+    assert "FEATURELINE_AUTH_TOKENS_FILE" in names and "FEATURELINE_OFFLINE_DIR" in names
+    assert unknown_env_vars(names) == []
+
+
+def test_the_serving_tokens_grant_the_demo() -> None:
+    secret = _config()["secrets"]["serving_tokens"]["file"]
+    assert token_problems(Path(secret).read_text()) == []
+
+
+def test_long_running_services_are_checked_on_their_real_endpoints() -> None:
+    services = _config()["services"]
+    serving, streaming = services["serving"], services["streaming"]
+    assert "http://127.0.0.1:8080/health" in " ".join(serving["healthcheck"]["test"])
+    port = streaming["command"][streaming["command"].index("--metrics-port") + 1]
+    assert f"http://127.0.0.1:{port}/metrics" in " ".join(streaming["healthcheck"]["test"])
+    for svc in (serving, streaming):
+        assert svc["read_only"] is True
+        assert any(t.startswith("/tmp") for t in svc["tmpfs"])
+        assert any(t.startswith(svc["environment"]["FEATURELINE_HOME"]) for t in svc["tmpfs"])
