@@ -169,6 +169,6 @@ def test_merge_entries_equals_aggstate_merge(tiles: list[list[float | None]]) ->
     for raw in raws:
         expected.merge(decode_tile(raw)["x"])
     entries = [decode_tile_entries(raw)["x"] for raw in raws]
-    assert merge_entries(entries, sums=True, distinct=True) == expected
-    partial = merge_entries(entries, sums=False, distinct=False)
+    assert merge_entries(entries, frozenset({"count", "sum", "distinct"})) == expected
+    partial = merge_entries(entries, frozenset({"count"}))
     assert (partial.count, partial.min, partial.max) == (expected.count, expected.min, expected.max)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featureline.semantics import exact_units
+from featureline.aggregations import exact_units
 
 
 def group_ids(columns: dict[str, Any]) -> np.ndarray:
@@ -34,10 +35,11 @@ def valid_values(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return arr
 
 
-def units_array(values: list[Any]) -> np.ndarray:
-    """Exact sums' units (featureline.semantics.exact_units) as an object array; 0 for null."""
+def units_array(values: list[Any], units: Callable[[Any], int] = exact_units) -> np.ndarray:
+    """Exact sums' units (a featureline.aggregations.SumTerm's `units`, by default the
+    plain sum's) as an object array; 0 for null."""
     out = np.empty(len(values), dtype=object)
-    out[:] = [0 if v is None else exact_units(v) for v in values]
+    out[:] = [0 if v is None else units(v) for v in values]
     return out
 
 

@@ -4,9 +4,11 @@ tests that should see each, restore the file, and print what was caught.
     make mutation            (or: PYTHONPATH=. .venv/bin/python tests/mutation/run.py [-k NAME])
 
 Not collected by pytest (no test_ prefix); not part of `make test` (~10 min on 2 cores).
-The rules are copied per engine (featureline.semantics for serving and the online
-writer, vectorized copies for historical DuckDB/Spark, backfill and materialize), so each
-bug is applied to each copy separately. Every file is restored after its run, also on
+Window and time rules are copied per engine (featureline.semantics for serving and the
+online writer, vectorized copies for historical DuckDB/Spark, backfill and materialize),
+so each such bug is applied to each copy separately; aggregation functions are defined
+once (featureline.aggregations), so their bugs are applied there and checked on every
+path. Every file is restored after its run, also on
 Ctrl-C or SIGTERM (try/finally, and an atexit hook as a second guard).
 """
 
@@ -38,6 +40,10 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+HIST_LOCAL_TESTS = (
+    "tests/historical/test_oracle.py::test_local_engine_equals_oracle",
+    "tests/historical/test_oracle_property.py::test_local_engine_equals_oracle_on_generated_cases",
+)
 HIST_LOCAL = ("tests/historical/test_oracle.py", "tests/historical/test_oracle_property.py", "-k", "local")
 MUTATIONS = (
     Mutation(
@@ -125,24 +131,17 @@ MUTATIONS = (
         ("tests/batch/test_batch_materialize.py", "tests/batch/test_batch_encode.py", "-k", "oracle"),
     ),
     Mutation(
-        "empty-mean-semantics",
-        "mean of an empty window 0.0 instead of null (serving, backfill)",
-        "featureline/semantics.py",
-        "return None if count == 0 else units / (count << _UNIT_EXP)",
-        "return 0.0 if count == 0 else units / (count << _UNIT_EXP)",
+        "empty-mean",
+        "mean of an empty window 0.0 instead of null (the registry: every path)",
+        "featureline/aggregations.py",
+        "return None if count == 0 else units / (count << UNIT_EXP)",
+        "return 0.0 if count == 0 else units / (count << UNIT_EXP)",
         (
             "tests/test_semantics.py",
             "tests/serving/test_serve_read_path.py",
             "tests/batch/test_batch_windows.py",
+            *HIST_LOCAL_TESTS,
         ),
-    ),
-    Mutation(
-        "empty-mean-historical",
-        "mean of an empty window 0.0 instead of null (historical engines)",
-        "batch/historical/aggregations.py",
-        "result.append(None if count == 0 else rounded_sum(rel, layout.base, int(count)))",
-        "result.append(0.0 if count == 0 else rounded_sum(rel, layout.base, int(count)))",
-        HIST_LOCAL,
     ),
 )
 NOT_APPLICABLE = {
