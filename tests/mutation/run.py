@@ -143,11 +143,16 @@ MUTATIONS = (
             *HIST_LOCAL_TESTS,
         ),
     ),
+    Mutation(
+        "variance-n",
+        "population variance (n) instead of the sample variance (n - 1) (the registry: every path)",
+        "featureline/aggregations.py",
+        "return (n * s.units(SUMSQ) - total * total) / ((n * (n - 1)) << (2 * UNIT_EXP))",
+        "return (n * s.units(SUMSQ) - total * total) / ((n * n) << (2 * UNIT_EXP))",
+        ("tests/test_aggregations.py",),
+    ),
 )
-NOT_APPLICABLE = {
-    "variance-n": "a variance with n instead of n - 1: production has no var/std aggregation yet "
-    "(featureline.semantics.AGG_FUNCTIONS); the oracle's var/std are pinned in tests/oracle/test_naive.py",
-}
+NOT_APPLICABLE: dict[str, str] = {}
 
 
 def _restore_all() -> None:
