@@ -44,6 +44,14 @@ HIST_LOCAL_TESTS = (
     "tests/historical/test_oracle.py::test_local_engine_equals_oracle",
     "tests/historical/test_oracle_property.py::test_local_engine_equals_oracle_on_generated_cases",
 )
+# Oracle tests of var/std on each path: stream tiles, backfill rows and tiles, serving's
+# tile merge, historical DuckDB (Spark: tests/historical/test_oracle.py, marked spark).
+VAR_PATHS = (
+    "tests/streaming/test_units.py",
+    "tests/batch/test_batch_windows.py",
+    "tests/serving/test_serve_read_path.py",
+    *HIST_LOCAL_TESTS,
+)
 HIST_LOCAL = ("tests/historical/test_oracle.py", "tests/historical/test_oracle_property.py", "-k", "local")
 MUTATIONS = (
     Mutation(
@@ -149,7 +157,15 @@ MUTATIONS = (
         "featureline/aggregations.py",
         "return (n * s.units(SUMSQ) - total * total) / ((n * (n - 1)) << (2 * UNIT_EXP))",
         "return (n * s.units(SUMSQ) - total * total) / ((n * n) << (2 * UNIT_EXP))",
-        ("tests/test_aggregations.py",),
+        ("tests/test_aggregations.py", *VAR_PATHS),
+    ),
+    Mutation(
+        "square-rounded",
+        "var/std from IEEE-rounded squares x*x instead of exact ones (stream, backfill, serving)",
+        "featureline/aggregations.py",
+        "return (num * num) << (2 * (UNIT_EXP - (den.bit_length() - 1)))",
+        "return exact_units(float(value) * float(value)) << UNIT_EXP",
+        VAR_PATHS,
     ),
 )
 NOT_APPLICABLE: dict[str, str] = {}
