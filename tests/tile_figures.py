@@ -13,7 +13,7 @@ import pyarrow as pa
 from oracle.naive import US, aggregate, is_null, tile_size_s, tile_start_us
 
 from featureline.aggregations import AggState
-from featureline.batch.backfill.tile_states import STATE, TILE_SIZE_S, TILE_START_S
+from featureline.offline_layout import STATE, TILE_SIZE_S, TILE_START_S
 from featureline.online.tiles import decode_tile, merge_tile_states
 from featureline.specs import ViewSpec
 

@@ -18,24 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featureline.aggregations import DISTINCT, MAX, MIN, AggFunction, WindowParts, get, sum_terms
-from featureline.batch.backfill.arrow_types import arrow_type
-from featureline.batch.backfill.events import CREATED_US, TS_US, EventColumns
-from featureline.batch.backfill.groups import group_ids, prefix, units_array, valid_values, window_bounds
-from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
+from featureline.batch.backfill.groups import prefix, window_bounds
+from featureline.offline_layout import CREATED_US, TS_US, feature_schema
+from featureline.offline_tiles import group_ids, units_array, valid_values
 from featureline.semantics import US
 from featureline.specs import AggregationSpec, ViewSpec
-
-
-def feature_schema(view: ViewSpec, events_schema: pa.Schema) -> pa.Schema:
-    """Offline feature rows: join keys, event time, created, Kafka identity, features."""
-    cols = EventColumns.of(view)
-    fields = [pa.field(k.name, arrow_type(k.dtype)) for k in view.join_keys]
-    fields.append(pa.field(cols.timestamp, events_schema.field(cols.timestamp).type))
-    for name in (cols.created, KAFKA_PARTITION, KAFKA_OFFSET):
-        if name and name in events_schema.names:
-            fields.append(pa.field(name, events_schema.field(name).type))
-    fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
-    return pa.schema(fields)
 
 
 def sort_by_entity(events: pa.Table, keys: tuple[str, ...]) -> tuple[pa.Table, np.ndarray]:

@@ -7,6 +7,9 @@ event time falls in it, split by the Kafka partition the events came from. Encod
 with the shared tile codec, so a tile rebuilt here is byte-for-byte the value
 streaming wrote for the same events.
 
+Shared by the stream job (its offline tile rows) and the batch backfill and
+materialize (featureline.offline_layout names the columns).
+
 Counting, min, max and distinct sets are Arrow group-bys; the exact sums are Python
 ints (each `featureline.aggregations.SumTerm`'s units) summed per group with numpy's
 object reduceat (~0.4 s per million values), so every path sums the same integers.
@@ -14,39 +17,21 @@ object reduceat (~0.4 s per million values), so every path sums the same integer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featureline.aggregations import DISTINCT, AggState, sum_terms
-from featureline.batch.backfill.events import TS_US
-from featureline.batch.backfill.groups import group_ids, units_array, valid_values
+from featureline.aggregations import DISTINCT, AggState, exact_units, sum_terms
 from featureline.offline import KAFKA_PARTITION
+from featureline.offline_layout import PARTITION, STATE, TILE_SIZE_S, TILE_START_S, TS_US, tile_schema
 from featureline.online.tiles import tile_entry, tile_parts
 from featureline.semantics import US
 from featureline.specs import ViewSpec
-
-TILE_START_S = "tile_start_s"
-TILE_SIZE_S = "tile_s"
-STATE = "state"
-PARTITION = "kafka_partition"
-
-
-def tile_schema(view: ViewSpec) -> pa.Schema:
-    """Join keys, tile size and start (s), Kafka partition, encoded state (JSON bytes)."""
-    from featureline.batch.backfill.arrow_types import arrow_type
-
-    fields = [pa.field(k.name, arrow_type(k.dtype)) for k in view.join_keys]
-    fields += [
-        pa.field(TILE_SIZE_S, pa.int64()),
-        pa.field(TILE_START_S, pa.int64()),
-        pa.field(PARTITION, pa.int64()),
-        pa.field(STATE, pa.binary()),
-    ]
-    return pa.schema(fields)
 
 
 def tile_states(events: pa.Table, view: ViewSpec, tile_s: int) -> pa.Table:
@@ -132,4 +117,33 @@ def _group_sums(units: np.ndarray, gid: np.ndarray, groups: int) -> np.ndarray:
     sums = np.add.reduceat(units[order], starts) if len(order) else np.zeros(0, dtype=object)
     out = np.zeros(groups, dtype=object)
     out[sorted_gid[starts]] = sums
+    return out
+
+
+def group_ids(columns: dict[str, Any]) -> np.ndarray:
+    """Dense group id per row over the given key columns; -1 where any key is null."""
+    frame = pd.DataFrame({name: _to_pandas(col) for name, col in columns.items()})
+    ids = frame.groupby(list(frame.columns), sort=False, dropna=True).ngroup()
+    return ids.to_numpy(dtype=np.int64)
+
+
+def _to_pandas(col: Any) -> Any:
+    if isinstance(col, pa.ChunkedArray | pa.Array):
+        return col.to_pandas()
+    return col
+
+
+def valid_values(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The column with NaN turned into null: semantics.md skips both alike."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_floating(arr.type):
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+    return arr
+
+
+def units_array(values: list[Any], units: Callable[[Any], int] = exact_units) -> np.ndarray:
+    """Exact sums' units (a featureline.aggregations.SumTerm's `units`, by default the
+    plain sum's) as an object array; 0 for null."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = [0 if v is None else units(v) for v in values]
     return out
