@@ -134,8 +134,8 @@ def _square_pieces(values: np.ndarray) -> list[Piece]:
 
 
 # Squares are exact on every path (not the IEEE-rounded x*x): with rounded squares,
-# 1e9+1, 1e9+2, 1e9+3 (squares ~1e18, spaced 128 apart as float64) would give a
-# variance off by ~100 instead of 1.0. Their SQL limbs add three pieces per value
+# 1e9+1, 1e9+2, 1e9+3 (squares ~1e18, where float64 values are 128 apart) would give a
+# variance off by up to ~100 instead of 1.0. Their SQL limbs add three pieces per value
 # (< 3 * 2**32 a limb), so int64 limb sums stay exact below ~7e8 events a window.
 SUM_TERMS: tuple[SumTerm, ...] = (
     SumTerm(SUM, "l", UNIT_EXP, 53, exact_units, _value_pieces),
@@ -255,21 +255,28 @@ class WindowParts:
 @dataclass(frozen=True)
 class AggFunction:
     """One aggregation function: the parts it reads, its output type ("int64",
-    "float64", or "" for the aggregated column's own type) and its finalize."""
+    "float64", or "" for the aggregated column's own type) and its finalize.
+
+    `direct`: a part whose per-window aggregate in an SQL engine (count, min, max, the
+    number of distinct values) is the value itself, nulls read as the empty-window
+    value; engines may pass that column through instead of finalizing row by row."""
 
     name: str
     parts: frozenset[str]
     output: str
     finalize: Callable[[Parts], Any]
+    direct: str | None = None
 
-    # Reads exact sums: the column must be numeric (ints read as float64, as Feast does).
     @property
     def numeric(self) -> bool:
+        """Reads exact sums: the column must be numeric (ints read as float64)."""
         return any(p in SUM_PARTS for p in self.parts)
 
 
-def _fn(name: str, parts: Iterable[str], output: str, finalize: Callable[[Parts], Any]) -> AggFunction:
-    return AggFunction(name, frozenset((COUNT, *parts)), output, finalize)
+def _fn(
+    name: str, parts: Iterable[str], output: str, finalize: Callable[[Parts], Any], direct: str | None = None
+) -> AggFunction:
+    return AggFunction(name, frozenset((COUNT, *parts)), output, finalize, direct)
 
 
 def _variance(s: Parts) -> float | None:
@@ -290,12 +297,12 @@ def _std(s: Parts) -> float | None:
 
 
 _DEFINED = (
-    _fn("count", (), "int64", lambda s: s.count),
+    _fn("count", (), "int64", lambda s: s.count, direct=COUNT),
     _fn("sum", (SUM,), "float64", lambda s: units_to_float(s.units(SUM))),
     _fn("mean", (SUM,), "float64", lambda s: units_mean(s.units(SUM), s.count)),
-    _fn("min", (MIN,), "", lambda s: s.min),
-    _fn("max", (MAX,), "", lambda s: s.max),
-    _fn("count_distinct", (DISTINCT,), "int64", lambda s: s.distinct_count()),
+    _fn("min", (MIN,), "", lambda s: s.min, direct=MIN),
+    _fn("max", (MAX,), "", lambda s: s.max, direct=MAX),
+    _fn("count_distinct", (DISTINCT,), "int64", lambda s: s.distinct_count(), direct=DISTINCT),
     # Feast's Aggregation accepts both spellings of each (feast.aggregation.tiling).
     _fn("var", (SUM, SUMSQ), "float64", _variance),
     _fn("variance", (SUM, SUMSQ), "float64", _variance),

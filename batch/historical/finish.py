@@ -112,9 +112,9 @@ def _agg_values(
         return agg_column(view.index, group.index, col, kind)
 
     fn = get(function)
-    counts = _raw(table, name("count"), n, 0)
-    if fn.parts == {COUNT}:  # the engine's column as it is
-        return counts
+    if fn.direct:  # the engine's column as it is: no Python loop per row
+        return _raw(table, name(fn.direct), n, fn.finalize(WindowParts(0)))
+    counts = _raw(table, name(COUNT), n, 0)
     column = next(c for c in group.columns if c.index == col)
     rows = [WindowParts(count) for count in counts.to_pylist()]
     for term in column.sum_terms:
