@@ -200,7 +200,8 @@ class AggState:
         parts: Collection[str] | None = None,
     ) -> None:
         """Count one value. `parts` (from `parts_of`) says which sums and sets to keep;
-        without it, `numeric` keeps the plain sum and `track_distinct` the set."""
+        without it, `numeric` keeps the plain sum and `track_distinct` the set (the
+        parts of count..count_distinct: tiles built so are byte-identical to before)."""
         if value is None or (isinstance(value, float) and value != value):
             return
         self.count += 1
@@ -287,7 +288,10 @@ def _variance(s: Parts) -> float | None:
     if n < 2:
         return None
     total = s.units(SUM)
-    return (n * s.units(SUMSQ) - total * total) / ((n * (n - 1)) << (2 * UNIT_EXP))
+    numerator = n * s.units(SUMSQ) - total * total
+    # >= 0 for any values (Cauchy-Schwarz); < 0 only when the squares are missing (tiles
+    # written before a var/std aggregation was added): no value rather than a wrong one.
+    return None if numerator < 0 else numerator / ((n * (n - 1)) << (2 * UNIT_EXP))
 
 
 def _std(s: Parts) -> float | None:

@@ -74,3 +74,13 @@ def test_variance_where_plain_floats_cancel() -> None:
     xs = [1e9 + 1, 1e9 + 2, 1e9 + 3]
     assert (sum(x * x for x in xs) - sum(xs) ** 2 / 3) / 2 != 1.0
     assert agg.aggregate(xs, "var") == naive.aggregate(xs, "var") == 1.0
+
+
+def test_variance_of_a_state_without_squares_is_null_not_an_error() -> None:
+    """A tile written before a var aggregation existed holds no sum of squares."""
+    state = agg.AggState()
+    for v in (1.0, 2.0, 4.0):
+        state.add(v, parts={"count", "sum"})
+    assert state.result("var") is None and state.result("std") is None
+    state.add(8.0, parts={"count", "sum", "sumsq"})
+    assert state.more["sumsq"] == agg.exact_units(8.0) ** 2  # (a 2**-1074)**2 = a**2 2**-2148

@@ -155,8 +155,8 @@ MUTATIONS = (
         "variance-n",
         "population variance (n) instead of the sample variance (n - 1) (the registry: every path)",
         "featureline/aggregations.py",
-        "return (n * s.units(SUMSQ) - total * total) / ((n * (n - 1)) << (2 * UNIT_EXP))",
-        "return (n * s.units(SUMSQ) - total * total) / ((n * n) << (2 * UNIT_EXP))",
+        "return None if numerator < 0 else numerator / ((n * (n - 1)) << (2 * UNIT_EXP))",
+        "return None if numerator < 0 else numerator / ((n * n) << (2 * UNIT_EXP))",
         ("tests/test_aggregations.py", *VAR_PATHS),
     ),
     Mutation(
