@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from featureline._feast_unused import unused_objects
+from featureline.aggregations import FUNCTIONS, output_dtype
 from featureline.dtypes import KEY_DTYPES, from_feast_name, supported
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.object_store import Location, is_uri
@@ -24,9 +25,6 @@ from featureline.specs import (
     ServiceSpec,
     ViewSpec,
 )
-
-_AGG_INT_OUTPUT = {"count", "count_distinct"}
-_AGG_FLOAT_OUTPUT = {"sum", "mean"}
 
 
 def _dtype(feast_type: Any, what: str = "a field") -> str:
@@ -135,6 +133,11 @@ def _aggregations(
             raise BadInputError(f"view {view.name!r}: aggregation on {agg.column!r} has no time_window")
         if agg.column not in inputs:
             raise BadInputError(f"view {view.name!r}: aggregation column {agg.column!r} is not in its schema")
+        if agg.function not in FUNCTIONS:
+            raise BadInputError(
+                f"view {view.name!r}: aggregation function {agg.function!r} on {agg.column!r} is not "
+                f"supported; supported: {', '.join(FUNCTIONS)}"
+            )
         spec = AggregationSpec(
             column=agg.column,
             function=agg.function,
@@ -142,14 +145,10 @@ def _aggregations(
             slide_s=_seconds(agg.slide_interval),
             name=agg.resolved_name(agg.time_window),
         )
-        if spec.function in _AGG_INT_OUTPUT:
-            dtype = "int64"
-        elif spec.function in _AGG_FLOAT_OUTPUT:
-            dtype = "float64"
-        else:
-            dtype = inputs[agg.column]
         aggs.append(spec)
-        outputs.append(FieldSpec(spec.name, dtype))
+        # Feast's names are kept as given (std and stddev are both functions of the
+        # registry), so resolved_name is Feast's own.
+        outputs.append(FieldSpec(spec.name, output_dtype(spec.function, inputs[agg.column])))
     return tuple(aggs), tuple(outputs)
 
 

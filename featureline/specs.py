@@ -62,7 +62,7 @@ class AggregationSpec:
     """A Feast Aggregation, with its output name and tile size resolved (semantics.md 2)."""
 
     column: str
-    function: str  # count | sum | mean | min | max | count_distinct
+    function: str  # a name of featureline.aggregations.FUNCTIONS (Feast's, as given)
     window_s: int
     slide_s: int
     name: str

@@ -233,15 +233,15 @@ def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int
     return tiles
 
 
-# (column, tile size index, window start s, [(function, output name)], sums, distinct)
-_Group = tuple[str, int, int, list[tuple[str, str]], bool, bool]
+# (column, tile size index, window start s, [(function, output name)], parts to merge)
+_Group = tuple[str, int, int, list[tuple[str, str]], frozenset[str]]
 
 
 def _window_values(by_size: list[list[tuple[int, Any]]], groups: list[_Group]) -> tuple[tuple[Any, ...], int]:
     """One entity's window values (features in group order) and its newest tile start."""
     out: list[Any] = []
     latest = 0
-    for column, j, start_s, outputs, sums, distinct in groups:
+    for column, j, start_s, outputs, parts in groups:
         starts = []
         entries = []
         for tile_start, tile in by_size[j]:
@@ -251,7 +251,7 @@ def _window_values(by_size: list[list[tuple[int, Any]]], groups: list[_Group]) -
         if not entries:
             state = _EMPTY
         else:
-            state = merge_entries(entries, sums=sums, distinct=distinct)
+            state = merge_entries(entries, parts)
             latest = max(latest, max(starts))
         out += [state.result(function) for function, _ in outputs]
     return tuple(out), latest  # a tuple of atoms: untracked by the GC once cached
@@ -286,7 +286,7 @@ def _tile_columns(
     lo_s = [read.earliest_start_us(s, t_us) // US for s in sizes]
     groups: list[_Group] = [
         (g.column, sizes.index(g.tile_s), window_start_us(t_us, g.window_s, g.tile_s) // US,
-         [(function, name) for name, function in g.outputs], g.needs_sums, g.needs_distinct)
+         [(function, name) for name, function in g.outputs], g.parts)
         for g in read.groups
     ]  # fmt: skip
     bounds = repr((read.view.name, read.features, hi_s, [g[2] for g in groups])).encode()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from featureline.aggregations import parts_of
 from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
 from featureline.online.feast_format import (
@@ -123,12 +124,9 @@ class AggGroup:
     outputs: tuple[tuple[str, str], ...]  # (feature name, function)
 
     @cached_property  # computed once per plan (plans are cached), not per request
-    def needs_sums(self) -> bool:
-        return any(function in ("sum", "mean") for _, function in self.outputs)
-
-    @cached_property
-    def needs_distinct(self) -> bool:
-        return any(function == "count_distinct" for _, function in self.outputs)
+    def parts(self) -> frozenset[str]:
+        """What its functions read from the tiles (featureline.aggregations.parts_of)."""
+        return parts_of(function for _, function in self.outputs)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ The Spark backfill (batch.backfill) writes, per stream view with a file source:
 
 - plain (latest-value) views: `<offline>/<view>/date=D/`, one row per event: join
   keys, event time, `created` (ingestion time), `kafka_partition`, `kafka_offset`,
-  the features (batch.backfill.windows.feature_schema), dated by event time;
+  the features (featureline.offline_layout.feature_schema), dated by event time;
 - aggregating views: `<offline>/_tiles/<view>/date=D/`, one row per (entity, tile
   size, tile start, Kafka partition) with the tile's partial state in the online codec
-  (batch.backfill.tile_states.tile_schema), dated by tile start; and
+  (featureline.offline_layout.tile_schema), dated by tile start; and
   `<offline>/<view>/`, one row per event with every aggregation at the event's time.
 
 The stream job appends the first two with the same schemas and the same pure code
@@ -45,14 +45,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featureline.offline import TS_TYPE
+from featureline.offline_layout import (
+    TILE_START_S,
+    TILES_DIR,
+    TS_US,
+    EventColumns,
+    feature_schema,
+    tile_schema,
+)
 from featureline.semantics import US
 from featureline.specs import ViewSpec
 
 
 def view_output(offline_dir: Path, view: ViewSpec) -> Path | None:
     """Where the job appends `view`'s computed rows (None: not written)."""
-    from featureline.batch.backfill.plan import TILES_DIR
-
     if view.batch_source is None:
         return None
     if view.is_aggregating:
@@ -65,17 +71,13 @@ def computed_rows(view: ViewSpec, events: pa.Table) -> tuple[pa.Table, pa.Array]
     and each row's date partition ("YYYY-MM-DD")."""
     if view.is_aggregating:
         return _tile_rows(view, events)
-    from featureline.batch.backfill.events import EventColumns
-    from featureline.batch.backfill.windows import feature_schema
-
     schema = feature_schema(view, events.schema)
     rows = events.select(schema.names).cast(schema)
     return rows, _days(rows[EventColumns.of(view).timestamp])
 
 
 def _tile_rows(view: ViewSpec, events: pa.Table) -> tuple[pa.Table, pa.Array]:
-    from featureline.batch.backfill.events import TS_US
-    from featureline.batch.backfill.tile_states import TILE_START_S, tile_schema, tile_states
+    from featureline.offline_tiles import tile_states
 
     ts_us = pc.cast(pc.cast(events[view.timestamp_field], TS_TYPE), pa.int64())
     with_ts = events.append_column(TS_US, ts_us)

@@ -1,8 +1,9 @@
 """Tile partial states and latest rows of one view from one batch (pure, no I/O).
 
 Vectorized: rows are grouped by (entity, tile start) with one numpy sort per tile size;
-count/min/max come from `reduceat`, exact sums from Python ints of
-`semantics.exact_units` (computed once per value), distinct sets from Python sets.
+count/min/max come from `reduceat`, exact sums from Python ints of each
+`featureline.aggregations.SumTerm`'s units (computed once per value), distinct sets
+from Python sets; which of them a column keeps is `tile_parts` (its functions' parts).
 The result per group is a `semantics.AggState`, the same state `AggState.add` builds
 event by event (the unit tests check that), so every path agrees bit for bit.
 """
@@ -17,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featureline.aggregations import DISTINCT, AggState, sum_terms
 from featureline.offline import CREATED
 from featureline.online.feast_format import redis_key, single_key_encoder
-from featureline.online.tiles import tile_columns, tile_field, tile_key_for
+from featureline.online.tiles import tile_field, tile_key_for, tile_parts
 from featureline.online.writer import LatestRow
-from featureline.semantics import US, AggState, exact_units, tile_retention_s
+from featureline.semantics import US, tile_retention_s
 from featureline.specs import ViewSpec
 
 # (tile hash key, field) -> column -> partial state of this batch
@@ -79,7 +81,7 @@ def _minmax(values: np.ndarray, valid: np.ndarray, starts: np.ndarray) -> tuple[
 
 
 def _column_states(
-    column: pa.ChunkedArray, order: np.ndarray, starts: np.ndarray, numeric: bool, distinct: bool
+    column: pa.ChunkedArray, order: np.ndarray, starts: np.ndarray, parts: frozenset[str]
 ) -> list[AggState]:
     """One AggState per group of the sorted rows (group g = order[starts[g]:starts[g+1]])."""
     values = column.take(pa.array(order))
@@ -99,16 +101,20 @@ def _column_states(
             present = [v for v in pylist[a:b] if v is not None]
             mins.append(min(present) if present else None)
             maxs.append(max(present) if present else None)
-    if numeric:
-        units = [exact_units(v) if ok else 0 for v, ok in zip(pylist, valid_np.tolist(), strict=True)]
+    valid_list = valid_np.tolist()
+    sums = [
+        (term.part, [term.units(v) if ok else 0 for v, ok in zip(pylist, valid_list, strict=True)])
+        for term in sum_terms(parts)
+    ]
+    distinct = DISTINCT in parts
     out = []
     for g, (a, b) in enumerate(zip(starts.tolist(), ends, strict=True)):
         n = counts[g]
         state = AggState(count=n)
         if n:
             state.min, state.max = mins[g], maxs[g]
-            if numeric:
-                state.sum_units = sum(units[a:b])
+            for part, units in sums:
+                state.add_units(part, sum(units[a:b]))
             if distinct:
                 state.distinct = {v for v in pylist[a:b] if v is not None and v == v}
         out.append(state)
@@ -131,8 +137,8 @@ def _tile_size_update(ctx: _Ctx, tile_s: int, window_s: int, update: ViewUpdate,
     brk = np.flatnonzero((np.diff(g_code) != 0) | (np.diff(g_start) != 0)) + 1
     bounds = np.concatenate(([0], brk)).astype(np.int64)
     per_column = {
-        col: _column_states(ctx.table[col], order, bounds, numeric, distinct)
-        for col, (numeric, distinct) in tile_columns(ctx.view, tile_s).items()
+        col: _column_states(ctx.table[col], order, bounds, parts)
+        for col, parts in tile_parts(ctx.view, tile_s).items()
     }
     for g, pos in enumerate(bounds.tolist()):
         ekey = ctx.entity_keys[int(g_code[pos])]

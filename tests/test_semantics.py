@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featureline import semantics as sem
+from featureline.aggregations import parts_of
 from featureline.semantics import US, AggState, exact_units
 
 
@@ -101,12 +102,13 @@ def test_aggregates_skip_nulls() -> None:
 def test_merge_equals_single_pass() -> None:
     rng = random.Random(3)
     vals = [rng.choice([None, rng.uniform(-5, 5)]) for _ in range(500)]
+    every = parts_of(sem.AGG_FUNCTIONS)
     whole = AggState()
     for v in vals:
-        whole.add(v)
+        whole.add(v, parts=every)
     parts = [AggState() for _ in range(7)]
     for i, v in enumerate(vals):
-        parts[i % 7].add(v)
+        parts[i % 7].add(v, parts=every)
     merged = AggState()
     for p in reversed(parts):
         merged.merge(p)
@@ -159,16 +161,17 @@ def test_merge_entries_equals_aggstate_merge(tiles: list[list[float | None]]) ->
     gives exactly the AggState that decoding each tile and AggState.merge would."""
     from featureline.online.tiles import decode_tile, decode_tile_entries, encode_tile, merge_entries
 
+    every = parts_of(sem.AGG_FUNCTIONS)  # sums of squares too (stored after the five items)
     raws = []
     for values in tiles:
         state = AggState()
         for v in values:
-            state.add(v)
+            state.add(v, parts=every)
         raws.append(encode_tile({"x": state}))
     expected = AggState()
     for raw in raws:
         expected.merge(decode_tile(raw)["x"])
     entries = [decode_tile_entries(raw)["x"] for raw in raws]
-    assert merge_entries(entries, sums=True, distinct=True) == expected
-    partial = merge_entries(entries, sums=False, distinct=False)
+    assert merge_entries(entries, every) == expected
+    partial = merge_entries(entries, frozenset({"count"}))
     assert (partial.count, partial.min, partial.max) == (expected.count, expected.min, expected.max)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from featureline.errors import BadInputError, NotFoundError
-from featureline.online.tiles import decode_tile, encode_tile, tile_columns, window_value
+from featureline.online.tiles import decode_tile, encode_tile, tile_columns, tile_parts, window_value
 from featureline.repo import load_repo
 from featureline.semantics import US, AggState
 from featureline.settings import Settings
@@ -102,6 +102,7 @@ def test_resolve_features(demo_spec: RepoSpec) -> None:
 def test_tile_codec_and_window(demo_spec: RepoSpec) -> None:
     view = demo_spec.view("user_txn_stats")
     assert tile_columns(view, 3600) == {"amount": (True, False), "merchant_id": (False, True)}
+    assert tile_parts(view, 3600) == {"amount": {"count", "sum", "max"}, "merchant_id": {"count", "distinct"}}
     a, b = AggState(), AggState()
     for v in (1.5, 2.25):
         a.add(v)
@@ -143,3 +144,34 @@ def test_bad_specs_file(tmp_path: Path) -> None:
     bad.write_text('{"project": 1}')
     with pytest.raises(BadInputError, match="not the output of `featureline specs --json`"):
         load_repo(Settings(specs_file=str(bad), home=tmp_path))
+
+
+def test_feast_aggregation_functions_convert_through_the_registry() -> None:
+    """Feast's names are kept (var/variance/std/stddev all accepted), typed by the
+    registry; an unknown function is refused at conversion, naming the known ones."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from feast.aggregation import Aggregation
+
+    from featureline._feast_convert import _aggregations
+
+    hour = timedelta(hours=1)
+    aggs = [
+        Aggregation(column="amount", function=fn, time_window=hour)
+        for fn in ("std", "stddev", "var", "variance", "max")
+    ]
+    specs, outputs = _aggregations(SimpleNamespace(name="v", aggregations=aggs), {"amount": "int64"})
+    assert [s.function for s in specs] == ["std", "stddev", "var", "variance", "max"]
+    assert [(o.name, o.dtype) for o in outputs] == [
+        ("std_amount_3600s", "float64"),
+        ("stddev_amount_3600s", "float64"),
+        ("var_amount_3600s", "float64"),
+        ("variance_amount_3600s", "float64"),
+        ("max_amount_3600s", "int64"),
+    ]
+    median = SimpleNamespace(
+        name="v", aggregations=[Aggregation(column="amount", function="median", time_window=hour)]
+    )
+    with pytest.raises(BadInputError, match="'median' on 'amount' is not supported; supported: count, sum"):
+        _aggregations(median, {"amount": "float64"})

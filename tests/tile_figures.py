@@ -1,6 +1,7 @@
 """Tiles as the naive oracle sees them: for each (key, tile size, tile start), the exact
-figures each aggregation needs (count, exact sum, min, max, distinct set), from a list of
-events, and the same figures read from stored tile rows (streamed or backfilled)."""
+figures each aggregation needs (count, exact sum, exact sum of exact squares, min, max,
+distinct set), from a list of events, and the same figures read from stored tile rows
+(streamed or backfilled) or tile states."""
 
 from __future__ import annotations
 
@@ -11,15 +12,22 @@ from typing import Any
 import pyarrow as pa
 from oracle.naive import US, aggregate, is_null, tile_size_s, tile_start_us
 
-from featureline.batch.backfill.tile_states import STATE, TILE_SIZE_S, TILE_START_S
+from featureline.aggregations import AggState
+from featureline.offline_layout import STATE, TILE_SIZE_S, TILE_START_S
 from featureline.online.tiles import decode_tile, merge_tile_states
 from featureline.specs import ViewSpec
 
+_VAR = ("var", "variance", "std", "stddev")
 
-def _figure(function: str, count: int, exact_sum: Fraction, vmin: Any, vmax: Any, distinct: set[Any]) -> Any:
+
+def _figure(function: str, count: int, sums: tuple[Fraction, Fraction], vmin: Any, vmax: Any,
+            distinct: set[Any]) -> Any:  # fmt: skip
     """What a tile must hold for one aggregation function: exact figures, so that a tile
-    right by its count but wrong in its sum (or type) is seen."""
-    return {"count": count, "sum": (count, exact_sum), "mean": (count, exact_sum), "min": vmin,
+    right by its count but wrong in its sum (or type) is seen. `sums`: the exact sum of
+    the values and of their exact squares."""
+    if function in _VAR:
+        return (count, *sums)
+    return {"count": count, "sum": (count, sums[0]), "mean": (count, sums[0]), "min": vmin,
             "max": vmax, "count_distinct": distinct}[function]  # fmt: skip
 
 
@@ -40,10 +48,11 @@ def oracle_tiles(view: ViewSpec, events: list[dict[str, Any]]) -> dict[tuple[Any
                 continue
             values = [e[agg.column] for e in mine]
             present = [v for v in values if not is_null(v)]
-            numeric = agg.function in ("sum", "mean")  # a string column has no sum
+            numeric = agg.function in ("sum", "mean", *_VAR)  # a string column has no sum
             exact = sum((Fraction(v) for v in present), Fraction(0)) if numeric else Fraction(0)
+            squares = sum((Fraction(v) ** 2 for v in present), Fraction(0)) if numeric else Fraction(0)
             figures[agg.name] = _figure(
-                agg.function, aggregate(values, "count"), exact,
+                agg.function, aggregate(values, "count"), (exact, squares),
                 aggregate(values, "min"), aggregate(values, "max"), set(present),
             )  # fmt: skip
         out[ident] = figures
@@ -57,17 +66,20 @@ def stored_tiles(view: ViewSpec, table: pa.Table) -> dict[tuple[Any, ...], dict[
     for row in table.to_pylist():
         ident = (row[view.join_key_names[0]], row[TILE_SIZE_S], row[TILE_START_S])
         merge_tile_states(merged[ident], decode_tile(row[STATE]))
-    out = {}
-    for ident, states in merged.items():
-        figures = {}
-        for agg in view.aggregations:
-            st = states.get(agg.column)
-            if st is None or tile_size_s(agg.window_s, agg.slide_s) != ident[1]:
-                continue
-            figures[agg.name] = _figure(agg.function, st.count, Fraction(st.sum_units, 2**1074),
-                                        st.min, st.max, st.distinct)  # fmt: skip
-        out[ident] = figures
-    return out
+    return {ident: state_figures(view, ident[1], states) for ident, states in merged.items()}
+
+
+def state_figures(view: ViewSpec, tile_s: int, states: dict[str, AggState]) -> dict[str, Any]:
+    """The figures of one tile's states (exact sums read as Fractions of their units:
+    2**-1074 for values, 2**-2148 for squares)."""
+    figures = {}
+    for agg in view.aggregations:
+        st = states.get(agg.column)
+        if st is None or tile_size_s(agg.window_s, agg.slide_s) != tile_s:
+            continue
+        sums = (Fraction(st.sum_units, 2**1074), Fraction(st.units("sumsq"), 2**2148))
+        figures[agg.name] = _figure(agg.function, st.count, sums, st.min, st.max, st.distinct)
+    return figures
 
 
 def same_figures(stored: dict[str, Any], want: dict[str, Any]) -> bool:

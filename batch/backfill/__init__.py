@@ -16,8 +16,8 @@ materialize and the tests; they need no Spark.
 from featureline.batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
 from featureline.batch.backfill.job import BackfillReport, ViewResult, backfill, day_bounds
 from featureline.batch.backfill.plan import ViewPlan, plan_views
-from featureline.batch.backfill.tile_states import tile_states
 from featureline.batch.backfill.windows import plain_values, window_values
+from featureline.offline_tiles import tile_states
 
 __all__ = [
     "BackfillReport",

@@ -7,15 +7,9 @@ import pyarrow as pa
 from featureline.dtypes import DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import ARROW_TYPES
+from featureline.offline_layout import arrow_type as arrow_type  # the core's, kept importable here
 
 _SPARK_DDL = {name: d.spark for name, d in DTYPES.items()}
-
-
-def arrow_type(dtype: str) -> pa.DataType:
-    try:
-        return ARROW_TYPES[dtype]
-    except KeyError:
-        raise BadInputError(f"feature type {dtype!r} is not supported by batch jobs") from None
 
 
 def spark_ddl(schema: pa.Schema) -> str:

@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featureline.batch.backfill.events import EventColumns, dedupe_events
-from featureline.batch.backfill.tile_states import TILE_START_S, tile_schema, tile_states
-from featureline.batch.backfill.windows import feature_schema, plain_values, window_values
+from featureline.batch.backfill.windows import plain_values, window_values
 from featureline.offline import TS_TYPE
+from featureline.offline_layout import TILE_START_S, feature_schema, tile_schema
+from featureline.offline_tiles import tile_states
 from featureline.semantics import US
 from featureline.specs import ViewSpec
 

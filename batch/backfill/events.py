@@ -12,7 +12,6 @@ Everything here is Arrow in, Arrow out, and pure except `read_raw_events`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,46 +22,14 @@ import pyarrow.compute as pc
 from featureline.errors import BadInputError
 from featureline.object_store import Location
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, dataset, exists
+
+# The event table's names live in the core (the stream job writes offline rows too).
+from featureline.offline_layout import CREATED_US as CREATED_US
+from featureline.offline_layout import TS_US as TS_US
+from featureline.offline_layout import EventColumns as EventColumns
 from featureline.semantics import US
-from featureline.specs import ViewSpec
 
-# Columns every batch computation adds to an event table (int64 microseconds, UTC).
-TS_US = "_ts_us"
-CREATED_US = "_created_us"
 DAY = timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class EventColumns:
-    """Where a view's events keep their keys, times and Kafka identity."""
-
-    join_keys: tuple[str, ...]
-    timestamp: str
-    created: str  # "" when the source has no created column
-    values: tuple[str, ...]  # the fields the view reads (features or aggregation inputs)
-    # Feast's field_mapping, file column -> our name, for the join keys and values.
-    renames: tuple[tuple[str, str], ...] = ()
-
-    def file_column(self, name: str) -> str:
-        """The source file's column holding our column `name`."""
-        for file_name, ours in self.renames:
-            if ours == name:
-                return file_name
-        return name
-
-    @classmethod
-    def of(cls, view: ViewSpec) -> EventColumns:
-        source = view.batch_source
-        if source is None:
-            raise BadInputError(f"view {view.name!r} has no batch (file) source to read")
-        inputs = view.input_fields if view.is_aggregating else view.features
-        return cls(
-            join_keys=view.join_key_names,
-            timestamp=view.timestamp_field or source.timestamp_field,
-            created=source.created_timestamp_column or view.created_timestamp_column,
-            values=tuple(f.name for f in inputs),
-            renames=tuple(sorted(source.field_mapping.items())),
-        )
 
 
 def to_us(column: pa.ChunkedArray | pa.Array) -> pa.Array:

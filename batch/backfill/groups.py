@@ -6,39 +6,11 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from featureline.semantics import exact_units
-
-
-def group_ids(columns: dict[str, Any]) -> np.ndarray:
-    """Dense group id per row over the given key columns; -1 where any key is null."""
-    frame = pd.DataFrame({name: _to_pandas(col) for name, col in columns.items()})
-    ids = frame.groupby(list(frame.columns), sort=False, dropna=True).ngroup()
-    return ids.to_numpy(dtype=np.int64)
-
-
-def _to_pandas(col: Any) -> Any:
-    if isinstance(col, pa.ChunkedArray | pa.Array):
-        return col.to_pandas()
-    return col
-
-
-def valid_values(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """The column with NaN turned into null: semantics.md skips both alike."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_floating(arr.type):
-        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
-    return arr
-
-
-def units_array(values: list[Any]) -> np.ndarray:
-    """Exact sums' units (featureline.semantics.exact_units) as an object array; 0 for null."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = [0 if v is None else exact_units(v) for v in values]
-    return out
+# Moved to the core (the stream job's offline tiles use them too); kept importable here.
+from featureline.offline_tiles import group_ids as group_ids
+from featureline.offline_tiles import units_array as units_array
+from featureline.offline_tiles import valid_values as valid_values
 
 
 def prefix(values: np.ndarray) -> np.ndarray:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Literal
 
 from featureline.errors import BadInputError
+from featureline.offline_layout import TILES_DIR
 from featureline.specs import RepoSpec, ViewSpec
 
 # Batch views computed by a Spark job of ours, by view name -> the name of the Feast
 # FileSource of the raw events they read (their module lives in batch/backfill/).
 BATCH_JOBS: dict[str, str] = {"merchant_risk": "transactions_raw"}
-TILES_DIR = "_tiles"
 
 PlanKind = Literal["aggregating", "plain", "batch_job"]
 

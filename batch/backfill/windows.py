@@ -4,37 +4,25 @@ For an aggregating view, the backfill writes one row per event: the view's every
 aggregation evaluated at t = the event's time, over the events of the same entity with
 start(t) <= ts <= t (semantics.md 2; `start` from featureline.semantics). Events at the
 same instant see each other. Values are exact: counts and exact-unit sums come from
-prefix sums over the entity's events sorted by time, means and sums are rounded once
-by featureline.semantics; min, max and distinct counts scan the window's rows.
+prefix sums over the entity's events sorted by time; min, max and distinct sets scan
+the window's rows, only for functions that read them; each row's value is its
+function's finalize (featureline.aggregations) over those parts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featureline.batch.backfill.arrow_types import arrow_type
-from featureline.batch.backfill.events import CREATED_US, TS_US, EventColumns
-from featureline.batch.backfill.groups import group_ids, prefix, units_array, valid_values, window_bounds
-from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
-from featureline.semantics import US, empty_value, units_mean, units_to_float
+from featureline.aggregations import DISTINCT, MAX, MIN, AggFunction, WindowParts, get, sum_terms
+from featureline.batch.backfill.groups import prefix, window_bounds
+from featureline.offline_layout import CREATED_US, TS_US, feature_schema
+from featureline.offline_tiles import group_ids, units_array, valid_values
+from featureline.semantics import US
 from featureline.specs import AggregationSpec, ViewSpec
-
-
-def feature_schema(view: ViewSpec, events_schema: pa.Schema) -> pa.Schema:
-    """Offline feature rows: join keys, event time, created, Kafka identity, features."""
-    cols = EventColumns.of(view)
-    fields = [pa.field(k.name, arrow_type(k.dtype)) for k in view.join_keys]
-    fields.append(pa.field(cols.timestamp, events_schema.field(cols.timestamp).type))
-    for name in (cols.created, KAFKA_PARTITION, KAFKA_OFFSET):
-        if name and name in events_schema.names:
-            fields.append(pa.field(name, events_schema.field(name).type))
-    fields += [pa.field(f.name, arrow_type(f.dtype)) for f in view.features]
-    return pa.schema(fields)
 
 
 def sort_by_entity(events: pa.Table, keys: tuple[str, ...]) -> tuple[pa.Table, np.ndarray]:
@@ -80,47 +68,31 @@ def _aggregation_column(
     lo, hi = window_bounds(gid, ts, start, ts)
     lo, hi = lo[keep], hi[keep]
     arr = valid_values(values)
-    if agg.function == "count":
-        counts = prefix(pc.is_valid(arr).to_numpy(zero_copy_only=False).astype(np.int64))
-        return pa.array(counts[hi] - counts[lo], pa.int64())
-    if agg.function in ("sum", "mean"):
-        return _sum_or_mean(agg.function, arr, lo, hi)
-    return _scan(agg.function, arr.to_pylist(), lo, hi)
-
-
-def _sum_or_mean(function: str, arr: pa.Array, lo: np.ndarray, hi: np.ndarray) -> pa.Array:
-    units = prefix(units_array(arr.to_pylist()))
+    function = get(agg.function)
     counts = prefix(pc.is_valid(arr).to_numpy(zero_copy_only=False).astype(np.int64))
-    if function == "sum":
-        sums = [units_to_float(units[h] - units[lo_i]) for lo_i, h in zip(lo, hi, strict=True)]
-        return pa.array(sums, pa.float64())
-    means = [
-        units_mean(units[h] - units[lo_i], int(counts[h] - counts[lo_i]))
-        for lo_i, h in zip(lo, hi, strict=True)
-    ]
-    return pa.array(means, pa.float64())
+    if function.parts == {"count"}:  # a vector difference, no Python loop per row
+        return pa.array(counts[hi] - counts[lo], pa.int64())
+    pylist = arr.to_pylist()
+    sums = [(t.part, prefix(units_array(pylist, t.units))) for t in sum_terms(function.parts)]
+    result = []
+    for lo_i, h in zip(lo.tolist(), hi.tolist(), strict=True):
+        window = WindowParts(int(counts[h] - counts[lo_i]), {p: int(u[h] - u[lo_i]) for p, u in sums})
+        _scan(function, window, pylist[lo_i:h])
+        result.append(function.finalize(window))
+    return pa.array(result)
 
 
-def _scan(function: str, values: list[Any], lo: np.ndarray, hi: np.ndarray) -> pa.Array:
-    reduce: Callable[[list[Any]], Any]
-    if function == "min":
-        reduce = min
-    elif function == "max":
-        reduce = max
-    elif function == "count_distinct":
-        reduce = _count_distinct
-    else:
-        raise ValueError(f"unknown aggregation function {function!r}")
-    empty = empty_value(function)
-    out = []
-    for lo_i, h in zip(lo, hi, strict=True):
-        window = [v for v in values[lo_i:h] if v is not None]
-        out.append(reduce(window) if window else empty)
-    return pa.array(out)
-
-
-def _count_distinct(window: list[Any]) -> int:
-    return len(set(window))
+def _scan(function: AggFunction, window: WindowParts, values: list[Any]) -> None:
+    """min, max and the distinct count of a window's non-null values, when read."""
+    if not window.count or not function.parts & {MIN, MAX, DISTINCT}:
+        return
+    present = [v for v in values if v is not None]
+    if MIN in function.parts:
+        window.min = min(present)
+    if MAX in function.parts:
+        window.max = max(present)
+    if DISTINCT in function.parts:
+        window.n_distinct = len(set(present))
 
 
 def plain_values(events: pa.Table, view: ViewSpec, out_start_us: int, out_end_us: int) -> pa.Table:

@@ -16,35 +16,37 @@ values per (key, tile) the same way.
 
 Exact float sums through integer limbs
 --------------------------------------
-A float64 is mant * 2**exp with a 53-bit integer mantissa. Over one column, with
-`base` = the smallest exp of its non-zero values, every value is an integer
-mant * 2**(exp - base) ("relative units"), split into 32-bit limbs. A window's sum of
-limb i over its events (an int64 sum in SQL: < 2**32 per value, so exact for fewer
-than 2**31 events) recombines as sum_i S_i * 2**(32 i) into the exact sum in relative
-units, and `<< (base + 1074)` into `semantics.exact_units` units. Rounding that once
-with `semantics.units_to_float` / `units_mean` gives bit-identical results to the
-semantics reference (and to math.fsum for sums). Money-like data (0.01 .. 1e5) needs
-3 limbs; the worst case (the whole float64 range) 66.
+Each exact sum of featureline.aggregations (a `SumTerm`: the values, ...) gives, per
+value, pieces mant * 2**exp with integer mantissas below 2**mant_bits (a float64
+value is one piece with a 53-bit mantissa). Over one column and term, with `base` =
+the smallest exp of its non-zero pieces, every piece is an integer
+mant * 2**(exp - base) ("relative units"), split into 32-bit limbs, and a value's
+limbs are the sums of its pieces' limbs (< 2**32 per piece). A window's sum of limb i
+over its events (an int64 sum in SQL: exact for fewer than 2**31 / pieces events)
+recombines as sum_i S_i * 2**(32 i) into the exact sum in relative units, and
+`<< (base + unit_exp)` into the term's exact units. The term's functions finalize
+from those (rounded once, featureline.aggregations), bit-identical to the stream and
+serving paths (and to math.fsum for sums). Money-like data (0.01 .. 1e5) needs 3
+limbs; the worst case (the whole float64 range) 66.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featureline.aggregations import SUM, SUM_PARTS, AggFunction, Piece, SumTerm, WindowParts
 from featureline.errors import BadInputError
-from featureline.semantics import US, units_mean, units_to_float
+from featureline.semantics import US
 
 LIMB_BITS = 32
 _LIMB_MASK = np.uint64((1 << LIMB_BITS) - 1)
-_FRAC_MASK = np.uint64((1 << 52) - 1)
-_IMPLICIT_BIT = np.uint64(1 << 52)
-_EXP_ALL_ONES = 0x7FF  # inf / nan
 _MIN_EXP = -1074  # exponent of the smallest subnormal's unit
+_PLAIN = SUM_PARTS[SUM]
 
 
 @dataclass(frozen=True)
@@ -69,18 +71,6 @@ class LimbLayout:
         return LimbLayout(base=base, count=-(-(top - base) // LIMB_BITS))
 
 
-def _float_parts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(negative, mantissa uint64, exponent int64, finite) of float64 values."""
-    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
-    negative = (bits >> np.uint64(63)).astype(bool)
-    exp_field = ((bits >> np.uint64(52)) & np.uint64(0x7FF)).astype(np.int64)
-    frac = bits & _FRAC_MASK
-    normal = exp_field != 0
-    mant = np.where(normal, frac | _IMPLICIT_BIT, frac)
-    exp = np.where(normal, exp_field - 1075, _MIN_EXP)
-    return negative, mant, exp, exp_field != _EXP_ALL_ONES
-
-
 def numeric_values(column: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     """A numeric column as float64 with null and NaN as NaN (both are skipped).
 
@@ -96,21 +86,28 @@ def numeric_values(column: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
     return values
 
 
-def limb_layout(values: np.ndarray) -> LimbLayout:
-    """The smallest layout holding every finite non-zero value of `values`."""
-    _, mant, exp, finite = _float_parts(values)
-    used = finite & (mant != 0)
-    if not used.any():
+def limb_layout(values: np.ndarray, term: SumTerm = _PLAIN) -> LimbLayout:
+    """The smallest layout holding every non-zero piece of `term` over `values`."""
+    used = [(mant != 0, exp) for _, mant, exp in term.pieces(values)]
+    if not any(u.any() for u, _ in used):
         return LimbLayout.empty()
-    base = int(exp[used].min())
-    top = int(exp[used].max()) + 53
+    base = min(int(exp[u].min()) for u, exp in used if u.any())
+    top = max(int(exp[u].max()) for u, exp in used if u.any()) + term.mant_bits
     return LimbLayout(base=base, count=-(-(top - base) // LIMB_BITS))
 
 
-def limbs(values: np.ndarray, layout: LimbLayout) -> list[np.ndarray]:
-    """Signed int64 limbs of each value (all zero for NaN); sum them per window."""
-    negative, mant, exp, finite = _float_parts(values)
-    usable = finite & (mant != 0)
+def limbs(values: np.ndarray, layout: LimbLayout, term: SumTerm = _PLAIN) -> list[np.ndarray]:
+    """Signed int64 limbs of each value's term (all zero for NaN); sum them per window."""
+    out = [np.zeros(len(values), dtype=np.int64) for _ in range(layout.count)]
+    for piece in term.pieces(values):
+        for i, limb in enumerate(_piece_limbs(piece, layout)):
+            out[i] += limb
+    return out
+
+
+def _piece_limbs(piece: Piece, layout: LimbLayout) -> list[np.ndarray]:
+    negative, mant, exp = piece
+    usable = mant != 0
     rel = np.where(usable, exp - layout.base, 0)
     out = []
     for i in range(layout.count):
@@ -118,19 +115,19 @@ def limbs(values: np.ndarray, layout: LimbLayout) -> list[np.ndarray]:
         left = np.clip(shift, 0, 63).astype(np.uint64)
         right = np.clip(-shift, 0, 63).astype(np.uint64)
         part = np.where(shift >= 0, (mant << left) & _LIMB_MASK, (mant >> right) & _LIMB_MASK)
-        # A shift of 32+ moves every bit above this limb; 53+ right moves them all below.
-        part = np.where((shift >= LIMB_BITS) | (shift <= -53) | ~usable, 0, part)
+        # A shift of 32+ moves every bit above this limb; 64+ right moves them all below.
+        part = np.where((shift >= LIMB_BITS) | (shift <= -64) | ~usable, 0, part)
         signed = part.astype(np.int64)
         out.append(np.where(negative, -signed, signed))
     return out
 
 
-def units_from_limb_sums(sums: list[int], layout: LimbLayout) -> int:
-    """Exact sum in semantics' 2**-1074 units from per-limb sums."""
+def units_from_limb_sums(sums: list[int], layout: LimbLayout, term: SumTerm = _PLAIN) -> int:
+    """Exact sum in the term's 2**-unit_exp units from per-limb sums."""
     rel = 0
     for i, s in enumerate(sums):
         rel += int(s) << (LIMB_BITS * i)
-    shift = layout.base - _MIN_EXP
+    shift = layout.base + term.unit_exp
     return rel << shift if rel >= 0 else -((-rel) << shift)
 
 
@@ -146,63 +143,21 @@ def tile_starts_us(ts_us: np.ndarray, tile_s: int) -> np.ndarray:
     return (ts_us // size) * size
 
 
-def sum_values(limb_sums: list[np.ndarray], layout: LimbLayout, n: int) -> pa.Array:
-    """Per-row sums (0.0 for an empty window) from per-row limb sums."""
-    out = np.zeros(n, dtype=np.float64)
-    if layout.count:
-        cols = [s.tolist() for s in limb_sums]
-        for row in range(n):
-            out[row] = rounded_sum(_relative(cols, row), layout.base, None)
-    return pa.array(out, type=pa.float64())
-
-
-def mean_values(limb_sums: list[np.ndarray], counts: np.ndarray, layout: LimbLayout) -> pa.Array:
-    """Per-row means (null for an empty window) from limb sums and counts."""
+def window_sums(limb_sums: list[np.ndarray], layout: LimbLayout, n: int, term: SumTerm = _PLAIN) -> list[int]:
+    """Per-row exact sums in the term's units (0 for an empty window) from per-row
+    limb sums."""
+    if not layout.count:
+        return [0] * n
     cols = [s.tolist() for s in limb_sums]
-    result: list[float | None] = []
-    for row, count in enumerate(counts.tolist()):
-        rel = _relative(cols, row) if layout.count else 0
-        result.append(None if count == 0 else rounded_sum(rel, layout.base, int(count)))
-    return pa.array(result, type=pa.float64())
+    return [units_from_limb_sums([col[row] for col in cols], layout, term) for row in range(n)]
 
 
-def _relative(cols: list[list[int]], row: int) -> int:
-    rel = 0
-    for i, col in enumerate(cols):
-        rel += col[row] << (LIMB_BITS * i)
-    return rel
-
-
-# Results at or above 2**-1021 are normal floats: scaling them by a power of two is exact.
-_NORMAL_EXP = -1021
-
-
-def rounded_sum(rel: int, base: int, count: int | None) -> float:
-    """rel * 2**base (divided by count), rounded once to float64, bit-identical to
-    semantics.units_to_float / units_mean.
-
-    Fast path (~0.3 us): Python's float(int) and int / int are correctly rounded (ties to
-    even), and ldexp by 2**base is exact while the result stays a normal float; so the
-    result is the same single rounding. Near the subnormal range or float overflow, the
-    semantics functions decide.
-    """
-    if rel == 0:
-        return 0.0
+def finalize_rows(function: AggFunction, rows: list[WindowParts], what: str) -> list[Any]:
+    """`function`'s value of each row's parts; a sum beyond float64 is a clear error."""
     try:
-        quotient = float(rel) if count is None else rel / count
-        value = math.ldexp(quotient, base)
-        if math.isfinite(value) and math.frexp(value)[1] - 1 >= _NORMAL_EXP:
-            return value
-    except OverflowError:
-        pass
-    units = rel << (base - _MIN_EXP) if rel >= 0 else -((-rel) << (base - _MIN_EXP))
-    try:
-        if count is None:
-            return units_to_float(units)
-        mean = units_mean(units, count)
-        assert mean is not None
-        return mean
+        return [function.finalize(row) for row in rows]
     except OverflowError:
         raise BadInputError(
-            "a windowed sum overflows float64 (values near 1.8e308); it has no float value"
+            f"{what}: a windowed {function.name} overflows float64 (values near 1.8e308); "
+            "it has no float value"
         ) from None

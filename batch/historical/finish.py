@@ -8,13 +8,15 @@ types, empty-window values or sum rounding.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featureline.batch.historical.aggregations import LimbLayout, mean_values, sum_values
+from featureline.aggregations import COUNT, DISTINCT, MAX, MIN, AggFunction, WindowParts, get, output_dtype
+from featureline.batch.historical.aggregations import LimbLayout, finalize_rows, window_sums
 from featureline.batch.historical.plan import (
     RetrievalPlan,
     ViewRequest,
@@ -24,15 +26,14 @@ from featureline.batch.historical.plan import (
 )
 from featureline.errors import BadInputError
 from featureline.offline import ARROW_TYPES
-from featureline.semantics import empty_value
 
-LayoutKey = tuple[int, str]  # (view index, input column)
+LayoutKey = tuple[int, str, str]  # (view index, input column, sum part)
 
 
 @dataclass(frozen=True)
 class RawResult:
     """What an engine returns: raw columns in entity row order, and the limb layout of
-    every summed column."""
+    every exact sum of a column (featureline.aggregations.SumTerm)."""
 
     table: pa.Table
     layouts: dict[LayoutKey, LimbLayout]
@@ -83,11 +84,7 @@ def _aggregated(view: ViewRequest, raw: RawResult, n: int) -> list[pa.ChunkedArr
         agg = view.aggregation(feature)
         group = next(g for g in view.groups if (g.window_s, g.tile_s) == (agg.window_s, agg.tile_s))
         col = next(c for c in group.columns if c.column == agg.column)
-        dtype = (
-            "int64"
-            if agg.function in ("count", "count_distinct")
-            else ("float64" if agg.function in ("sum", "mean") else input_types.get(agg.column, ""))
-        )
+        dtype = output_dtype(agg.function, input_types.get(agg.column, ""))
         values = _agg_values(view, group, col.index, agg.function, raw, n)
         result.append(_cast(values, dtype, f"feature {view.view.name}:{feature}"))
     return result
@@ -107,25 +104,52 @@ def _raw(raw: pa.Table, name: str, n: int, fill: object = None) -> pa.ChunkedArr
 def _agg_values(
     view: ViewRequest, group: WindowGroup, col: int, function: str, raw: RawResult, n: int
 ) -> pa.ChunkedArray | pa.Array:
+    """One feature's values: its function's finalize (featureline.aggregations) over
+    each row's parts."""
     table = raw.table
 
     def name(kind: str) -> str:
         return agg_column(view.index, group.index, col, kind)
 
-    if function == "count":
-        return _raw(table, name("count"), n, 0)
-    if function == "count_distinct":
-        return _raw(table, name("distinct"), n, 0)
-    if function in ("min", "max"):
-        return _raw(table, name(function), n)
-    if function not in ("sum", "mean"):
-        raise BadInputError(f"feature view {view.view.name!r}: unknown aggregation {function!r}")
-    column = next(c.column for c in group.columns if c.index == col)
-    layout = raw.layouts.get((view.index, column), LimbLayout.empty())
-    sums = [_raw(table, name(f"l{i}"), n, 0).to_numpy().astype(np.int64) for i in range(layout.count)]
-    if function == "sum":
-        if layout.count == 0:
-            return pa.array(np.full(n, empty_value("sum"), dtype=np.float64))
-        return sum_values(sums, layout, n)
-    counts = _raw(table, name("count"), n, 0).to_numpy()
-    return mean_values(sums, counts, layout)
+    fn = get(function)
+    if fn.direct:  # the engine's column as it is: no Python loop per row
+        return _raw(table, name(fn.direct), n, fn.finalize(WindowParts(0)))
+    counts = _raw(table, name(COUNT), n, 0)
+    column = next(c for c in group.columns if c.index == col)
+    rows = [WindowParts(count) for count in counts.to_pylist()]
+    for term in column.sum_terms:
+        layout = raw.layouts.get((view.index, column.column, term.part), LimbLayout.empty())
+        limb_sums = [
+            _raw(table, name(f"{term.tag}{i}"), n, 0).to_numpy().astype(np.int64) for i in range(layout.count)
+        ]
+        for row, units in zip(rows, window_sums(limb_sums, layout, n, term), strict=True):
+            row.sums[term.part] = units
+    _fill(rows, fn, table, name, n)
+    values = finalize_rows(fn, rows, f"feature view {view.view.name!r}")
+    return pa.array(values, type=_value_type(fn, table, name))
+
+
+def _value_type(fn: AggFunction, table: pa.Table, name: Callable[[str], str]) -> pa.DataType | None:
+    """The function's output type; for one of the column's own type (min, max), the
+    engine's column type, so that values keep it exactly."""
+    if fn.output:
+        return ARROW_TYPES.get(fn.output)
+    for part in (MIN, MAX):
+        if part in fn.parts and name(part) in table.column_names:
+            return table.column(name(part)).type
+    return None
+
+
+def _fill(
+    rows: list[WindowParts], fn: AggFunction, table: pa.Table, name: Callable[[str], str], n: int
+) -> None:
+    """min, max and distinct counts of each row, for the functions that read them."""
+    if MIN in fn.parts:
+        for row, v in zip(rows, _raw(table, name(MIN), n).to_pylist(), strict=True):
+            row.min = v
+    if MAX in fn.parts:
+        for row, v in zip(rows, _raw(table, name(MAX), n).to_pylist(), strict=True):
+            row.max = v
+    if DISTINCT in fn.parts:
+        for row, d in zip(rows, _raw(table, name(DISTINCT), n, 0).to_pylist(), strict=True):
+            row.n_distinct = d

@@ -2,7 +2,8 @@
 
 For one window group (window w, tile s) of a view, one SQL statement:
 
-    tiles      per (key, tile): count, min, max, limb sums of the events
+    tiles      per (key, tile): the parts its functions read (featureline.aggregations):
+               count, min, max, limb sums of each exact sum
     spans      each request row x the w/s tile starts in [start(t), floor(t/s)*s)
     full_part  spans joined to tiles on (key, tile), aggregated per request row
     head_part  the row's own tile's events with event_ts <= t, per request row
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featureline.aggregations import DISTINCT, MAX, MIN
 from featureline.batch.historical.aggregations import (
     LimbLayout,
     limb_layout,
@@ -33,6 +35,8 @@ from featureline.batch.historical.finish import LayoutKey
 from featureline.batch.historical.local_sql import EVENT_TS, ORDER, query, source_sql
 from featureline.batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
 from featureline.semantics import US
+
+Layouts = dict[tuple[str, str], LimbLayout]  # (column, sum part) -> its limb layout
 
 
 def aggregate_view(con: Any, view: ViewRequest) -> tuple[list[pa.Table], dict[LayoutKey, LimbLayout]]:
@@ -47,31 +51,30 @@ def aggregate_view(con: Any, view: ViewRequest) -> tuple[list[pa.Table], dict[La
         parts = [query(con, window_sql(view, g, name, layouts)) for g in view.groups]
     finally:
         con.unregister(name)
-    return parts, {(view.index, c): layouts[c] for c in layouts}
+    return parts, {(view.index, c, part): lay for (c, part), lay in layouts.items()}
 
 
-def prepare_events(
-    view: ViewRequest, events: pa.Table, index: dict[str, int]
-) -> tuple[pa.Table, dict[str, LimbLayout]]:
+def prepare_events(view: ViewRequest, events: pa.Table, index: dict[str, int]) -> tuple[pa.Table, Layouts]:
     """Null out NaN (semantics skips it like null), add each event's tile start per tile
-    size, and the limbs of summed columns."""
+    size, and the limbs of each exact sum a column needs."""
     event_us = np.asarray(events.column(EVENT_TS).to_numpy(), dtype=np.int64)
     for tile_s in sorted({g.tile_s for g in view.groups}):
         events = events.append_column(f"__fl_tile_{tile_s}", pa.array(tile_starts_us(event_us, tile_s)))
-    summed = {c.column for g in view.groups for c in g.columns if c.needs_limbs}
-    layouts: dict[str, LimbLayout] = {}
+    terms = {c.column: c.sum_terms for g in view.groups for c in g.columns}
+    layouts: Layouts = {}
     for column, i in index.items():
         name = f"c{i}"
         values = events.column(name)
         if pa.types.is_floating(values.type):
             values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
             events = events.set_column(events.column_names.index(name), name, values)
-        if column in summed:
+        if terms.get(column):
             numbers = numeric_values(values, f"{view.view.name}.{column}")
-            layout = limb_layout(numbers)
-            layouts[column] = layout
-            for j, limb in enumerate(limbs(numbers, layout)):
-                events = events.append_column(f"{name}_l{j}", pa.array(limb))
+        for term in terms.get(column, ()):
+            layout = limb_layout(numbers, term)
+            layouts[(column, term.part)] = layout
+            for j, limb in enumerate(limbs(numbers, layout, term)):
+                events = events.append_column(f"{name}_{term.tag}{j}", pa.array(limb))
     return events, layouts
 
 
@@ -91,7 +94,7 @@ class _Parts:
 
 
 def _column_parts(
-    parts: _Parts, view: ViewRequest, group: WindowGroup, col: ColumnAggs, limbs_n: int
+    parts: _Parts, view: ViewRequest, group: WindowGroup, col: ColumnAggs, layouts: Layouts
 ) -> None:
     c = f"c{col.index}"
 
@@ -100,21 +103,25 @@ def _column_parts(
 
     parts.add(c, f"{c}_n", "count", "sum")
     parts.final.append(f"CAST(COALESCE(f.{c}_n, 0) + COALESCE(h.{c}_n, 0) AS BIGINT) AS {out('count')}")
-    for fn, combine in (("min", "least"), ("max", "greatest")):
-        if fn in col.functions:
+    for fn, combine in ((MIN, "least"), (MAX, "greatest")):
+        if fn in col.parts:
             parts.add(c, f"{c}_{fn}", fn, fn)
             # DuckDB's least/greatest skip nulls: an empty part does not hide the other.
             parts.final.append(f"{combine}(f.{c}_{fn}, h.{c}_{fn}) AS {out(fn)}")
-    for j in range(limbs_n if col.needs_limbs else 0):
-        limb = f"{c}_l{j}"
-        parts.add(limb, limb, "sum", "sum")
-        parts.final.append(f"CAST(COALESCE(f.{limb}, 0) + COALESCE(h.{limb}, 0) AS BIGINT) AS {out(f'l{j}')}")
+    for term in col.sum_terms:
+        for j in range(layouts[(col.column, term.part)].count):
+            kind = f"{term.tag}{j}"
+            limb = f"{c}_{kind}"
+            parts.add(limb, limb, "sum", "sum")
+            parts.final.append(
+                f"CAST(COALESCE(f.{limb}, 0) + COALESCE(h.{limb}, 0) AS BIGINT) AS {out(kind)}"
+            )
 
 
-def window_sql(view: ViewRequest, group: WindowGroup, events: str, layouts: dict[str, LimbLayout]) -> str:
+def window_sql(view: ViewRequest, group: WindowGroup, events: str, layouts: Layouts) -> str:
     parts = _Parts()
     for col in group.columns:
-        _column_parts(parts, view, group, col, layouts[col.column].count if col.needs_limbs else 0)
+        _column_parts(parts, view, group, col, layouts)
     keys = view.keys
     tile = group.event_tile_column
     span_on = _span_on(keys, "t")
@@ -140,7 +147,7 @@ def window_sql(view: ViewRequest, group: WindowGroup, events: str, layouts: dict
         f"LEFT JOIN head_part h ON h.{ROW_ID} = e.{ROW_ID}",
     ]
     for col in group.columns:
-        if "count_distinct" in col.functions:
+        if DISTINCT in col.parts:
             ctes += _distinct_ctes(col, keys, tile, events, _span_on(keys, "d"), head_on)
             parts.final.append(
                 f"COALESCE(d{col.index}.n, 0) AS {agg_column(view.index, group.index, col.index, 'distinct')}"

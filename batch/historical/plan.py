@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from featureline.aggregations import SumTerm, parts_of, sum_terms
 from featureline.batch.historical.aggregations import tile_starts_us, window_starts_us
 from featureline.batch.historical.entity_df import ROW_ID, ROW_TS, EntityFrame, key_column
 from featureline.errors import BadInputError, NotFoundError
@@ -52,8 +53,14 @@ class ColumnAggs:
     functions: frozenset[str]
 
     @property
-    def needs_limbs(self) -> bool:
-        return bool(self.functions & {"sum", "mean"})
+    def parts(self) -> frozenset[str]:
+        """What its functions read (featureline.aggregations.parts_of)."""
+        return parts_of(self.functions)
+
+    @property
+    def sum_terms(self) -> tuple[SumTerm, ...]:
+        """The exact sums it needs, each summed through integer limbs."""
+        return sum_terms(self.parts)
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,8 @@ def plain_column(view: int, feature: int) -> str:
 
 
 def agg_column(view: int, group: int, column: int, kind: str) -> str:
-    """kind: count | min | max | distinct | l<i> (limb i sum)."""
+    """kind: count | min | max | distinct | <tag><i> (the sum of limb i of the SumTerm
+    with that tag, featureline.aggregations)."""
     return f"v{view}_g{group}_c{column}_{kind}"
 
 

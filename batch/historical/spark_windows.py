@@ -14,12 +14,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from featureline.aggregations import DISTINCT, MAX, MIN, SUM_PARTS, SumTerm
 from featureline.batch.historical.aggregations import LimbLayout, limb_layout, limbs, numeric_values
 from featureline.batch.historical.entity_df import ROW_ID, ROW_TS
 from featureline.batch.historical.finish import LayoutKey
 from featureline.batch.historical.plan import ColumnAggs, ViewRequest, WindowGroup, agg_column
 from featureline.batch.historical.spark_source import CREATED, EVENT_TS, collect, read_source
 from featureline.semantics import US
+
+Layouts = dict[tuple[int, str], LimbLayout]  # (column index, sum part) -> its limb layout
 
 
 def aggregate_view(
@@ -37,23 +40,24 @@ def aggregate_view(
         size = F.lit(tile_s * US)
         # pmod is the non-negative remainder: an exact floor to the tile, before 1970 too.
         events = events.withColumn(f"__fl_tile_{tile_s}", F.col(EVENT_TS) - F.pmod(F.col(EVENT_TS), size))
-    summed = sorted({index[c.column] for g in view.groups for c in g.columns if c.needs_limbs})
-    layouts = {i: _layout(events, f"c{i}", view.view.name) for i in summed}
+    summed = sorted({(index[c.column], t.part) for g in view.groups for c in g.columns for t in c.sum_terms})
+    layouts = {(i, part): _layout(events, f"c{i}", view.view.name, SUM_PARTS[part]) for i, part in summed}
     events = _with_limbs(events, layouts).cache()
     try:
         parts = [collect(_window_frame(entities, events, view, g, layouts)) for g in view.groups]
     finally:
         events.unpersist()
     by_index = {i: c for c, i in index.items()}
-    return parts, {(view.index, by_index[i]): lay for i, lay in layouts.items()}
+    return parts, {(view.index, by_index[i], part): lay for (i, part), lay in layouts.items()}
 
 
-def _layout(events: Any, column: str, view: str) -> LimbLayout:
-    """The limb layout of one column over all events: per Arrow batch, then merged."""
+def _layout(events: Any, column: str, view: str, term: SumTerm) -> LimbLayout:
+    """The limb layout of one column's sum term over all events: per Arrow batch, then
+    merged."""
 
     def batch_layouts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            lay = limb_layout(numeric_values(batch.column(0), f"{view}.{column}"))
+            lay = limb_layout(numeric_values(batch.column(0), f"{view}.{column}"), term)
             yield pa.RecordBatch.from_pydict({"base": [lay.base], "count": [lay.count]})
 
     rows = events.select(column).mapInArrow(batch_layouts, "base long, count long").collect()
@@ -63,29 +67,36 @@ def _layout(events: Any, column: str, view: str) -> LimbLayout:
     return layout
 
 
-def _with_limbs(events: Any, layouts: dict[int, LimbLayout]) -> Any:
+def _with_limbs(events: Any, layouts: Layouts) -> Any:
     if not any(lay.count for lay in layouts.values()):
         return events
     from pyspark.sql.types import LongType, StructField, StructType
 
     fields = list(events.schema.fields)
-    for i, lay in layouts.items():
-        fields += [StructField(f"c{i}_l{j}", LongType(), False) for j in range(lay.count)]
+    for (i, part), lay in layouts.items():
+        tag = SUM_PARTS[part].tag
+        fields += [StructField(f"c{i}_{tag}{j}", LongType(), False) for j in range(lay.count)]
     plan = dict(layouts)
 
     def add_limbs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             arrays = dict(zip(batch.schema.names, batch.columns, strict=True))
-            for i, lay in plan.items():
+            for (i, part), lay in plan.items():
+                term = SUM_PARTS[part]
                 values = numeric_values(batch.column(f"c{i}"), f"c{i}")
-                for j, limb in enumerate(limbs(values, lay)):
-                    arrays[f"c{i}_l{j}"] = pa.array(limb)
+                for j, limb in enumerate(limbs(values, lay, term)):
+                    arrays[f"c{i}_{term.tag}{j}"] = pa.array(limb)
             yield pa.RecordBatch.from_pydict(arrays)
 
     return events.mapInArrow(add_limbs, StructType(fields))
 
 
-def _aggs(col: ColumnAggs, limbs_n: int, prefix: str, over_tiles: bool) -> list[Any]:
+def _limb_names(col: ColumnAggs, layouts: Layouts) -> list[str]:
+    """The kinds of a column's limb sums (featureline.batch.historical.plan.agg_column)."""
+    return [f"{term.tag}{j}" for term in col.sum_terms for j in range(layouts[(col.index, term.part)].count)]
+
+
+def _aggs(col: ColumnAggs, layouts: Layouts, prefix: str, over_tiles: bool) -> list[Any]:
     """Aggregates of one column, over events (tiles, head) or over tile rows (full)."""
     from pyspark.sql import functions as F
 
@@ -95,22 +106,19 @@ def _aggs(col: ColumnAggs, limbs_n: int, prefix: str, over_tiles: bool) -> list[
         return F.col(f"{prefix}{name}")
 
     result = [(F.sum(src(f"{c}_n")) if over_tiles else F.count(src(c))).alias(f"{c}_n")]
-    for fn, func in (("min", F.min), ("max", F.max)):
-        if fn in col.functions:
+    for fn, func in ((MIN, F.min), (MAX, F.max)):
+        if fn in col.parts:
             result.append(func(src(f"{c}_{fn}" if over_tiles else c)).alias(f"{c}_{fn}"))
-    for j in range(limbs_n if col.needs_limbs else 0):
-        result.append(F.sum(src(f"{c}_l{j}")).alias(f"{c}_l{j}"))
+    for kind in _limb_names(col, layouts):
+        result.append(F.sum(src(f"{c}_{kind}")).alias(f"{c}_{kind}"))
     return result
 
 
-def _window_frame(
-    entities: Any, events: Any, view: ViewRequest, group: WindowGroup, layouts: dict[int, LimbLayout]
-) -> Any:
+def _window_frame(entities: Any, events: Any, view: ViewRequest, group: WindowGroup, layouts: Layouts) -> Any:
     from pyspark.sql import functions as F
 
     keys, tile = list(view.keys), group.event_tile_column
-    n_limbs = {c.index: layouts[c.index].count if c.needs_limbs else 0 for c in group.columns}
-    event_aggs = [a for c in group.columns for a in _aggs(c, n_limbs[c.index], "", False)]
+    event_aggs = [a for c in group.columns for a in _aggs(c, layouts, "", False)]
     tiles = events.groupBy(*keys, F.col(tile).alias("tile")).agg(*event_aggs)
     spans = entities.where(F.col(group.head_column) > F.col(group.start_column)).select(
         ROW_ID,
@@ -123,7 +131,7 @@ def _window_frame(
             )
         ).alias("tile"),
     )
-    full_aggs = [a for c in group.columns for a in _aggs(c, n_limbs[c.index], "", True)]
+    full_aggs = [a for c in group.columns for a in _aggs(c, layouts, "", True)]
     full = spans.join(tiles, on=[*keys, "tile"]).groupBy(ROW_ID).agg(*full_aggs)
     head_rows = _head_rows(entities, events, keys, tile, group)
     head = head_rows.groupBy(ROW_ID).agg(*event_aggs)
@@ -132,8 +140,8 @@ def _window_frame(
     frame = entities.select(ROW_ID).join(f, ROW_ID, "left").join(h, ROW_ID, "left")
     out = []
     for col in group.columns:
-        out += _combine(view, group, col, n_limbs[col.index])
-        if "count_distinct" in col.functions:
+        out += _combine(view, group, col, layouts)
+        if DISTINCT in col.parts:
             frame = frame.join(_distinct(spans, head_rows, events, keys, tile, col), ROW_ID, "left")
             name = agg_column(view.index, group.index, col.index, "distinct")
             out.append(F.coalesce(F.col(f"d{col.index}"), F.lit(0)).alias(name))
@@ -156,7 +164,7 @@ def _head_rows(entities: Any, events: Any, keys: list[str], tile: str, group: Wi
     )
 
 
-def _combine(view: ViewRequest, group: WindowGroup, col: ColumnAggs, limbs_n: int) -> list[Any]:
+def _combine(view: ViewRequest, group: WindowGroup, col: ColumnAggs, layouts: Layouts) -> list[Any]:
     from pyspark.sql import functions as F
 
     c = f"c{col.index}"
@@ -169,12 +177,12 @@ def _combine(view: ViewRequest, group: WindowGroup, col: ColumnAggs, limbs_n: in
 
     result = [both(f"{c}_n").cast("long").alias(out("count"))]
     # least / greatest skip nulls: an empty part does not hide the other.
-    if "min" in col.functions:
+    if MIN in col.parts:
         result.append(F.least(F.col(f"f_{c}_min"), F.col(f"h_{c}_min")).alias(out("min")))
-    if "max" in col.functions:
+    if MAX in col.parts:
         result.append(F.greatest(F.col(f"f_{c}_max"), F.col(f"h_{c}_max")).alias(out("max")))
-    for j in range(limbs_n if col.needs_limbs else 0):
-        result.append(both(f"{c}_l{j}").cast("long").alias(out(f"l{j}")))
+    for kind in _limb_names(col, layouts):
+        result.append(both(f"{c}_{kind}").cast("long").alias(out(kind)))
     return result
 
 

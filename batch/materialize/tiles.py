@@ -23,10 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featureline.batch.backfill.tile_states import PARTITION, STATE, TILE_START_S, tile_states
 from featureline.batch.materialize.encode import encode_keys
 from featureline.object_store import Location
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, dataset, exists
+from featureline.offline_layout import PARTITION, STATE, TILE_START_S
+from featureline.offline_tiles import tile_states
 from featureline.online.tiles import offsets_key, tile_field, tile_key_for
 from featureline.semantics import US, tile_retention_s
 from featureline.specs import ViewSpec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ from batch_events import ORIGIN_US
 from oracle.naive import US, aggregate, in_window, same, to_us
 
 from featureline.batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
-from featureline.batch.backfill.tile_states import STATE, TILE_START_S, tile_states
 from featureline.batch.backfill.windows import window_values
 from featureline.offline import TS_TYPE
-from featureline.online.tiles import decode_tile, encode_tile, tile_columns
+from featureline.offline_layout import STATE, TILE_START_S
+from featureline.offline_tiles import tile_states
+from featureline.online.tiles import decode_tile, encode_tile, tile_parts
 from featureline.semantics import AggState, tile_start_us
-from featureline.specs import RepoSpec, ViewSpec
+from featureline.specs import AggregationSpec, FieldSpec, RepoSpec, ViewSpec
 
 
 def _events(table: pa.Table, view: ViewSpec) -> pa.Table:
@@ -35,11 +37,26 @@ def _naive_rows(table: pa.Table) -> list[dict[str, Any]]:
 _us = to_us
 
 
+def _with_var(view: ViewSpec) -> ViewSpec:
+    """The demo view plus var/std aggregations of its amount column (the demo repo has
+    none), so that the backfill's rows and tiles are checked for them too."""
+    column = "amount" if "amount" in {f.name for f in view.input_fields} else view.aggregations[0].column
+    extra = tuple(
+        AggregationSpec(column, fn, window_s, slide_s, f"{fn}_{column}_{window_s}")
+        for fn, window_s, slide_s in (("var", 600, 0), ("stddev", 3600, 0), ("std", 86400, 3600))
+    )
+    return dataclasses.replace(
+        view,
+        aggregations=view.aggregations + extra,
+        features=view.features + tuple(FieldSpec(a.name, "float64") for a in extra),
+    )
+
+
 @pytest.mark.parametrize("view_name", ["user_txn_stats", "merchant_txn_stats"])
 def test_window_values_match_naive_oracle(
     demo_spec: RepoSpec, small_events: pa.Table, view_name: str
 ) -> None:
-    view = demo_spec.view(view_name)
+    view = _with_var(demo_spec.view(view_name))
     key = view.join_key_names[0]
     out_start, out_end = ORIGIN_US + 3600 * US, ORIGIN_US + 40 * 3600 * US
     got = window_values(_events(small_events, view), view, out_start, out_end).to_pylist()
@@ -62,19 +79,19 @@ def test_window_values_match_naive_oracle(
 
 
 def test_tile_states_match_naive_oracle(demo_spec: RepoSpec, small_events: pa.Table) -> None:
-    view = demo_spec.view("user_txn_stats")
+    view = _with_var(demo_spec.view("user_txn_stats"))
     rows = _naive_rows(small_events)
     for tile_s in view.tile_sizes_s():
         got = tile_states(_events(small_events, view), view, tile_s).to_pylist()
-        columns = tile_columns(view, tile_s)
+        columns = tile_parts(view, tile_s)
         expected: dict[tuple[int, int, int], dict[str, AggState]] = {}
         for r in sorted(rows, key=lambda r: (_us(r["event_timestamp"]), r["kafka_offset"])):
             start_s = tile_start_us(_us(r["event_timestamp"]), tile_s) // US
             states = expected.setdefault(
                 (r["user_id"], start_s, r["kafka_partition"]), {c: AggState() for c in columns}
             )
-            for col, (numeric, distinct) in columns.items():
-                states[col].add(r[col], numeric=numeric, track_distinct=distinct)
+            for col, parts in columns.items():
+                states[col].add(r[col], parts=parts)
         assert len(got) == len(expected)
         for g in got:
             want = expected[(g["user_id"], g[TILE_START_S], g["kafka_partition"])]

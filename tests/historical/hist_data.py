@@ -48,6 +48,11 @@ AGGS = (
     AggregationSpec("amount", "mean", 3600, 60, "mean_1h"),
     AggregationSpec("merchant_id", "count_distinct", 3600, 60, "merchants_1h"),
     AggregationSpec("merchant_id", "max", 3600, 60, "last_merchant_1h"),
+    # Feast's four spellings of var/std, over both window groups (n < 2: null).
+    AggregationSpec("amount", "var", 600, 0, "var_10m"),
+    AggregationSpec("amount", "stddev", 600, 0, "stddev_10m"),
+    AggregationSpec("amount", "variance", 3600, 60, "variance_1h"),
+    AggregationSpec("amount", "std", 3600, 60, "std_1h"),
 )
 KOLKATA = timezone(timedelta(hours=5, minutes=30))
 EDGE_USER = 1000
@@ -226,6 +231,8 @@ def _event_rows(rng: random.Random, req: list[dict[str, Any]], users: int) -> li
                 0.1,
                 1e16,
                 -1e16,
+                # Close large values: a float64 variance of them cancels to garbage.
+                1e9 + rng.randrange(1, 4),
                 None,
                 float("nan"),
             ]

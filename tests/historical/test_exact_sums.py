@@ -12,14 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracle.naive import aggregate, window_start_us
 
+from featureline.aggregations import WindowParts, get
 from featureline.batch.historical.aggregations import (
     LimbLayout,
+    finalize_rows,
     limb_layout,
     limbs,
-    mean_values,
-    sum_values,
     units_from_limb_sums,
     window_starts_us,
+    window_sums,
 )
 from featureline.errors import BadInputError
 
@@ -53,8 +54,10 @@ def test_sum_and_mean_per_row_match_the_oracle(rows: list[list[float]]) -> None:
     per_row = [[int(limb.sum()) for limb in limbs(np.array(row, dtype=np.float64), layout)] for row in rows]
     sums = [np.array([r[i] for r in per_row], dtype=np.int64) for i in range(layout.count)]
     counts = np.array([sum(not math.isnan(v) for v in row) for row in rows])
-    got_sum = sum_values(sums, layout, len(rows)).to_pylist()
-    got_mean = mean_values(sums, counts, layout).to_pylist()
+    units = window_sums(sums, layout, len(rows))
+    parts = [WindowParts(int(n), {"sum": u}) for n, u in zip(counts, units, strict=True)]
+    got_sum = finalize_rows(get("sum"), parts, "t")
+    got_mean = finalize_rows(get("mean"), parts, "t")
     for row, s, m in zip(rows, got_sum, got_mean, strict=True):
         assert s.hex() == aggregate(row, "sum").hex()
         want_mean = aggregate(row, "mean")
@@ -66,8 +69,9 @@ def test_a_sum_beyond_float64_is_a_clear_error() -> None:
     column = np.array([1.7e308, 1.7e308])
     layout = limb_layout(column)
     sums = [np.array([limb.sum()]) for limb in limbs(column, layout)]
+    parts = [WindowParts(2, {"sum": window_sums(sums, layout, 1)[0]})]
     with pytest.raises(BadInputError, match="overflows"):
-        sum_values(sums, layout, 1)
+        finalize_rows(get("sum"), parts, "t")
 
 
 def test_layouts_merge_to_cover_both() -> None:

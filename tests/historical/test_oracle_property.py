@@ -51,7 +51,9 @@ def edge_instants(draw: Any) -> int:
     return draw(st.sampled_from(EDGE_MINUTES)) * 60 * US + draw(st.sampled_from([-1, 0, 0, 1]))
 
 
-VALUES = st.sampled_from([0.5, 1.5, -2.25, 3.0, 0.1, 1e16, -1e16, 1.0, None, float("nan")])
+VALUES = st.sampled_from(
+    [0.5, 1.5, -2.25, 3.0, 0.1, 1e16, -1e16, 1.0, 1e9 + 1, 1e9 + 2, 1e9 + 3, None, float("nan")]
+)
 CREATED = st.one_of(st.none(), st.integers(0, 3).map(lambda c: c * US))
 
 

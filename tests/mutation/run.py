@@ -4,9 +4,11 @@ tests that should see each, restore the file, and print what was caught.
     make mutation            (or: PYTHONPATH=. .venv/bin/python tests/mutation/run.py [-k NAME])
 
 Not collected by pytest (no test_ prefix); not part of `make test` (~10 min on 2 cores).
-The rules are copied per engine (featureline.semantics for serving and the online
-writer, vectorized copies for historical DuckDB/Spark, backfill and materialize), so each
-bug is applied to each copy separately. Every file is restored after its run, also on
+Window and time rules are copied per engine (featureline.semantics for serving and the
+online writer, vectorized copies for historical DuckDB/Spark, backfill and materialize),
+so each such bug is applied to each copy separately; aggregation functions are defined
+once (featureline.aggregations), so their bugs are applied there and checked on every
+path. Every file is restored after its run, also on
 Ctrl-C or SIGTERM (try/finally, and an atexit hook as a second guard).
 """
 
@@ -38,6 +40,18 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+HIST_LOCAL_TESTS = (
+    "tests/historical/test_oracle.py::test_local_engine_equals_oracle",
+    "tests/historical/test_oracle_property.py::test_local_engine_equals_oracle_on_generated_cases",
+)
+# Oracle tests of var/std on each path: stream tiles, backfill rows and tiles, serving's
+# tile merge, historical DuckDB (Spark: tests/historical/test_oracle.py, marked spark).
+VAR_PATHS = (
+    "tests/streaming/test_units.py",
+    "tests/batch/test_batch_windows.py",
+    "tests/serving/test_serve_read_path.py",
+    *HIST_LOCAL_TESTS,
+)
 HIST_LOCAL = ("tests/historical/test_oracle.py", "tests/historical/test_oracle_property.py", "-k", "local")
 MUTATIONS = (
     Mutation(
@@ -125,30 +139,36 @@ MUTATIONS = (
         ("tests/batch/test_batch_materialize.py", "tests/batch/test_batch_encode.py", "-k", "oracle"),
     ),
     Mutation(
-        "empty-mean-semantics",
-        "mean of an empty window 0.0 instead of null (serving, backfill)",
-        "featureline/semantics.py",
-        "return None if count == 0 else units / (count << _UNIT_EXP)",
-        "return 0.0 if count == 0 else units / (count << _UNIT_EXP)",
+        "empty-mean",
+        "mean of an empty window 0.0 instead of null (the registry: every path)",
+        "featureline/aggregations.py",
+        "return None if count == 0 else units / (count << UNIT_EXP)",
+        "return 0.0 if count == 0 else units / (count << UNIT_EXP)",
         (
             "tests/test_semantics.py",
             "tests/serving/test_serve_read_path.py",
             "tests/batch/test_batch_windows.py",
+            *HIST_LOCAL_TESTS,
         ),
     ),
     Mutation(
-        "empty-mean-historical",
-        "mean of an empty window 0.0 instead of null (historical engines)",
-        "batch/historical/aggregations.py",
-        "result.append(None if count == 0 else rounded_sum(rel, layout.base, int(count)))",
-        "result.append(0.0 if count == 0 else rounded_sum(rel, layout.base, int(count)))",
-        HIST_LOCAL,
+        "variance-n",
+        "population variance (n) instead of the sample variance (n - 1) (the registry: every path)",
+        "featureline/aggregations.py",
+        "return None if numerator < 0 else numerator / ((n * (n - 1)) << (2 * UNIT_EXP))",
+        "return None if numerator < 0 else numerator / ((n * n) << (2 * UNIT_EXP))",
+        ("tests/test_aggregations.py", *VAR_PATHS),
+    ),
+    Mutation(
+        "square-rounded",
+        "var/std from IEEE-rounded squares x*x instead of exact ones (stream, backfill, serving)",
+        "featureline/aggregations.py",
+        "return (num * num) << (2 * (UNIT_EXP - (den.bit_length() - 1)))",
+        "return exact_units(float(value) * float(value)) << UNIT_EXP",
+        VAR_PATHS,
     ),
 )
-NOT_APPLICABLE = {
-    "variance-n": "a variance with n instead of n - 1: production has no var/std aggregation yet "
-    "(featureline.semantics.AGG_FUNCTIONS); the oracle's var/std are pinned in tests/oracle/test_naive.py",
-}
+NOT_APPLICABLE: dict[str, str] = {}
 
 
 def _restore_all() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from featureline.online.feast_format import redis_key
-from featureline.online.tiles import encode_tile, tile_columns, tile_field, tile_key
+from featureline.online.tiles import encode_tile, tile_field, tile_key, tile_parts
 from featureline.online.writer import LatestRow, LatestValueWriter
 from featureline.semantics import US, AggState, tile_start_us
 from featureline.specs import RepoSpec, ViewSpec
@@ -130,13 +130,13 @@ def build_tiles(
     """(event_us, column values) of one entity -> tile size -> tile start (s) -> states."""
     out: dict[int, dict[int, dict[str, AggState]]] = {}
     for tile_s in view.tile_sizes_s():
-        columns = tile_columns(view, tile_s)
+        columns = tile_parts(view, tile_s)
         tiles: dict[int, dict[str, AggState]] = {}
         for event_us, values in events:
             start = tile_start_us(event_us, tile_s) // US
             states = tiles.setdefault(start, {c: AggState() for c in columns})
-            for col, (numeric, distinct) in columns.items():
-                states[col].add(values.get(col), numeric=numeric, track_distinct=distinct)
+            for col, parts in columns.items():
+                states[col].add(values.get(col), parts=parts)
         out[tile_s] = tiles
     return out
 

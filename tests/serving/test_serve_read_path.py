@@ -55,6 +55,9 @@ def _repo() -> RepoSpec:
     ) + (
         AggregationSpec("amount", "sum", 600, 60, "sum_10m"),
         AggregationSpec("merchant", "count_distinct", 86_400, 86_400, "merchants_24h"),
+        # var/std: one merged state with sum_1h's tiles, one of their own (10 min / 1 min)
+        AggregationSpec("amount", "var", 3600, 3600, "var_1h"),
+        AggregationSpec("amount", "stddev", 600, 60, "stddev_10m"),
     )
     stats = ViewSpec(
         name="stats",
@@ -170,7 +173,8 @@ def test_aggregates_equal_the_reference_over_the_window(seed: int) -> None:
         (
             ts,
             {
-                "amount": rng.choice([None, round(rng.uniform(-50, 500), 2)]),
+                # 1e9 + k: a variance where plain float64 arithmetic cancels to garbage
+                "amount": rng.choice([None, round(rng.uniform(-50, 500), 2), 1e9 + rng.randrange(1, 4)]),
                 "merchant": rng.choice(["a", "b", "c", "d", "e", None]),
             },
         )

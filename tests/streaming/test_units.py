@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
+from tile_figures import oracle_tiles, same_figures, state_figures
 
 from featureline.offline import TS_TYPE
 from featureline.online.feast_format import decode_timestamp, decode_value, feature_field
-from featureline.online.tiles import tile_field, tile_key_for
+from featureline.online.tiles import tile_field, tile_key_for, tile_parts
 from featureline.online.writer import LatestRow, LatestValueWriter, reduce_latest
 from featureline.semantics import US, AggState, tile_start_us
 from featureline.specs import AggregationSpec, FieldSpec, KafkaSourceSpec, ViewSpec
@@ -33,6 +34,8 @@ AGG_VIEW = ViewSpec(
         AggregationSpec("amount", "sum", 3600, 0, "sum_1h"),
         AggregationSpec("amount", "max", 600, 60, "max_10m"),
         AggregationSpec("merchant_id", "count_distinct", 86400, 0, "d_24h"),
+        AggregationSpec("amount", "var", 3600, 0, "var_1h"),  # shares sum_1h's tiles
+        AggregationSpec("amount", "stddev", 600, 60, "std_10m"),
     ),
     input_fields=(FieldSpec("amount", "float64"), FieldSpec("merchant_id", "string")),
 )  # fmt: skip
@@ -104,7 +107,7 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
 def _rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return [
         {"user_id": rng.randrange(5), "merchant_id": rng.choice(["a", "b", None]),
-         "amount": None if rng.random() < 0.1 else rng.choice([0.1, 1e-300, 3.75, -2.0, 1e20]),
+         "amount": None if rng.random() < 0.1 else rng.choice([0.1, 1e-300, 3.75, -2.0, 1e20, 1e9 + 1]),
          "ts": NOW_US - rng.randrange(0, 30 * 3600 * US), "created": rng.randrange(10) * US}
         for _ in range(n)
     ]  # fmt: skip
@@ -131,13 +134,26 @@ def test_vectorized_tiles_equal_event_by_event_states() -> None:
             kept_any = True
             ekey = encode((r["user_id"],))
             ident = (tile_key_for("p", "stats", tile_s, ekey), tile_field(start // US, 4))
-            for agg in aggs:
-                state = expected.setdefault(ident, {}).setdefault(agg.column, AggState())
-                state.add(r[agg.column], numeric=agg.function == "sum",
-                          track_distinct=agg.function == "count_distinct")  # fmt: skip
+            for column, parts in tile_parts(AGG_VIEW, tile_s).items():
+                state = expected.setdefault(ident, {}).setdefault(column, AggState())
+                state.add(r[column], parts=parts)
         late += not kept_any
     assert update.tiles == expected
     assert update.late_events == late > 0
+
+
+def test_stream_tiles_equal_the_oracles_figures() -> None:
+    """The stream job's tiles hold the naive oracle's exact figures: counts, sums and,
+    for var/std, the exact sum of exact squares (1e9 + 1 among the values)."""
+    rows = _rows(random.Random(8), 1500)
+    update = view_update("p", AGG_VIEW, _table(rows), 4, now_us=NOW_US, margin_s=10 * 86400)
+    encode = key_encoder("p", AGG_VIEW)
+    events = [{**r, "_ts_us": r["ts"]} for r in rows]
+    want = oracle_tiles(AGG_VIEW, events)
+    assert len(update.tiles) == len(want)
+    for (user, tile_s, start_s), figures in want.items():
+        ident = (tile_key_for("p", "stats", tile_s, encode((user,))), tile_field(start_s, 4))
+        assert same_figures(state_figures(AGG_VIEW, tile_s, update.tiles[ident]), figures)
 
 
 def test_latest_rows_take_largest_event_then_created() -> None:
@@ -187,7 +203,7 @@ def test_tile_encoding_round_trips_exactly() -> None:
         amount = AggState()
         merchant = AggState()
         for _ in range(rng.randrange(0, 6)):
-            amount.add(rng.choice([0.1, -3.5, 1e20, 5e-324, 7.0, None]), track_distinct=False)
+            amount.add(rng.choice([0.1, -3.5, 1e20, 5e-324, 7.0, None]), parts={"sum", "sumsq"})
             merchant.add(rng.choice(["a", "é", None]), numeric=False)
         states = {"amount": amount, "merchant_id": merchant}
         assert decode_tile(encode_tile(states)) == states

@@ -1,50 +1,37 @@
 """Tiles from raw events: one partial aggregate per (entity, tile start, Kafka partition).
 
 The same partial states streaming keeps in Redis (featureline.online.tiles): a tile
-holds, per aggregated column, an `AggState` (count, exact sum units, min, max,
-distinct set) of the events whose event time falls in it, split by the Kafka partition
-the events came from. Encoded with the shared tile codec, so a tile rebuilt here is
-byte-for-byte the value streaming wrote for the same events.
+holds, per aggregated column, an `AggState` (count, exact sums, min, max, distinct
+set: the parts its functions read, featureline.aggregations) of the events whose
+event time falls in it, split by the Kafka partition the events came from. Encoded
+with the shared tile codec, so a tile rebuilt here is byte-for-byte the value
+streaming wrote for the same events.
+
+Shared by the stream job (its offline tile rows) and the batch backfill and
+materialize (featureline.offline_layout names the columns).
 
 Counting, min, max and distinct sets are Arrow group-bys; the exact sums are Python
-ints (`featureline.semantics.exact_units`) summed per group with numpy's object
-reduceat (~0.4 s per million values), so every path sums the same integers.
+ints (each `featureline.aggregations.SumTerm`'s units) summed per group with numpy's
+object reduceat (~0.4 s per million values), so every path sums the same integers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featureline.batch.backfill.events import TS_US
-from featureline.batch.backfill.groups import group_ids, units_array, valid_values
+from featureline.aggregations import DISTINCT, AggState, exact_units, sum_terms
 from featureline.offline import KAFKA_PARTITION
-from featureline.online.tiles import tile_columns, tile_entry
+from featureline.offline_layout import PARTITION, STATE, TILE_SIZE_S, TILE_START_S, TS_US, tile_schema
+from featureline.online.tiles import tile_entry, tile_parts
 from featureline.semantics import US
 from featureline.specs import ViewSpec
-
-TILE_START_S = "tile_start_s"
-TILE_SIZE_S = "tile_s"
-STATE = "state"
-PARTITION = "kafka_partition"
-
-
-def tile_schema(view: ViewSpec) -> pa.Schema:
-    """Join keys, tile size and start (s), Kafka partition, encoded state (JSON bytes)."""
-    from featureline.batch.backfill.arrow_types import arrow_type
-
-    fields = [pa.field(k.name, arrow_type(k.dtype)) for k in view.join_keys]
-    fields += [
-        pa.field(TILE_SIZE_S, pa.int64()),
-        pa.field(TILE_START_S, pa.int64()),
-        pa.field(PARTITION, pa.int64()),
-        pa.field(STATE, pa.binary()),
-    ]
-    return pa.schema(fields)
 
 
 def tile_states(events: pa.Table, view: ViewSpec, tile_s: int) -> pa.Table:
@@ -54,7 +41,7 @@ def tile_states(events: pa.Table, view: ViewSpec, tile_s: int) -> pa.Table:
     a missing `kafka_partition` column reads as -1 (not from Kafka). Events with a null
     join key belong to no entity and are left out.
     """
-    columns = tile_columns(view, tile_s)
+    columns = tile_parts(view, tile_s)
     keys = view.join_key_names
     schema = tile_schema(view)
     if events.num_rows == 0 or not columns:
@@ -69,8 +56,8 @@ def tile_states(events: pa.Table, view: ViewSpec, tile_s: int) -> pa.Table:
     first = np.full(groups, len(gid), dtype=np.int64)
     np.minimum.at(first, gid, np.arange(len(gid)))
     per_column = {
-        col: _column_entries(events[col].take(pa.array(rows)), gid, groups, numeric, distinct)
-        for col, (numeric, distinct) in columns.items()
+        col: _column_entries(events[col].take(pa.array(rows)), gid, groups, parts)
+        for col, parts in columns.items()
     }
     # One JSON document per tile, {column: entry}: featureline.online.tiles.encode_tile's
     # output without an AggState per tile and column (~2x faster: this runs for every
@@ -94,11 +81,12 @@ def _partitions(events: pa.Table) -> np.ndarray:
 
 
 def _column_entries(
-    values: pa.ChunkedArray, gid: np.ndarray, groups: int, numeric: bool, distinct: bool
+    values: pa.ChunkedArray, gid: np.ndarray, groups: int, parts: frozenset[str]
 ) -> list[list[Any]]:
     """One tile entry (featureline.online.tiles.tile_entry) per group for one column:
-    the state `AggState.add` would build, in its stored form."""
+    the state `AggState.add` would build for `parts`, in its stored form."""
     arr = valid_values(values)
+    distinct = DISTINCT in parts
     aggs: list[tuple[Any, ...]] = [("v", "count"), ("v", "min"), ("v", "max")]
     if distinct:
         aggs.append(("v", "distinct", pc.CountOptions(mode="only_valid")))
@@ -108,20 +96,54 @@ def _column_entries(
     mins = grouped["v_min"].take(pa.array(order)).to_pylist()
     maxs = grouped["v_max"].take(pa.array(order)).to_pylist()
     sets = grouped["v_distinct"].take(pa.array(order)).to_pylist() if distinct else [None] * groups
-    sums = _group_sums(arr, gid, groups).tolist() if numeric else [0] * groups
-    return [
-        tile_entry(count, int(units), vmin, vmax, values)
-        for count, units, vmin, vmax, values in zip(counts, sums, mins, maxs, sets, strict=True)
+    pylist = arr.to_pylist() if sum_terms(parts) else []
+    sums = [
+        (t.part, _group_sums(units_array(pylist, t.units), gid, groups).tolist()) for t in sum_terms(parts)
     ]
+    out = []
+    for g, (count, vmin, vmax, values) in enumerate(zip(counts, mins, maxs, sets, strict=True)):
+        state = AggState(count, 0, vmin, vmax, set(values) if values else set())
+        for part, per_group in sums:
+            state.add_units(part, int(per_group[g]))
+        out.append(tile_entry(state))
+    return out
 
 
-def _group_sums(arr: pa.Array, gid: np.ndarray, groups: int) -> np.ndarray:
-    """Exact per-group sums of the non-null values, in 2**-1074 units (Python ints)."""
-    units = units_array(arr.to_pylist())
+def _group_sums(units: np.ndarray, gid: np.ndarray, groups: int) -> np.ndarray:
+    """Exact per-group sums of per-value units (Python ints in an object array)."""
     order = np.argsort(gid, kind="stable")
     sorted_gid = gid[order]
     starts = np.flatnonzero(np.r_[True, sorted_gid[1:] != sorted_gid[:-1]])
     sums = np.add.reduceat(units[order], starts) if len(order) else np.zeros(0, dtype=object)
     out = np.zeros(groups, dtype=object)
     out[sorted_gid[starts]] = sums
+    return out
+
+
+def group_ids(columns: dict[str, Any]) -> np.ndarray:
+    """Dense group id per row over the given key columns; -1 where any key is null."""
+    frame = pd.DataFrame({name: _to_pandas(col) for name, col in columns.items()})
+    ids = frame.groupby(list(frame.columns), sort=False, dropna=True).ngroup()
+    return ids.to_numpy(dtype=np.int64)
+
+
+def _to_pandas(col: Any) -> Any:
+    if isinstance(col, pa.ChunkedArray | pa.Array):
+        return col.to_pandas()
+    return col
+
+
+def valid_values(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The column with NaN turned into null: semantics.md skips both alike."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_floating(arr.type):
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+    return arr
+
+
+def units_array(values: list[Any], units: Callable[[Any], int] = exact_units) -> np.ndarray:
+    """Exact sums' units (a featureline.aggregations.SumTerm's `units`, by default the
+    plain sum's) as an object array; 0 for null."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = [0 if v is None else units(v) for v in values]
     return out
