@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from featureline.errors import BadInputError, NotFoundError
-from featureline.online.tiles import decode_tile, encode_tile, tile_columns, tile_parts, window_value
+from featureline.online.tiles import decode_tile, encode_tile, tile_parts, window_value
 from featureline.repo import load_repo
 from featureline.semantics import US, AggState
 from featureline.settings import Settings
@@ -101,7 +101,6 @@ def test_resolve_features(demo_spec: RepoSpec) -> None:
 
 def test_tile_codec_and_window(demo_spec: RepoSpec) -> None:
     view = demo_spec.view("user_txn_stats")
-    assert tile_columns(view, 3600) == {"amount": (True, False), "merchant_id": (False, True)}
     assert tile_parts(view, 3600) == {"amount": {"count", "sum", "max"}, "merchant_id": {"count", "distinct"}}
     a, b = AggState(), AggState()
     for v in (1.5, 2.25):

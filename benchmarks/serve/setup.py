@@ -19,7 +19,7 @@ from typing import Any
 
 from featureline.errors import ServiceUnavailableError
 from featureline.online.feast_format import redis_key
-from featureline.online.tiles import encode_tile, tile_columns, tile_field, tile_key
+from featureline.online.tiles import encode_tile, tile_field, tile_key, tile_parts
 from featureline.semantics import US, AggState, tile_start_us
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
@@ -171,12 +171,12 @@ def _entity_tiles(
         events.append((ts, values))
     out: dict[int, dict[int, dict[str, AggState]]] = {}
     for tile_s in view.tile_sizes_s():
-        columns = tile_columns(view, tile_s)
+        columns = tile_parts(view, tile_s)
         tiles: dict[int, dict[str, AggState]] = {}
         for ts, values in events:
             states = tiles.setdefault(tile_start_us(ts, tile_s) // US, {c: AggState() for c in columns})
-            for col, (numeric, distinct) in columns.items():
-                states[col].add(values.get(col), numeric=numeric, track_distinct=distinct)
+            for col, parts in columns.items():
+                states[col].add(values.get(col), parts=parts)
         out[tile_s] = tiles
     return out
 

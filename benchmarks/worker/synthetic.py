@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from featureline.online.feast_format import serialize_entity_key, single_key_encoder
-from featureline.online.tiles import encode_tile, tile_columns, tile_field, tile_key
+from featureline.online.tiles import encode_tile, tile_field, tile_key, tile_parts
 from featureline.online.writer import LatestRow, LatestValueWriter
 from featureline.semantics import US, AggState, tile_start_us
 from featureline.serving_api.workers.fingerprint import service_definition
@@ -80,14 +80,12 @@ def _tiles(
         events.append((now_us - int(age_s * US), values))
     out: dict[int, dict[bytes, bytes]] = {}
     for tile_s in view.tile_sizes_s():
-        columns = tile_columns(view, tile_s)
+        columns = tile_parts(view, tile_s)
         states: dict[int, dict[str, AggState]] = {}
         for ts_us, values in events:
             tile = states.setdefault(tile_start_us(ts_us, tile_s) // US, {})
-            for column, (numeric, distinct) in columns.items():
-                tile.setdefault(column, AggState()).add(
-                    values.get(column), numeric=numeric, track_distinct=distinct
-                )
+            for column, parts in columns.items():
+                tile.setdefault(column, AggState()).add(values.get(column), parts=parts)
         out[tile_s] = {tile_field(start, 0): encode_tile(st) for start, st in states.items()}
     return out
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from featureline.aggregations import DISTINCT, SUM, SUM_TERMS, AggState, parts_of, sum_terms
+from featureline.aggregations import DISTINCT, SUM, SUM_TERMS, AggState, parts_of
 from featureline.semantics import US, tile_start_us, window_start_us
 from featureline.specs import AggregationSpec, ViewSpec
 
@@ -63,15 +63,6 @@ def tile_parts(view: ViewSpec, tile_s: int) -> dict[str, frozenset[str]]:
         if agg.tile_s == tile_s:
             functions.setdefault(agg.column, []).append(agg.function)
     return {column: parts_of(names) for column, names in functions.items()}
-
-
-def tile_columns(view: ViewSpec, tile_s: int) -> dict[str, tuple[bool, bool]]:
-    """Columns aggregated at this tile size -> (needs an exact sum, needs the distinct
-    set): `tile_parts` for callers that build tiles with AggState.add's flags."""
-    return {
-        column: (bool(sum_terms(parts)), DISTINCT in parts)
-        for column, parts in tile_parts(view, tile_s).items()
-    }
 
 
 def encode_units(units: int) -> str:

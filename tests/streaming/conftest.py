@@ -15,6 +15,19 @@ from stream_helpers import DEMO_REPO, StreamCase
 from benchmarks.stream.repo import isolated_repo
 from featureline.settings import Settings
 
+# The demo's per-user functions, plus Feast's var/variance/std/stddev: the stream job,
+# its tiles in Redis and serving's tile merge are then pinned by the naive oracle for
+# those too (the demo repo itself keeps its services' widths, which models and benches use).
+_DEMO_FUNCTIONS = 'for fn in ("count", "sum", "mean", "max")'
+_SPREAD_FUNCTIONS = 'for fn in ("count", "sum", "mean", "max", "var", "variance", "std", "stddev")'
+
+
+def with_spread_aggregations(repo: Path) -> None:
+    features = repo / "features.py"
+    text = features.read_text()
+    assert _DEMO_FUNCTIONS in text, "the demo's per-user aggregations changed: update this fixture"
+    features.write_text(text.replace(_DEMO_FUNCTIONS, _SPREAD_FUNCTIONS))
+
 
 @pytest.fixture
 def stream_case(stack: Settings, tmp_path: Path) -> Iterator[StreamCase]:
@@ -23,6 +36,7 @@ def stream_case(stack: Settings, tmp_path: Path) -> Iterator[StreamCase]:
 
     name = f"st{uuid.uuid4().hex[:8]}"
     settings = isolated_repo(dataclasses.replace(stack, repo=DEMO_REPO), tmp_path, name)
+    with_spread_aggregations(settings.repo)
     ensure_topic(settings, name, 3)
     repo = load_repo(settings)
     yield StreamCase(settings, repo, name)
