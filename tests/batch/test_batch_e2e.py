@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import redis
 from redis_process import RedisProcess
+from spread_repo import with_spread_aggregations
 
 from featureline.batch.backfill import backfill
 from featureline.batch.materialize import materialize
@@ -71,6 +72,7 @@ def _private_repo(tmp: Path, name: str) -> Path:
     sources = repo / "sources.py"
     text = sources.read_text().replace('topic="transactions"', f'topic="{name}"')
     sources.write_text(text.replace('"raw" / "transactions"', f'"raw" / "{name}"'))
+    with_spread_aggregations(repo)  # var/std: consistency below is exact for them too
     return repo
 
 
@@ -165,11 +167,12 @@ def test_consistency_is_exact_after_stream_and_backfill(streamed: Streamed, tmp_
     report = check_consistency(streamed.settings, sample=1000, repo=streamed.repo)
     print(format_table(report))
     assert report.entities == {"merchant_id": MERCHANTS, "user_id": USERS}
-    # 22 features of the views and the 2 of the on-demand view (request fields sampled)
-    assert len(report.features) == 24 and report.skipped == []
-    assert {"transaction_context:amount_to_mean_24h", "transaction_context:is_foreign"} <= {
-        f.feature for f in report.features
-    }
+    # 22 features of the demo's views, the 12 var/variance/std/stddev ones its copy gains
+    # (spread_repo) and the 2 of the on-demand view (request fields sampled)
+    assert len(report.features) == 36 and report.skipped == []
+    names = {f.feature for f in report.features}
+    assert {"transaction_context:amount_to_mean_24h", "transaction_context:is_foreign"} <= names
+    assert {f"user_txn_stats:{fn}_amount_24h" for fn in ("var", "variance", "std", "stddev")} <= names
     for f in report.features:
         assert f.compared > 0
         assert (f.mismatches, f.missing, f.extra) == (0, 0, 0), f

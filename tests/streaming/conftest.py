@@ -10,23 +10,11 @@ from pathlib import Path
 
 import pytest
 from serve_process import ServerProcess, start_server
+from spread_repo import with_spread_aggregations
 from stream_helpers import DEMO_REPO, StreamCase
 
 from benchmarks.stream.repo import isolated_repo
 from featureline.settings import Settings
-
-# The demo's per-user functions, plus Feast's var/variance/std/stddev: the stream job,
-# its tiles in Redis and serving's tile merge are then pinned by the naive oracle for
-# those too (the demo repo itself keeps its services' widths, which models and benches use).
-_DEMO_FUNCTIONS = 'for fn in ("count", "sum", "mean", "max")'
-_SPREAD_FUNCTIONS = 'for fn in ("count", "sum", "mean", "max", "var", "variance", "std", "stddev")'
-
-
-def with_spread_aggregations(repo: Path) -> None:
-    features = repo / "features.py"
-    text = features.read_text()
-    assert _DEMO_FUNCTIONS in text, "the demo's per-user aggregations changed: update this fixture"
-    features.write_text(text.replace(_DEMO_FUNCTIONS, _SPREAD_FUNCTIONS))
 
 
 @pytest.fixture
