@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from featureline.batch.spark_jvm import is_alive
 from featureline.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def get_spark(
     if wanted is None and not under_spark_submit():
         wanted = DEFAULT_MASTER
     with _lock:
-        if _session is not None and _session_master == wanted and _is_alive(_session):
+        if _session is not None and _session_master == wanted and is_alive(_session):
             return _session
         if _session is not None:
             _session.stop()
@@ -139,13 +140,6 @@ def stop_spark() -> None:
             _session.stop()
         _session = None
         _session_master = None
-
-
-def _is_alive(session: SparkSession) -> bool:
-    try:
-        return not session.sparkContext._jsc.sc().isStopped()
-    except Exception:  # a dead JVM gateway raises anything
-        return False
 
 
 def _start(master: str | None, app_name: str, conf: dict[str, str]) -> SparkSession:

@@ -9,8 +9,9 @@ after events were removed does not keep stale rows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from featureline.batch import spark_jvm
 from featureline.batch.backfill.events import CREATED_US, TS_US, EventColumns
 from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION
 
@@ -20,16 +21,9 @@ if TYPE_CHECKING:
 DATE = "date"
 
 
-def hadoop_fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    """(Hadoop FileSystem, Path) for `path`: local, HDFS or object stores alike."""
-    context: Any = spark.sparkContext
-    hpath = context._jvm.org.apache.hadoop.fs.Path(path)
-    return hpath.getFileSystem(context._jsc.hadoopConfiguration()), hpath
-
-
 def path_exists(spark: SparkSession, path: Path | str) -> bool:
-    fs, hpath = hadoop_fs(spark, str(path))
-    return bool(fs.exists(hpath))
+    """Local, HDFS or object-store paths alike (through Spark's Hadoop FileSystem)."""
+    return spark_jvm.path_exists(spark, str(path))
 
 
 def read_events(
@@ -141,8 +135,5 @@ def write_days(df: DataFrame, output: Path, days: list[str], counts: DayCounts |
 
 def _delete_days(spark: SparkSession, output: Path, days: list[str]) -> None:
     """Remove stale partitions of range days that got no rows this time."""
-    fs, _ = hadoop_fs(spark, str(output))
     for day in days:
-        _, hpath = hadoop_fs(spark, f"{output}/{DATE}={day}")
-        if fs.exists(hpath):
-            fs.delete(hpath, True)
+        spark_jvm.delete_tree(spark, f"{output}/{DATE}={day}")

@@ -95,11 +95,25 @@ def _run_ours(args: argparse.Namespace, engine: str) -> dict[str, Any]:
         del frame
     peak = _peak_self()
     if engine == "spark":
-        jvm = spark.sparkContext._gateway.proc.pid  # type: ignore[union-attr]
-        extra["jvm_peak_rss"] = rss_bytes(jvm, "VmHWM")
+        extra["jvm_peak_rss"] = sum(rss_bytes(pid, "VmHWM") for pid in _java_children())
     if args.out:
         pq.write_table(table, args.out)
     return {"seconds": seconds, "rows": table.num_rows, "peak_rss": peak, "rss_before": before, **extra}
+
+
+def _java_children() -> list[int]:
+    """The JVM(s) this process started (pyspark's gateway), found in /proc: PySpark has
+    no public API for the gateway's pid."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if rest[1] == str(me) and name == "java":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
