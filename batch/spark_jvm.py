@@ -50,6 +50,8 @@ def is_alive(session: SparkSession, *, private: bool | None = None) -> bool:
         from pyspark.sql import SparkSession
 
         return SparkSession.getActiveSession() is session
+    except ImportError:
+        raise  # pyspark itself missing: the CLI names the extra to install
     except Exception:  # a dead JVM gateway raises anything
         return False
 
