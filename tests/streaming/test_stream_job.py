@@ -49,6 +49,7 @@ BAD_ERRORS = ["malformed JSON", "missing field(s): amount", "field 'amount': exp
               "field 'user_id' is null", "in the future"]  # fmt: skip
 
 
+@pytest.mark.spread_functions  # var/variance/std/stddev too (tests/spread_repo.py)
 def test_online_equals_oracle_with_late_and_dead_letters(
     stream_case: StreamCase, redis_client: Any, stream_server: ServerProcess, tmp_path: Any
 ) -> None:
