@@ -41,10 +41,15 @@ def gateway_usable(spark: SparkSession) -> bool:
     return usable
 
 
+def _private(spark: SparkSession, private: bool | None) -> bool:
+    """The path to take: as asked (the tests run both), else the gateway when usable."""
+    return gateway_usable(spark) if private is None else private
+
+
 def is_alive(session: SparkSession, *, private: bool | None = None) -> bool:
     """Whether the session's SparkContext still runs."""
     try:
-        if private if private is not None else gateway_usable(session):
+        if _private(session, private):
             context: Any = session.sparkContext
             return not context._jsc.sc().isStopped()
         from pyspark.sql import SparkSession
@@ -71,23 +76,26 @@ def _arrow(path: str) -> tuple[Any, str]:
     return fs.FileSystem.from_uri(uri)
 
 
-def path_exists(spark: SparkSession, path: str, *, private: bool | None = None) -> bool:
-    if private if private is not None else gateway_usable(spark):
-        hfs, hpath = _hadoop(spark, path)
-        return bool(hfs.exists(hpath))
+def _arrow_exists(afs: Any, apath: str) -> bool:
     from pyarrow import fs
 
-    afs, apath = _arrow(path)
     return bool(afs.get_file_info(apath).type != fs.FileType.NotFound)
+
+
+def path_exists(spark: SparkSession, path: str, *, private: bool | None = None) -> bool:
+    if _private(spark, private):
+        hfs, hpath = _hadoop(spark, path)
+        return bool(hfs.exists(hpath))
+    return _arrow_exists(*_arrow(path))
 
 
 def delete_tree(spark: SparkSession, path: str, *, private: bool | None = None) -> None:
     """Remove `path` and everything below it; nothing when it does not exist."""
-    if private if private is not None else gateway_usable(spark):
+    if _private(spark, private):
         hfs, hpath = _hadoop(spark, path)
         if hfs.exists(hpath):
             hfs.delete(hpath, True)
         return
-    if path_exists(spark, path, private=False):
-        afs, apath = _arrow(path)
+    afs, apath = _arrow(path)
+    if _arrow_exists(afs, apath):
         afs.delete_dir(apath)

@@ -191,22 +191,12 @@ class AggState:
     def distinct_count(self) -> int:
         return len(self.distinct)
 
-    def add(
-        self,
-        value: Any,
-        *,
-        track_distinct: bool = True,
-        numeric: bool = True,
-        parts: Collection[str] | None = None,
-    ) -> None:
+    def add(self, value: Any, *, parts: Collection[str] = (SUM, DISTINCT)) -> None:
         """Count one value. `parts` (from `parts_of`) says which sums and sets to keep;
-        without it, `numeric` keeps the plain sum and `track_distinct` the set (the
-        parts of count..count_distinct: tiles built so are byte-identical to before)."""
+        the default keeps the plain sum and the distinct set (count..count_distinct)."""
         if value is None or (isinstance(value, float) and value != value):
             return
         self.count += 1
-        if parts is None:
-            parts = ((SUM,) if numeric else ()) + ((DISTINCT,) if track_distinct else ())
         for term in sum_terms(parts):
             self.add_units(term.part, term.units(value))
         if self.min is None or value < self.min:

@@ -11,31 +11,14 @@ that read every value rule from this module.
 
 from __future__ import annotations
 
-from featureline.aggregations import (
-    AGG_FUNCTIONS,
-    AggState,
-    aggregate,
-    empty_value,
-    exact_units,
-    units_mean,
-    units_to_float,
-)
-
 __all__ = [
-    "AGG_FUNCTIONS",
     "US",
-    "AggState",
-    "aggregate",
-    "empty_value",
-    "exact_units",
     "in_window",
     "latest_order_key",
     "tile_retention_s",
     "tile_size_s",
     "tile_start_us",
     "ttl_lower_bound_us",
-    "units_mean",
-    "units_to_float",
     "window_start_us",
     "within_ttl",
 ]

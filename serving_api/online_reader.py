@@ -24,11 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from featureline.aggregations import AggState
 from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
 from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
-from featureline.semantics import US, AggState, tile_start_us, window_start_us
+from featureline.semantics import US, tile_start_us, window_start_us
 from featureline.serving_api import metrics
 from featureline.serving_api.entities import coerce_column, row_count
 from featureline.serving_api.frame import (
@@ -275,7 +276,7 @@ def _tile_columns(
 
     Window bounds (semantics.md 2) are worked out once per request: a tile counts for
     a group when window_start(t) <= its start <= tile_start(t); states merge with
-    semantics.AggState. The values are a pure function of the entity's tile bytes and
+    aggregations.AggState. The values are a pure function of the entity's tile bytes and
     the bounds, so they are memoized under a digest of both: an entity whose tiles did
     not change since its last request (closed tiles never do) costs one hash (~2 us)
     instead of decoding and merging its tiles (~40 us for ~16 tiles). Replies from the

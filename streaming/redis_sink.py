@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featureline.aggregations import AggState
 from featureline.offline import CREATED, KAFKA_OFFSET
 from featureline.online.tiles import (
     decode_tile,
@@ -37,7 +38,7 @@ from featureline.online.tiles import (
     parse_tile_field,
 )
 from featureline.online.writer import LatestValueWriter
-from featureline.semantics import US, AggState
+from featureline.semantics import US
 from featureline.specs import ViewSpec
 from featureline.streaming.batches import DeadLetter, ParsedBatch
 from featureline.streaming.parse import DEFAULT_MAX_FUTURE_S

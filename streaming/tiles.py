@@ -4,7 +4,7 @@ Vectorized: rows are grouped by (entity, tile start) with one numpy sort per til
 count/min/max come from `reduceat`, exact sums from Python ints of each
 `featureline.aggregations.SumTerm`'s units (computed once per value), distinct sets
 from Python sets; which of them a column keeps is `tile_parts` (its functions' parts).
-The result per group is a `semantics.AggState`, the same state `AggState.add` builds
+The result per group is a `aggregations.AggState`, the same state `AggState.add` builds
 event by event (the unit tests check that), so every path agrees bit for bit.
 """
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from featureline import aggregations as agg
 from featureline import semantics as sem
-from featureline.aggregations import parts_of
-from featureline.semantics import US, AggState, exact_units
+from featureline.aggregations import AggState, exact_units, parts_of
+from featureline.semantics import US
 
 
 @pytest.mark.parametrize(
@@ -56,19 +57,19 @@ def test_in_window_head_exact_tail_aligned() -> None:
 def test_exact_sum_is_order_independent_and_correctly_rounded() -> None:
     rng = random.Random(7)
     values = [rng.uniform(-1e9, 1e9) for _ in range(2000)] + [1e-300, 1e300, -1e300, 0.1] * 3
-    forward = sum(sem.exact_units(v) for v in values)
+    forward = sum(agg.exact_units(v) for v in values)
     rng.shuffle(values)
-    backward = sum(sem.exact_units(v) for v in values)
+    backward = sum(agg.exact_units(v) for v in values)
     assert forward == backward
-    assert sem.units_to_float(forward) == math.fsum(values)
-    assert sem.units_to_float(sem.exact_units(5e-324)) == 5e-324
+    assert agg.units_to_float(forward) == math.fsum(values)
+    assert agg.units_to_float(agg.exact_units(5e-324)) == 5e-324
 
 
 def test_mean_is_exact_sum_over_count() -> None:
     vals = [0.1, 0.2, 0.3]
-    units = sum(sem.exact_units(v) for v in vals)
-    assert sem.units_mean(units, 3) == float(sum(Fraction(v) for v in vals) / 3)
-    assert sem.units_mean(0, 0) is None
+    units = sum(agg.exact_units(v) for v in vals)
+    assert agg.units_mean(units, 3) == float(sum(Fraction(v) for v in vals) / 3)
+    assert agg.units_mean(0, 0) is None
 
 
 @pytest.mark.parametrize(
@@ -83,26 +84,26 @@ def test_mean_is_exact_sum_over_count() -> None:
     ],
 )
 def test_empty_window_values(function: str, expected: object) -> None:
-    assert sem.empty_value(function) == expected
-    assert sem.aggregate([None, None], function) == expected
+    assert agg.empty_value(function) == expected
+    assert agg.aggregate([None, None], function) == expected
 
 
 def test_aggregates_skip_nulls() -> None:
     vals = [3.0, None, 1.0, 3.0, float("nan")]
-    assert sem.aggregate(vals, "count") == 3
-    assert sem.aggregate(vals, "sum") == 7.0
-    assert sem.aggregate(vals, "mean") == 7.0 / 3
-    assert sem.aggregate(vals, "min") == 1.0
-    assert sem.aggregate(vals, "max") == 3.0
-    assert sem.aggregate(vals, "count_distinct") == 2
+    assert agg.aggregate(vals, "count") == 3
+    assert agg.aggregate(vals, "sum") == 7.0
+    assert agg.aggregate(vals, "mean") == 7.0 / 3
+    assert agg.aggregate(vals, "min") == 1.0
+    assert agg.aggregate(vals, "max") == 3.0
+    assert agg.aggregate(vals, "count_distinct") == 2
     with pytest.raises(ValueError, match="unknown aggregation"):
-        sem.aggregate(vals, "median")
+        agg.aggregate(vals, "median")
 
 
 def test_merge_equals_single_pass() -> None:
     rng = random.Random(3)
     vals = [rng.choice([None, rng.uniform(-5, 5)]) for _ in range(500)]
-    every = parts_of(sem.AGG_FUNCTIONS)
+    every = parts_of(agg.AGG_FUNCTIONS)
     whole = AggState()
     for v in vals:
         whole.add(v, parts=every)
@@ -112,7 +113,7 @@ def test_merge_equals_single_pass() -> None:
     merged = AggState()
     for p in reversed(parts):
         merged.merge(p)
-    for fn in sem.AGG_FUNCTIONS:
+    for fn in agg.AGG_FUNCTIONS:
         assert merged.result(fn) == whole.result(fn), fn
 
 
@@ -161,7 +162,7 @@ def test_merge_entries_equals_aggstate_merge(tiles: list[list[float | None]]) ->
     gives exactly the AggState that decoding each tile and AggState.merge would."""
     from featureline.online.tiles import decode_tile, decode_tile_entries, encode_tile, merge_entries
 
-    every = parts_of(sem.AGG_FUNCTIONS)  # sums of squares too (stored after the five items)
+    every = parts_of(agg.AGG_FUNCTIONS)  # sums of squares too (stored after the five items)
     raws = []
     for values in tiles:
         state = AggState()

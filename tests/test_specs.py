@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from featureline.aggregations import AggState
 from featureline.errors import BadInputError, NotFoundError
 from featureline.online.tiles import decode_tile, encode_tile, tile_parts, window_value
 from featureline.repo import load_repo
-from featureline.semantics import US, AggState
+from featureline.semantics import US
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, resolve_features
 

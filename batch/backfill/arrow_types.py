@@ -7,7 +7,6 @@ import pyarrow as pa
 from featureline.dtypes import DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import ARROW_TYPES
-from featureline.offline_layout import arrow_type as arrow_type  # the core's, kept importable here
 
 _SPARK_DDL = {name: d.spark for name, d in DTYPES.items()}
 

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from featureline.aggregations import AggState
 from featureline.errors import ServiceUnavailableError
 from featureline.online.feast_format import redis_key
 from featureline.online.tiles import encode_tile, tile_field, tile_key, tile_parts
-from featureline.semantics import US, AggState, tile_start_us
+from featureline.semantics import US, tile_start_us
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
 

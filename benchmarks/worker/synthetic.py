@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from featureline.aggregations import AggState
 from featureline.online.feast_format import serialize_entity_key, single_key_encoder
 from featureline.online.tiles import encode_tile, tile_field, tile_key, tile_parts
 from featureline.online.writer import LatestRow, LatestValueWriter
-from featureline.semantics import US, AggState, tile_start_us
+from featureline.semantics import US, tile_start_us
 from featureline.serving_api.workers.fingerprint import service_definition
 from featureline.serving_api.workers.layout import FeatureLayout
 from featureline.specs import RepoSpec, ViewSpec

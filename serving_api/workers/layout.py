@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from featureline.aggregations import empty_value
 from featureline.dtypes import NUMERIC_DTYPES
-from featureline.semantics import empty_value
 from featureline.specs import RepoSpec, resolve_features
 
 

@@ -12,13 +12,14 @@ import pytest
 from batch_events import ORIGIN_US
 from oracle.naive import US, aggregate, in_window, same, to_us
 
+from featureline.aggregations import AggState
 from featureline.batch.backfill.events import EventColumns, dedupe_events, read_raw_events, with_times
 from featureline.batch.backfill.windows import window_values
 from featureline.offline import TS_TYPE
 from featureline.offline_layout import STATE, TILE_START_S
 from featureline.offline_tiles import tile_states
 from featureline.online.tiles import decode_tile, encode_tile, tile_parts
-from featureline.semantics import AggState, tile_start_us
+from featureline.semantics import tile_start_us
 from featureline.specs import AggregationSpec, FieldSpec, RepoSpec, ViewSpec
 
 

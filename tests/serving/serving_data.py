@@ -6,10 +6,11 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from featureline.aggregations import AggState
 from featureline.online.feast_format import redis_key
 from featureline.online.tiles import encode_tile, tile_field, tile_key, tile_parts
 from featureline.online.writer import LatestRow, LatestValueWriter
-from featureline.semantics import US, AggState, tile_start_us
+from featureline.semantics import US, tile_start_us
 from featureline.specs import RepoSpec, ViewSpec
 
 _DEFS = """

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pytest
 from tile_figures import oracle_tiles, same_figures, state_figures
 
+from featureline.aggregations import DISTINCT, AggState
 from featureline.offline import TS_TYPE
 from featureline.online.feast_format import decode_timestamp, decode_value, feature_field
 from featureline.online.tiles import tile_field, tile_key_for, tile_parts
 from featureline.online.writer import LatestRow, LatestValueWriter, reduce_latest
-from featureline.semantics import US, AggState, tile_start_us
+from featureline.semantics import US, tile_start_us
 from featureline.specs import AggregationSpec, FieldSpec, KafkaSourceSpec, ViewSpec
 from featureline.streaming.batches import RawBatch
 from featureline.streaming.parse import BatchParser
@@ -204,7 +205,7 @@ def test_tile_encoding_round_trips_exactly() -> None:
         merchant = AggState()
         for _ in range(rng.randrange(0, 6)):
             amount.add(rng.choice([0.1, -3.5, 1e20, 5e-324, 7.0, None]), parts={"sum", "sumsq"})
-            merchant.add(rng.choice(["a", "é", None]), numeric=False)
+            merchant.add(rng.choice(["a", "é", None]), parts=(DISTINCT,))
         states = {"amount": amount, "merchant_id": merchant}
         assert decode_tile(encode_tile(states)) == states
 

@@ -30,7 +30,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from featureline.batch.backfill.arrow_types import arrow_type
 from featureline.batch.historical import get_historical_features
 from featureline.cli.consistency.compare import FeatureAgreement, compare_feature
 from featureline.cli.consistency.sample import EntityGroup, feature_groups, sample_keys
@@ -39,6 +38,7 @@ from featureline.connections import check_redis
 from featureline.dtypes import COMPOUND_DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import TS_TYPE
+from featureline.offline_layout import arrow_type
 from featureline.online.value_proto import plain_value
 from featureline.repo import load_repo
 from featureline.semantics import US
