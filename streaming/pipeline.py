@@ -6,8 +6,10 @@
 
 Every element is a batch of one partition's messages (streaming.batches). On the
 DirectRunner the whole chain is one fused stage in one process, so `ApplyBatches`
-sees each partition's batches in offset order. `plan_stream` resolves where each
-partition starts and removes offline files a killed run left uncommitted.
+sees each partition's batches in offset order. `plan_stream` resolves which
+partitions this process owns (all, a static shard, or a consumer-group assignment:
+streaming.group), where each starts, and removes offline files a killed run left
+uncommitted.
 """
 
 from __future__ import annotations
