@@ -3,7 +3,8 @@ computed rows).
 
 Public API (imported lazily: `featureline stream --help` must not load Beam):
 
-- `plan_stream(settings, repo, start_from=, only_views=, shard=)` -> `StreamPlan`
+- `plan_stream(settings, repo, start_from=, only_views=, shard=, assigned=)` -> `StreamPlan`
+- consumer-group membership (several processes sharing topics): streaming.group
 - `run_stream(plan, runner="DirectRunner")`: run until `STOP` is set (SIGTERM), drained
 - `STOP`: the threading.Event that drains the job
 - `BatchParser`, `OnlineSink`, `OfflineSink`, `view_update`: the pieces, for reuse/tests

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from featureline.errors import FeaturelineError
+from featureline.errors import BadInputError, FeaturelineError
 from featureline.settings import Settings
+
+DEFAULT_SESSION_TIMEOUT_S = 10.0  # streaming.group's (not imported: --help must not load kafka)
 
 RUNNERS = ("DirectRunner", "FlinkRunner", "DataflowRunner")
 
@@ -72,7 +74,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=1,
-        help="processes sharing the partitions (p %% N == i); each partition has one writer (default: 1)",
+        help="processes sharing the partitions; each partition has one writer (default: 1)",
+    )
+    parser.add_argument(
+        "--group-mode",
+        choices=("auto", "static", "dynamic"),
+        default="auto",
+        help="dynamic: join the consumer group <group>.members; partitions move between the "
+        "processes (of --workers, or separate ones on other machines) when one dies, joins "
+        "or leaves (a join costs a few seconds). static: no join, this process owns every "
+        "partition, or those of --shard. auto (default): dynamic when --workers > 1",
+    )
+    parser.add_argument(
+        "--session-timeout-s",
+        type=float,
+        default=DEFAULT_SESSION_TIMEOUT_S,
+        help="dynamic: a member silent this long is presumed dead and its partitions "
+        "move (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--instance-id",
+        default="",
+        help="dynamic: static group membership (Kafka's group.instance.id): a restart "
+        "within the session timeout keeps the partitions without a rebalance "
+        "(--workers N: ID-0 .. ID-N-1)",
     )
     parser.add_argument(
         "--idle-exit-s",
@@ -81,7 +106,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="drain, flush, commit and exit once no message arrived for this many seconds "
         "(default: run until SIGTERM)",
     )
-    parser.add_argument("--shard", default="", help=argparse.SUPPRESS)  # "i/N", set for workers
+    parser.add_argument(
+        "--shard",
+        default="",
+        metavar="I/N",
+        help="static: own only partitions p with p %% N == I (N processes on N machines "
+        "sharing a topic without a group; a dead one's partitions wait for its restart)",
+    )
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress line on stderr (auto: when it is a terminal)")  # fmt: skip
 
@@ -109,7 +140,7 @@ def _progress(stop: threading.Event, enabled: bool) -> threading.Thread | None:
     return thread
 
 
-def _idle_watchdog(idle_s: float, stop: threading.Event) -> threading.Thread | None:
+def _idle_watchdog(idle_s: float, stop: threading.Event, exiting: threading.Event) -> threading.Thread | None:
     """Stop the job (as SIGTERM does) once the counters stood still for `idle_s`: the
     way a bounded run (the demo, a catch-up) ends after reading everything there is."""
     if idle_s <= 0:
@@ -124,6 +155,7 @@ def _idle_watchdog(idle_s: float, stop: threading.Event) -> threading.Thread | N
             if now_seen != seen:
                 seen, since = now_seen, time.monotonic()
             elif time.monotonic() - since >= idle_s:
+                exiting.set()
                 kafka_read.STOP.set()
                 return
 
@@ -133,16 +165,21 @@ def _idle_watchdog(idle_s: float, stop: threading.Event) -> threading.Thread | N
 
 
 def _run_workers(args: Any, argv: list[str]) -> int:
-    """Start `args.workers` processes (one shard each), forward SIGTERM/SIGINT, wait,
-    and merge their stats files."""
+    """Start `args.workers` processes (group members, or one shard each), forward
+    SIGTERM/SIGINT, wait, and merge their stats files."""
     import subprocess
 
     from featureline.streaming.metrics import merge_summaries
 
     children: list[subprocess.Popen[bytes]] = []
     stats: list[Path] = []
+    mode = _group_mode(args)
     for i in range(args.workers):
-        extra = ["--shard", f"{i}/{args.workers}", "--workers", "1", "--progress", "off"]
+        extra = ["--workers", "1", "--progress", "off", "--group-mode", mode]
+        if mode == "static":
+            extra += ["--shard", f"{i}/{args.workers}"]
+        elif args.instance_id:
+            extra += ["--instance-id", f"{args.instance_id}-{i}"]
         if args.stats_file:
             stats.append(args.stats_file.with_name(f"{args.stats_file.name}.{i}"))
             extra += ["--stats-file", str(stats[-1])]
@@ -161,6 +198,20 @@ def _run_workers(args: Any, argv: list[str]) -> int:
     return max(codes)
 
 
+def _group_mode(args: Any) -> str:
+    """static or dynamic, from --group-mode (auto: dynamic when --workers > 1)."""
+    mode = str(args.group_mode)
+    if mode == "auto":
+        mode = "dynamic" if args.workers > 1 else "static"
+    if mode == "dynamic" and args.shard:
+        raise BadInputError("--shard is static partitioning: not with --group-mode dynamic")
+    if mode == "dynamic" and args.runner != "DirectRunner":
+        raise BadInputError(f"--group-mode dynamic runs on the DirectRunner (not {args.runner})")
+    if args.instance_id and mode != "dynamic":
+        raise BadInputError("--instance-id is a group membership: it needs --group-mode dynamic")
+    return mode
+
+
 def _without_option(argv: list[str], name: str) -> list[str]:
     """argv less `name VALUE` / `name=VALUE` (the workers get their own)."""
     out: list[str] = []
@@ -176,8 +227,6 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 
 def _shard(text: str) -> tuple[int, int]:
-    from featureline.errors import BadInputError
-
     index, _, count = text.partition("/")
     try:
         shard = (int(index), int(count))
@@ -190,8 +239,6 @@ def _shard(text: str) -> tuple[int, int]:
 
 def beam_args(args: Any) -> list[str]:
     """The Beam pipeline options the runner flags ask for, as Beam's own argv."""
-    from featureline.errors import BadInputError
-
     out: list[str] = []
     if args.flink_master:
         if args.runner != "FlinkRunner":
@@ -223,40 +270,34 @@ def _last_line(exc: BaseException) -> str:
 def run(args: Any, settings: Settings) -> int:
     from featureline.repo import load_repo
     from featureline.streaming import kafka_read, metrics
-    from featureline.streaming.pipeline import plan_stream
-    from featureline.streaming.pipeline import run as run_pipeline
 
     pipeline_args = beam_args(args)  # a bad flag fails before the repo is read
-    if args.workers > 1 and not args.shard:
+    mode = _group_mode(args)
+    if args.workers > 1:
         load_repo(settings)  # parse once; the workers read the cached specs
-        return _run_workers(args, _without_option(sys.argv[1:], "--workers"))
+        argv = _without_option(_without_option(sys.argv[1:], "--workers"), "--group-mode")
+        return _run_workers(args, argv)
     repo = load_repo(settings)
-    plan = plan_stream(
-        settings, repo, start_from=args.start_from, only_views=args.views,
-        shard=_shard(args.shard) if args.shard else (0, 1),
-        max_future_s=args.max_future_s, flush_s=args.flush_s, max_records=args.max_records,
-    )  # fmt: skip
-    views = sorted(v.name for vs in plan.views.values() for v in vs)
-    print(
-        f"stream: {', '.join(views)} from {', '.join(plan.schemas)} "
-        f"({len(plan.starts)} partitions, {plan.removed_files} uncommitted offline files removed)",
-        file=sys.stderr,
-    )
+    exiting = threading.Event()  # SIGTERM or idle: drain and leave (STOP alone: a rebalance)
+
+    def on_signal(*_: Any) -> None:
+        exiting.set()
+        kafka_read.STOP.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: kafka_read.STOP.set())
+        signal.signal(sig, on_signal)
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     done = threading.Event()
     show = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
     progress = _progress(done, show)
-    _idle_watchdog(args.idle_exit_s, done)
+    _idle_watchdog(args.idle_exit_s, done, exiting)
     try:
-        _require_redis(plan)
-        run_pipeline(plan, args.runner, pipeline_args)
-    except FeaturelineError:
-        raise
-    except Exception as exc:  # Beam wraps worker errors in pages of trace; give one line
-        raise FeaturelineError(f"the stream job failed: {_last_line(exc)}") from exc
+        if mode == "dynamic":
+            _run_dynamic(args, settings, repo, pipeline_args, exiting)
+        else:
+            _run_plan(args, _plan(args, settings, repo, shard=_shard(args.shard) if args.shard else (0, 1)),
+                      pipeline_args)  # fmt: skip
     finally:
         done.set()
         if progress is not None:
@@ -270,3 +311,60 @@ def run(args: Any, settings: Settings) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _plan(args: Any, settings: Settings, repo: Any, **where: Any) -> Any:
+    from featureline.streaming.pipeline import plan_stream
+
+    return plan_stream(
+        settings, repo, start_from=args.start_from, only_views=args.views,
+        max_future_s=args.max_future_s, flush_s=args.flush_s, max_records=args.max_records, **where,
+    )  # fmt: skip
+
+
+def _run_plan(args: Any, plan: Any, pipeline_args: list[str]) -> None:
+    """Run one pipeline over the plan's partitions until STOP; one line on failure."""
+    from featureline.streaming.pipeline import run as run_pipeline
+
+    views = sorted(v.name for vs in plan.views.values() for v in vs)
+    parts = ", ".join(f"{t}:{p}" for t, p in sorted(plan.starts))
+    print(
+        f"stream: {', '.join(views)} from {', '.join(plan.schemas)} "
+        f"({len(plan.starts)} partitions: {parts}; {plan.removed_files} uncommitted offline files removed)",
+        file=sys.stderr,
+    )
+    try:
+        _require_redis(plan)
+        run_pipeline(plan, args.runner, pipeline_args)
+    except FeaturelineError:
+        raise
+    except Exception as exc:  # Beam wraps worker errors in pages of trace; give one line
+        raise FeaturelineError(f"the stream job failed: {_last_line(exc)}") from exc
+
+
+def _run_dynamic(args: Any, settings: Settings, repo: Any, pipeline_args: list[str],
+                 exiting: threading.Event) -> None:  # fmt: skip
+    """Join the group; a pipeline per assignment until exiting (streaming.group)."""
+    from featureline.streaming import kafka_read
+    from featureline.streaming.group import GroupMember, Handover, run_member
+
+    base = _plan(args, settings, repo, assigned=())  # the topics and Kafka; no partition
+    handover = Handover(kafka_read.STOP.set, kafka_read.STOP.clear, exiting)
+    member = GroupMember(
+        base.bootstrap, base.group, sorted(base.schemas), handover,
+        session_timeout_s=args.session_timeout_s, instance_id=args.instance_id, options=base.kafka_options,
+    )  # fmt: skip
+    print(f"stream: joining consumer group {member.group}", file=sys.stderr)
+
+    def run_assignment(parts: Any) -> None:
+        print(
+            f"stream: assigned {len(parts)} partitions {time.monotonic() - handover.idle_since:.2f} s "
+            f"after joining (the last drain took {handover.drain_s:.2f} s)",
+            file=sys.stderr,
+        )
+        _run_plan(args, _plan(args, settings, repo, assigned=parts), pipeline_args)
+
+    try:
+        run_member(handover, run_assignment)
+    finally:
+        member.close()

@@ -7,8 +7,11 @@ claims its last offset, then defers the rest (`defer_remainder`): the runner cal
 range starting after the last claimed offset. When `STOP` is set (SIGTERM), the
 restriction is closed at the last claimed offset and the pipeline finishes.
 
-Partitions are assigned manually (no consumer-group join: ~20 s on Tansu); offsets
-are committed by the sink after both sinks flushed (streaming.offsets).
+Each reader is assigned its partition directly (no group); which partitions this
+process owns is fixed when the pipeline starts: all, a `--shard`, or the consumer
+group's assignment (streaming.group, which sets STOP on a rebalance and starts a new
+pipeline). Offsets are committed by the sink after both sinks flushed
+(streaming.offsets).
 """
 
 from __future__ import annotations

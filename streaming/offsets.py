@@ -1,8 +1,11 @@
 """Where each partition resumes: Kafka group offsets, committed after both sinks flushed.
 
-Partitions are assigned by us (no group join: a consumer-group rebalance on Tansu
-takes ~20 s), and offsets are committed to the group `featureline-stream-<project>`
-with a plain OffsetCommit (measured on Tansu: ~9 ms per commit, works without a join).
+Offsets are committed to the group `featureline-stream-<project>` with a plain
+OffsetCommit (no member id, no generation; measured on Tansu: ~9 ms per commit). Such
+a commit is refused (UNKNOWN_MEMBER_ID, on Tansu as on Apache Kafka) by a group that
+has members, so the processes that share partitions dynamically join a second group,
+`<that group>.members` (streaming.group), which holds membership only; both modes
+(static `--shard`, dynamic membership) then resume from the same committed offsets.
 The online store keeps its own applied-offset watermark, moved atomically with the
 tiles (redis_sink); committed offsets never pass it, so resuming at the committed
 offset is always safe: events between the two are re-read, skipped online and
@@ -21,6 +24,11 @@ _TIMEOUT_MS = 10_000
 
 def group_id(project: str) -> str:
     return f"featureline-stream-{project}"
+
+
+def members_group(offsets_group: str) -> str:
+    """The group the processes join to share partitions (it never holds offsets)."""
+    return f"{offsets_group}.members"
 
 
 class OffsetStore:
@@ -69,6 +77,32 @@ class OffsetStore:
             else:
                 committed = self._consumer.committed(tp)
                 out[tp.partition] = max(committed, earliest[tp]) if committed else earliest[tp]
+        return out
+
+    def resume_offsets(self, topic: str, partitions: list[int], fallback: StartFrom) -> dict[int, int]:
+        """Per partition taken over in a group: the committed offset, else the `fallback`
+        (earliest or latest) one. A "latest" fallback is committed at once: the next
+        owner of a partition that got no event meanwhile must start there too, not at
+        the earliest offset (nor at a later "latest", which would skip events)."""
+        from kafka import TopicPartition
+
+        self.partitions(topic)  # a missing topic: a clear error, not a member waiting forever
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return {}
+        earliest = self._consumer.beginning_offsets(tps)
+        latest = self._consumer.end_offsets(tps)
+        out: dict[int, int] = {}
+        fresh: dict[int, int] = {}
+        for tp in tps:
+            committed = self._consumer.committed(tp)
+            if committed is not None:
+                out[tp.partition] = max(committed, earliest[tp])
+            elif fallback == "latest":
+                out[tp.partition] = fresh[tp.partition] = latest[tp]
+            else:
+                out[tp.partition] = earliest[tp]
+        self.commit(topic, fresh)
         return out
 
     def end_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:

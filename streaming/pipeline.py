@@ -6,13 +6,16 @@
 
 Every element is a batch of one partition's messages (streaming.batches). On the
 DirectRunner the whole chain is one fused stage in one process, so `ApplyBatches`
-sees each partition's batches in offset order. `plan_stream` resolves where each
-partition starts and removes offline files a killed run left uncommitted.
+sees each partition's batches in offset order. `plan_stream` resolves which
+partitions this process owns (all, a static shard, or a consumer-group assignment:
+streaming.group), where each starts, and removes offline files a killed run left
+uncommitted.
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,11 +69,15 @@ def plan_stream(
     start_from: StartFrom = "committed",
     only_views: list[str] | None = None,
     shard: tuple[int, int] = (0, 1),
+    assigned: Collection[tuple[str, int]] | None = None,
     **overrides: Any,
 ) -> StreamPlan:
     """Resolve views, schemas and start offsets. With `shard` (i, n), only partitions
     p with p % n == i: n processes then share a topic, each owning its partitions
-    (each partition keeps exactly one writer, which exactly-once relies on)."""
+    (each partition keeps exactly one writer, which exactly-once relies on). With
+    `assigned` (topic, partition)s, given by the consumer group (streaming.group),
+    only those, each resumed at its committed offset (else `start_from`'s earliest
+    or latest: a group member cannot replay from the earliest on its own)."""
     by_topic = stream_views(repo, only_views)
     if not by_topic:
         raise BadInputError(f"repo {settings.repo} defines no StreamFeatureView with a KafkaSource")
@@ -86,9 +93,7 @@ def plan_stream(
     removed = 0
     try:
         for topic in by_topic:
-            for partition, offset in store.start_offsets(topic, start_from).items():
-                if partition % shard[1] != shard[0]:
-                    continue
+            for partition, offset in _starts(store, topic, start_from, shard, assigned).items():
                 starts[(topic, partition)] = offset
                 removed += remove_uncommitted(offline, topic, partition, offset, by_topic[topic])
             ensure_topic(settings, dlq_topic(topic), 1, bootstrap=bootstrap)
@@ -109,6 +114,21 @@ def plan_stream(
         removed_files=removed,
         **overrides,
     )
+
+
+def _starts(
+    store: OffsetStore,
+    topic: str,
+    start_from: StartFrom,
+    shard: tuple[int, int],
+    assigned: Collection[tuple[str, int]] | None,
+) -> dict[int, int]:
+    """The partitions of `topic` this process owns, and where each starts."""
+    if assigned is None:
+        offsets = store.start_offsets(topic, start_from)
+        return {p: off for p, off in offsets.items() if p % shard[1] == shard[0]}
+    mine = sorted(p for t, p in assigned if t == topic)
+    return store.resume_offsets(topic, mine, "latest" if start_from == "latest" else "earliest")
 
 
 class ParseBatches(beam.DoFn):
