@@ -29,6 +29,8 @@ from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
 from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
+from featureline.online_store import OnlineReader as StoreReader
+from featureline.online_store.near_cache import NearCache
 from featureline.semantics import US, tile_start_us, window_start_us
 from featureline.serving_api import metrics
 from featureline.serving_api.entities import coerce_column, row_count
@@ -41,9 +43,7 @@ from featureline.serving_api.frame import (
     FrameColumn,
 )
 from featureline.serving_api.memo import memoized
-from featureline.serving_api.near_cache import NearCache
 from featureline.serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
-from featureline.serving_api.redis_client import RedisClient
 from featureline.serving_api.vector_codec import decode_timestamps
 from featureline.specs import RepoSpec
 
@@ -373,7 +373,7 @@ def _run_on_demand(
 class OnlineReader:
     """Plans (cached) + one Redis client: what the REST and gRPC servers call."""
 
-    def __init__(self, repo: RepoSpec, redis: RedisClient) -> None:
+    def __init__(self, repo: RepoSpec, redis: StoreReader) -> None:
         self.repo = repo
         self.redis = redis
         # Every udf is compiled at startup, so a broken one stops the server at once.
@@ -432,8 +432,7 @@ class OnlineReader:
         prepared = pending.prepared
         cache = self.redis.near_cache
         if cache is None or pending.missing is None:
-            payload = b"".join(prepared.commands)
-            replies = await self.redis.execute_packed(payload, prepared.expected_replies, timeout_s)
+            replies = await self.redis.fetch(prepared.commands, prepared.command_keys, timeout_s)
             return assemble(prepared, replies, t_us)
         replies, versions = await self._read_missing(cache, pending, timeout_s)
         return assemble(prepared, replies, t_us, versions)
@@ -448,12 +447,13 @@ class OnlineReader:
         replies, versions = pending.replies, pending.versions
         token = cache.begin()  # before sending: invalidations from now on count
         try:
-            payload = b"".join([commands[i] for i in missing])
-            fetched = await self.redis.execute_packed(payload, len(missing), timeout_s)
+            wanted = [commands[i] for i in missing]
+            wanted_keys = [keys[i] for i in missing]
+            fetched = await self.redis.fetch(wanted, wanted_keys, timeout_s)
         except BaseException:
             cache.abort(token)
             raise
-        items = [(keys[i], commands[i], r) for i, r in zip(missing, fetched, strict=True)]
+        items = list(zip(wanted_keys, wanted, fetched, strict=True))
         stored = cache.store(token, items)
         for i, reply, version in zip(missing, fetched, stored, strict=True):
             replies[i] = reply

@@ -37,7 +37,9 @@ from featureline.online.tiles import (
     offsets_key,
     parse_tile_field,
 )
-from featureline.online.writer import LatestValueWriter
+from featureline.online_store import OnlineStore, as_store
+from featureline.online_store.redis.scripts import LATEST_LWW_LUA, TILE_WRITE_LUA
+from featureline.online_store.redis.store import CHUNK_KEYS, RedisStore, WatchError, lww_arguments
 from featureline.semantics import US
 from featureline.specs import ViewSpec
 from featureline.streaming.batches import DeadLetter, ParsedBatch
@@ -45,32 +47,6 @@ from featureline.streaming.parse import DEFAULT_MAX_FUTURE_S
 from featureline.streaming.tiles import ViewUpdate, view_update
 from featureline.streaming.udf import ViewTables
 
-# Per tile hash: set fields; when a tile starts (the only time the key's expiry moves
-# and an old tile can fall out), prune fields past retention and push the expiry
-# forward, never back. KEYS: tile keys. ARGV[1]: now (ms); per key: expire_at_ms
-# (0: unchanged), prune_before_s (0: no pruning), n, then n field/value pairs.
-TILE_WRITE_LUA = """
-local now = tonumber(ARGV[1])
-local pos = 2
-for _, key in ipairs(KEYS) do
-  local exp, cutoff, n = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
-  local args = {}
-  for j = 1, 2 * n do args[j] = ARGV[pos + 2 + j] end
-  redis.call('HSET', key, unpack(args))
-  if cutoff > 0 then
-    for _, f in ipairs(redis.call('HKEYS', key)) do
-      local s = tonumber(string.match(f, '^(%-?%d+)'))
-      if s and s < cutoff then redis.call('HDEL', key, f) end
-    end
-  end
-  if exp > 0 then
-    local ttl = redis.call('PTTL', key)
-    if ttl < 0 or now + ttl < exp then redis.call('PEXPIREAT', key, exp) end
-  end
-  pos = pos + 3 + 2 * n
-end
-return #KEYS
-"""
 # Keys per script call: ~1 ms of Redis time, so readers are never blocked for long.
 _CHUNK_KEYS = 400
 # Between this job's clock and another writer's (a zombie on another host).
@@ -95,7 +71,7 @@ class OnlineSink:
 
     def __init__(
         self,
-        client: Any,
+        store: OnlineStore | Any,
         project: str,
         topic: str,
         views: list[ViewSpec],
@@ -106,17 +82,17 @@ class OnlineSink:
         now: Callable[[], float] = time.time,
         key_ttl_s: int = 0,
     ) -> None:
-        from redis import WatchError
-
-        self._client = client
+        store = as_store(store)
+        assert isinstance(store, RedisStore)  # one MULTI/EXEC per batch: one Redis node
+        self._client = store.client
         self._watch_error = WatchError
         self.project, self.topic, self.views = project, topic, views
         self.margin_s = margin_s
         self._now = now
-        self._tile_script = client.register_script(TILE_WRITE_LUA)
-        self._latest = {
-            v.name: LatestValueWriter(client, v, key_ttl_s=key_ttl_s) for v in views if not v.is_aggregating
-        }
+        self._tile_script = store.script(TILE_WRITE_LUA)
+        self._lww_script = store.script(LATEST_LWW_LUA)
+        self._key_ttl_s = key_ttl_s
+        self._latest = {v.name: v for v in views if not v.is_aggregating}
         self._cache: dict[tuple[bytes, bytes], dict[str, AggState]] = {}
         self._cache_entries = cache_entries
         self._max_future_s = max_future_s
@@ -177,8 +153,11 @@ class OnlineSink:
         writes = self._merge_tiles(list(updates.values()), now_us)
         tx.multi()
         self._queue_tile_writes(tx, writes, now_us)
-        for name, writer in self._latest.items():
-            writer.queue(tx, updates[name].latest)
+        for name, view in self._latest.items():
+            rows = updates[name].latest
+            for lo in range(0, len(rows), CHUNK_KEYS):
+                keys, argv = lww_arguments(view, rows[lo : lo + CHUNK_KEYS], self._key_ttl_s)
+                self._lww_script(keys=keys, args=argv, client=tx)
         tx.set(key, batch.last_offset)
         tx.execute()
         visible_ms = int(self._now() * 1000)
