@@ -29,6 +29,7 @@ from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
 from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
+from featureline.online_store import MARK_PREFIX
 from featureline.online_store import OnlineReader as StoreReader
 from featureline.online_store.near_cache import NearCache
 from featureline.semantics import US, tile_start_us, window_start_us
@@ -61,6 +62,7 @@ _WINDOW_CACHE_CAP = 200_000
 _FIELD_STARTS: dict[bytes, int] = {}
 _FIELD_STARTS_CAP = 100_000
 _EMPTY = AggState()  # read only: the state of an empty window
+_NEVER = -(1 << 62)  # a tile start no window reaches
 
 
 @dataclass
@@ -218,7 +220,9 @@ def _plain_columns(
 
 
 def _field_start(name: bytes) -> int:
-    return parse_tile_field(name)[0]
+    # A tile hash also holds the stream job's applied-offset marks (online_store.base
+    # MARK_PREFIX): a start before every window, so they are never read as tiles.
+    return _NEVER if name.startswith(MARK_PREFIX) else parse_tile_field(name)[0]
 
 
 def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int, Any]]:

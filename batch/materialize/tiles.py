@@ -6,7 +6,9 @@ uses) and written in featureline.online.tiles' layout. A rebuilt field is SET wh
 events say. Afterwards the per-partition applied-offset watermark
 (`tiles.offsets_key`) is raised to the largest offset rebuilt, so a streaming job that
 resumes from an older Kafka position skips those events instead of counting them
-twice. Only raised: a watermark streaming already moved further is kept.
+twice. Only raised: a watermark streaming already moved further is kept. The stream
+job's per-key marks (online_store.base.MARK_PREFIX) are left as they are: after a Redis
+that lost its data there are none, and the raised watermark governs alone.
 
 Run it for tiles streaming is not updating at that moment (after Redis lost its data,
 or with the stream stopped): a field being incremented by streaming while it is

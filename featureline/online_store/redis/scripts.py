@@ -89,31 +89,47 @@ end
 return written
 """
 
-# Per tile hash: set fields; when a tile starts (the only time the key's expiry moves
-# and an old tile can fall out), prune fields past retention and push the expiry
-# forward, never back. KEYS: tile keys. ARGV[1]: now (ms); per key: expire_at_ms
-# (0: unchanged), prune_before_s (0: no pruning), n, then n field/value pairs.
-TILE_WRITE_LUA = """
+# Exactly-once tile apply without a transaction across keys (streaming.redis_sink): per
+# tile hash, a compare-and-set on its applied-offset mark of the batch's partition. Only
+# if the stored mark equals the one the writer's cached state was built on ("-1": none)
+# are the fields and the new mark set, in this one script call, so a key holds either
+# all of a batch or none of it. When a tile starts (the only time the key's expiry moves
+# and an old tile can fall out), fields past retention are pruned (marks are not tile
+# fields: they do not start with a number) and the expiry is pushed forward, never back.
+# KEYS: tile keys (one node: any; a cluster: one hash slot's). ARGV[1]: now (ms),
+# ARGV[2]: the mark field `_o:{topic}:{partition}`, ARGV[3]: the new mark (the batch's
+# last offset); per key: expected mark, expire_at_ms (0: unchanged), prune_before_s (0:
+# no pruning), n, then n field/value pairs. Returns the 1-based positions in KEYS of the
+# keys not written (their mark moved: another writer).
+TILE_APPLY_LUA = """
 local now = tonumber(ARGV[1])
-local pos = 2
-for _, key in ipairs(KEYS) do
-  local exp, cutoff, n = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
-  local args = {}
-  for j = 1, 2 * n do args[j] = ARGV[pos + 2 + j] end
-  redis.call('HSET', key, unpack(args))
-  if cutoff > 0 then
-    for _, f in ipairs(redis.call('HKEYS', key)) do
-      local s = tonumber(string.match(f, '^(%-?%d+)'))
-      if s and s < cutoff then redis.call('HDEL', key, f) end
+local mark, new = ARGV[2], ARGV[3]
+local pos = 4
+local conflicts = {}
+for i, key in ipairs(KEYS) do
+  local expected = ARGV[pos]
+  local exp, cutoff, n = tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+  local stored = redis.call('HGET', key, mark)
+  if (stored or '-1') ~= expected then
+    conflicts[#conflicts + 1] = i
+  else
+    local args = {mark, new}
+    for j = 1, 2 * n do args[j + 2] = ARGV[pos + 3 + j] end
+    redis.call('HSET', key, unpack(args))
+    if cutoff > 0 then
+      for _, f in ipairs(redis.call('HKEYS', key)) do
+        local s = tonumber(string.match(f, '^(%-?%d+)'))
+        if s and s < cutoff then redis.call('HDEL', key, f) end
+      end
+    end
+    if exp > 0 then
+      local ttl = redis.call('PTTL', key)
+      if ttl < 0 or now + ttl < exp then redis.call('PEXPIREAT', key, exp) end
     end
   end
-  if exp > 0 then
-    local ttl = redis.call('PTTL', key)
-    if ttl < 0 or now + ttl < exp then redis.call('PEXPIREAT', key, exp) end
-  end
-  pos = pos + 3 + 2 * n
+  pos = pos + 4 + 2 * n
 end
-return #KEYS
+return conflicts
 """
 # Watermarks only move forward: SET when absent or smaller.
 RAISE_LUA = """

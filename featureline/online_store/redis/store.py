@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
-from redis import WatchError as WatchError  # the stream sink's transaction, until it needs none
 
 from featureline.config import RedisConfig
 from featureline.online.feast_format import (
@@ -24,12 +23,15 @@ from featureline.online.feast_format import (
 )
 from featureline.online_store.base import NO_MARK, LatestRow, StoreUnavailableError, TileSet, TileWrite
 from featureline.online_store.redis.connect import check_redis, config_of
-from featureline.online_store.redis.scripts import LATEST_LWW_LUA, RAISE_LUA, TILE_SET_LUA
+from featureline.online_store.redis.scripts import LATEST_LWW_LUA, RAISE_LUA, TILE_APPLY_LUA, TILE_SET_LUA
 from featureline.specs import ViewSpec
 
 # Keys per LWW script call: bounds one call's Redis time to ~1 ms, so a big write never
 # blocks readers for long (Redis runs scripts one at a time).
 CHUNK_KEYS = 500
+# Tile hashes per compare-and-set call: ~1 ms of Redis time, so readers are never
+# blocked for long (Redis runs scripts one at a time).
+TILE_CHUNK_KEYS = 400
 # Tile hashes per pipeline round trip of rebuilt tiles (each HSET carries all of one
 # key's tiles).
 _PIPELINE_KEYS = 2000
@@ -120,7 +122,24 @@ class RedisStore:
     def apply_tiles(
         self, writes: Sequence[TileWrite], mark: bytes, new_mark: int, now_ms: int
     ) -> list[bytes]:
-        raise NotImplementedError  # the exactly-once rework fills this in
+        """TILE_APPLY_LUA per chunk of keys, every chunk in one pipeline round trip."""
+        if not writes:
+            return []
+        script = self.script(TILE_APPLY_LUA)
+        pipe = self.client.pipeline(transaction=False)
+        chunks = list(self._chunks([w.key for w in writes], TILE_CHUNK_KEYS))
+        for chunk in chunks:
+            argv: list[Any] = [now_ms, mark, new_mark]
+            for i in chunk:
+                w = writes[i]
+                argv += (w.expected, w.expire_at_ms, w.prune_before_s, len(w.fields))
+                for fld, value in w.fields:
+                    argv += (fld, value)
+            script(keys=[writes[i].key for i in chunk], args=argv, client=pipe)
+        replies = self._call(pipe.execute)
+        # Each reply: the 1-based positions, within its chunk, of the keys not written.
+        pairs = zip(chunks, replies, strict=True)
+        return [writes[chunk[int(p) - 1]].key for chunk, reply in pairs for p in reply]
 
     def set_tiles(self, sets: Sequence[TileSet]) -> int:
         script = self.script(TILE_SET_LUA)
