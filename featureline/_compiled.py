@@ -26,12 +26,16 @@ from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 # The serving hot path (BENCHMARKS.md, Serving: batch 1 on 2 cores, ~1.35-1.45x the
-# requests/s of the same code as Python). Modules only, no packages' __init__. Only serving_api: the shared
-# core (featureline/) also runs in Spark executors and Beam workers, which get its
-# sources and not an extension built for this interpreter. Their shared library is
-# serving_api/_native__mypyc.*, inside the package, so it imports from any directory.
-GROUP = "featureline.serving_api._native"
+# requests/s of the same code as Python). Modules only, no packages' __init__: serving_api's
+# and the online store's read client and near cache (online_store, core). The rest of the
+# core also runs in Spark executors and Beam workers, which get its sources and not an
+# extension built for this interpreter; those never import the read client. The shared
+# library is featureline/_native__mypyc.*, inside the package, so it imports from any
+# directory, and `featureline.serving_api` and `featureline.online_store` call `install()`.
+GROUP = "featureline._native"
 MODULES = (
+    "featureline/online_store/near_cache.py",
+    "featureline/online_store/redis/aio.py",
     "featureline/serving_api/codec_json.py",
     "featureline/serving_api/codec_proto.py",
     "featureline/serving_api/entities.py",
@@ -42,10 +46,8 @@ MODULES = (
     "featureline/serving_api/http_server.py",
     "featureline/serving_api/memo.py",
     "featureline/serving_api/metrics.py",
-    "featureline/serving_api/near_cache.py",
     "featureline/serving_api/online_reader.py",
     "featureline/serving_api/plans.py",
-    "featureline/serving_api/redis_client.py",
     "featureline/serving_api/rest_app.py",
     "featureline/serving_api/service.py",
     "featureline/serving_api/vector_codec.py",

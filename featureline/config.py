@@ -7,7 +7,7 @@ variable (or a flag) replaces one value when it is set, never by being left at i
 default. Every value records where it came from (`featureline config` prints it).
 
 Pure logic (yaml, dataclasses): no feast, no redis-py, no kafka-python. Connections
-are opened by featureline.connections from what is resolved here.
+are opened by featureline.online_store from what is resolved here.
 """
 
 from __future__ import annotations

@@ -101,11 +101,11 @@ def online_store(settings: Settings) -> Any:
     """The resolved Redis. A login or TLS error stops serve here, in one line; a Redis
     that does not answer yet does not (the workers answer UNAVAILABLE until it does)."""
     from featureline.config import online_store as resolve_online
-    from featureline.connections import check_redis
+    from featureline.online_store import open_store
 
     cfg = resolve_online(settings)
     try:
-        check_redis(cfg, timeout_s=2.0).close()
+        open_store(cfg, timeout_s=2.0).close()
     except ServiceUnavailableError as exc:
         print(f"warning: {exc}", file=sys.stderr)
     return cfg

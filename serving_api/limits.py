@@ -18,7 +18,7 @@ from featureline.errors import (
     ServiceUnavailableError,
 )
 from featureline.odfv import OnDemandError
-from featureline.serving_api.redis_client import RedisTimeoutError
+from featureline.online_store import StoreTimeoutError
 
 MiB = 1024 * 1024
 
@@ -113,7 +113,7 @@ _STATUS_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (BadInputError, 400, "INVALID_ARGUMENT"),
     (OverloadedError, 429, "RESOURCE_EXHAUSTED"),
     (DeadlineExceededError, 504, "DEADLINE_EXCEEDED"),
-    (RedisTimeoutError, 504, "DEADLINE_EXCEEDED"),
+    (StoreTimeoutError, 504, "DEADLINE_EXCEEDED"),
     (asyncio.TimeoutError, 504, "DEADLINE_EXCEEDED"),
     (ServiceUnavailableError, 503, "UNAVAILABLE"),
     (OnDemandError, 500, "INTERNAL"),

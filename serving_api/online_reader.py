@@ -29,6 +29,9 @@ from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
 from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
 from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
+from featureline.online_store import MARK_PREFIX
+from featureline.online_store import OnlineReader as StoreReader
+from featureline.online_store.near_cache import NearCache
 from featureline.semantics import US, tile_start_us, window_start_us
 from featureline.serving_api import metrics
 from featureline.serving_api.entities import coerce_column, row_count
@@ -41,9 +44,7 @@ from featureline.serving_api.frame import (
     FrameColumn,
 )
 from featureline.serving_api.memo import memoized
-from featureline.serving_api.near_cache import NearCache
 from featureline.serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
-from featureline.serving_api.redis_client import RedisClient
 from featureline.serving_api.vector_codec import decode_timestamps
 from featureline.specs import RepoSpec
 
@@ -61,6 +62,7 @@ _WINDOW_CACHE_CAP = 200_000
 _FIELD_STARTS: dict[bytes, int] = {}
 _FIELD_STARTS_CAP = 100_000
 _EMPTY = AggState()  # read only: the state of an empty window
+_NEVER = -(1 << 62)  # a tile start no window reaches
 
 
 @dataclass
@@ -218,7 +220,9 @@ def _plain_columns(
 
 
 def _field_start(name: bytes) -> int:
-    return parse_tile_field(name)[0]
+    # A tile hash also holds the stream job's applied-offset marks (online_store.base
+    # MARK_PREFIX): a start before every window, so they are never read as tiles.
+    return _NEVER if name.startswith(MARK_PREFIX) else parse_tile_field(name)[0]
 
 
 def _usable_tiles(flat: Sequence[bytes], lo_s: int, hi_s: int) -> list[tuple[int, Any]]:
@@ -373,7 +377,7 @@ def _run_on_demand(
 class OnlineReader:
     """Plans (cached) + one Redis client: what the REST and gRPC servers call."""
 
-    def __init__(self, repo: RepoSpec, redis: RedisClient) -> None:
+    def __init__(self, repo: RepoSpec, redis: StoreReader) -> None:
         self.repo = repo
         self.redis = redis
         # Every udf is compiled at startup, so a broken one stops the server at once.
@@ -432,8 +436,7 @@ class OnlineReader:
         prepared = pending.prepared
         cache = self.redis.near_cache
         if cache is None or pending.missing is None:
-            payload = b"".join(prepared.commands)
-            replies = await self.redis.execute_packed(payload, prepared.expected_replies, timeout_s)
+            replies = await self.redis.fetch(prepared.commands, prepared.command_keys, timeout_s)
             return assemble(prepared, replies, t_us)
         replies, versions = await self._read_missing(cache, pending, timeout_s)
         return assemble(prepared, replies, t_us, versions)
@@ -448,12 +451,13 @@ class OnlineReader:
         replies, versions = pending.replies, pending.versions
         token = cache.begin()  # before sending: invalidations from now on count
         try:
-            payload = b"".join([commands[i] for i in missing])
-            fetched = await self.redis.execute_packed(payload, len(missing), timeout_s)
+            wanted = [commands[i] for i in missing]
+            wanted_keys = [keys[i] for i in missing]
+            fetched = await self.redis.fetch(wanted, wanted_keys, timeout_s)
         except BaseException:
             cache.abort(token)
             raise
-        items = [(keys[i], commands[i], r) for i, r in zip(missing, fetched, strict=True)]
+        items = list(zip(wanted_keys, wanted, fetched, strict=True))
         stored = cache.store(token, items)
         for i, reply, version in zip(missing, fetched, stored, strict=True):
             replies[i] = reply

@@ -74,8 +74,8 @@ def materialize_argv(data: dict[str, Any], incremental: bool) -> list[str]:
 class WriteHandlers:
     """The write endpoints as (body, headers) -> awaitable Reply, for the HTTP server.
 
-    `redis_factory()` returns a redis-py client on the online store (made on first
-    use); `key_ttl_s` is Feast's `key_ttl_seconds` (0: keys do not expire)."""
+    `redis_factory()` returns the writers' online store (featureline.online_store.
+    open_store; made on first use); `key_ttl_s` is Feast's `key_ttl_seconds` (0: keys do not expire)."""
 
     def __init__(self, core: ServingCore, redis_factory: Callable[[], Any], key_ttl_s: int = 0) -> None:
         self.core = core

@@ -38,7 +38,7 @@ class WorkerConfig:
     limits: Limits = field(default_factory=Limits)
     tokens_file: str = ""
     log_level: str = "warning"
-    near_cache_keys: int = 0  # 0: off (serving_api.near_cache)
+    near_cache_keys: int = 0  # 0: off (online_store.near_cache)
     grpc_server: str = "native"  # or "aio": grpcio serves the gRPC port itself
 
 
@@ -61,14 +61,14 @@ def listen_socket(host: str, port: int, what: str) -> socket.socket:
 
 async def serve(config: WorkerConfig) -> None:
     """Serve until SIGTERM or SIGINT, then let calls in flight finish (1 s)."""
+    from featureline.online_store import open_reader
+    from featureline.online_store.near_cache import NearCache
     from featureline.serving_api.auth import TokenAuth
     from featureline.serving_api.grpc_h2 import GrpcH2Server
     from featureline.serving_api.grpc_methods import FeatureMethods
     from featureline.serving_api.grpc_server import create_grpc_server
     from featureline.serving_api.grpc_write import GrpcWriteMethods
     from featureline.serving_api.http_server import HttpServer
-    from featureline.serving_api.near_cache import NearCache
-    from featureline.serving_api.redis_client import RedisClient
     from featureline.serving_api.rest_app import RestHandlers, create_app
     from featureline.serving_api.rest_write import WriteHandlers
     from featureline.serving_api.service import ServingCore
@@ -77,7 +77,7 @@ async def serve(config: WorkerConfig) -> None:
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
     auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
-    redis = RedisClient.from_config(config.redis, near_cache=near_cache)
+    redis = open_reader(config.redis, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
     writes = WriteHandlers(core, lambda: write_client(config), config.redis.key_ttl_s)
     public_grpc: GrpcH2Server | None = None
@@ -118,11 +118,11 @@ async def serve(config: WorkerConfig) -> None:
 
 
 def write_client(config: WorkerConfig) -> Any:
-    """A redis-py client for pushes and writes (rare; run in threads): the same Redis,
-    with the same connection options, as the read path's client."""
-    from featureline.connections import redis_client
+    """The writers' online store for pushes and writes (rare; run in threads): the same
+    Redis, with the same connection options, as the read path's client."""
+    from featureline.online_store import open_store
 
-    return redis_client(config.redis, socket_timeout=10)
+    return open_store(config.redis, socket_timeout=10)
 
 
 def tune_gc() -> None:

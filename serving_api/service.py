@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from featureline.dtypes import NUMERIC_DTYPES
+from featureline.online_store import (
+    OnlineReader as StoreReader,
+)
+from featureline.online_store import (
+    StoreReplyError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
 from featureline.serving_api import metrics
 from featureline.serving_api.auth import TokenAuth
 from featureline.serving_api.entities import row_count
@@ -26,12 +34,6 @@ from featureline.serving_api.limits import (
 )
 from featureline.serving_api.online_reader import OnlineReader, PendingRead
 from featureline.serving_api.plans import ReadPlan
-from featureline.serving_api.redis_client import (
-    RedisClient,
-    RedisReplyError,
-    RedisTimeoutError,
-    RedisUnavailableError,
-)
 from featureline.specs import RepoSpec
 
 
@@ -75,7 +77,7 @@ class ServingCore:
     def __init__(
         self,
         repo: RepoSpec,
-        redis: RedisClient,
+        redis: StoreReader,
         limits: Limits | None = None,
         auth: TokenAuth | None = None,
     ) -> None:
@@ -128,13 +130,13 @@ class ServingCore:
         with self.in_flight:
             try:
                 frame = await self.reader.finish(pending, t_us, timeout_s)
-            except RedisTimeoutError:
+            except StoreTimeoutError:
                 metrics.observe_redis_error("timeout")
                 raise
-            except RedisUnavailableError:
+            except StoreUnavailableError:
                 metrics.observe_redis_error("unavailable")
                 raise
-            except RedisReplyError:
+            except StoreReplyError:
                 metrics.observe_redis_error("reply")
                 raise
         metrics.observe_staleness(frame.columns, frame.t_us)

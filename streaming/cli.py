@@ -257,9 +257,9 @@ def beam_args(args: Any) -> list[str]:
 
 def _require_redis(plan: Any) -> None:
     """A login, TLS or unreachable Redis: one line before Beam starts (not pages of trace)."""
-    from featureline.connections import check_redis
+    from featureline.online_store import open_store
 
-    check_redis(plan.redis).close()
+    open_store(plan.redis).close()
 
 
 def _last_line(exc: BaseException) -> str:

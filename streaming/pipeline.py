@@ -23,9 +23,9 @@ from typing import Any
 import apache_beam as beam
 
 from featureline.config import RedisConfig, kafka_config, online_store, stream_bootstrap
-from featureline.connections import redis_client
 from featureline.errors import BadInputError
 from featureline.kafka_admin import ensure_topic
+from featureline.online_store import open_store
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
 from featureline.streaming import kafka_read
@@ -154,7 +154,7 @@ class ApplyBatches(beam.DoFn):
         plan = self.plan
         # Udfs are compiled here, once per view for the job's life.
         self._inputs = {t: ViewInputs(vs, plan.schemas[t].raw_arrow_schema()) for t, vs in plan.views.items()}
-        self._redis = redis_client(plan.redis)
+        self._redis = open_store(plan.redis)
         self._online = {
             t: OnlineSink(
                 self._redis,

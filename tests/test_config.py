@@ -318,7 +318,7 @@ def test_kafka_security_as_java_properties() -> None:
 
 def test_config_of_a_redis_py_client_round_trips() -> None:
     from featureline.config import RedisConfig
-    from featureline.connections import config_of, redis_client
+    from featureline.online_store.redis.connect import config_of, redis_client
 
     cfg = RedisConfig(host="h", port=7, password="p", username="u", db=3, ssl=True, ssl_ca_certs="/ca.pem")
     assert config_of(redis_client(cfg)) == cfg
@@ -333,8 +333,8 @@ def test_check_redis_never_hangs_on_a_silent_server() -> None:
     import time
 
     from featureline.config import RedisConfig
-    from featureline.connections import check_redis
     from featureline.errors import FeaturelineError
+    from featureline.online_store.redis.connect import check_redis
 
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]

@@ -296,6 +296,42 @@ def test_no_import_cycles() -> None:
         pytest.fail("import cycles (each with one path round it):\n" + describe(found, edges), pytrace=False)
 
 
+# Redis clients: only the online store's adapters (featureline/online_store) use them;
+# everything else, benchmarks included, goes through its seam (issue 13).
+STORE_CLIENTS = ("redis", "hiredis")
+STORE_PACKAGE = REPO / "featureline" / "online_store"
+
+
+def store_client_imports(folders: list[Path]) -> list[str]:
+    """`path:line name` of each import of a Redis client outside the online store."""
+    bad = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*.py")) if folder.is_dir() else []:
+            if path.is_relative_to(STORE_PACKAGE) or GENERATED in path.parts:
+                continue
+            for node, _ in _imports(list(ast.parse(path.read_text(), str(path)).body), ""):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    names = [node.module or ""] if node.level == 0 else []
+                bad += [f"{path}:{node.lineno} {n}" for n in names if n.split(".")[0] in STORE_CLIENTS]
+    return bad
+
+
+def test_only_the_online_store_imports_a_redis_client() -> None:
+    folders = [REPO / "featureline", *(REPO / p for p in PARTS), REPO / "benchmarks"]
+    bad = store_client_imports(folders)
+    if bad:
+        pytest.fail(
+            "import the online store (featureline.online_store) instead:\n" + "\n".join(bad), pytrace=False
+        )
+
+
+def test_a_redis_client_imported_in_a_function_is_found(tmp_path: Path) -> None:
+    _write(tmp_path, {"a.py": "def f():\n    from redis.retry import Retry\n", "b.py": "import redisx\n"})
+    assert store_client_imports([tmp_path]) == [f"{tmp_path / 'a.py'}:2 redis.retry"]
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         path = root / name

@@ -25,16 +25,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import redis
 
 from featureline.batch.backfill.events import EventColumns, datetime_to_us, read_raw_events
 from featureline.batch.materialize.latest import LatestLwwWriter, encode_rows, latest_per_key
 from featureline.batch.materialize.parallel import default_workers, run_sharded, shard_bounds
 from featureline.batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
 from featureline.config import RedisConfig, online_store
-from featureline.connections import check_redis
 from featureline.errors import BadInputError, FeaturelineError
 from featureline.object_store import Location
+from featureline.online_store import OnlineStore, open_store
 from featureline.semantics import US
 from featureline.settings import Settings
 from featureline.specs import RepoSpec, ViewSpec
@@ -83,9 +82,10 @@ def mark_key(project: str, view: str) -> str:
     return f"{MARK_PREFIX}:{project}:{view}"
 
 
-def redis_client(cfg: RedisConfig) -> Any:
-    """A redis-py client that answered PING (login, db and TLS from the repo's config)."""
-    return check_redis(cfg)
+def connect(cfg: RedisConfig) -> Any:
+    """The online store (online_store.redis.store.RedisStore), after a PING (login, db
+    and TLS from the repo's config)."""
+    return open_store(cfg)
 
 
 def online_views(repo: RepoSpec, names: list[str] | None) -> list[ViewSpec]:
@@ -125,13 +125,13 @@ def materialize(
     repo = load_repo(settings)
     chosen = online_views(repo, views)
     cfg = online_store(settings)
-    client = redis_client(cfg)
+    store = connect(cfg)
     now_us = datetime_to_us(now or datetime.now(UTC))
     report = MaterializeReport()
     with _progress_bar() as bar:
         for view in chosen:
             if incremental:
-                lo, hi = _incremental_range(client, settings, repo.project, view, now_us)
+                lo, hi = _incremental_range(store, settings, repo.project, view, now_us)
             else:
                 assert start is not None and end is not None
                 lo, hi = datetime_to_us(start), datetime_to_us(end)
@@ -139,13 +139,13 @@ def materialize(
                     raise BadInputError("--end must be after --start")
             result = _materialize_view(settings, cfg, repo, view, lo, hi, workers, now_us, bar.update)
             if result.ok:
-                _raise_mark(client, mark_key(repo.project, view.name), hi)
+                store.raise_watermark(mark_key(repo.project, view.name), hi)
             report.results.append(result)
     done = [v for v, r in zip(chosen, report.results, strict=True) if r.ok]
     ends = [r.end_us for r in report.results if r.ok]
     if ends:
-        report.watermarks = restore_watermarks(client, repo, done, min(ends))
-    client.close()
+        report.watermarks = restore_watermarks(store, repo, done, min(ends))
+    store.close()
     return report
 
 
@@ -159,21 +159,15 @@ def _progress_bar() -> Any:
 
 
 def _incremental_range(
-    client: Any, settings: Settings, project: str, view: ViewSpec, now_us: int
+    store: OnlineStore, settings: Settings, project: str, view: ViewSpec, now_us: int
 ) -> tuple[int, int]:
-    mark = client.get(mark_key(project, view.name))
+    mark = store.get_watermark(mark_key(project, view.name))
     if mark is not None:
         return min(int(mark), now_us), now_us
     if view.is_aggregating:
         back = max(a.window_s + a.tile_s for a in view.aggregations)
         return now_us - (back + settings.tile_retention_margin_s) * US, now_us
     return (now_us - view.ttl_s * US if view.ttl_s > 0 else 0), now_us
-
-
-def _raise_mark(client: Any, key: str, end_us: int) -> None:
-    from featureline.batch.materialize.tiles import RAISE_LUA
-
-    client.register_script(RAISE_LUA)(keys=[key], args=[end_us])
 
 
 def _materialize_view(
@@ -198,9 +192,6 @@ def _materialize_view(
         return ViewMaterialized(view.name, kind, start_us, end_us, error=str(exc))
     except (OSError, pa.ArrowException) as exc:  # unreadable Parquet, a dropped connection
         return ViewMaterialized(view.name, kind, start_us, end_us, error=f"{type(exc).__name__}: {exc}")
-    except redis.RedisError as exc:
-        error = f"Redis at {cfg.address}: {exc}"
-        return ViewMaterialized(view.name, kind, start_us, end_us, error=error)
     rows, entities, written = stats
     seconds = time.perf_counter() - began
     note = ""
@@ -239,13 +230,13 @@ def _write_latest(
 
     def shard(index: int, shards: int, add: Any) -> int:
         lo, hi = shard_bounds(n, index, shards)
-        client = redis_client(cfg)
+        store = connect(cfg)
         try:
-            writer = LatestLwwWriter(client, view, cfg, key_ttl_s=cfg.key_ttl_s)
+            writer = LatestLwwWriter(store, view, cfg, key_ttl_s=cfg.key_ttl_s)
             encoded = encode_rows(latest.slice(lo, hi - lo), view, repo.project, has_created)
             return writer.write(encoded, add)
         finally:
-            client.close()
+            store.close()
 
     written = sum(run_sharded(shard, count, progress))
     return rows.num_rows, n, written
@@ -269,17 +260,17 @@ def _rebuild_tiles(
     lo = max(lo, (oldest // biggest) * biggest)  # tiles past retention are not held online
     events = read_raw_events(_source_path(view), EventColumns.of(view), lo, hi)
     tiles = tile_rows(events, view, lo, hi, now_us, margin)
-    client = redis_client(cfg)
+    store = connect(cfg)
     try:
-        fields = write_tiles(client, repo.project, view, tiles, margin, progress)
+        fields = write_tiles(store, repo.project, view, tiles, margin, progress)
     finally:
-        client.close()
+        store.close()
     hashes = tiles.select([*view.join_key_names, "tile_s"]).group_by([*view.join_key_names, "tile_s"])
     return events.num_rows, hashes.aggregate([]).num_rows, fields
 
 
 def restore_watermarks(
-    client: Any, repo: RepoSpec, done: list[ViewSpec], end_us: int
+    store: OnlineStore, repo: RepoSpec, done: list[ViewSpec], end_us: int
 ) -> dict[str, dict[int, int]]:
     """Raise each topic's applied-offset watermarks to the raw store's newest offsets,
     when this run rebuilt everything streaming derives from that topic: every online
@@ -300,6 +291,6 @@ def restore_watermarks(
         marks, newest = raw_extent(_source_path(first), EventColumns.of(first).timestamp)
         if not marks or newest is None or newest >= end_us:
             continue
-        raise_watermarks(client, repo.project, topic, marks)
+        raise_watermarks(store, repo.project, topic, marks)
         out[topic] = marks
     return out

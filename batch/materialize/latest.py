@@ -5,7 +5,8 @@ created time) per entity, a missing created time losing to any present one
 (featureline.semantics.latest_order_key), done as one Arrow sort.
 
 The write is the shared event-time last-write-wins of featureline.online.writer: the
-same Lua script (`LATEST_LWW_LUA`) with the same argument layout and chunk size
+same Lua script (online_store.redis.scripts.LATEST_LWW_LUA) with the same argument
+layout and chunk size
 (`CHUNK_KEYS` entities per call), so a streamed value with a newer event time is never
 overwritten, whichever writer comes second. Only the argument building differs: it
 takes columns encoded at once (batch.materialize.encode) instead of row objects.
@@ -23,13 +24,13 @@ import pyarrow.compute as pc
 
 from featureline.batch.backfill.events import CREATED_US, TS_US
 from featureline.batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
-from featureline.batch.materialize.redis_pipe import PipelinedWriter
 from featureline.batch.materialize.resp import bulk_column, command, join_rows, row_bytes
 from featureline.config import RedisConfig
-from featureline.connections import config_of
 from featureline.offline import KAFKA_OFFSET
 from featureline.online.feast_format import feature_field, order_field, ts_field
-from featureline.online.writer import CHUNK_KEYS, LATEST_LWW_LUA
+from featureline.online_store.redis.pipe import PipelinedWriter
+from featureline.online_store.redis.scripts import LATEST_LWW_LUA
+from featureline.online_store.redis.store import CHUNK_KEYS
 from featureline.specs import ViewSpec
 
 
@@ -117,16 +118,17 @@ class LatestLwwWriter:
     The calls are byte-for-byte what redis-py would send for
     EVALSHA sha n key... order_field ttl nf f1 ... _ts:view (order v1 ... ts)... but packed
     column-wise (batch.materialize.resp) and streamed with several batches in flight
-    (batch.materialize.redis_pipe). `client` (redis-py) loads the script.
+    (online_store.redis.pipe). `store` (online_store.redis.store.RedisStore) loads the
+    script.
     """
 
     def __init__(
-        self, client: Any, view: ViewSpec, cfg: RedisConfig | None = None, *, key_ttl_s: int = 0
+        self, store: Any, view: ViewSpec, cfg: RedisConfig | None = None, *, key_ttl_s: int = 0
     ) -> None:
-        self._client = client
-        self._cfg = cfg  # where write() opens its pipelined socket (None: where `client` is)
+        self._store = store
+        self._cfg = cfg  # where write() opens its pipelined socket (None: where `store` is)
         self._key_ttl_s = int(key_ttl_s)
-        self._sha = client.script_load(LATEST_LWW_LUA).encode()
+        self._sha = store.load_script(LATEST_LWW_LUA)
         self._order_field = order_field(view.name)
         self._ts_field = ts_field(view.name)
         self._fields = [feature_field(view.name, f.name) for f in view.features]
@@ -161,7 +163,7 @@ class LatestLwwWriter:
     ) -> int:
         """Write all rows, several batches in flight; returns how many entities took the
         new value (the others kept a newer one)."""
-        pipe = PipelinedWriter(self._cfg or config_of(self._client))
+        pipe = PipelinedWriter(self._cfg or self._store.config)
         step = CHUNK_KEYS * calls_per_batch
         try:
             for lo in range(0, len(rows), step):

@@ -6,7 +6,9 @@ uses) and written in featureline.online.tiles' layout. A rebuilt field is SET wh
 events say. Afterwards the per-partition applied-offset watermark
 (`tiles.offsets_key`) is raised to the largest offset rebuilt, so a streaming job that
 resumes from an older Kafka position skips those events instead of counting them
-twice. Only raised: a watermark streaming already moved further is kept.
+twice. Only raised: a watermark streaming already moved further is kept. The stream
+job's per-key marks (online_store.base.MARK_PREFIX) are left as they are: after a Redis
+that lost its data there are none, and the raised watermark governs alone.
 
 Run it for tiles streaming is not updating at that moment (after Redis lost its data,
 or with the stream stopped): a field being incremented by streaming while it is
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,33 +30,11 @@ from featureline.offline import KAFKA_OFFSET, KAFKA_PARTITION, dataset, exists
 from featureline.offline_layout import PARTITION, STATE, TILE_START_S
 from featureline.offline_tiles import tile_states
 from featureline.online.tiles import offsets_key, tile_field, tile_key_for
+from featureline.online_store import OnlineStore, TileSet
 from featureline.semantics import US, tile_retention_s
 from featureline.specs import ViewSpec
 
-# Watermarks only move forward: SET when absent or smaller.
-RAISE_LUA = """
-local cur = redis.call('GET', KEYS[1])
-if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
-# One tile hash: HSET its fields (whole values), then move its expiry (ms) forward only.
-# ARGV[1]: expire at (ms), then field/value pairs.
-TILE_SET_LUA = """
-local args = {}
-for j = 2, #ARGV do args[#args + 1] = ARGV[j] end
-redis.call('HSET', KEYS[1], unpack(args))
-local exp = tonumber(ARGV[1])
-local ttl = redis.call('PTTL', KEYS[1])
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-if ttl < 0 or now_ms + ttl < exp then redis.call('PEXPIREAT', KEYS[1], exp) end
-return 1
-"""
-# Keys per pipeline round trip (each HSET carries all of one key's tiles).
-_PIPELINE_KEYS = 2000
+_PROGRESS_KEYS = 2000
 
 
 def keep_s(view: ViewSpec, tile_s: int, margin_s: int) -> int:
@@ -82,7 +61,7 @@ def tile_rows(
 
 
 def write_tiles(
-    client: Any,
+    store: OnlineStore,
     project: str,
     view: ViewSpec,
     tiles: pa.Table,
@@ -102,22 +81,20 @@ def write_tiles(
     parts = tiles[PARTITION].to_numpy()
     states = tiles[STATE].to_pylist()
     keeps = {int(s): keep_s(view, int(s), margin_s) for s in np.unique(sizes)}
-    by_key: dict[bytes, list[Any]] = {}
+    by_key: dict[bytes, TileSet] = {}
     for i, ekey in enumerate(entity):
         key = tile_key_for(project, view.name, int(sizes[i]), ekey)
-        entry = by_key.setdefault(key, [0])
-        entry[0] = max(entry[0], (int(starts[i]) + keeps[int(sizes[i])]) * 1000)
-        entry += (tile_field(int(starts[i]), int(parts[i])), states[i])
-    script = client.register_script(TILE_SET_LUA)
-    items = list(by_key.items())
-    for lo in range(0, len(items), _PIPELINE_KEYS):
-        pipe = client.pipeline(transaction=False)
-        chunk = items[lo : lo + _PIPELINE_KEYS]
-        for key, entry in chunk:
-            script(keys=[key], args=entry, client=pipe)
-        pipe.execute()
+        one = by_key.get(key)
+        if one is None:
+            one = by_key[key] = TileSet(key, 0)
+        one.expire_at_ms = max(one.expire_at_ms, (int(starts[i]) + keeps[int(sizes[i])]) * 1000)
+        one.fields.append((tile_field(int(starts[i]), int(parts[i])), states[i]))
+    sets = list(by_key.values())
+    # Progress per ~2,000 hashes (one pipeline round trip of the store).
+    for lo in range(0, len(sets), _PROGRESS_KEYS):
+        written = store.set_tiles(sets[lo : lo + _PROGRESS_KEYS])
         if progress is not None:
-            progress(sum((len(e) - 1) // 2 for _, e in chunk))
+            progress(written)
     return tiles.num_rows
 
 
@@ -146,8 +123,7 @@ def raw_extent(base: Path | Location, ts_column: str) -> tuple[dict[int, int], i
     return {int(p): int(o) for p, o in zip(parts, offsets, strict=True)}, newest
 
 
-def raise_watermarks(client: Any, project: str, topic: str, marks: dict[int, int]) -> None:
+def raise_watermarks(store: OnlineStore, project: str, topic: str, marks: dict[int, int]) -> None:
     """Move each partition's applied-offset watermark up to `marks` (never down)."""
-    script = client.register_script(RAISE_LUA)
     for partition, offset in sorted(marks.items()):
-        script(keys=[offsets_key(project, topic, partition)], args=[offset])
+        store.raise_watermark(offsets_key(project, topic, partition), offset)

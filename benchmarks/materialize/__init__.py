@@ -80,21 +80,17 @@ def _child(
 
 
 def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    import redis
-
     from featureline.cli.devstack import free_port, redis_binary
+    from featureline.online_store.redis.connect import answers
 
     port = free_port()
     argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
     for _ in range(200):
-        try:
-            client.ping()
+        if answers("127.0.0.1", port, 1.0):
             return proc, port
-        except redis.ConnectionError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     proc.terminate()
     raise FeaturelineError(f"could not start redis-server on port {port}")
 

@@ -35,11 +35,12 @@ def _sample(client: Any, project: str, entities: int) -> dict[str, dict[str, str
 def _feast_side(repo: Path, port: int, entities: int) -> dict[str, Any]:
     from datetime import datetime
 
-    import redis
     from feast import FeatureStore
 
+    from featureline.online_store.redis.connect import plain_client
+
     store = FeatureStore(repo_path=str(repo))
-    client = redis.Redis(port=port)
+    client = plain_client(port=port)
     client.flushall()
     began = time.perf_counter()
     store.materialize(datetime.fromisoformat(START), datetime.fromisoformat(END), feature_views=[VIEW])
@@ -50,15 +51,14 @@ def _feast_side(repo: Path, port: int, entities: int) -> dict[str, Any]:
 def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | None) -> dict[str, Any]:
     from datetime import datetime
 
-    import redis
-
     from featureline.batch.materialize import mark_key, materialize
+    from featureline.online_store.redis.connect import plain_client
 
     settings = Settings(repo=repo, home=home, redis_port=port)
     from featureline.repo import load_repo
 
     project = load_repo(settings).project  # cached specs: ~5 ms
-    client = redis.Redis(port=port)
+    client = plain_client(port=port)
     client.flushall()
     began = time.perf_counter()
     report = materialize(
@@ -73,7 +73,7 @@ def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | N
         "rows": result.rows_read,
         "entities": result.entities,
         # Feature hashes only: not materialize's own incremental mark.
-        "keys": int(client.dbsize()) - int(client.exists(mark_key(project, VIEW))),  # type: ignore[arg-type]
+        "keys": int(client.dbsize()) - int(client.exists(mark_key(project, VIEW))),
         "sample": _sample(client, project, entities),
     }
 

@@ -76,9 +76,9 @@ def run(args: Any, settings: Settings) -> int:
         _say(f"applying {bench.repo} to Feast and writing data for {sizes['users']} users ...")
         store = setup.feast_apply(bench)
         rows = setup.load_plain(store, repo, keys, seed=1)
-        import redis
+        from featureline.online_store.redis.connect import plain_client
 
-        tiles = setup.load_tiles(redis.Redis(port=bench.redis_port), repo, keys, seed=2)
+        tiles = setup.load_tiles(plain_client(port=bench.redis_port), repo, keys, seed=2)
         _say(f"{rows} latest rows (written by Feast), {tiles} tiles (shared core layout)")
         servers = _start_servers(bench, args, procs)
         cache = f"{args.near_cache_keys:,} keys" if args.near_cache_keys else "off"

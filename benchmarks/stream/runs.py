@@ -43,11 +43,10 @@ def _wait_applied(bench: Bench, total: int, timeout_s: float) -> None:
     """Until the job applied `total` messages: offsets start at 0 on a new topic, so
     the watermarks (last applied offset per partition) add up to total - partitions.
     (Not ListOffsets: Tansu 0.6 answers the last batch's base offset as the end.)"""
-    import redis
-
     from featureline.online.tiles import offsets_key
+    from featureline.online_store.redis.connect import plain_client
 
-    client = redis.Redis.from_url(bench.settings.redis_url)
+    client = plain_client(bench.settings.redis_url)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         applied = 0

@@ -41,11 +41,11 @@ def _say(message: str) -> None:
 
 
 def build_workload(repo: RepoSpec, layout: FeatureLayout, options: BenchOptions, redis_url: str) -> Workload:
-    import redis
+    from featureline.online_store.redis.connect import plain_client
 
     domain = entity_domain(layout, {"user_id": options.users, "merchant_id": options.merchants})
     started = time.perf_counter()
-    client = redis.Redis.from_url(redis_url)
+    client = plain_client(redis_url)
     written = load_online_features(client, repo, layout, domain, int(time.time() * 1e6))
     client.close()
     _say(f"wrote online features of {written:,} entities in {time.perf_counter() - started:.1f} s")

@@ -21,7 +21,7 @@ import time
 from featureline._compiled import GROUP, MODULES, ROOT, extension_path, remove_build, state
 
 # mypyc through setuptools (its CLI cannot name the group): one shared library for the
-# modules, named inside serving_api, built in place.
+# modules, named inside the featureline package, built in place.
 _SETUP = f"""
 import sys
 from setuptools import setup

@@ -9,6 +9,10 @@
            more sums: the other exact sums of featureline.aggregations.SUM_TERMS in
            their order, encoded alike, trailing zeros left out (so a column that
            keeps only the plain sum is stored as before, five items)
+    field  "_o:{topic}:{partition}" -> the last offset of that partition applied to this
+           hash by the stream job (online_store.base.MARK_PREFIX; exactly-once without a
+           transaction across keys, streaming.redis_sink); not a tile, readers skip it.
+           Only in our tile hashes: Feast-format latest-value hashes never get one.
 
 Readers merge every field whose tile start lies in the window, whatever its partition.
 Sums are exact integers (featureline.semantics), so the merge order never matters.

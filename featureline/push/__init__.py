@@ -1,7 +1,9 @@
 """Push and write-to-online-store, as Feast's FeatureStore.push / write_to_online_store.
 
-    push(repo, client, "driver_stats_push_source", df, to="online_and_offline")
-    write_to_online_store(repo, client, "driver_hourly_stats", df)
+    push(repo, store, "driver_stats_push_source", df, to="online_and_offline")
+    write_to_online_store(repo, store, "driver_hourly_stats", df)
+
+`store` is the online store (featureline.online_store.open_store), or a redis-py client.
 
 `df` is Feast's request frame (column -> list of values). Every view the write
 touches is checked and converted first (featureline.push.frame): a frame with a
@@ -57,12 +59,12 @@ def write_rows(
     offline: bool,
     key_ttl_s: int = 0,
 ) -> WriteResult:
-    from redis import RedisError
+    from featureline.online_store import StoreUnavailableError
 
     result = WriteResult([r.view.name for r in prepared], rows=len(prepared[0]) if prepared else 0)
     try:
         _write(repo, client, prepared, frame, result, online, offline, key_ttl_s)
-    except RedisError as exc:
+    except StoreUnavailableError as exc:
         raise ServiceUnavailableError(f"the online store (Redis) failed: {exc}") from None
     except OSError as exc:
         raise ServiceUnavailableError(f"the offline store cannot be written: {exc}") from None

@@ -43,9 +43,9 @@ def all_features_null(rows: ViewRows) -> bool:
     return all(v is None for values in rows.features.values() for v in values)
 
 
-def write_online(client: Any, project: str, rows: ViewRows, *, key_ttl_s: int = 0) -> int:
+def write_online(store: Any, project: str, rows: ViewRows, *, key_ttl_s: int = 0) -> int:
     """Write the rows with LWW; returns how many entities took the new row."""
     if len(rows) == 0 or all_features_null(rows):
         return 0
-    writer = LatestValueWriter(client, rows.view, key_ttl_s=key_ttl_s)
+    writer = LatestValueWriter(store, rows.view, key_ttl_s=key_ttl_s)
     return writer.write(latest_rows(project, rows))

@@ -103,9 +103,9 @@ def test_packed_commands_equal_hiredis(demo_spec: RepoSpec) -> None:
     from featureline.batch.materialize.latest import CHUNK_KEYS, LatestLwwWriter, encode_rows
     from featureline.online.feast_format import feature_field, order_field, ts_field
 
-    class _Client:
-        def script_load(self, script: str) -> str:
-            return "f" * 40
+    class _Store:
+        def load_script(self, script: str) -> bytes:
+            return b"f" * 40
 
     view = demo_spec.view("user_profile")
     n = CHUNK_KEYS + 7  # two calls
@@ -117,7 +117,7 @@ def test_packed_commands_equal_hiredis(demo_spec: RepoSpec) -> None:
         "credit_limit": pa.array([i / 3 for i in range(n)]),
     })  # fmt: skip
     encoded = encode_rows(rows, view, "proj", has_created=True)
-    got = list(LatestLwwWriter(_Client(), view).commands(encoded))
+    got = list(LatestLwwWriter(_Store(), view).commands(encoded))
     assert len(got) == 2
     fields = [feature_field("user_profile", f) for f in view.feature_names]
     for call, lo in zip(got, (0, CHUNK_KEYS), strict=True):

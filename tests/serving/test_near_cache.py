@@ -13,10 +13,10 @@ import pytest
 from serve_process import start_server
 from serving_data import now_us, write_latest, write_tiles
 
+from featureline.online_store.near_cache import NearCache
+from featureline.online_store.redis.aio import RedisClient
 from featureline.semantics import US
-from featureline.serving_api.near_cache import NearCache
 from featureline.serving_api.online_reader import OnlineReader
-from featureline.serving_api.redis_client import RedisClient
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
 

@@ -40,13 +40,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"pushed {rows} row(s) to {args.source} ({args.to}) through {args.url}", file=sys.stderr)
         return 0
     from featureline.config import online_store
-    from featureline.connections import check_redis
+    from featureline.online_store import open_store
     from featureline.push import push
     from featureline.repo import load_repo
 
     repo = load_repo(settings)
     cfg = online_store(settings) if args.to != "offline" else None
-    client = check_redis(cfg) if cfg is not None else None
+    client = open_store(cfg) if cfg is not None else None
     try:
         result = push(repo, client, args.source, columns, args.to, key_ttl_s=cfg.key_ttl_s if cfg else 0)
     finally:

@@ -34,17 +34,16 @@ from featureline.batch.historical import get_historical_features
 from featureline.cli.consistency.compare import FeatureAgreement, compare_feature
 from featureline.cli.consistency.sample import EntityGroup, feature_groups, sample_keys
 from featureline.config import online_store
-from featureline.connections import check_redis
 from featureline.dtypes import COMPOUND_DTYPES
 from featureline.errors import BadInputError
 from featureline.offline import TS_TYPE
 from featureline.offline_layout import arrow_type
 from featureline.online.value_proto import plain_value
+from featureline.online_store import open_reader, open_store
 from featureline.repo import load_repo
 from featureline.semantics import US
 from featureline.serving_api.frame import PRESENT
 from featureline.serving_api.online_reader import OnlineReader
-from featureline.serving_api.redis_client import RedisClient
 from featureline.settings import Settings
 from featureline.specs import FieldSpec, RepoSpec, resolve_features
 
@@ -93,7 +92,7 @@ def check_consistency(
     began = time.perf_counter()
     if repo is None:
         repo = load_repo(settings)
-    check_redis(online_store(settings)).close()  # a login/TLS error stops here, in one line
+    open_store(online_store(settings)).close()  # a login/TLS error stops here, in one line
     t = at or datetime.now(UTC)
     t_us = int(t.timestamp()) * US + t.microsecond
     if refs is None and service is None:  # every online view's features, on-demand too
@@ -195,7 +194,7 @@ def read_online(
     request = request or {}
 
     async def read_all() -> dict[str, list[Any]]:
-        client = RedisClient.from_config(online_store(settings))
+        client = open_reader(online_store(settings))
         reader = OnlineReader(repo, client)
         plan = reader.plan(list(group.refs), None, True)
         out: dict[str, list[Any]] = {}

@@ -1,7 +1,7 @@
 """Does a service really answer? Redis: PING. Kafka: a metadata request.
 
-redis-py and kafka-python are imported inside the functions: `featureline dev --help`
-must not pay for them.
+Redis (online_store.redis.connect) and kafka-python are imported inside the functions:
+`featureline dev --help` must not pay for them.
 """
 
 from __future__ import annotations
@@ -15,27 +15,9 @@ def redis_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
     plain TCP connect first."""
     if not tcp_connects(host, port, timeout_s):
         return False
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    from featureline.online_store.redis.connect import answers
 
-    client = redis.Redis(
-        host=host,
-        port=port,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
-    try:
-        return bool(client.ping())
-    except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
-        # A Redis that wants a login (NOAUTH) is up: the probe asks "does it answer",
-        # the commands that use it log in (featureline.connections).
-        return "noauth" in str(exc).lower() or "authentication" in str(exc).lower()
-    except (redis.exceptions.RedisError, OSError):
-        return False
-    finally:
-        client.close()
+    return answers(host, port, timeout_s)
 
 
 def kafka_answers(host: str, port: int, timeout_s: float = 2.0) -> bool:

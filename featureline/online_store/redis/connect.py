@@ -1,4 +1,4 @@
-"""Connections to the online store, built in one place from the resolved RedisConfig.
+"""Connections to Redis, built in one place from the resolved RedisConfig.
 
 Every path that talks to Redis (serve, stream, materialize, consistency, workers) gets
 its client here, so a password, an ACL user, a db other than 0 and TLS apply to all of
@@ -170,3 +170,38 @@ def open_socket(cfg: RedisConfig, timeout_s: float) -> socket.socket:
             replies.append(reply)
         check_login_replies(cfg, replies)
     return sock
+
+
+def answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """PING, tried once, no login (the dev stack's probe). redis-py 7 retries a failed
+    connect 3 times with exponential backoff by default (~2 s per probe of a closed
+    port), hence `retries=0`."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis(
+        host=host,
+        port=port,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        return bool(client.ping())
+    except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
+        # A Redis that wants a login (NOAUTH) is up: the probe asks "does it answer",
+        # the commands that use it log in (check_redis, login_commands).
+        return "noauth" in str(exc).lower() or "authentication" in str(exc).lower()
+    except (redis.exceptions.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def plain_client(url: str = "", *, host: str = "127.0.0.1", port: int = 6379) -> Any:
+    """A redis-py client, unchecked and without our config: for tools that set Redis up
+    or look into it (benchmarks loading data, counting keys), never the product path."""
+    import redis
+
+    return redis.Redis.from_url(url) if url else redis.Redis(host=host, port=port)

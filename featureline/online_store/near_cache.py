@@ -3,7 +3,7 @@
 Redis's server-assisted client-side caching (CLIENT TRACKING, RESP2 redirect mode): the
 read connection is tracked, Redis remembers every key it read, and when such a key is
 written, expires or is evicted Redis pushes its name on `__redis__:invalidate` to a
-second connection of ours, which drops it here (serving_api.redis_client wires both).
+second connection of ours, which drops it here (online_store.redis.aio wires both).
 
 What is cached is Redis's reply, not a feature value: ttl (OUTSIDE_MAX_AGE) and window
 bounds are still worked out at each request's own time from the cached bytes, so a

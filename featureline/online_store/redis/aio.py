@@ -27,23 +27,17 @@ from typing import Any
 import hiredis
 
 from featureline.config import RedisConfig
-from featureline.connections import login_commands, ssl_context
 from featureline.errors import ServiceUnavailableError
-from featureline.serving_api.near_cache import NearCache
+from featureline.online_store.base import StoreReplyError, StoreTimeoutError, StoreUnavailableError
+from featureline.online_store.near_cache import NearCache
+from featureline.online_store.redis.connect import login_commands, ssl_context
 
 Command = Sequence[bytes | str | int | float]
 
-
-class RedisUnavailableError(ServiceUnavailableError):
-    """Redis cannot be reached (refused, reset, or recently failed)."""
-
-
-class RedisTimeoutError(RedisUnavailableError):
-    """Redis did not answer within the request's time budget."""
-
-
-class RedisReplyError(ServiceUnavailableError):
-    """Redis answered with an error (e.g. WRONGTYPE on a key we read)."""
+# The seam's errors under the names this client had before it moved here.
+RedisUnavailableError = StoreUnavailableError
+RedisTimeoutError = StoreTimeoutError
+RedisReplyError = StoreReplyError
 
 
 def _pack(*parts: str) -> bytes:
@@ -123,7 +117,7 @@ class _Connection(asyncio.Protocol):
 
 
 class _InvalidationConnection(_Connection):
-    """The connection CLIENT TRACKING redirects to (serving_api.near_cache): pushed
+    """The connection CLIENT TRACKING redirects to (featureline.online_store.near_cache): pushed
     invalidation messages go to the cache, replies to our own commands to their waiters."""
 
     def __init__(self, address: str, cache: NearCache, on_lost: Callable[[], None]) -> None:
@@ -271,12 +265,15 @@ class RedisClient:
             if conn is not None and not conn.closed:
                 conn.close()
 
-    async def execute_packed(
-        self, payload: bytes, expected: int, timeout_s: float | None = None
+    async def fetch(
+        self, commands: Sequence[bytes], keys: Sequence[bytes], timeout_s: float | None = None
     ) -> list[Any]:
-        """Send pre-packed commands; returns their `expected` replies in order."""
+        """The seam's read (online_store.base.OnlineReader): RESP-packed commands, their
+        replies in order. One node holds every key, so `keys` is not needed and the
+        commands go out as one payload (one write, as many replies)."""
+        payload = b"".join(commands)
         conn = await self._connection()
-        future = conn.send(payload, expected)
+        future = conn.send(payload, len(commands))
         if timeout_s is None:
             replies = await future
         else:
@@ -298,8 +295,8 @@ class RedisClient:
         return replies
 
     async def execute(self, commands: Sequence[Command], timeout_s: float | None = None) -> list[Any]:
-        payload = b"".join(hiredis.pack_command(tuple(c)) for c in commands)  # type: ignore[arg-type]
-        return await self.execute_packed(payload, len(commands), timeout_s)
+        packed = [hiredis.pack_command(tuple(c)) for c in commands]  # type: ignore[arg-type]
+        return await self.fetch(packed, (), timeout_s)
 
     async def ping(self, timeout_s: float = 0.5) -> bool:
         try:

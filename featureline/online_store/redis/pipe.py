@@ -16,8 +16,8 @@ from typing import Any
 import hiredis
 
 from featureline.config import RedisConfig
-from featureline.connections import open_socket
 from featureline.errors import ServiceUnavailableError
+from featureline.online_store.redis.connect import open_socket
 
 _RECV = 1 << 16
 

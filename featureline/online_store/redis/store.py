@@ -1,0 +1,173 @@
+"""The sync Redis adapter of the seam (online_store.base.OnlineStore), over redis-py.
+
+One node: calls of many keys go out as one pipeline of script calls, `CHUNK_KEYS` keys
+per call. The cluster branch overrides `_chunks` (keys of one hash slot per call) and
+the client; the scripts (online_store.redis.scripts) are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+
+from featureline.config import RedisConfig
+from featureline.online.feast_format import (
+    encode_timestamp,
+    encode_value,
+    feature_field,
+    order_field,
+    order_value,
+    ts_field,
+)
+from featureline.online_store.base import NO_MARK, LatestRow, StoreUnavailableError, TileSet, TileWrite
+from featureline.online_store.redis.connect import check_redis, config_of
+from featureline.online_store.redis.scripts import LATEST_LWW_LUA, RAISE_LUA, TILE_APPLY_LUA, TILE_SET_LUA
+from featureline.specs import ViewSpec
+
+# Keys per LWW script call: bounds one call's Redis time to ~1 ms, so a big write never
+# blocks readers for long (Redis runs scripts one at a time).
+CHUNK_KEYS = 500
+# Tile hashes per compare-and-set call: ~1 ms of Redis time, so readers are never
+# blocked for long (Redis runs scripts one at a time).
+TILE_CHUNK_KEYS = 400
+# Tile hashes per pipeline round trip of rebuilt tiles (each HSET carries all of one
+# key's tiles).
+_PIPELINE_KEYS = 2000
+
+
+def lww_arguments(view: ViewSpec, rows: Sequence[LatestRow], key_ttl_s: int) -> tuple[list[bytes], list[Any]]:
+    """KEYS and ARGV of one LATEST_LWW_LUA call (its layout is described there)."""
+    fields = [(feature_field(view.name, f.name), f.name, f.dtype) for f in view.features]
+    names = [fld for fld, _, _ in fields] + [ts_field(view.name)]
+    keys: list[bytes] = []
+    argv: list[Any] = [order_field(view.name), int(key_ttl_s), len(names), *names]
+    for row in rows:
+        keys.append(row.redis_key)
+        argv.append(order_value(row.event_us, row.created_us))
+        for _, name, dtype in fields:
+            argv.append(encode_value(dtype, row.values.get(name)))
+        argv.append(encode_timestamp(row.event_us))
+    return keys, argv
+
+
+class RedisStore:
+    """OnlineStore over one redis-py client (made by `open`, or handed in)."""
+
+    def __init__(self, client: Any, cfg: RedisConfig | None = None) -> None:
+        self.client = client
+        self._cfg = cfg
+        self._scripts: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, cfg: RedisConfig, timeout_s: float = 5.0, **options: Any) -> RedisStore:
+        """After a PING (a login or TLS problem is one line, exit code 2; no answer, 3)."""
+        return cls(check_redis(cfg, timeout_s, **options), cfg)
+
+    @property
+    def config(self) -> RedisConfig:
+        """Where this store is (for raw sockets opened next to it)."""
+        if self._cfg is None:
+            self._cfg = config_of(self.client)
+        return self._cfg
+
+    def script(self, lua: str) -> Any:
+        """A redis-py Script (loaded on first use, EVALSHA after)."""
+        found = self._scripts.get(lua)
+        if found is None:
+            found = self._scripts[lua] = self.client.register_script(lua)
+        return found
+
+    def load_script(self, lua: str) -> bytes:
+        """SCRIPT LOAD: the sha for raw EVALSHA calls (batch materialize's packed writer)."""
+        return str(self._call(self.client.script_load, lua)).encode()
+
+    def _chunks(self, keys: Sequence[bytes], size: int) -> Iterator[list[int]]:
+        """Indexes of `keys` per script call (one node: any keys together)."""
+        for lo in range(0, len(keys), size):
+            yield list(range(lo, min(lo + size, len(keys))))
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"Redis at {self.config.address}: {exc}") from None
+
+    def write_latest(self, view: ViewSpec, rows: Sequence[LatestRow], *, key_ttl_s: int = 0) -> int:
+        if not rows:
+            return 0
+        script = self.script(LATEST_LWW_LUA)
+        pipe = self.client.pipeline(transaction=False)
+        keys = [r.redis_key for r in rows]
+        for chunk in self._chunks(keys, CHUNK_KEYS):
+            ckeys, argv = lww_arguments(view, [rows[i] for i in chunk], key_ttl_s)
+            script(keys=ckeys, args=argv, client=pipe)
+        return sum(int(n) for n in self._call(pipe.execute))
+
+    def read_tiles(
+        self, fields: Sequence[tuple[bytes, bytes]], mark_keys: Sequence[bytes], mark: bytes
+    ) -> tuple[list[bytes | None], list[int]]:
+        if not fields and not mark_keys:
+            return [], []
+        pipe = self.client.pipeline(transaction=False)
+        for key, fld in fields:
+            pipe.hget(key, fld)
+        for key in mark_keys:
+            pipe.hget(key, mark)
+        replies = self._call(pipe.execute)
+        marks = [int(m) if m is not None else NO_MARK for m in replies[len(fields) :]]
+        return list(replies[: len(fields)]), marks
+
+    def apply_tiles(
+        self, writes: Sequence[TileWrite], mark: bytes, new_mark: int, now_ms: int
+    ) -> list[bytes]:
+        """TILE_APPLY_LUA per chunk of keys, every chunk in one pipeline round trip."""
+        if not writes:
+            return []
+        script = self.script(TILE_APPLY_LUA)
+        pipe = self.client.pipeline(transaction=False)
+        chunks = list(self._chunks([w.key for w in writes], TILE_CHUNK_KEYS))
+        for chunk in chunks:
+            argv: list[Any] = [now_ms, mark, new_mark]
+            for i in chunk:
+                w = writes[i]
+                argv += (w.expected, w.expire_at_ms, w.prune_before_s, len(w.fields))
+                for fld, value in w.fields:
+                    argv += (fld, value)
+            script(keys=[writes[i].key for i in chunk], args=argv, client=pipe)
+        replies = self._call(pipe.execute)
+        # Each reply: the 1-based positions, within its chunk, of the keys not written.
+        pairs = zip(chunks, replies, strict=True)
+        return [writes[chunk[int(p) - 1]].key for chunk, reply in pairs for p in reply]
+
+    def set_tiles(self, sets: Sequence[TileSet]) -> int:
+        script = self.script(TILE_SET_LUA)
+        for lo in range(0, len(sets), _PIPELINE_KEYS):
+            pipe = self.client.pipeline(transaction=False)
+            for one in sets[lo : lo + _PIPELINE_KEYS]:
+                args: list[Any] = [one.expire_at_ms]
+                for fld, value in one.fields:
+                    args += (fld, value)
+                script(keys=[one.key], args=args, client=pipe)
+            self._call(pipe.execute)
+        return sum(len(s.fields) for s in sets)
+
+    def get_watermark(self, key: bytes | str) -> int | None:
+        raw = self._call(self.client.get, key)
+        return int(raw) if raw is not None else None
+
+    def raise_watermark(self, key: bytes | str, value: int) -> bool:
+        return bool(self._call(self.script(RAISE_LUA), keys=[key], args=[int(value)]))
+
+    def after_write(self) -> None:
+        """One node: a write is as safe as it will get once Redis answered it."""
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def close(self) -> None:
+        self.client.close()
