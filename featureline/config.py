@@ -62,6 +62,10 @@ class RedisConfig:
     sentinel_master: str = "mymaster"
     key_ttl_seconds: int | None = None
     nodes: tuple[tuple[str, int], ...] = ()
+    # WAIT after the stream job's writes (online_store.redis.durability); env only:
+    # Feast's online_store config refuses keys it does not know.
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
 
     @property
     def address(self) -> str:
@@ -142,6 +146,8 @@ class StoreConfig:
             ("online_store.ssl", r.ssl),
             ("online_store.ssl_ca_certs", r.ssl_ca_certs),
             ("online_store.key_ttl_seconds", r.key_ttl_seconds),
+            ("online_store.wait_replicas", r.wait_replicas),
+            ("online_store.wait_timeout_ms", r.wait_timeout_ms),
             ("registry.registry_type", self.registry.registry_type),
             ("registry.path", self.registry.display),
             ("offline_store.type", self.offline_store_type),
@@ -248,7 +254,8 @@ def _redis_from_yaml(online: Mapping[str, Any], origins: dict[str, str]) -> dict
 _REDIS_ENV = {
     "redis_host": "host", "redis_port": "port", "redis_password": "password",
     "redis_username": "username", "redis_db": "db", "redis_ssl": "ssl",
-    "redis_ssl_ca_certs": "ssl_ca_certs",
+    "redis_ssl_ca_certs": "ssl_ca_certs", "redis_wait_replicas": "wait_replicas",
+    "redis_wait_timeout_ms": "wait_timeout_ms",
 }  # fmt: skip
 
 
@@ -276,6 +283,8 @@ def _coerce_redis(values: dict[str, Any]) -> RedisConfig:
             sentinel_master=str(values.get("sentinel_master", "mymaster")),
             key_ttl_seconds=None if ttl in (None, "", 0) else int(ttl),
             nodes=tuple(values.get("nodes", ())),
+            wait_replicas=int(values.get("wait_replicas", 0)),
+            wait_timeout_ms=int(values.get("wait_timeout_ms", 1000)),
         )
     except (TypeError, ValueError) as exc:
         raise BadInputError(f"online_store: {exc}") from None

@@ -59,6 +59,10 @@ class Settings:
     redis_db: int = 0
     redis_ssl: str = ""
     redis_ssl_ca_certs: str = ""
+    # Replicas that must acknowledge the stream job's writes before it commits offsets
+    # (featureline.online_store.redis.durability): 0 = off, as Feast; and how long to wait.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
     # Kafka security for every client (stream job, generator, workers): PLAINTEXT,
     # SSL, SASL_PLAINTEXT or SASL_SSL; mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     kafka_security_protocol: str = ""
