@@ -1,0 +1,1 @@
+"""The online-store seam (issue 13): the interface the jobs and servers call, and its adapters."""

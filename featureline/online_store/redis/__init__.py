@@ -1,0 +1,1 @@
+"""Redis adapters of the online-store seam: one node, Redis Cluster, Sentinel."""

@@ -1,0 +1,115 @@
+"""A real local Redis Cluster for tests (featureline.cli.devstack.redis_cluster): 3
+primaries with 1 replica each on free loopback ports below 55535, in a temporary home.
+
+`redis_cluster` (tests/conftest.py, session scope) is shared by tests that only read
+and write keys; a test that moves slots or kills nodes makes its own with
+`running_cluster(home)`, so no other test sees its topology.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from featureline.cli.devstack.redis_cluster import (
+    ClusterLayout,
+    NodeProcess,
+    free_cluster_ports,
+    kill_node,
+    start_cluster,
+    stop_nodes,
+)
+from featureline.config import RedisConfig
+from featureline.online_store.redis.cluster import key_slot
+
+# Tests fail over faster than the dev stack (2 s): a replica is promoted ~2 s after
+# its primary is killed.
+TEST_NODE_TIMEOUT_MS = 1000
+
+
+@dataclass
+class LocalCluster:
+    host: str
+    nodes: list[NodeProcess]
+    home: Path
+
+    @property
+    def seeds(self) -> list[tuple[str, int]]:
+        return [(n.host, n.port) for n in self.nodes]
+
+    @property
+    def connection_string(self) -> str:
+        return ",".join(n.address for n in self.nodes)
+
+    def config(self, seeds: int = 1, **overrides: object) -> RedisConfig:
+        """Feast's form: redis_type redis_cluster, the first `seeds` nodes as seeds."""
+        nodes = tuple(self.seeds[:seeds])
+        values: dict[str, object] = {"host": nodes[0][0], "port": nodes[0][1], "nodes": nodes}
+        values.update(overrides)
+        return RedisConfig(redis_type="redis_cluster", **values)  # type: ignore[arg-type]
+
+    def client(self) -> RedisCluster:
+        """redis-py's own cluster client: the reference the tests compare with."""
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self.seeds[:1]])
+
+    def node_client(self, port: int) -> redis.Redis:
+        return redis.Redis(host=self.host, port=port, socket_timeout=5.0)
+
+    def node(self, port: int) -> NodeProcess:
+        return next(n for n in self.nodes if n.port == port)
+
+    def slots(self, port: int | None = None) -> list[list[object]]:
+        """CLUSTER SLOTS as one live node sees it."""
+        target = port if port is not None else self.nodes[0].port
+        client = self.node_client(target)
+        try:
+            return list(client.execute_command("CLUSTER SLOTS"))
+        finally:
+            client.close()
+
+    def owner_port(self, key: bytes, seen_from: int | None = None) -> int:
+        slot = key_slot(key)
+        for entry in self.slots(seen_from):
+            if int(entry[0]) <= slot <= int(entry[1]):  # type: ignore[call-overload]
+                return int(entry[2][1])  # type: ignore[index]
+        raise AssertionError(f"slot {slot} is not covered")
+
+    def primaries(self, seen_from: int | None = None) -> list[int]:
+        return sorted({int(e[2][1]) for e in self.slots(seen_from)})  # type: ignore[index]
+
+    def kill(self, port: int) -> None:
+        kill_node(self.node(port))
+
+    def wait_promoted(self, dead_port: int, seen_from: int, timeout_s: float = 20.0) -> int:
+        """Wait until the live node `seen_from` routes no slot to `dead_port`; returns the
+        port now serving the dead node's first range."""
+        deadline = time.monotonic() + timeout_s
+        first = next(e for e in self.slots(seen_from) if int(e[2][1]) == dead_port)  # type: ignore[index]
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                for entry in self.slots(seen_from):
+                    if entry[0] == first[0] and int(entry[2][1]) != dead_port:  # type: ignore[index]
+                        return int(entry[2][1])  # type: ignore[index]
+            time.sleep(0.1)
+        raise AssertionError(f"no replica of {dead_port} was promoted within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        stop_nodes(self.nodes, grace_s=2.0)
+
+
+@contextlib.contextmanager
+def running_cluster(home: Path, layout: ClusterLayout | None = None) -> Iterator[LocalCluster]:
+    layout = layout or ClusterLayout(node_timeout_ms=TEST_NODE_TIMEOUT_MS)
+    ports = free_cluster_ports(layout.size)
+    nodes = start_cluster("127.0.0.1", ports, home, layout)
+    cluster = LocalCluster("127.0.0.1", nodes, home)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
