@@ -272,9 +272,11 @@ class RedisClient:
                 conn.close()
 
     async def execute_packed(
-        self, payload: bytes, expected: int, timeout_s: float | None = None
+        self, payload: bytes, expected: int, timeout_s: float | None = None, *, raw: bool = False
     ) -> list[Any]:
-        """Send pre-packed commands; returns their `expected` replies in order."""
+        """Send pre-packed commands; returns their `expected` replies in order. An error
+        reply raises RedisReplyError, unless `raw`: then it is returned as the
+        hiredis.ReplyError it is (a cluster client reads MOVED/ASK per command)."""
         conn = await self._connection()
         future = conn.send(payload, expected)
         if timeout_s is None:
@@ -292,6 +294,8 @@ class RedisClient:
                 ) from None
             finally:
                 timer.cancel()
+        if raw:
+            return replies
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 raise RedisReplyError(f"Redis error: {reply}")

@@ -83,6 +83,52 @@ class LocalCluster:
     def primaries(self, seen_from: int | None = None) -> list[int]:
         return sorted({int(e[2][1]) for e in self.slots(seen_from)})  # type: ignore[index]
 
+    def node_id(self, port: int) -> str:
+        client = self.node_client(port)
+        try:
+            raw = client.execute_command("CLUSTER MYID")
+        finally:
+            client.close()
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def move_slot(self, slot: int, to_port: int, keys: list[bytes], finish: bool = True) -> int:
+        """Cluster spec's migration of one slot to `to_port`: IMPORTING/MIGRATING, MIGRATE
+        of `keys` (those of the slot to move now: redis-py decodes CLUSTER GETKEYSINSLOT's
+        binary keys lossily, so the caller names them), then (if `finish`) SETSLOT NODE
+        on every primary. Returns the port that owned the slot."""
+        from_port = next(int(e[2][1]) for e in self.slots() if int(e[0]) <= slot <= int(e[1]))  # type: ignore[index, call-overload]
+        source, target = self.node_client(from_port), self.node_client(to_port)
+        try:
+            target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self.node_id(from_port))
+            source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", self.node_id(to_port))
+            for key in keys:
+                source.execute_command("MIGRATE", self.host, to_port, key, 0, 5000)
+            if finish:
+                for port in (to_port, from_port, *self.primaries()):
+                    owner = self.node_client(port)
+                    try:
+                        owner.execute_command("CLUSTER SETSLOT", slot, "NODE", self.node_id(to_port))
+                    finally:
+                        owner.close()
+        finally:
+            source.close()
+            target.close()
+        return from_port
+
+    def wait_replicated(self, timeout_s: float = 10.0) -> None:
+        """Until each replica holds as many keys as its primary (replication is async)."""
+        deadline = time.monotonic() + timeout_s
+        for entry in self.slots():
+            primary = self.node_client(int(entry[2][1]))  # type: ignore[index]
+            replicas = [self.node_client(int(r[1])) for r in entry[3:]]  # type: ignore[index]
+            try:
+                while any(r.dbsize() != primary.dbsize() for r in replicas):
+                    assert time.monotonic() < deadline, "replicas did not catch up"
+                    time.sleep(0.05)
+            finally:
+                for c in (primary, *replicas):
+                    c.close()
+
     def kill(self, port: int) -> None:
         kill_node(self.node(port))
 
