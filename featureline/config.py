@@ -248,7 +248,7 @@ def _redis_from_yaml(online: Mapping[str, Any], origins: dict[str, str]) -> dict
 _REDIS_ENV = {
     "redis_host": "host", "redis_port": "port", "redis_password": "password",
     "redis_username": "username", "redis_db": "db", "redis_ssl": "ssl",
-    "redis_ssl_ca_certs": "ssl_ca_certs",
+    "redis_ssl_ca_certs": "ssl_ca_certs", "redis_type": "redis_type",
 }  # fmt: skip
 
 

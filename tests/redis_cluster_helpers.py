@@ -18,6 +18,8 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from featureline.cli.devstack.redis_cluster import (
+    BUS_OFFSET,
+    MAX_PORT,
     ClusterLayout,
     NodeProcess,
     free_cluster_ports,
@@ -147,6 +149,21 @@ class LocalCluster:
 
     def stop(self) -> None:
         stop_nodes(self.nodes, grace_s=2.0)
+
+
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """A first port of `count` consecutive free ports (and their bus ports) below 55535:
+    what `dev up --redis-cluster` takes from FEATURELINE_REDIS_PORT on."""
+    from featureline.cli.devstack.processes import port_in_use
+
+    for _ in range(200):
+        (base,) = free_cluster_ports(1, host)
+        ports = range(base, base + count)
+        if base + count < MAX_PORT - BUS_OFFSET and not any(
+            port_in_use(host, p) or port_in_use(host, p + BUS_OFFSET) for p in ports
+        ):
+            return base
+    raise AssertionError(f"no run of {count} free ports found")
 
 
 @contextlib.contextmanager
