@@ -255,7 +255,7 @@ _REDIS_ENV = {
     "redis_host": "host", "redis_port": "port", "redis_password": "password",
     "redis_username": "username", "redis_db": "db", "redis_ssl": "ssl",
     "redis_ssl_ca_certs": "ssl_ca_certs", "redis_wait_replicas": "wait_replicas",
-    "redis_wait_timeout_ms": "wait_timeout_ms",
+    "redis_wait_timeout_ms": "wait_timeout_ms", "redis_type": "redis_type",
 }  # fmt: skip
 
 

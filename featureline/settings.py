@@ -63,6 +63,10 @@ class Settings:
     # (featureline.online_store.redis.durability): 0 = off, as Feast; and how long to wait.
     redis_wait_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
+    # Feast's online_store redis_type (redis, redis_cluster, redis_sentinel); "" = the
+    # yaml's. `featureline dev up --redis-cluster` asks for redis_cluster here, so the
+    # demo repo's yaml reaches the dev cluster through its first node as the seed.
+    redis_type: str = ""
     # Kafka security for every client (stream job, generator, workers): PLAINTEXT,
     # SSL, SASL_PLAINTEXT or SASL_SSL; mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     kafka_security_protocol: str = ""

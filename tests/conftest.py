@@ -87,3 +87,14 @@ def _restore_featureline_env() -> Iterator[None]:
         if key not in saved:
             del os.environ[key]
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real 3-primary, 1-replica-each Redis Cluster for the session (a
+    redis_cluster_helpers.LocalCluster). Tests that move slots or kill nodes start their
+    own with `redis_cluster_helpers.running_cluster`."""
+    from redis_cluster_helpers import running_cluster
+
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster

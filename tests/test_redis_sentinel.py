@@ -21,10 +21,10 @@ from featureline.cli.devstack import free_ports
 from featureline.cli.devstack.redis_sentinel import HOST, SentinelSetup
 from featureline.config import RedisConfig
 from featureline.errors import BadInputError, ServiceUnavailableError
-from featureline.online_store.redis.durability import wait_for_replicas
-from featureline.online_store.redis.sentinel import SentinelReader, discover_primary, sentinel_client
 from featureline.online_store.near_cache import NearCache
 from featureline.online_store.redis.aio import RedisClient
+from featureline.online_store.redis.durability import wait_for_replicas
+from featureline.online_store.redis.sentinel import SentinelReader, discover_primary, sentinel_client
 
 
 def _client_of(cfg: RedisConfig, cache: NearCache | None) -> RedisClient:

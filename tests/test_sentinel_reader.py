@@ -12,8 +12,8 @@ import pytest
 
 from featureline.config import RedisConfig
 from featureline.errors import BadInputError, ServiceUnavailableError
-from featureline.online_store.redis.sentinel import Address, SentinelReader
 from featureline.online_store.near_cache import NearCache
+from featureline.online_store.redis.sentinel import Address, SentinelReader
 
 CFG = RedisConfig(redis_type="redis_sentinel", sentinel_master="m", nodes=(("s", 1),), password="pw")
 A, B = ("10.0.0.1", 6379), ("10.0.0.2", 6379)

@@ -22,6 +22,7 @@ from featureline.settings import Settings
 
 # name -> one-line help; the code is the checkout's `benchmarks.<name>`.
 BENCHMARKS: dict[str, str] = {
+    "cluster_routing": "Redis Cluster reader: slot routing cost, fetch vs one Redis",
     "historical": "point-in-time retrieval vs Feast get_historical_features",
     "materialize": "offline -> Redis vs feast materialize",
     "serve": "REST/gRPC serving vs feast serve",

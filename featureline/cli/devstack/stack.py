@@ -29,6 +29,13 @@ from featureline.cli.devstack.processes import (
     spawn,
     terminate,
 )
+from featureline.cli.devstack.redis_cluster import (
+    ClusterLayout,
+    NodeProcess,
+    create_cluster,
+    launch_nodes,
+    wait_ready,
+)
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.settings import Settings
 
@@ -74,14 +81,18 @@ class StackState:
     home: Path
     registry_url: str
     services: dict[str, ServiceState]
+    # `dev up --redis-cluster`: the layout; its nodes are the services "redis-<port>".
+    redis_cluster: ClusterLayout | None = None
 
     def to_json(self) -> str:
-        payload = {
+        payload: dict[str, object] = {
             "version": STATE_VERSION,
             "home": str(self.home),
             "registry_url": self.registry_url,
             "services": {n: _service_json(s) for n, s in self.services.items()},
         }
+        if self.redis_cluster is not None:
+            payload["redis_cluster"] = asdict(self.redis_cluster)
         return json.dumps(payload, indent=2) + "\n"
 
     @classmethod
@@ -91,7 +102,15 @@ class StackState:
             name: ServiceState(**{**raw, "argv": tuple(raw["argv"])})
             for name, raw in data["services"].items()
         }
-        return cls(Path(data["home"]), data["registry_url"], services)
+        layout = data.get("redis_cluster")
+        cluster = ClusterLayout(**layout) if layout else None
+        return cls(Path(data["home"]), data["registry_url"], services, cluster)
+
+    def cluster_nodes(self) -> list[ServiceState]:
+        """The recorded Redis Cluster nodes (empty for a single Redis)."""
+        if self.redis_cluster is None:
+            return []
+        return [s for name, s in self.services.items() if name.startswith("redis-")]
 
 
 @dataclass(frozen=True)
@@ -233,21 +252,92 @@ def _start_one(name: str, settings: Settings, home: Path) -> ServiceState:
     return _launch(name, settings, home)
 
 
+def cluster_ports(settings: Settings, layout: ClusterLayout) -> list[int]:
+    """The dev cluster's nodes: FEATURELINE_REDIS_PORT and the ports after it (6379-6384
+    for 3 x 1), so the configured Redis address is its first node, a seed."""
+    return [settings.redis_port + i for i in range(layout.size)]
+
+
+def _node_state(node: NodeProcess) -> ServiceState:
+    return ServiceState(
+        f"redis-{node.port}", node.pid, node.host, node.port, node.binary, node.log, node.argv, time.time()
+    )
+
+
+def _node_of(state: ServiceState) -> NodeProcess:
+    return NodeProcess(state.pid, state.host, state.port, state.binary, state.log, state.argv)
+
+
+def _check_same_redis(previous: StackState | None, layout: ClusterLayout | None) -> None:
+    """A running single Redis and a requested cluster (or the reverse) share ports."""
+    if previous is None or previous.redis_cluster == layout:
+        return
+    running = [
+        s for s in previous.services.values() if s.name.startswith("redis") and is_running(s.pid, s.binary)
+    ]
+    if not running:
+        return
+
+    def describe(cluster: ClusterLayout | None) -> str:
+        if cluster is None:
+            return "a single Redis"
+        return f"a Redis Cluster of {cluster.primaries} primaries x {cluster.replicas} replicas"
+
+    raise BadInputError(
+        f"the dev stack runs {describe(previous.redis_cluster)} (port {running[0].port}), not "
+        f"{describe(layout)} as asked; run `featureline dev down` first"
+    )
+
+
+def _start_cluster(
+    settings: Settings, home: Path, layout: ClusterLayout, previous: StackState | None, timeout_s: float
+) -> tuple[list[ServiceState], bool]:
+    """The cluster's node states, and whether this call started them (else reused)."""
+    if previous is not None and previous.redis_cluster == layout:
+        nodes = previous.cluster_nodes()
+        if nodes and all(is_running(n.pid, n.binary) for n in nodes):
+            wait_ready([_node_of(n) for n in nodes], timeout_s)
+            return nodes, False
+    ports = cluster_ports(settings, layout)
+    if any(port_in_use(settings.redis_host, p) for p in ports):
+        raise PortInUseError(
+            f"ports {ports[0]}-{ports[-1]} (Redis Cluster) are not all free; set FEATURELINE_REDIS_PORT "
+            "or stop what uses them"
+        )
+    return [_node_state(n) for n in launch_nodes(settings.redis_host, ports, home, layout)], True
+
+
 def start_stack(
     settings: Settings,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     report: Report | None = None,
+    redis_cluster: ClusterLayout | None = None,
 ) -> StackState:
-    """Start Redis and Tansu (or keep ours if they already answer) and wait until both
-    answer. Idempotent. On failure, servers started by this call are stopped again."""
+    """Start Redis (or a Redis Cluster) and Tansu (or keep ours if they already answer)
+    and wait until they answer. Idempotent. On failure, servers started by this call are
+    stopped again."""
     say = report or (lambda _msg: None)
     home = settings.home.resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     previous = load_state(settings)
+    _check_same_redis(previous, redis_cluster)
     services: dict[str, ServiceState] = {}
     started: list[ServiceState] = []
+
+    def save() -> None:
+        _save_state(settings, StackState(home, settings.resolved_registry_url, services, redis_cluster))
+
     try:
         for name in SERVICES:
+            if name == "redis" and redis_cluster is not None:
+                nodes, new = _start_cluster(settings, home, redis_cluster, previous, timeout_s)
+                services.update({n.name: n for n in nodes})
+                if new:
+                    started.extend(nodes)
+                    save()  # before waiting, so `dev down` finds them even if we are killed now
+                    create_cluster([_node_of(n) for n in nodes], redis_cluster, timeout_s)
+                say(_cluster_line(nodes, redis_cluster, new))
+                continue
             prev = previous.services.get(name) if previous else None
             if prev is not None and is_running(prev.pid, prev.binary):
                 services[name] = _reuse(prev, settings, timeout_s, say)
@@ -256,7 +346,7 @@ def start_stack(
             started.append(state)
             services[name] = state
             # Recorded before waiting, so `dev down` finds it even if we are killed now.
-            _save_state(settings, StackState(home, settings.resolved_registry_url, services))
+            save()
             wait_until_answers(state, timeout_s)
             say(f"{name:<9} started          pid {state.pid:<7} {state.address}  ({state.binary})")
     except BaseException:
@@ -269,11 +359,21 @@ def start_stack(
             for name, s in {**(previous.services if previous else {}), **services}.items()
             if is_running(s.pid, s.binary)
         }
-        _save_state(settings, StackState(home, settings.resolved_registry_url, survivors))
+        cluster = redis_cluster if any(n.startswith("redis-") for n in survivors) else None
+        _save_state(settings, StackState(home, settings.resolved_registry_url, survivors, cluster))
         raise
-    result = StackState(home, settings.resolved_registry_url, services)
+    result = StackState(home, settings.resolved_registry_url, services, redis_cluster)
     _save_state(settings, result)
     return result
+
+
+def _cluster_line(nodes: list[ServiceState], layout: ClusterLayout, new: bool) -> str:
+    what = "started         " if new else "already running "
+    ports = f"{nodes[0].port}-{nodes[-1].port}"
+    return (
+        f"{'redis':<9} {what} {layout.primaries} primaries x {layout.replicas} replicas on "
+        f"{nodes[0].host}:{ports}  (Redis Cluster, cluster_state:ok)"
+    )
 
 
 def stop_stack(
@@ -300,6 +400,12 @@ def stack_status(settings: Settings) -> list[ServiceStatus]:
     state = load_state(settings)
     result: list[ServiceStatus] = []
     for name in SERVICES:
+        if name == "redis" and state is not None and state.redis_cluster is not None:
+            for node in state.cluster_nodes():
+                running = is_running(node.pid, node.binary)
+                answers = running and _answers("redis", node.host, node.port)
+                result.append(ServiceStatus(node.name, node.pid, node.address, running, answers))
+            continue
         service = state.services.get(name) if state else None
         if service is None:
             host, port = _configured(name, settings)

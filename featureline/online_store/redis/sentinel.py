@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from featureline.config import RedisConfig
-from featureline.online_store.redis.connect import redis_error, redis_kwargs
 from featureline.errors import BadInputError, ServiceUnavailableError
+from featureline.online_store.redis.connect import redis_error, redis_kwargs
 
 Address = tuple[str, int]
 

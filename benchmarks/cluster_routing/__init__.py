@@ -1,0 +1,193 @@
+"""`featureline bench cluster_routing`: what routing by hash slot costs the serving path.
+
+A micro benchmark of the Redis Cluster reader (featureline.online_store.redis.cluster_aio),
+in one process on loopback:
+
+- per key: redis-py's `redis.crc.key_slot`, the reader's `slot_of` (the same CRC16 with
+  the hash-tag scan skipped for keys without "{"), and a dict lookup (what a per-key slot
+  cache would cost on a hit), on Feast-like keys (~45 bytes);
+- per request: `ClusterReader.group` (node of every command, through its per-key
+  cache, warm here, and the stable sort by node) at each batch;
+- end to end: one `fetch` of `batch` keys x 2 commands on a local 3-primary cluster vs
+  `RedisClient.execute_packed` of the same commands on one Redis (same binary, same
+  machine, same run), median of --repeat calls, sequential (latency, not throughput).
+
+Prints a table and one JSON line (`{"bench": "cluster_routing", ...}`). argparse only at
+import time; redis, hiredis and the servers load inside `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from featureline.settings import Settings
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batches", default="1,100,1000", help="entities per request, comma separated (default 1,100,1000)"
+    )
+    parser.add_argument("--repeat", type=int, default=300, help="fetches per batch size (default 300)")
+    parser.add_argument("--no-servers", action="store_true", help="only the in-process parts (no Redis)")
+
+
+def _keys(n: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    # Feast's key: serialized entity key (~35 bytes for one int64 join key) + project.
+    return [b"\x02\x00\x00\x00user_id" + rng.randbytes(28) + b"featureline_demo" for _ in range(n)]
+
+
+def _per_call_ns(fn: Callable[[], object], calls: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter_ns() - start) / calls)
+    return best
+
+
+def _per_key(keys: Sequence[bytes]) -> dict[str, float]:
+    from redis.crc import key_slot
+
+    from featureline.online_store.redis.cluster_aio import slot_of
+
+    cache = {k: key_slot(k) for k in keys}
+    n = len(keys)
+    return {
+        "redis.crc.key_slot": _per_call_ns(lambda: [key_slot(k) for k in keys], 20) / n,
+        "slot_of": _per_call_ns(lambda: [slot_of(k) for k in keys], 20) / n,
+        "dict hit": _per_call_ns(lambda: [cache[k] for k in keys], 20) / n,
+    }
+
+
+class _Stub:
+    """A node client that is never called: group() only needs distinct objects."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def close(self) -> None:
+        pass
+
+
+def _group_us(batches: Sequence[int]) -> dict[int, float]:
+    from featureline.online_store.redis.cluster import ClusterNode, SlotMap, SlotRange
+    from featureline.online_store.redis.cluster_aio import ClusterReader
+
+    nodes = [ClusterNode("10.0.0.1", 7000 + i, f"{i:040x}") for i in range(3)]
+    ranges = [
+        SlotRange(0, 5460, nodes[0]),
+        SlotRange(5461, 10922, nodes[1]),
+        SlotRange(10923, 16383, nodes[2]),
+    ]
+
+    def stub(host: str, port: int, cache: Any) -> Any:
+        return _Stub(f"{host}:{port}")
+
+    reader = ClusterReader(SlotMap.build(ranges, "bench"), stub)
+    out: dict[int, float] = {}
+    for batch in batches:
+        keys = [k for k in _keys(batch) for _ in range(2)]  # 2 commands per entity
+        out[batch] = _per_call_ns(functools.partial(reader.group, keys, range(len(keys))), 50) / 1000
+    return out
+
+
+async def _median_us(call: Callable[[], Any], repeat: int) -> float:
+    for _ in range(20):  # connect, warm
+        await call()
+    times: list[float] = []
+    for _ in range(repeat):
+        start = time.perf_counter_ns()
+        await call()
+        times.append((time.perf_counter_ns() - start) / 1000)
+    return statistics.median(times)
+
+
+async def _fetches(
+    single_port: int, cluster_cfg: Any, batches: Sequence[int], repeat: int
+) -> dict[int, dict[str, float]]:
+    import hiredis
+
+    from featureline.online_store.redis.aio import RedisClient
+    from featureline.online_store.redis.cluster_aio import ClusterReader
+
+    single = RedisClient("127.0.0.1", single_port)
+    cluster = ClusterReader.from_config(cluster_cfg, RedisClient)
+    out: dict[int, dict[str, float]] = {}
+    try:
+        for batch in batches:
+            keys = [k for k in _keys(batch) for _ in range(2)]
+            commands = [hiredis.pack_command((b"HMGET", k, b"f", b"g")) for k in keys]  # type: ignore[arg-type]
+            payload = b"".join(commands)
+            one = await _median_us(functools.partial(single.execute_packed, payload, len(commands)), repeat)
+            many = await _median_us(functools.partial(cluster.fetch, commands, keys), repeat)
+            out[batch] = {"single_us": one, "cluster_us": many, "overhead": many / one - 1}
+    finally:
+        single.close()
+        cluster.close()
+    return out
+
+
+def _servers_run(batches: Sequence[int], repeat: int) -> dict[int, dict[str, float]]:
+    from featureline.cli.devstack import free_port, redis_binary
+    from featureline.cli.devstack.probes import redis_answers
+    from featureline.cli.devstack.processes import spawn, terminate
+    from featureline.cli.devstack.redis_cluster import free_cluster_ports, start_cluster, stop_nodes
+    from featureline.config import RedisConfig
+
+    home = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    port = free_port()
+    binary = redis_binary()
+    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    pid = spawn(argv, home / "single.log", cwd=home)
+    nodes = start_cluster("127.0.0.1", free_cluster_ports(3), home, _layout(0))
+    try:
+        while not redis_answers("127.0.0.1", port):
+            time.sleep(0.05)
+        seeds = tuple((n.host, n.port) for n in nodes)
+        cfg = RedisConfig(redis_type="redis_cluster", host=seeds[0][0], port=seeds[0][1], nodes=seeds)
+        return asyncio.run(_fetches(port, cfg, batches, repeat))
+    finally:
+        stop_nodes(nodes)
+        terminate(pid, binary)
+
+
+def _layout(replicas: int) -> Any:
+    from featureline.cli.devstack.redis_cluster import ClusterLayout
+
+    return ClusterLayout(primaries=3, replicas=replicas)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    batches = [int(b) for b in args.batches.split(",")]
+    per_key = _per_key(_keys(10_000))
+    print("slot of one key (ns):  " + "  ".join(f"{name} {ns:.0f}" for name, ns in per_key.items()))
+    grouping = _group_us(batches)
+    print(
+        "group() per request (2 commands per entity, us):  "
+        + "  ".join(f"batch {b}: {us:.1f}" for b, us in grouping.items())
+    )
+    fetches = {} if args.no_servers else _servers_run(batches, args.repeat)
+    if fetches:
+        print(f"{'batch':>6} {'one Redis (us)':>15} {'3-primary cluster (us)':>23} {'overhead':>9}")
+        for batch, row in fetches.items():
+            print(f"{batch:>6} {row['single_us']:>15.0f} {row['cluster_us']:>23.0f} {row['overhead']:>9.0%}")
+    print(
+        json.dumps(
+            {"bench": "cluster_routing", "per_key_ns": per_key, "group_us": grouping, "fetch": fetches}
+        )
+    )
+    return 0
