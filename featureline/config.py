@@ -78,16 +78,22 @@ class RedisConfig:
         return self.key_ttl_seconds or 0
 
     def require_supported(self) -> RedisConfig:
-        """Cluster and Sentinel are read, then refused on every path that connects."""
-        if self.redis_type == "redis_cluster":
+        """What every redis_type needs before anything connects (a clear error here, not a
+        failed connect later): a cluster has only db 0 (as Redis Cluster itself)."""
+        if self.redis_type == "redis_cluster" and self.db:
             raise BadInputError(
-                f"online_store redis_type: redis_cluster ({self.address}): "
-                "Redis Cluster is not supported yet (issue 13); use redis_type: redis"
+                f"online_store redis_type: redis_cluster ({self.address}): db {self.db} is "
+                "not possible on Redis Cluster (only db 0); remove db= from the connection_string"
             )
-        if self.redis_type == "redis_sentinel":
+        return self
+
+    def require_single_node(self) -> RedisConfig:
+        """For the one-node clients (online_store.redis.connect, aio): a cluster or a
+        Sentinel config reaching them is a bug of ours, said plainly."""
+        if self.redis_type != "redis":
             raise BadInputError(
-                f"online_store redis_type: redis_sentinel (master {self.sentinel_master!r}): "
-                "Redis Sentinel is not supported yet (issue 13); use redis_type: redis"
+                f"online_store redis_type: {self.redis_type} ({self.address}) needs its own "
+                "adapter (featureline.online_store.open_store/open_reader), not a one-node client"
             )
         return self
 

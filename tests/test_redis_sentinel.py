@@ -132,7 +132,7 @@ async def _read_through_failover(
             await asyncio.sleep(0.02)
             continue
         assert replies == [expected[k] for k in keys]  # never a wrong or partial vector
-        if reader.address == (HOST, setup.replica.port):
+        if reader.primary == (HOST, setup.replica.port):
             return failed
         await asyncio.sleep(0.01)
     pytest.fail(f"the reader did not follow the failover within 30 s ({failed} requests failed)")

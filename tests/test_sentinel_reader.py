@@ -111,7 +111,7 @@ def test_after_a_failure_requests_fail_fast_until_the_next_discovery_then_follow
                 await _fetch(reader)
             await asyncio.sleep(0.05)
         assert await _fetch(reader) == B
-        assert sentinels.calls == 3 and reader.failovers == 1 and reader.address == B
+        assert sentinels.calls == 3 and reader.failovers == 1 and reader.primary == B
         assert cache.epoch > epoch  # replies of the old primary are gone
         assert reader.near_cache is cache and nodes[-1].near_cache is cache
 
@@ -174,7 +174,7 @@ def test_a_primary_that_moved_behind_a_live_connection_is_left_after_the_recheck
         assert await _fetch(reader) == A  # starts the background recheck
         for _ in range(50):
             await asyncio.sleep(0.01)
-            if reader.address == B:
+            if reader.primary == B:
                 break
         assert await _fetch(reader) == B and nodes[0].closed
         reader.close()

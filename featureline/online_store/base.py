@@ -129,8 +129,13 @@ class OnlineStore(Protocol):
 class OnlineReader(Protocol):
     """The serving read path's side of the seam (asyncio; shared by a process's requests)."""
 
-    near_cache: NearCache | None
-    address: str  # where it reads, for health answers and errors ("host:port", or nodes)
+    @property
+    def near_cache(self) -> NearCache | None: ...
+
+    @property
+    def address(self) -> str:
+        """Where it reads, for health answers and errors ("host:port", or the nodes)."""
+        ...
 
     async def fetch(
         self, commands: Sequence[bytes], keys: Sequence[bytes], timeout_s: float | None = None

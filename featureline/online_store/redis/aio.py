@@ -183,7 +183,7 @@ class RedisClient:
     @classmethod
     def from_config(cls, cfg: RedisConfig, **options: Any) -> RedisClient:
         """A client for the resolved online store: password/ACL user, db and TLS."""
-        cfg.require_supported()
+        cfg.require_single_node()
         return cls(cfg.host, cfg.port, tls=ssl_context(cfg), login=login_commands(cfg), **options)
 
     async def _open(self, factory: Callable[[], _Connection]) -> Any:

@@ -174,6 +174,11 @@ class ClusterReader:
     def slot_map(self) -> SlotMap:
         return self._map
 
+    @property
+    def address(self) -> str:
+        """Where reads go, for health answers: the primaries."""
+        return "cluster " + ",".join(sorted({c.address for c in self._nodes}))
+
     # --- routing ---------------------------------------------------------------------
 
     def _client(self, address: str) -> NodeClient:

@@ -48,7 +48,7 @@ def redis_client(cfg: RedisConfig, **options: Any) -> Any:
     """A redis-py client (not yet connected). Cluster/Sentinel are refused."""
     import redis
 
-    cfg.require_supported()
+    cfg.require_single_node()
     return redis.Redis(**redis_kwargs(cfg), **options)
 
 
@@ -146,7 +146,7 @@ def check_login_replies(cfg: RedisConfig, replies: list[Any]) -> None:
 
 def open_socket(cfg: RedisConfig, timeout_s: float) -> socket.socket:
     """A plain (or TLS) socket, logged in and on the right db: for our raw writers."""
-    cfg.require_supported()
+    cfg.require_single_node()
     try:
         sock: socket.socket = socket.create_connection((cfg.host, cfg.port), timeout=timeout_s)
         context = ssl_context(cfg)

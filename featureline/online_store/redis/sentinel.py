@@ -271,7 +271,7 @@ class SentinelReader:
         self.discovery_timeout_s = discovery_timeout_s
         self._discover = discover
         self._client: ReadClient | None = None
-        self.address: Address | None = None
+        self.primary: Address | None = None  # the confirmed primary
         self._suspect = True
         self._verifying: asyncio.Task[ReadClient] | None = None
         self._recheck: asyncio.Task[None] | None = None
@@ -283,6 +283,12 @@ class SentinelReader:
     @property
     def near_cache(self) -> Any:
         return self._near_cache
+
+    @property
+    def address(self) -> str:
+        """Where reads go, for health answers: the primary, and the master's name."""
+        where = f"{self.primary[0]}:{self.primary[1]}" if self.primary else "no primary yet"
+        return f"{where} (sentinel master {self.cfg.sentinel_master!r})"
 
     async def connect(self) -> Address:
         """The first discovery, with its errors as they are (BadInputError for a
@@ -383,22 +389,22 @@ class SentinelReader:
             return
         finally:
             self._recheck = None
-        if address != self.address and self._verifying is None:
+        if address != self.primary and self._verifying is None:
             self._use(address)
 
     def _use(self, address: Address) -> ReadClient:
         """Point at the confirmed primary: keep the client if it is the same one."""
         self._checked_at = time.monotonic()
-        if self._client is not None and address == self.address:
+        if self._client is not None and address == self.primary:
             self._suspect = False
             return self._client
-        if self.address is not None:
+        if self.primary is not None:
             self.failovers += 1
         self._drop()
         if self._near_cache is not None:
             self._near_cache.clear()  # replies of the old primary; its invalidations are gone
         client = self._client_factory(primary_config(self.cfg, address), self._near_cache)
-        self._client, self.address, self._suspect = client, address, False
+        self._client, self.primary, self._suspect = client, address, False
         return client
 
     def _drop(self) -> None:

@@ -23,7 +23,9 @@ from featureline.online.feast_format import (
 )
 from featureline.online_store.base import NO_MARK, LatestRow, StoreUnavailableError, TileSet, TileWrite
 from featureline.online_store.redis.connect import check_redis, config_of
+from featureline.online_store.redis.durability import wait_if_configured
 from featureline.online_store.redis.scripts import LATEST_LWW_LUA, RAISE_LUA, TILE_APPLY_LUA, TILE_SET_LUA
+from featureline.online_store.redis.sentinel import discover_primary, primary_config, sentinel_client
 from featureline.specs import ViewSpec
 
 # Keys per LWW script call: bounds one call's Redis time to ~1 ms, so a big write never
@@ -161,7 +163,14 @@ class RedisStore:
         return bool(self._call(self.script(RAISE_LUA), keys=[key], args=[int(value)]))
 
     def after_write(self) -> None:
-        """One node: a write is as safe as it will get once Redis answered it."""
+        """WAIT for FEATURELINE_REDIS_WAIT_REPLICAS replicas (online_store.redis.durability;
+        0, the default: a write is as safe as Redis's answer made it)."""
+        cfg = self._cfg
+        if cfg is not None and cfg.wait_replicas > 0:
+            try:
+                wait_if_configured(self.client, cfg)
+            except redis.RedisError as exc:
+                raise StoreUnavailableError(f"Redis at {self.config.address}: WAIT failed: {exc}") from None
 
     def ping(self) -> bool:
         try:
@@ -171,3 +180,20 @@ class RedisStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+class SentinelStore(RedisStore):
+    """A Sentinel-managed primary (redis_type: redis_sentinel): redis-py's public
+    Sentinel client, which finds the primary per connection and follows a failover;
+    everything else is the one-node store's."""
+
+    @classmethod
+    def open(cls, cfg: RedisConfig, timeout_s: float = 5.0, **options: Any) -> SentinelStore:
+        """After discovery (clear errors for a Sentinel that does not know the master)."""
+        return cls(sentinel_client(cfg, timeout_s=timeout_s, **options), cfg)
+
+    @property
+    def config(self) -> RedisConfig:
+        """The primary now, as a one-node config (raw sockets: batch materialize's writer)."""
+        assert self._cfg is not None
+        return primary_config(self._cfg, discover_primary(self._cfg))
