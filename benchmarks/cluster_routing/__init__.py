@@ -60,8 +60,7 @@ def _per_call_ns(fn: Callable[[], object], calls: int) -> float:
 
 
 def _per_key(keys: Sequence[bytes]) -> dict[str, float]:
-    from redis.crc import key_slot
-
+    from featureline.online_store.redis.cluster import key_slot
     from featureline.online_store.redis.cluster_aio import slot_of
 
     cache = {k: key_slot(k) for k in keys}
@@ -119,9 +118,7 @@ async def _median_us(call: Callable[[], Any], repeat: int) -> float:
 async def _fetches(
     single_port: int, cluster_cfg: Any, batches: Sequence[int], repeat: int
 ) -> dict[int, dict[str, float]]:
-    import hiredis
-
-    from featureline.online_store.redis.aio import RedisClient
+    from featureline.online_store.redis.aio import RedisClient, pack_command
     from featureline.online_store.redis.cluster_aio import ClusterReader
 
     single = RedisClient("127.0.0.1", single_port)
@@ -130,7 +127,7 @@ async def _fetches(
     try:
         for batch in batches:
             keys = [k for k in _keys(batch) for _ in range(2)]
-            commands = [hiredis.pack_command((b"HMGET", k, b"f", b"g")) for k in keys]  # type: ignore[arg-type]
+            commands = [pack_command((b"HMGET", k, b"f", b"g")) for k in keys]
             payload = b"".join(commands)
             one = await _median_us(functools.partial(single.execute_packed, payload, len(commands)), repeat)
             many = await _median_us(functools.partial(cluster.fetch, commands, keys), repeat)

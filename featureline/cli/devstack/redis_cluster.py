@@ -161,18 +161,32 @@ def launch_nodes(host: str, ports: Sequence[int], home: Path, layout: ClusterLay
     return nodes
 
 
-def node_ready(node: NodeProcess) -> bool:
-    """cluster_state:ok, and for a replica its link to the primary is up."""
-    import redis
+def node_ready(node: NodeProcess, everyone: Sequence[NodeProcess] = ()) -> bool:
+    """cluster_state:ok, for a replica its link to the primary is up, and the node's
+    CLUSTER SLOTS names every node of `everyone` (gossip has converged: right after
+    `--cluster create` a node may not list another's replica for a second or so, and
+    a client seeded there would not know it)."""
+    from featureline.config import RedisConfig
+    from featureline.errors import FeaturelineError
+    from featureline.online_store.redis.cluster import fetch_slot_map
+    from featureline.online_store.redis.connect import CLIENT_ERRORS, plain_client
 
-    client = redis.Redis(host=node.host, port=node.port, socket_timeout=2.0, socket_connect_timeout=1.0)
+    if everyone:
+        try:
+            seen = fetch_slot_map(RedisConfig(host=node.host, port=node.port), node.host, node.port, 1.0)
+        except FeaturelineError:
+            return False
+        if any(not seen.role_of(other.address) for other in everyone):
+            return False
+
+    client = plain_client(host=node.host, port=node.port, socket_timeout=2.0, socket_connect_timeout=1.0)
     try:
         # redis-py parses CLUSTER INFO into a dict of str values.
-        info: dict[str, Any] = client.cluster("INFO")  # type: ignore[assignment]
+        info: dict[str, Any] = client.cluster("INFO")
         if str(info.get("cluster_state")) != "ok":
             return False
-        replication: dict[str, Any] = client.info("replication")  # type: ignore[assignment]
-    except (redis.RedisError, OSError):
+        replication: dict[str, Any] = client.info("replication")
+    except CLIENT_ERRORS:
         return False
     finally:
         client.close()
@@ -184,7 +198,7 @@ def wait_ready(nodes: Sequence[NodeProcess], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     pending = list(nodes)
     while pending:
-        pending = [n for n in pending if not node_ready(n)]
+        pending = [n for n in pending if not node_ready(n, nodes)]
         dead = [n for n in pending if not is_running(n.pid, n.binary)]
         if dead:
             node = dead[0]

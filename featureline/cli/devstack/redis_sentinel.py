@@ -30,6 +30,7 @@ from featureline.cli.devstack.binaries import redis_binary
 from featureline.cli.devstack.processes import free_ports, is_running, log_tail, spawn, terminate
 from featureline.config import RedisConfig
 from featureline.errors import ServiceUnavailableError
+from featureline.online_store.redis.connect import CLIENT_ERRORS, plain_client
 
 HOST = "127.0.0.1"
 DEFAULT_MASTER = "mymaster"
@@ -84,14 +85,10 @@ class SentinelSetup:
 
     def data_client(self, node: Node, **options: Any) -> Any:
         """A plain redis-py client of one data node (setup and checks)."""
-        import redis
-
-        return redis.Redis(host=HOST, port=node.port, password=self.password or None, **options)
+        return plain_client(host=HOST, port=node.port, password=self.password or None, **options)
 
     def sentinel_client(self, node: Node) -> Any:
-        import redis
-
-        return redis.Redis(host=HOST, port=node.port, socket_timeout=2.0, decode_responses=True)
+        return plain_client(host=HOST, port=node.port, socket_timeout=2.0, decode_responses=True)
 
     def kill(self, node: Node) -> None:
         """SIGKILL: the node dies without a goodbye, as in a crash."""
@@ -203,12 +200,10 @@ def _wait(setup: SentinelSetup, ready: Any, timeout_s: float, what: str) -> None
 
 
 def _replica_in_sync(setup: SentinelSetup) -> bool:
-    import redis
-
     client = setup.data_client(setup.replica, socket_timeout=1.0, socket_connect_timeout=1.0)
     try:
         info = client.info("replication")
-    except (redis.RedisError, OSError):
+    except CLIENT_ERRORS:
         return False
     finally:
         client.close()
@@ -217,13 +212,11 @@ def _replica_in_sync(setup: SentinelSetup) -> bool:
 
 def sentinels_ready(setup: SentinelSetup) -> bool:
     """Every sentinel sees the master up with >= 1 replica and knows the other two."""
-    import redis
-
     for node in setup.sentinels:
         client = setup.sentinel_client(node)
         try:
             state = client.execute_command("SENTINEL", "MASTER", setup.master_name)
-        except (redis.RedisError, OSError):
+        except CLIENT_ERRORS:
             return False
         finally:
             client.close()

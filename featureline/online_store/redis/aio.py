@@ -40,8 +40,13 @@ RedisTimeoutError = StoreTimeoutError
 RedisReplyError = StoreReplyError
 
 
+def pack_command(parts: Sequence[bytes | str | int | float]) -> bytes:
+    """One command in RESP (hiredis, C): what `fetch` takes."""
+    return hiredis.pack_command(tuple(parts))  # type: ignore[arg-type]
+
+
 def _pack(*parts: str) -> bytes:
-    return hiredis.pack_command(parts)  # type: ignore[arg-type]
+    return pack_command(parts)
 
 
 class _Waiter:

@@ -41,6 +41,7 @@ import hiredis
 
 from featureline.config import RedisConfig
 from featureline.errors import FeaturelineError, ServiceUnavailableError
+from featureline.online_store.base import StoreReplyError, StoreTimeoutError, StoreUnavailableError
 from featureline.online_store.redis.aio import RedisClient
 from featureline.online_store.redis.cluster import (
     CLUSTER_SLOTS,
@@ -81,15 +82,15 @@ def _drain(calls: Any) -> None:
     deque(calls, maxlen=0)
 
 
-class ClusterUnavailableError(ServiceUnavailableError):
+class ClusterUnavailableError(StoreUnavailableError):
     """The cluster cannot answer this request now (a node down, slots in flux)."""
 
 
-class ClusterTimeoutError(ClusterUnavailableError):
+class ClusterTimeoutError(ClusterUnavailableError, StoreTimeoutError):
     """The request's time budget ran out between redirections."""
 
 
-class ClusterReplyError(ServiceUnavailableError):
+class ClusterReplyError(StoreReplyError):
     """A node answered a command with an error of its own (e.g. WRONGTYPE)."""
 
 

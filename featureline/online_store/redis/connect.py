@@ -173,35 +173,52 @@ def open_socket(cfg: RedisConfig, timeout_s: float) -> socket.socket:
 
 
 def answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """PING, tried once, no login (the dev stack's probe). redis-py 7 retries a failed
-    connect 3 times with exponential backoff by default (~2 s per probe of a closed
-    port), hence `retries=0`."""
+    """PING, tried once, no login (the dev stack's probe)."""
     import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
-    client = redis.Redis(
-        host=host,
-        port=port,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
+    client = plain_client(host=host, port=port, timeout_s=timeout_s)
     try:
         return bool(client.ping())
     except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
         # A Redis that wants a login (NOAUTH) is up: the probe asks "does it answer",
         # the commands that use it log in (check_redis, login_commands).
         return "noauth" in str(exc).lower() or "authentication" in str(exc).lower()
-    except (redis.exceptions.RedisError, OSError):
+    except CLIENT_ERRORS:
         return False
     finally:
         client.close()
 
 
-def plain_client(url: str = "", *, host: str = "127.0.0.1", port: int = 6379) -> Any:
+def plain_client(
+    url: str = "",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 6379,
+    timeout_s: float | None = None,
+    **options: Any,
+) -> Any:
     """A redis-py client, unchecked and without our config: for tools that set Redis up
-    or look into it (benchmarks loading data, counting keys), never the product path."""
+    or look into it (dev stack, benchmarks loading data, counting keys), never the
+    product path. With `timeout_s` it tries once: redis-py 7 retries a failed connect 3
+    times with exponential backoff by default (~2 s per probe of a closed port)."""
     import redis
 
-    return redis.Redis.from_url(url) if url else redis.Redis(host=host, port=port)
+    if url:
+        return redis.Redis.from_url(url, **options)
+    if timeout_s is not None:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s,
+                   "retry": Retry(NoBackoff(), 0), **options}  # fmt: skip
+    return redis.Redis(host=host, port=port, **options)
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+# What a plain client raises when Redis is down, refuses, or answers with an error.
+CLIENT_ERRORS = _client_errors()

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple, Protocol
 
 from featureline.config import RedisConfig
 from featureline.errors import BadInputError, ServiceUnavailableError
-from featureline.online_store.redis.connect import redis_error, redis_kwargs
+from featureline.online_store.redis.connect import plain_client, redis_error, redis_kwargs
 
 Address = tuple[str, int]
 
@@ -61,23 +61,6 @@ def primary_config(cfg: RedisConfig, address: Address) -> RedisConfig:
     return dataclasses.replace(cfg, host=host, port=port, redis_type="redis", nodes=((host, port),))
 
 
-def _plain_client(host: str, port: int, timeout_s: float, **options: Any) -> Any:
-    """A redis-py client that tries once: redis-py 7 retries a failed connect 3 times
-    with backoff by default (~2 s for a dead port), too slow to walk a list of nodes."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis(
-        host=host,
-        port=port,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        **options,
-    )
-
-
 class _NoAnswer(NamedTuple):
     """Why a sentinel named no primary: a line for the error, and whether it is the
     configuration's fault (a wrong node or master name) rather than a node that is down."""
@@ -91,7 +74,7 @@ def _ask_sentinel(address: Address, master: str, timeout_s: float) -> Address | 
     import redis
 
     host, port = address
-    client = _plain_client(host, port, timeout_s)
+    client = plain_client(host=host, port=port, timeout_s=timeout_s)
     where = f"Sentinel {host}:{port}"
     try:
         reply = client.execute_command("SENTINEL", "get-master-addr-by-name", master)
@@ -121,7 +104,7 @@ def primary_role(cfg: RedisConfig, address: Address, timeout_s: float) -> str:
 
     node = primary_config(cfg, address)
     kwargs = {k: v for k, v in redis_kwargs(node).items() if k not in ("host", "port")}
-    client = _plain_client(node.host, node.port, timeout_s, **kwargs)
+    client = plain_client(host=node.host, port=node.port, timeout_s=timeout_s, **kwargs)
     try:
         reply = client.execute_command("ROLE")
     except (redis.RedisError, OSError) as exc:
