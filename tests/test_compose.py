@@ -170,3 +170,12 @@ def test_the_sentinel_override_starts_sentinels_and_points_featureline_at_them()
     ready = dict.fromkeys(sentinels, "service_healthy")
     for name, cfg in _reaches((SENTINEL,), ready).items():
         assert (cfg.redis_type, cfg.nodes, cfg.sentinel_master) == ("redis_sentinel", expected, master), name
+
+
+def test_the_stream_job_scales_as_a_consumer_group() -> None:
+    """`docker compose up --scale streaming=N` must share the partitions: static mode
+    would have every container read every partition."""
+    command = _config()["services"]["streaming"]["command"]
+    assert command[command.index("--group-mode") + 1] == "dynamic"
+    assert "--shard" not in command and "--instance-id" not in command  # one value for all replicas
+    assert "ports" not in _config()["services"]["streaming"]  # a host port would refuse a second replica
