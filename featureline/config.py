@@ -170,6 +170,9 @@ class StoreConfig:
         ]
         if r.redis_type == "redis_sentinel":
             values.insert(4, ("online_store.sentinel_master", r.sentinel_master))
+        if r.redis_type != "redis":  # the cluster's seeds or the sentinels
+            nodes = ",".join(f"{h}:{p}" for h, p in r.nodes or [(r.host, r.port)])
+            values.insert(4, ("online_store.nodes", nodes))
         if self.online_store_type != "redis":  # Redis values would describe nothing
             values = [(n, v) for n, v in values if not n.startswith("online_store.") or n.endswith(".type")]
         return [
@@ -247,7 +250,7 @@ def _redis_from_yaml(online: Mapping[str, Any], origins: dict[str, str]) -> dict
         for key, value in options.items():
             if key in REDIS_OPTIONS:
                 out[key] = value
-        for key in ("host", "port", *options):
+        for key in ("host", "port", "nodes", *options):
             origins[f"online_store.{key}"] = f"{YAML} (online_store.connection_string)"
     for key in ("redis_type", "sentinel_master", "key_ttl_seconds"):
         if online.get(key) is not None:
@@ -302,9 +305,35 @@ def resolve_redis(online: Mapping[str, Any], settings: Settings, origins: dict[s
         if settings.is_set(name):
             values[key] = getattr(settings, name)
             origins[f"online_store.{key}"] = settings.origin(name)
-    if settings.is_set("redis_host") or settings.is_set("redis_port"):
+    if settings.is_set("redis_nodes"):
+        values.update(_env_nodes(settings, origins))
+    elif settings.is_set("redis_host") or settings.is_set("redis_port"):
         values["nodes"] = ((str(values.get("host", "127.0.0.1")), int(values.get("port", 6379))),)
     return _coerce_redis(values)
+
+
+def _env_nodes(settings: Settings, origins: dict[str, str]) -> dict[str, Any]:
+    """FEATURELINE_REDIS_NODES: the nodes of a connection_string, its first one the
+    host:port. Options stay out (each has its own FEATURELINE_REDIS_* variable, and a
+    password in a node list would show in `docker inspect` and `kubectl describe`)."""
+    raw = settings.redis_nodes
+    if settings.is_set("redis_host") or settings.is_set("redis_port"):
+        raise BadInputError(
+            f"FEATURELINE_REDIS_NODES={raw!r} and FEATURELINE_REDIS_HOST/PORT are both set: "
+            "NODES names every node (the first is the host:port); unset HOST and PORT"
+        )
+    try:
+        nodes, options = parse_connection_string(raw)
+    except BadInputError as exc:
+        raise BadInputError(f"FEATURELINE_REDIS_NODES={raw!r}: {exc}") from None
+    if options:
+        raise BadInputError(
+            f"FEATURELINE_REDIS_NODES={raw!r}: only host:port items; set {', '.join(sorted(options))} "
+            "with FEATURELINE_REDIS_* variables or in the yaml's connection_string"
+        )
+    for key in ("host", "port", "nodes"):
+        origins[f"online_store.{key}"] = settings.origin("redis_nodes")
+    return {"host": nodes[0][0], "port": nodes[0][1], "nodes": tuple(nodes)}
 
 
 # --- registry, offline store --------------------------------------------------------

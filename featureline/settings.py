@@ -67,6 +67,11 @@ class Settings:
     # yaml's. `featureline dev up --redis-cluster` asks for redis_cluster here, so the
     # demo repo's yaml reaches the dev cluster through its first node as the seed.
     redis_type: str = ""
+    # The online store's nodes, comma-separated host:port (a connection_string's node
+    # items without its options): a cluster's seeds or the sentinels, for deployments
+    # that configure by environment (compose, k8s). Replaces the yaml's nodes; the first
+    # is host:port, so FEATURELINE_REDIS_HOST/PORT may not be set with it. "" = not set.
+    redis_nodes: str = ""
     # Kafka security for every client (stream job, generator, workers): PLAINTEXT,
     # SSL, SASL_PLAINTEXT or SASL_SSL; mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
     kafka_security_protocol: str = ""
@@ -126,7 +131,9 @@ class Settings:
 
     @property
     def redis_addr(self) -> str:
-        return f"{self.redis_host}:{self.redis_port}"
+        """What a yaml's connection_string: ${FEATURELINE_REDIS_ADDR} names: every node
+        when FEATURELINE_REDIS_NODES is set (Feast's SDK then reads the same seeds)."""
+        return self.redis_nodes or f"{self.redis_host}:{self.redis_port}"
 
     @property
     def redis_url(self) -> str:

@@ -8,11 +8,14 @@ import ast
 import dataclasses
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
 
+import yaml
+
 from featureline.cli.main import COMMANDS, build_parser
+from featureline.config import RedisConfig, resolve_redis
 from featureline.serving_api.auth import ALL, TokenAuth
 from featureline.serving_api.limits import ForbiddenError
 from featureline.settings import Settings
@@ -44,6 +47,21 @@ def known_env_vars() -> frozenset[str]:
 
 def unknown_env_vars(names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if n.startswith("FEATURELINE_") and n not in known_env_vars())
+
+
+def redis_of_env(env: Mapping[str, object]) -> RedisConfig:
+    """The online store a container with environment `env` reaches with the demo repo's
+    yaml, whose connection_string is ${FEATURELINE_REDIS_ADDR} (feature_repo/
+    feature_store.yaml): what `featureline config` would print there."""
+    variables = {k: str(v) for k, v in env.items()}
+    settings = Settings.from_env(variables)
+    exported = {**variables, **settings.env_vars()}  # what featureline.config.read_yaml expands
+    raw = yaml.safe_load((ROOT / "feature_repo" / "feature_store.yaml").read_text())["online_store"]
+    online = {
+        k: re.sub(r"\$\{(\w+)\}", lambda m: exported[m.group(1)], v) if isinstance(v, str) else v
+        for k, v in raw.items()
+    }
+    return resolve_redis(online, settings, {})
 
 
 def featureline_argv_error(argv: list[str]) -> str | None:

@@ -189,18 +189,64 @@ def test_feast_template_default_is_sqlite(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("redis_type", "extra"), [("redis_cluster", ""), ("redis_sentinel", "  sentinel_master: mymaster2\n")]
 )
-def test_cluster_and_sentinel_are_read_then_refused(tmp_path: Path, redis_type: str, extra: str) -> None:
+def test_cluster_and_sentinel_are_read(tmp_path: Path, redis_type: str, extra: str) -> None:
     repo = _repo(
         tmp_path,
         f"online_store:\n  type: redis\n  redis_type: {redis_type}\n{extra}"
         "  connection_string: 'r1:7000,r2:7001'\n",
     )
     cfg = resolve(_settings(repo))
-    assert cfg.redis.redis_type == redis_type and cfg.redis.nodes == (("r1", 7000), ("r2", 7001))
+    assert cfg.online().redis_type == redis_type and cfg.redis.nodes == (("r1", 7000), ("r2", 7001))
     if redis_type == "redis_sentinel":
         assert cfg.redis.sentinel_master == "mymaster2"
-    with pytest.raises(BadInputError, match=r"not supported yet \(issue 13\)"):
-        cfg.online()
+    rows = {name: (value, origin) for name, value, origin in cfg.rows()}
+    assert rows["online_store.nodes"] == (
+        "r1:7000,r2:7001",
+        "feature_store.yaml (online_store.connection_string)",
+    )
+
+
+def test_a_cluster_has_only_db_0(tmp_path: Path) -> None:
+    conn = "'r1:7000,db=2'"
+    repo = _repo(
+        tmp_path, f"online_store:\n  type: redis\n  redis_type: redis_cluster\n  connection_string: {conn}\n"
+    )
+    with pytest.raises(BadInputError, match="db 2 is not possible on Redis Cluster"):
+        resolve(_settings(repo)).online()
+
+
+def test_redis_nodes_from_the_environment(tmp_path: Path) -> None:
+    """What compose and deploy/k8s set: the redis_type and every node, over the demo
+    yaml's one-node connection_string (whose options stay)."""
+    repo = _repo(tmp_path, "online_store:\n  type: redis\n  connection_string: 'a:1,password=pw'\n")
+    env = {"FEATURELINE_REDIS_TYPE": "redis_cluster", "FEATURELINE_REDIS_NODES": "n1:6379, n2:6380,n3:6381"}
+    cfg = resolve(_settings(repo, env))
+    r = cfg.online()
+    assert (r.redis_type, r.host, r.port, r.password) == ("redis_cluster", "n1", 6379, "pw")
+    assert r.nodes == (("n1", 6379), ("n2", 6380), ("n3", 6381))
+    rows = {name: (value, origin) for name, value, origin in cfg.rows()}
+    assert rows["online_store.nodes"] == ("n1:6379,n2:6380,n3:6381", "env FEATURELINE_REDIS_NODES")
+    assert rows["online_store.host"] == ("n1", "env FEATURELINE_REDIS_NODES")
+    assert rows["online_store.password"][1] == "feature_store.yaml (online_store.connection_string)"
+    # A yaml that expands ${FEATURELINE_REDIS_ADDR} (the demo's) gets every node, so
+    # Feast's SDK reading the same yaml starts from the same seeds.
+    assert Settings.from_env(env).env_vars()["FEATURELINE_REDIS_ADDR"] == "n1:6379, n2:6380,n3:6381"
+    assert Settings.from_env({}).env_vars()["FEATURELINE_REDIS_ADDR"] == "127.0.0.1:6379"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"FEATURELINE_REDIS_NODES": "n1:1,n2:2", "FEATURELINE_REDIS_HOST": "h"}, "both set"),
+        ({"FEATURELINE_REDIS_NODES": "n1:1", "FEATURELINE_REDIS_PORT": "2"}, "both set"),
+        ({"FEATURELINE_REDIS_NODES": "n1:1,password=x"}, "only host:port items; set password"),
+        ({"FEATURELINE_REDIS_NODES": "n1"}, "FEATURELINE_REDIS_NODES='n1': .*is not host:port"),
+    ],
+)
+def test_bad_redis_nodes_are_named(tmp_path: Path, env: dict[str, str], needle: str) -> None:
+    repo = _repo(tmp_path, "online_store:\n  type: redis\n  connection_string: 'a:1'\n")
+    with pytest.raises(BadInputError, match=needle):
+        resolve(_settings(repo, env))
 
 
 def test_unknown_redis_type(tmp_path: Path) -> None:
