@@ -1,15 +1,18 @@
-"""End to end on real services: the demo's generated events go through Kafka and the Beam
-streaming job into Redis and the raw store; Spark backfills; materialize loads the batch
-views; then
+"""End to end on real services, on one Redis and on a Redis Cluster (every test runs on
+both): the demo's generated events go through Kafka and the Beam streaming job into the
+online store and the raw store; Spark backfills; materialize loads the batch views; then
 - `check_consistency` finds online and offline in exact agreement on every feature,
   and does see a value that was tampered with;
-- after the Redis server restarts without persistence (all keys gone), materialize
-  --incremental (latest values + tile rebuild) restores what streaming had written,
-  and a stream job replaying the topic from the start counts nothing twice.
+- Feast's own SDK reads the latest values Featureline streamed and materialized;
+- after the online store loses every key (one Redis restarted without persistence; a
+  cluster's primaries flushed, script caches too), materialize --incremental (latest
+  values + tile rebuild) restores what streaming had written, and a stream job
+  replaying the topic from the start counts nothing twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -26,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
+from cluster_repo import keys_per_primary, on_cluster, raw_client
+from redis_cluster_helpers import LocalCluster, running_cluster
 from redis_process import RedisProcess
 from spread_repo import with_spread_aggregations
 
@@ -35,6 +39,7 @@ from featureline.batch.materialize import materialize
 from featureline.batch.materialize.tiles import keep_s
 from featureline.cli.consistency import check_consistency, format_table, write_report
 from featureline.cli.devstack import free_port
+from featureline.config import online_store
 from featureline.online.feast_format import encode_value, feature_field, single_key_encoder
 from featureline.online.tiles import TILE_PREFIX, decode_tile, offsets_key, parse_tile_field
 from featureline.online_store import MARK_PREFIX
@@ -52,10 +57,24 @@ class Streamed:
     settings: Settings
     repo: RepoSpec
     topic: str
-    redis_server: RedisProcess
+    online: RedisProcess | LocalCluster
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.redis_server.port)
+    def client(self) -> Any:
+        """redis-py's client of the online store (its cluster client on a cluster)."""
+        return raw_client(online_store(self.settings))
+
+    def lose_all_keys(self) -> None:
+        """What a restart without persistence does: every key and loaded script gone."""
+        if isinstance(self.online, RedisProcess):
+            self.online.restart()
+            return
+        for port in self.online.primaries():
+            node = self.online.node_client(port)
+            try:
+                node.flushall()
+                node.script_flush()
+            finally:
+                node.close()
 
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "featureline.cli", *args, "--repo", str(self.settings.repo)]
@@ -131,18 +150,37 @@ def run_stream_until_applied(s: Streamed, start_from: str, timeout_s: float = 12
     return dict(json.loads(stats.read_text()))
 
 
-@pytest.fixture(scope="module")
-def streamed(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Streamed]:
+@contextlib.contextmanager
+def _online_store(
+    kind: str, tmp: Path, settings: Settings
+) -> Iterator[tuple[Settings, RedisProcess | LocalCluster]]:
+    """A private Redis, or a private 3-primary cluster (this module wipes it; ~2 s to
+    start), and the settings whose repo names it."""
+    if kind == "redis":
+        server = RedisProcess(tmp / "redis")
+        server.start()
+        try:
+            yield dataclasses.replace(settings, redis_port=server.port), server
+        finally:
+            server.stop()
+        return
+    with running_cluster(tmp / "cluster") as cluster:
+        yield on_cluster(settings, cluster), cluster
+
+
+@pytest.fixture(scope="module", params=["redis", "redis_cluster"])
+def streamed(
+    stack: Settings, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Streamed]:
+    """Generated, streamed, backfilled and materialized. On the cluster this costs as much
+    again as on one Redis (the event count is the same: consistency needs every entity)."""
     tmp = tmp_path_factory.mktemp("e2e")
     name = f"b{uuid.uuid4().hex[:8]}"
-    server = RedisProcess(tmp / "redis")
-    server.start()
-    settings = dataclasses.replace(
-        stack, repo=_private_repo(tmp, name), home=tmp / "home", offline_dir=str(tmp / "offline"),
-        redis_port=server.port,
-    )  # fmt: skip
-    s = Streamed(settings, load_repo(settings), name, server)
-    try:
+    base = dataclasses.replace(
+        stack, repo=_private_repo(tmp, name), home=tmp / "home", offline_dir=str(tmp / "offline")
+    )
+    with _online_store(request.param, tmp, base) as (settings, online):
+        s = Streamed(settings, load_repo(settings), name, online)
         gen = subprocess.run(
             s.cli("generate", "--events", str(EVENTS), "--hours", "30", "--users", str(USERS),
                   "--merchants", str(MERCHANTS), "--to", "kafka", "--topic", name,
@@ -159,9 +197,10 @@ def streamed(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
             settings, now - timedelta(days=3650), now, views=["user_profile", "merchant_risk"]
         )
         assert loaded.ok, loaded
+        client = s.client()
+        assert all(n > 0 for n in keys_per_primary(client))  # on a cluster: on every primary
+        client.close()
         yield s
-    finally:
-        server.stop()
 
 
 def test_consistency_is_exact_after_stream_and_backfill(streamed: Streamed, tmp_path: Path) -> None:
@@ -200,6 +239,41 @@ def test_consistency_sees_a_tampered_value(streamed: Streamed) -> None:
     assert sum(f.mismatches + f.missing + f.extra for f in report.features) == 1
 
 
+def test_feast_sdk_reads_what_featureline_wrote(streamed: Streamed) -> None:
+    """Feast's FeatureStore, on the same feature_store.yaml (one Redis, or Feast's
+    redis_cluster client), reads the latest values that the stream job (user_last_txn)
+    and materialize (user_profile) wrote: equal to what Featureline's read path serves."""
+    from feast import FeatureStore
+
+    from featureline.cli.commands.apply import apply_repo
+    from featureline.cli.consistency.run import read_online
+    from featureline.cli.consistency.sample import feature_groups
+
+    streamed.settings.export_env()
+    apply_repo(streamed.settings)  # Feast's registry, as `featureline apply` writes it
+    repo = streamed.repo
+    refs = [f"{v}:{f}" for v in ("user_last_txn", "user_profile") for f in repo.view(v).feature_names]
+    users = _user_ids(streamed)
+    (group,), _ = feature_groups(repo, refs)
+    ours = read_online(streamed.settings, repo, group, [(u,) for u in users], int(time.time() * 1e6))
+    feast = (
+        FeatureStore(repo_path=str(streamed.settings.repo))
+        .get_online_features(
+            features=refs, entity_rows=[{"user_id": u} for u in users], full_feature_names=True
+        )
+        .to_dict()
+    )
+    compared = 0
+    for ref in refs:
+        name = ref.replace(":", "__")
+        for i, user in enumerate(users):
+            # Ours is None past the view's ttl (Feast serves it regardless): compare the rest.
+            if ours[name][i] is not None:
+                assert feast[name][i] == ours[name][i], (ref, user)
+                compared += 1
+    assert compared >= len(users) * len(refs) // 2, compared  # most are within the ttl
+
+
 def _user_ids(s: Streamed) -> list[int]:
     from featureline.offline import read_table
 
@@ -208,9 +282,10 @@ def _user_ids(s: Streamed) -> list[int]:
     )
 
 
-def snapshot(client: redis.Redis) -> tuple[dict[bytes, Any], dict[bytes, int]]:
+def snapshot(client: Any) -> tuple[dict[bytes, Any], dict[bytes, int]]:
     """Every key but materialize's own marks: (hash contents or string value, absolute
-    expiry in ms, -1 for none; measured as now + PTTL: Redis 6.2 has no PEXPIRETIME)."""
+    expiry in ms, -1 for none; measured as now + PTTL: Redis 6.2 has no PEXPIRETIME).
+    A cluster client scans every primary."""
     values: dict[bytes, Any] = {}
     expiry: dict[bytes, int] = {}
     for key in client.scan_iter(count=1000):
@@ -233,9 +308,9 @@ def test_materialize_restores_a_redis_that_lost_its_data(streamed: Streamed) -> 
     project, topic = streamed.repo.project, streamed.topic
     before, before_exp = snapshot(streamed.client())
     assert any(k.startswith(TILE_PREFIX) for k in before) and len(before) > 2 * USERS
-    streamed.redis_server.restart()
+    streamed.lose_all_keys()
     client = streamed.client()
-    assert client.dbsize() == 0
+    assert client.dbsize() == 0  # a cluster client sums every primary's
     report = materialize(streamed.settings, incremental=True)
     assert report.ok, report
     restored_at_s = int(time.time())
