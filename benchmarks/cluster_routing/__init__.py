@@ -11,7 +11,9 @@ in one process on loopback:
   against node clients that answer at once (the reader's client CPU without I/O);
 - end to end: one `fetch` of `batch` keys x 2 commands on a local 3-primary cluster vs
   `RedisClient.fetch` of the same commands on one Redis (same binary, same machine,
-  same run, uvloop as in `featureline serve`), sequential (latency, not throughput):
+  same run, uvloop as in `featureline serve`), and the same Redis sent the commands in
+  3 payloads on 3 connections (the reader's fan-out without 3 server processes: what
+  is left of the overhead is the nodes' own wake-ups), sequential (latency):
   the two alternate in blocks of --repeat/10 calls, so a change of the machine's load
   hits both, and the median of each is reported.
 
@@ -159,26 +161,40 @@ async def _alternating_medians(
 async def _fetches(
     single_port: int, cluster_cfg: Any, batches: Sequence[int], repeat: int
 ) -> dict[int, dict[str, float]]:
+    """Per batch, median us of: one Redis (one payload), the same Redis through 3
+    connections (the commands cut in 3 payloads, sent as the reader sends them: its
+    client-side fan-out without more server processes), and the cluster."""
     from featureline.online_store.redis.aio import RedisClient, pack_command
     from featureline.online_store.redis.cluster_aio import ClusterReader
+    from featureline.online_store.redis.cluster_fanout import send_all
 
     single = RedisClient("127.0.0.1", single_port)
+    thirds = [RedisClient("127.0.0.1", single_port) for _ in range(3)]
     cluster = ClusterReader.from_config(cluster_cfg, RedisClient)
     out: dict[int, dict[str, float]] = {}
     try:
         for batch in batches:
             keys = [k for k in _keys(batch) for _ in range(2)]
             commands = [pack_command((b"HMGET", k, b"f", b"g")) for k in keys]
+            n = len(commands)
+            cuts = [commands[i * n // 3 : (i + 1) * n // 3] for i in range(3)]
+
+            async def fan_out(cuts: list[list[bytes]] = cuts) -> list[list[Any]]:
+                sends = [(c, b"".join(cut), len(cut)) for c, cut in zip(thirds, cuts, strict=True) if cut]
+                return await send_all(sends, 5.0, lambda: None)
+
             medians = await _alternating_medians(
                 {
                     "single_us": functools.partial(single.fetch, commands, keys, 5.0),
+                    "single_3conn_us": fan_out,
                     "cluster_us": functools.partial(cluster.fetch, commands, keys, 5.0),
                 },
                 repeat,
             )
             out[batch] = {**medians, "overhead": medians["cluster_us"] / medians["single_us"] - 1}
     finally:
-        single.close()
+        for client in [single, *thirds]:
+            client.close()
         cluster.close()
     return out
 
@@ -226,9 +242,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  batch {batch:>5}: route() {row['route_us']:>7.1f}   whole fetch() {row['fetch_us']:>7.1f}")
     fetches = {} if args.no_servers else _servers_run(batches, args.repeat)
     if fetches:
-        print(f"{'batch':>6} {'one Redis (us)':>15} {'3-primary cluster (us)':>23} {'overhead':>9}")
+        print(f"{'batch':>6} {'one Redis':>10} {'one Redis, 3 conns':>19} {'3-primary cluster':>18}"
+              f" {'overhead':>9}  (median us per fetch)")  # fmt: skip
         for batch, row in fetches.items():
-            print(f"{batch:>6} {row['single_us']:>15.0f} {row['cluster_us']:>23.0f} {row['overhead']:>9.0%}")
+            print(f"{batch:>6} {row['single_us']:>10.0f} {row['single_3conn_us']:>19.0f} "
+                  f"{row['cluster_us']:>18.0f} {row['overhead']:>9.0%}")  # fmt: skip
     load = [load_before, os.getloadavg()]
     print(f"load average (1/5/15 min) before {load[0]}, after {load[1]} ({os.cpu_count()} CPUs)")
     print(json.dumps({"bench": "cluster_routing", "per_key_ns": per_key, "client_us": cpu,
