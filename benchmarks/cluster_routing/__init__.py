@@ -6,11 +6,16 @@ in one process on loopback:
 - per key: redis-py's `redis.crc.key_slot`, the reader's `slot_of` (the same CRC16 with
   the hash-tag scan skipped for keys without "{"), and a dict lookup (what a per-key slot
   cache would cost on a hit), on Feast-like keys (~45 bytes);
-- per request: `ClusterReader.group` (node of every command, through its per-key
-  cache, warm here, and the stable sort by node) at each batch;
+- per request: `ClusterReader.route` (node of every command, through its per-key
+  cache, warm here, and the stable order by node) at each batch, and a whole `fetch`
+  against node clients that answer at once (the reader's client CPU without I/O);
 - end to end: one `fetch` of `batch` keys x 2 commands on a local 3-primary cluster vs
-  `RedisClient.execute_packed` of the same commands on one Redis (same binary, same
-  machine, same run), median of --repeat calls, sequential (latency, not throughput).
+  `RedisClient.fetch` of the same commands on one Redis (same binary, same machine,
+  same run, uvloop as in `featureline serve`), and the same Redis sent the commands in
+  3 payloads on 3 connections (the reader's fan-out without 3 server processes: what
+  is left of the overhead is the nodes' own wake-ups), sequential (latency):
+  the two alternate in blocks of --repeat/10 calls, so a change of the machine's load
+  hits both, and the median of each is reported.
 
 Prints a table and one JSON line (`{"bench": "cluster_routing", ...}`). argparse only at
 import time; redis, hiredis and the servers load inside `run`.
@@ -22,6 +27,7 @@ import argparse
 import asyncio
 import functools
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -72,17 +78,34 @@ def _per_key(keys: Sequence[bytes]) -> dict[str, float]:
     }
 
 
-class _Stub:
-    """A node client that is never called: group() only needs distinct objects."""
+class _Instant:
+    """A node client that answers at once (no I/O): what the reader's own work costs."""
 
     def __init__(self, address: str) -> None:
         self.address = address
+
+    async def execute_packed(
+        self, payload: bytes, expected: int, timeout_s: float | None = None, *, raw: bool = False
+    ) -> list[Any]:
+        return [[b"1", None]] * expected  # an HMGET's reply: a value and a missing field
+
+    def submit(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        future.set_result([[b"1", None]] * expected)
+        return future
+
+    async def ping(self, timeout_s: float = 0.5) -> bool:
+        return True
 
     def close(self) -> None:
         pass
 
 
-def _group_us(batches: Sequence[int]) -> dict[int, float]:
+def _client_cpu(batches: Sequence[int]) -> dict[int, dict[str, float]]:
+    """route() and a whole fetch() per request against _Instant nodes, in us."""
+    import uvloop
+
+    from featureline.online_store.redis.aio import pack_command
     from featureline.online_store.redis.cluster import ClusterNode, SlotMap, SlotRange
     from featureline.online_store.redis.cluster_aio import ClusterReader
 
@@ -93,52 +116,92 @@ def _group_us(batches: Sequence[int]) -> dict[int, float]:
         SlotRange(10923, 16383, nodes[2]),
     ]
 
-    def stub(host: str, port: int, cache: Any) -> Any:
-        return _Stub(f"{host}:{port}")
+    def instant(host: str, port: int, cache: Any) -> Any:
+        return _Instant(f"{host}:{port}")
 
-    reader = ClusterReader(SlotMap.build(ranges, "bench"), stub)
-    out: dict[int, float] = {}
-    for batch in batches:
-        keys = [k for k in _keys(batch) for _ in range(2)]  # 2 commands per entity
-        out[batch] = _per_call_ns(functools.partial(reader.group, keys, range(len(keys))), 50) / 1000
-    return out
+    async def measure() -> dict[int, dict[str, float]]:
+        reader = ClusterReader(SlotMap.build(ranges, nodes[0].address), instant)
+        out: dict[int, dict[str, float]] = {}
+        for batch in batches:
+            keys = [k for k in _keys(batch) for _ in range(2)]  # 2 commands per entity
+            commands = [pack_command((b"HMGET", k, b"f", b"g")) for k in keys]
+            calls = max(20, 20_000 // len(keys))
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter_ns()
+                for _ in range(calls):
+                    await reader.fetch(commands, keys, 1.0)
+                best = min(best, (time.perf_counter_ns() - start) / calls)
+            route_ns = _per_call_ns(functools.partial(reader.route, keys), calls)
+            out[batch] = {"route_us": route_ns / 1000, "fetch_us": best / 1000}
+        reader.close()
+        return out
+
+    return uvloop.run(measure())
 
 
-async def _median_us(call: Callable[[], Any], repeat: int) -> float:
-    for _ in range(20):  # connect, warm
-        await call()
-    times: list[float] = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        await call()
-        times.append((time.perf_counter_ns() - start) / 1000)
-    return statistics.median(times)
+async def _alternating_medians(
+    calls: dict[str, Callable[[], Any]], repeat: int, blocks: int = 10
+) -> dict[str, float]:
+    """Median latency (us) of each call; the calls take turns in `blocks` blocks, so a
+    change of the machine's load hits all of them alike."""
+    for call in calls.values():
+        for _ in range(20):  # connect, warm the per-key caches
+            await call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(blocks):
+        for name, call in calls.items():
+            for _ in range(max(1, repeat // blocks)):
+                start = time.perf_counter_ns()
+                await call()
+                times[name].append((time.perf_counter_ns() - start) / 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 async def _fetches(
     single_port: int, cluster_cfg: Any, batches: Sequence[int], repeat: int
 ) -> dict[int, dict[str, float]]:
+    """Per batch, median us of: one Redis (one payload), the same Redis through 3
+    connections (the commands cut in 3 payloads, sent as the reader sends them: its
+    client-side fan-out without more server processes), and the cluster."""
     from featureline.online_store.redis.aio import RedisClient, pack_command
     from featureline.online_store.redis.cluster_aio import ClusterReader
+    from featureline.online_store.redis.cluster_fanout import send_all
 
     single = RedisClient("127.0.0.1", single_port)
+    thirds = [RedisClient("127.0.0.1", single_port) for _ in range(3)]
     cluster = ClusterReader.from_config(cluster_cfg, RedisClient)
     out: dict[int, dict[str, float]] = {}
     try:
         for batch in batches:
             keys = [k for k in _keys(batch) for _ in range(2)]
             commands = [pack_command((b"HMGET", k, b"f", b"g")) for k in keys]
-            payload = b"".join(commands)
-            one = await _median_us(functools.partial(single.execute_packed, payload, len(commands)), repeat)
-            many = await _median_us(functools.partial(cluster.fetch, commands, keys), repeat)
-            out[batch] = {"single_us": one, "cluster_us": many, "overhead": many / one - 1}
+            n = len(commands)
+            cuts = [commands[i * n // 3 : (i + 1) * n // 3] for i in range(3)]
+
+            async def fan_out(cuts: list[list[bytes]] = cuts) -> list[list[Any]]:
+                sends = [(c, b"".join(cut), len(cut)) for c, cut in zip(thirds, cuts, strict=True) if cut]
+                return await send_all(sends, 5.0, lambda: None)
+
+            medians = await _alternating_medians(
+                {
+                    "single_us": functools.partial(single.fetch, commands, keys, 5.0),
+                    "single_3conn_us": fan_out,
+                    "cluster_us": functools.partial(cluster.fetch, commands, keys, 5.0),
+                },
+                repeat,
+            )
+            out[batch] = {**medians, "overhead": medians["cluster_us"] / medians["single_us"] - 1}
     finally:
-        single.close()
+        for client in [single, *thirds]:
+            client.close()
         cluster.close()
     return out
 
 
 def _servers_run(batches: Sequence[int], repeat: int) -> dict[int, dict[str, float]]:
+    import uvloop
+
     from featureline.cli.devstack import free_port, redis_binary
     from featureline.cli.devstack.probes import redis_answers
     from featureline.cli.devstack.processes import spawn, terminate
@@ -156,7 +219,7 @@ def _servers_run(batches: Sequence[int], repeat: int) -> dict[int, dict[str, flo
             time.sleep(0.05)
         seeds = tuple((n.host, n.port) for n in nodes)
         cfg = RedisConfig(redis_type="redis_cluster", host=seeds[0][0], port=seeds[0][1], nodes=seeds)
-        return asyncio.run(_fetches(port, cfg, batches, repeat))
+        return uvloop.run(_fetches(port, cfg, batches, repeat))
     finally:
         stop_nodes(nodes)
         terminate(pid, binary)
@@ -170,21 +233,22 @@ def _layout(replicas: int) -> Any:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     batches = [int(b) for b in args.batches.split(",")]
+    load_before = os.getloadavg()
     per_key = _per_key(_keys(10_000))
     print("slot of one key (ns):  " + "  ".join(f"{name} {ns:.0f}" for name, ns in per_key.items()))
-    grouping = _group_us(batches)
-    print(
-        "group() per request (2 commands per entity, us):  "
-        + "  ".join(f"batch {b}: {us:.1f}" for b, us in grouping.items())
-    )
+    cpu = _client_cpu(batches)
+    print("client CPU per request, 2 commands per entity (us), nodes that answer at once:")
+    for batch, row in cpu.items():
+        print(f"  batch {batch:>5}: route() {row['route_us']:>7.1f}   whole fetch() {row['fetch_us']:>7.1f}")
     fetches = {} if args.no_servers else _servers_run(batches, args.repeat)
     if fetches:
-        print(f"{'batch':>6} {'one Redis (us)':>15} {'3-primary cluster (us)':>23} {'overhead':>9}")
+        print(f"{'batch':>6} {'one Redis':>10} {'one Redis, 3 conns':>19} {'3-primary cluster':>18}"
+              f" {'overhead':>9}  (median us per fetch)")  # fmt: skip
         for batch, row in fetches.items():
-            print(f"{batch:>6} {row['single_us']:>15.0f} {row['cluster_us']:>23.0f} {row['overhead']:>9.0%}")
-    print(
-        json.dumps(
-            {"bench": "cluster_routing", "per_key_ns": per_key, "group_us": grouping, "fetch": fetches}
-        )
-    )
+            print(f"{batch:>6} {row['single_us']:>10.0f} {row['single_3conn_us']:>19.0f} "
+                  f"{row['cluster_us']:>18.0f} {row['overhead']:>9.0%}")  # fmt: skip
+    load = [load_before, os.getloadavg()]
+    print(f"load average (1/5/15 min) before {load[0]}, after {load[1]} ({os.cpu_count()} CPUs)")
+    print(json.dumps({"bench": "cluster_routing", "per_key_ns": per_key, "client_us": cpu,
+                      "fetch": fetches, "loadavg": load}))  # fmt: skip
     return 0

@@ -1,7 +1,9 @@
 """One side of `featureline bench materialize`, in a fresh process (imports and
-set-up are not timed): `python -m benchmarks.materialize.child specs|feast|ours REPO
-HOME PORT ENTITIES [WORKERS]`. Prints one JSON line: the materialize call's seconds,
-the keys written and a sample of the hashes (for the byte-for-byte check)."""
+set-up are not timed): `python -m benchmarks.materialize.child
+specs|specs-cluster|feast|ours|ours-cluster REPO HOME PORT ENTITIES [WORKERS]` (ours-cluster: PORT is
+a node of a Redis Cluster, written with redis_type redis_cluster). Prints one JSON line:
+the materialize call's seconds, the keys written and a sample of the hashes (for the
+byte-for-byte check)."""
 
 from __future__ import annotations
 
@@ -48,17 +50,24 @@ def _feast_side(repo: Path, port: int, entities: int) -> dict[str, Any]:
     return {"seconds": seconds, "keys": client.dbsize(), "sample": _sample(client, store.project, entities)}
 
 
-def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | None) -> dict[str, Any]:
+def _settings(repo: Path, home: Path, port: int, cluster: bool) -> Settings:
+    return Settings(repo=repo, home=home, redis_port=port, redis_type="redis_cluster" if cluster else "")
+
+
+def _our_side(
+    repo: Path, home: Path, port: int, entities: int, workers: int | None, cluster: bool
+) -> dict[str, Any]:
     from datetime import datetime
 
+    from benchmarks.materialize.cluster import Primaries
     from featureline.batch.materialize import mark_key, materialize
     from featureline.online_store.redis.connect import plain_client
 
-    settings = Settings(repo=repo, home=home, redis_port=port)
+    settings = _settings(repo, home, port, cluster)
     from featureline.repo import load_repo
 
     project = load_repo(settings).project  # cached specs: ~5 ms
-    client = plain_client(port=port)
+    client = Primaries(port) if cluster else plain_client(port=port)
     client.flushall()
     began = time.perf_counter()
     report = materialize(
@@ -81,17 +90,22 @@ def _our_side(repo: Path, home: Path, port: int, entities: int, workers: int | N
 def _child_main(argv: list[str]) -> None:
     side, repo, home, port, entities = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3]), int(argv[4])
     workers = int(argv[5]) if len(argv) > 5 else None
-    if side == "specs":  # untimed set-up: our cached specs, and `feast apply`
+    if side == "specs-cluster":  # the specs cache is per resolved online store
         from featureline.repo import load_repo
 
-        load_repo(Settings(repo=repo, home=home, redis_port=port))
+        load_repo(_settings(repo, home, port, cluster=True))
+        result: dict[str, Any] = {}
+    elif side == "specs":  # untimed set-up: our cached specs, and `feast apply`
+        from featureline.repo import load_repo
+
+        load_repo(_settings(repo, home, port, cluster=False))
         feast_cli = str(Path(sys.executable).parent / "feast")  # the venv's, PATH or not
         subprocess.run([feast_cli, "-c", str(repo), "apply"], check=True, capture_output=True)
-        result: dict[str, Any] = {}
+        result = {}
     elif side == "feast":
         result = _feast_side(repo, port, entities)
     else:
-        result = _our_side(repo, home, port, entities, workers)
+        result = _our_side(repo, home, port, entities, workers, cluster=side == "ours-cluster")
     print(json.dumps(result))
 
 

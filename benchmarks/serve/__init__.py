@@ -9,8 +9,12 @@ Phases (each prints our figure, Feast's and the ratio where Feast has one):
   whole feature service (tiles + on-demand views), Feast's REST batch 1000 beside it;
   a soak (--soak-s, default 60 s) at half peak: errors and the workers' memory.
 Both servers read the same Feast-written latest values; the feature service's
-aggregations (tiles) exist only for us (Feast cannot serve them). argparse only at
-import time: `featureline bench --help` imports this module.
+aggregations (tiles) exist only for us (Feast cannot serve them).
+
+`--online-store single,cluster` also copies the data into a local Redis Cluster (3
+primaries by default), starts a second `featureline serve` on it, and measures one
+against the other at batch 1, 100 and 1000 (benchmarks/serve/cluster.py); `--compare-only` runs just that.
+argparse only at import time: `featureline bench --help` imports this module.
 """
 
 from __future__ import annotations
@@ -50,6 +54,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="distinct batch-1 request bodies, taken in turn (default 5000; Feast is faster on few)",
     )
     parser.add_argument("--skip-feast", action="store_true", help="measure featureline only")
+    parser.add_argument(
+        "--online-store",
+        default="single",
+        help="'single' (default) or 'single,cluster': also serve the same data from a local "
+        "3-primary Redis Cluster and compare at batch 1, 100 and 1000",
+    )
+    parser.add_argument("--cluster-primaries", type=int, default=3, help="cluster primaries (default 3)")
+    parser.add_argument(
+        "--cluster-replicas", type=int, default=0, help="replicas per cluster primary (default 0)"
+    )
+    parser.add_argument(
+        "--compare-only",
+        action="store_true",
+        help="with --online-store single,cluster: only the one-Redis vs cluster comparison",
+    )
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
 
 
@@ -59,14 +78,17 @@ def _sizes(args: Any) -> dict[str, Any]:
 
 
 def run(args: Any, settings: Settings) -> int:
-    from benchmarks.serve import setup
+    from benchmarks.serve import cluster, setup
     from benchmarks.serve.phases import Workload, run_phases
     from featureline.repo import load_repo
 
+    stores = cluster.parse_stores(args.online_store)
+    skip_feast = args.skip_feast or args.compare_only
     sizes = _sizes(args)
     home = settings.home / "bench-serve" / time.strftime("%Y%m%d-%H%M%S")
     bench = setup.bench_settings(settings, home)
     procs: list[setup.Proc] = []
+    nodes: list[Any] = []
     # SIGTERM unwinds like Ctrl-C, so the finally below stops Redis and both servers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -80,18 +102,31 @@ def run(args: Any, settings: Settings) -> int:
 
         tiles = setup.load_tiles(plain_client(port=bench.redis_port), repo, keys, seed=2)
         _say(f"{rows} latest rows (written by Feast), {tiles} tiles (shared core layout)")
-        servers = _start_servers(bench, args, procs)
+        servers = _start_servers(bench, args, procs, skip_feast)
+        if "cluster" in stores:
+            nodes = cluster.start_cluster(bench, args.cluster_primaries, args.cluster_replicas)
+            seed = (nodes[0].host, nodes[0].port)
+            copied = cluster.copy_to_cluster(bench.redis_port, seed)
+            _say(f"{args.cluster_primaries}-primary cluster ({args.cluster_replicas} replicas each) at "
+                 f"{seed[0]}:{seed[1]}: {copied} keys copied (DUMP/RESTORE)")  # fmt: skip
+            servers.update(cluster.start_server(bench, args, seed, procs))
+            servers["cluster_primaries"] = args.cluster_primaries
         cache = f"{args.near_cache_keys:,} keys" if args.near_cache_keys else "off"
         _say(f"featureline serve: {args.workers} workers, near cache {cache}")
         servers["keys"] = keys
         workload = Workload.build(repo, keys, args.service, seed=3, single_bodies=args.bodies)
-        report = run_phases(workload, servers, sizes, args.concurrency, skip_feast=args.skip_feast)
+        report = run_phases(workload, servers, sizes, args.concurrency, skip_feast=skip_feast,
+                            compare_only=args.compare_only)  # fmt: skip
     finally:
         for proc in reversed(procs):
             proc.stop()
+        if nodes:
+            cluster.stop_cluster(nodes)
     report["config"] = {**sizes, "concurrency": args.concurrency, "workers": args.workers,
                         "near_cache_keys": args.near_cache_keys, "bodies": args.bodies,
-                        "repo": str(settings.repo)}  # fmt: skip
+                        "repo": str(settings.repo), "online_store": stores,
+                        "cluster_primaries": args.cluster_primaries,
+                        "cluster_replicas": args.cluster_replicas}  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0
@@ -101,7 +136,7 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _start_servers(bench: Settings, args: Any, procs: list[Any]) -> dict[str, Any]:
+def _start_servers(bench: Settings, args: Any, procs: list[Any], skip_feast: bool) -> dict[str, Any]:
     from benchmarks.serve import setup
     from featureline.cli.devstack import free_ports
 
@@ -114,7 +149,7 @@ def _start_servers(bench: Settings, args: Any, procs: list[Any]) -> dict[str, An
     ], bench)  # fmt: skip
     procs.append(ours)
     servers: dict[str, Any] = {"ours_http": ours_http, "ours_grpc": ours_grpc, "ours": ours}
-    if not args.skip_feast:
+    if not skip_feast:
         feast = str(Path(sys.executable).with_name("feast"))
         common = ["--no-access-log"]
         rest = setup.spawn("feast-serve", [

@@ -260,8 +260,12 @@ async def _soak(w: Workload, s: dict[str, Any], r: Report, conc: int, secs: floa
 
 
 def run_phases(w: Workload, servers: dict[str, Any], sizes: dict[str, Any], conc: int, *,
-               skip_feast: bool) -> dict[str, Any]:  # fmt: skip
+               skip_feast: bool, compare_only: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The phases; then, when a cluster server runs (`cluster_http` in servers), one
+    Redis against the cluster (benchmarks/serve/cluster.py); compare_only: that alone."""
     import uvloop
+
+    from benchmarks.serve.cluster import compare
 
     feast = not skip_feast
     secs = sizes["seconds"]
@@ -269,11 +273,14 @@ def run_phases(w: Workload, servers: dict[str, Any], sizes: dict[str, Any], conc
     started = time.time()
 
     async def main() -> None:
-        await _batch1(w, servers, report, conc, secs, feast)
-        await _batch100(w, servers, report, conc, secs, feast)
-        await _batch1000(w, servers, report, secs, feast)
-        await _service_batch1(w, servers, report, conc, secs)
-        await _soak(w, servers, report, conc, sizes["soak_s"])
+        if not compare_only:
+            await _batch1(w, servers, report, conc, secs, feast)
+            await _batch100(w, servers, report, conc, secs, feast)
+            await _batch1000(w, servers, report, secs, feast)
+            await _service_batch1(w, servers, report, conc, secs)
+            await _soak(w, servers, report, conc, sizes["soak_s"])
+        if "cluster_http" in servers:
+            await compare(w, servers, report, conc, secs)
 
     print(f"featureline bench serve: {len(w.plain_refs)} plain features, service {w.service},"
           f" {conc} connections, {secs:.0f} s per phase", file=sys.stderr, flush=True)  # fmt: skip

@@ -50,9 +50,11 @@ class Proc:
         return "\n".join(text.strip().splitlines()[-lines:]) + f"\n(log: {self.log})"
 
 
-def spawn(name: str, argv: list[str], settings: Settings, cwd: Path | None = None) -> Proc:
+def spawn(
+    name: str, argv: list[str], settings: Settings, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Proc:
     log = settings.home / f"{name}.log"
-    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home)}
+    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home), **(env or {})}
     with open(log, "wb") as out:
         popen = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     return Proc(name, popen, log)

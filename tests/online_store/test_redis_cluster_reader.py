@@ -99,7 +99,7 @@ def test_reads_are_routed_as_redis_py_routes_them(redis_cluster: LocalCluster) -
     async def run() -> None:
         reader = _reader(redis_cluster)
         try:
-            assert len(reader.group(command_keys, range(len(command_keys)))) == 3
+            assert len(reader.route(command_keys).groups) == 3
             got = await reader.fetch(commands, command_keys, timeout_s=5.0)
             assert _same(got, expected)
             one = await reader.fetch(commands[:1], command_keys[:1])  # one node: no gather

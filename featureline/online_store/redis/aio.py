@@ -309,6 +309,16 @@ class RedisClient:
                 raise RedisReplyError(f"Redis error: {reply}")
         return replies
 
+    def submit(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]] | None:
+        """Send pre-packed commands on the open connection, without a coroutine: the
+        future of their `expected` raw replies (error replies included), or None when
+        not connected (then execute_packed, which connects). The cluster reader awaits
+        one such future per node instead of a task per node. No timer: the caller's."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return None
+        return conn.send(payload, expected)
+
     async def execute(self, commands: Sequence[Command], timeout_s: float | None = None) -> list[Any]:
         packed = [hiredis.pack_command(tuple(c)) for c in commands]  # type: ignore[arg-type]
         return await self.fetch(packed, (), timeout_s)
