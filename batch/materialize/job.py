@@ -232,7 +232,7 @@ def _write_latest(
         lo, hi = shard_bounds(n, index, shards)
         store = connect(cfg)
         try:
-            writer = LatestLwwWriter(store, view, cfg, key_ttl_s=cfg.key_ttl_s)
+            writer = LatestLwwWriter(store, view, key_ttl_s=cfg.key_ttl_s)
             encoded = encode_rows(latest.slice(lo, hi - lo), view, repo.project, has_created)
             return writer.write(encoded, add)
         finally:

@@ -14,7 +14,8 @@ takes columns encoded at once (batch.materialize.encode) instead of row objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +26,8 @@ import pyarrow.compute as pc
 from featureline.batch.backfill.events import CREATED_US, TS_US
 from featureline.batch.materialize.encode import encode_column, encode_keys, encode_orders, encode_timestamps
 from featureline.batch.materialize.resp import bulk_column, command, join_rows, row_bytes
-from featureline.config import RedisConfig
 from featureline.offline import KAFKA_OFFSET
 from featureline.online.feast_format import feature_field, order_field, ts_field
-from featureline.online_store.redis.pipe import PipelinedWriter
 from featureline.online_store.redis.scripts import LATEST_LWW_LUA
 from featureline.online_store.redis.store import CHUNK_KEYS
 from featureline.specs import ViewSpec
@@ -87,6 +86,16 @@ class EncodedRows:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def take(self, order: np.ndarray) -> EncodedRows:
+        """The rows in `order` (a permutation of row indexes)."""
+        indexes = pa.array(order)
+        return EncodedRows(
+            self.keys.take(indexes),
+            self.orders.take(indexes),
+            self.timestamps.take(indexes),
+            [c.take(indexes) for c in self.columns],
+        )
+
     def slice(self, lo: int, hi: int) -> EncodedRows:
         n = max(0, min(hi, len(self)) - lo)
         return EncodedRows(
@@ -112,21 +121,24 @@ def encode_rows(rows: pa.Table, view: ViewSpec, project: str, has_created: bool)
     return EncodedRows(keys, encode_orders(ts, created, has), encode_timestamps(ts), columns)
 
 
+# (node, lo, hi, the calls' (lo, hi)): consecutive calls to one node, sent together.
+Batch = tuple[int, int, int, list[tuple[int, int]]]
+
+
 class LatestLwwWriter:
-    """Sends EncodedRows with the shared LWW script, `CHUNK_KEYS` entities per call.
+    """Sends EncodedRows with the shared LWW script, at most `CHUNK_KEYS` entities per call.
 
     The calls are byte-for-byte what redis-py would send for
     EVALSHA sha n key... order_field ttl nf f1 ... _ts:view (order v1 ... ts)... but packed
     column-wise (batch.materialize.resp) and streamed with several batches in flight
-    (online_store.redis.pipe). `store` (online_store.redis.store.RedisStore) loads the
-    script.
+    through the store's raw pipelined writers (`store.packed_pipes()`,
+    online_store.redis.pipe): one node takes the rows in order, `CHUNK_KEYS` a call; a
+    cluster reorders them by primary and hash slot, one slot's keys a call (a script's
+    keys must share a slot), one writer per primary. `store` loads the script.
     """
 
-    def __init__(
-        self, store: Any, view: ViewSpec, cfg: RedisConfig | None = None, *, key_ttl_s: int = 0
-    ) -> None:
+    def __init__(self, store: Any, view: ViewSpec, *, key_ttl_s: int = 0) -> None:
         self._store = store
-        self._cfg = cfg  # where write() opens its pipelined socket (None: where `store` is)
         self._key_ttl_s = int(key_ttl_s)
         self._sha = store.load_script(LATEST_LWW_LUA)
         self._order_field = order_field(view.name)
@@ -141,19 +153,19 @@ class LatestLwwWriter:
         return bulk_column(rows.keys), join_rows(parts)
 
     def commands(self, rows: EncodedRows) -> Iterator[bytes]:
-        """One packed EVALSHA per CHUNK_KEYS entities (the script's argument layout:
-        order field, key ttl, n, the n field names once, then per key its order and n
-        values)."""
+        """One packed EVALSHA per CHUNK_KEYS entities, in row order (one node's calls)."""
         keys, argv = self.packed(rows)
+        for lo in range(0, len(rows), CHUNK_KEYS):
+            yield self._command(keys, argv, lo, min(lo + CHUNK_KEYS, len(rows)))
+
+    def _command(self, keys: pa.Array, argv: pa.Array, lo: int, hi: int) -> bytes:
+        """EVALSHA of rows lo..hi-1 (the script's argument layout: order field, key ttl,
+        n, the n field names once, then per key its order and n values)."""
         names = [*self._fields, self._ts_field]
         middle = [self._order_field, b"%d" % self._key_ttl_s, b"%d" % len(names), *names]
-        per_key = 1 + len(names)
-        for lo in range(0, len(rows), CHUNK_KEYS):
-            hi = min(lo + CHUNK_KEYS, len(rows))
-            head = [b"EVALSHA", self._sha, b"%d" % (hi - lo)]
-            yield command(
-                head, row_bytes(keys, lo, hi), hi - lo, middle, row_bytes(argv, lo, hi), per_key * (hi - lo)
-            )
+        head = [b"EVALSHA", self._sha, b"%d" % (hi - lo)]
+        n_args = (1 + len(names)) * (hi - lo)
+        return command(head, row_bytes(keys, lo, hi), hi - lo, middle, row_bytes(argv, lo, hi), n_args)
 
     def write(
         self,
@@ -161,17 +173,44 @@ class LatestLwwWriter:
         progress: Callable[[int], None] | None = None,
         calls_per_batch: int = 8,
     ) -> int:
-        """Write all rows, several batches in flight; returns how many entities took the
-        new value (the others kept a newer one)."""
-        pipe = PipelinedWriter(self._cfg or self._store.config)
-        step = CHUNK_KEYS * calls_per_batch
+        """Write all rows, several batches in flight per node; returns how many entities
+        took the new value (the others kept a newer one)."""
+        pipes = self._store.packed_pipes()
         try:
-            for lo in range(0, len(rows), step):
-                part = rows.slice(lo, lo + step)
-                payloads = list(self.commands(part))
-                pipe.send_packed(b"".join(payloads), len(payloads))
+            route = pipes.route(len(rows), lambda: rows.keys.to_pylist(), CHUNK_KEYS)
+            if route.order is not None:
+                rows = rows.take(route.order)
+            # Each batch packed just before it is sent: Redis runs the batches in flight
+            # meanwhile (online_store.redis.pipe).
+            for node, lo, hi, calls in _interleaved(_batches(route.calls, CHUNK_KEYS * calls_per_batch)):
+                keys, argv = self.packed(rows.slice(lo, hi))
+                payload = b"".join(self._command(keys, argv, a - lo, b - lo) for a, b in calls)
+                pipes.send(node, payload, len(calls))
                 if progress is not None:
-                    progress(len(part))
-            return sum(int(n) for n in pipe.finish())
+                    progress(hi - lo)
+            return sum(int(n) for n in pipes.finish())
         finally:
-            pipe.close()
+            pipes.close()
+
+
+def _batches(calls: Sequence[tuple[int, int, int]], step: int) -> Iterator[Batch]:
+    """Consecutive calls of one node, about `step` keys together, as (node, lo, hi, the
+    calls' (lo, hi)): one node's batches are exactly step // CHUNK_KEYS full calls, a
+    cluster's calls hold one slot's keys (fewer), so more of them make a batch."""
+    batch: list[tuple[int, int]] = []
+    for i, (node, lo, hi) in enumerate(calls):
+        batch.append((lo, hi))
+        following = calls[i + 1][0] if i + 1 < len(calls) else -1
+        if hi - batch[0][0] >= step or following != node:
+            yield node, batch[0][0], hi, batch
+            batch = []
+
+
+def _interleaved(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Batches in turn per node (a cluster's route lists one node's calls after
+    another's): every primary works at once instead of one after the other."""
+    per_node: dict[int, list[Batch]] = {}
+    for batch in batches:
+        per_node.setdefault(batch[0], []).append(batch)
+    for turn in itertools.zip_longest(*per_node.values()):
+        yield from (b for b in turn if b is not None)

@@ -9,14 +9,18 @@ than `depth` batches are outstanding: client and server work at the same time (a
 
 from __future__ import annotations
 
+import itertools
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
+import numpy as np
 
 from featureline.config import RedisConfig
 from featureline.errors import ServiceUnavailableError
+from featureline.online_store.redis.cluster_aio import slot_of
 from featureline.online_store.redis.connect import open_socket
 
 _RECV = 1 << 16
@@ -68,3 +72,64 @@ class PipelinedWriter:
             if isinstance(reply, hiredis.ReplyError):
                 raise ServiceUnavailableError(f"Redis refused a write: {reply}")
             self.replies.append(reply)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the rows of a packed write go: `order` (None: as given) reorders them so
+    that each script call is a contiguous run; `calls` are (node, lo, hi) over the
+    reordered rows, a node's calls one after another."""
+
+    order: np.ndarray | None
+    calls: list[tuple[int, int, int]]
+
+
+class PackedPipes:
+    """One PipelinedWriter per node of a store (one node: one), for writers that pack
+    script calls themselves (batch materialize). `owners` maps each hash slot to its
+    node's index (None: one node, where any keys share a call)."""
+
+    def __init__(
+        self, nodes: Sequence[RedisConfig], owners: np.ndarray | None = None, depth: int = 4
+    ) -> None:
+        self.nodes = list(nodes)
+        self._owners = owners
+        self._depth = depth
+        self._pipes: dict[int, PipelinedWriter] = {}
+
+    @property
+    def routed(self) -> bool:
+        """Whether `route` needs the keys (a cluster) or only their count."""
+        return self._owners is not None
+
+    def route(self, n: int, keys: Callable[[], Sequence[bytes]], max_keys: int) -> Route:
+        """Script calls of at most `max_keys` keys, each of one hash slot on a cluster.
+        `keys()` is asked only when routing needs them."""
+        if self._owners is None:
+            return Route(None, [(0, lo, min(lo + max_keys, n)) for lo in range(0, n, max_keys)])
+        slots = np.fromiter((slot_of(k) for k in keys()), dtype=np.int32, count=n)
+        node = self._owners[slots]
+        order = np.lexsort((slots, node))  # by node, then slot (stable)
+        ordered = slots[order]
+        starts = np.flatnonzero(np.diff(ordered)) + 1
+        bounds = np.concatenate(([0], starts, [n])).tolist()
+        calls = []
+        for lo, hi in itertools.pairwise(bounds):
+            owner = int(node[order[lo]])
+            calls += [(owner, s, min(s + max_keys, hi)) for s in range(lo, hi, max_keys)]
+        return Route(order, calls)
+
+    def send(self, node: int, payload: bytes, n_commands: int) -> None:
+        pipe = self._pipes.get(node)
+        if pipe is None:
+            pipe = self._pipes[node] = PipelinedWriter(self.nodes[node], self._depth)
+        pipe.send_packed(payload, n_commands)
+
+    def finish(self) -> list[Any]:
+        """Every reply of every node (in order per node)."""
+        return [reply for _, pipe in sorted(self._pipes.items()) for reply in pipe.finish()]
+
+    def close(self) -> None:
+        for pipe in self._pipes.values():
+            pipe.close()
+        self._pipes.clear()

@@ -24,6 +24,7 @@ from featureline.online.feast_format import (
 from featureline.online_store.base import NO_MARK, LatestRow, StoreUnavailableError, TileSet, TileWrite
 from featureline.online_store.redis.connect import check_redis, config_of
 from featureline.online_store.redis.durability import wait_if_configured
+from featureline.online_store.redis.pipe import PackedPipes
 from featureline.online_store.redis.scripts import LATEST_LWW_LUA, RAISE_LUA, TILE_APPLY_LUA, TILE_SET_LUA
 from featureline.online_store.redis.sentinel import discover_primary, primary_config, sentinel_client
 from featureline.specs import ViewSpec
@@ -37,6 +38,8 @@ TILE_CHUNK_KEYS = 400
 # Tile hashes per pipeline round trip of rebuilt tiles (each HSET carries all of one
 # key's tiles).
 _PIPELINE_KEYS = 2000
+# One script call: its KEYS and ARGV.
+ScriptCall = tuple[Sequence[bytes], Sequence[Any]]
 
 
 def lww_arguments(view: ViewSpec, rows: Sequence[LatestRow], key_ttl_s: int) -> tuple[list[bytes], list[Any]]:
@@ -85,10 +88,24 @@ class RedisStore:
         """SCRIPT LOAD: the sha for raw EVALSHA calls (batch materialize's packed writer)."""
         return str(self._call(self.client.script_load, lua)).encode()
 
+    def packed_pipes(self, depth: int = 4) -> PackedPipes:
+        """Raw pipelined writers beside this store, for callers that pack script calls
+        themselves (batch materialize): here one, to this node."""
+        return PackedPipes([self.config], None, depth)
+
     def _chunks(self, keys: Sequence[bytes], size: int) -> Iterator[list[int]]:
         """Indexes of `keys` per script call (one node: any keys together)."""
         for lo in range(0, len(keys), size):
             yield list(range(lo, min(lo + size, len(keys))))
+
+    def _run_scripts(self, lua: str, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Replies of one script's calls, in order, in one pipeline round trip (redis-py
+        loads the script first where the server lacks it)."""
+        script = self.script(lua)
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return list(self._call(pipe.execute))
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -99,13 +116,12 @@ class RedisStore:
     def write_latest(self, view: ViewSpec, rows: Sequence[LatestRow], *, key_ttl_s: int = 0) -> int:
         if not rows:
             return 0
-        script = self.script(LATEST_LWW_LUA)
-        pipe = self.client.pipeline(transaction=False)
         keys = [r.redis_key for r in rows]
-        for chunk in self._chunks(keys, CHUNK_KEYS):
-            ckeys, argv = lww_arguments(view, [rows[i] for i in chunk], key_ttl_s)
-            script(keys=ckeys, args=argv, client=pipe)
-        return sum(int(n) for n in self._call(pipe.execute))
+        calls = [
+            lww_arguments(view, [rows[i] for i in chunk], key_ttl_s)
+            for chunk in self._chunks(keys, CHUNK_KEYS)
+        ]
+        return sum(int(n) for n in self._run_scripts(LATEST_LWW_LUA, calls))
 
     def read_tiles(
         self, fields: Sequence[tuple[bytes, bytes]], mark_keys: Sequence[bytes], mark: bytes
@@ -127,9 +143,8 @@ class RedisStore:
         """TILE_APPLY_LUA per chunk of keys, every chunk in one pipeline round trip."""
         if not writes:
             return []
-        script = self.script(TILE_APPLY_LUA)
-        pipe = self.client.pipeline(transaction=False)
         chunks = list(self._chunks([w.key for w in writes], TILE_CHUNK_KEYS))
+        calls: list[ScriptCall] = []
         for chunk in chunks:
             argv: list[Any] = [now_ms, mark, new_mark]
             for i in chunk:
@@ -137,22 +152,21 @@ class RedisStore:
                 argv += (w.expected, w.expire_at_ms, w.prune_before_s, len(w.fields))
                 for fld, value in w.fields:
                     argv += (fld, value)
-            script(keys=[writes[i].key for i in chunk], args=argv, client=pipe)
-        replies = self._call(pipe.execute)
+            calls.append(([writes[i].key for i in chunk], argv))
+        replies = self._run_scripts(TILE_APPLY_LUA, calls)
         # Each reply: the 1-based positions, within its chunk, of the keys not written.
         pairs = zip(chunks, replies, strict=True)
         return [writes[chunk[int(p) - 1]].key for chunk, reply in pairs for p in reply]
 
     def set_tiles(self, sets: Sequence[TileSet]) -> int:
-        script = self.script(TILE_SET_LUA)
         for lo in range(0, len(sets), _PIPELINE_KEYS):
-            pipe = self.client.pipeline(transaction=False)
+            calls: list[ScriptCall] = []
             for one in sets[lo : lo + _PIPELINE_KEYS]:
                 args: list[Any] = [one.expire_at_ms]
                 for fld, value in one.fields:
                     args += (fld, value)
-                script(keys=[one.key], args=args, client=pipe)
-            self._call(pipe.execute)
+                calls.append(([one.key], args))
+            self._run_scripts(TILE_SET_LUA, calls)
         return sum(len(s.fields) for s in sets)
 
     def get_watermark(self, key: bytes | str) -> int | None:
