@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from oracle.naive import US, aggregate, same, window_start_us
+from oracle.naive import US, aggregate, same, tile_size_s, window_start_us
 from stream_helpers import Served, StreamCase
 
 from benchmarks.stream.repo import isolated_repo
@@ -118,32 +118,43 @@ class Producer(threading.Thread):
         self.last: dict[int, int] = {}
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self._producer: Any = None
+        self._created = 0
 
     def run(self) -> None:
-        from kafka import KafkaProducer
-
-        producer = KafkaProducer(bootstrap_servers=self.case.settings.kafka_bootstrap, linger_ms=5)
-        created = 0
         try:
             while not self.stop.wait(self.tick_s):
-                sent = []
-                for _ in range(self.per_tick):
-                    created = max(created + 1, int(time.time() * 1000))  # unique: LWW ties
-                    event = make_event(self.rng, created)
-                    payload = orjson.dumps({k: v for k, v in event.items() if not k.startswith("_")})
-                    future = producer.send(self.case.topic, value=payload, partition=event["_partition"],
-                                           timestamp_ms=created)  # fmt: skip
-                    sent.append((event, future))
-                producer.flush()
-                for event, future in sent:
-                    meta = future.get(timeout=10)
-                    event["_offset"] = meta.offset
-                    self.last[meta.partition] = max(self.last.get(meta.partition, -1), meta.offset)
-                    self.events.append(event)
+                self.tick()
         except BaseException as exc:  # reported by the test
             self.error = exc
         finally:
-            producer.close()
+            self.close()
+
+    def tick(self, count: int = 0) -> None:
+        """Send `count` events (default per_tick) and wait for their offsets."""
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(bootstrap_servers=self.case.settings.kafka_bootstrap, linger_ms=5)
+        sent = []
+        for _ in range(count or self.per_tick):
+            self._created = max(self._created + 1, int(time.time() * 1000))  # unique: LWW ties
+            event = make_event(self.rng, self._created)
+            payload = orjson.dumps({k: v for k, v in event.items() if not k.startswith("_")})
+            future = self._producer.send(self.case.topic, value=payload, partition=event["_partition"],
+                                         timestamp_ms=self._created)  # fmt: skip
+            sent.append((event, future))
+        self._producer.flush()
+        for event, future in sent:
+            meta = future.get(timeout=10)
+            event["_offset"] = meta.offset
+            self.last[meta.partition] = max(self.last.get(meta.partition, -1), meta.offset)
+            self.events.append(event)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
 
 
 # --- responses -----------------------------------------------------------------------
@@ -283,27 +294,29 @@ class EntityHistory:
             self._values[memo] = aggregate(picked, agg.function)
         return self._values[memo]
 
-    def matching_prefix(self, view: ViewSpec, row: dict[str, Any], t_us: int) -> int | None:
-        """A j whose every aggregation at t equals `row`'s, or None. The count with the
-        widest window grows with j: binary search its first j, then try each j of
-        that count."""
-        aggs = view.aggregations
-        anchor = max((a for a in aggs if a.function == "count"), key=lambda a: a.window_s)
-        want = row[anchor.name]
-        if not isinstance(want, int):
-            return None
-        lo, hi = 0, len(self.events)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.value(mid, anchor, t_us) < want:
-                lo = mid + 1
-            else:
-                hi = mid
-        j = lo
-        while j <= len(self.events) and self.value(j, anchor, t_us) == want:
+    def matching_prefix(self, aggs: Sequence[Any], row: dict[str, Any], t_us: int) -> int | None:
+        """A j whose every aggregation of `aggs` at t equals `row`'s, or None. A count
+        grows with j: binary search the first j of the served count of the widest
+        window, then try each j of that count (without a count: every j)."""
+        counts = [a for a in aggs if a.function == "count"]
+        lo, last = 0, len(self.events)
+        if counts:
+            anchor = max(counts, key=lambda a: a.window_s)
+            want = row[anchor.name]
+            if not isinstance(want, int):
+                return None
+            hi = last
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self.value(mid, anchor, t_us) < want:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            while last >= lo and self.value(last, anchor, t_us) != want:
+                last -= 1
+        for j in range(lo, last + 1):
             if all(same(row[a.name], self.value(j, a, t_us)) for a in aggs):
                 return j
-            j += 1
         return None
 
 
@@ -317,27 +330,42 @@ def histories(events: list[dict[str, Any]]) -> dict[tuple[str, Any], EntityHisto
     return out
 
 
+@dataclass
+class Findings:
+    """Answers that no prefix explains (`wrong`), and answers whose view read its tile
+    sizes at different prefixes, each size some prefix's values (`mixed`)."""
+
+    wrong: list[str] = field(default_factory=list)
+    mixed: list[str] = field(default_factory=list)
+
+
+MIXED = "mixed"
+
+
 def check_replies(
     replies: list[Reply], known: dict[tuple[str, Any], EntityHistory], repo: Any, *, complete: bool = False
-) -> list[str]:
-    """What was wrong in the recorded replies (empty: every one was UNAVAILABLE or a
+) -> Findings:
+    """What was wrong in the recorded replies (none: every one was UNAVAILABLE or a
     prefix's values). `complete`: every reply must be a success with the values of
     ALL the events (the oracle's answer once everything is applied)."""
-    problems: list[str] = []
+    found = Findings()
     for reply in replies:
         if reply.outcome == "unavailable" and not complete:
             continue
         if reply.outcome != "ok":
-            problems.append(f"{reply.via} {reply.keys}: {reply.outcome}")
+            found.wrong.append(f"{reply.via} {reply.keys}: {reply.outcome}")
             continue
         views = USER_VIEWS if reply.key_name == "user_id" else MERCHANT_VIEWS
         for i, key in enumerate(reply.keys):
             history = known.get((reply.key_name, key), EntityHistory([]))
             for view_name in views:
                 problem = _check_row(repo.view(view_name), reply, i, history, complete)
-                if problem:
-                    problems.append(f"{reply.via} {reply.key_name}={key} {view_name}: {problem}")
-    return problems
+                where = f"{reply.via} {reply.key_name}={key} {view_name}"
+                if problem == MIXED:
+                    found.mixed.append(where)
+                elif problem:
+                    found.wrong.append(f"{where}: {problem}")
+    return found
 
 
 def _check_row(view: ViewSpec, reply: Reply, i: int, history: EntityHistory, complete: bool) -> str | None:
@@ -348,15 +376,8 @@ def _check_row(view: ViewSpec, reply: Reply, i: int, history: EntityHistory, com
     if statuses == {"NOT_FOUND"}:
         # Nothing of it applied yet (or a key the promoted replica never got).
         return "not found" if complete and history.events else None
-    n = len(history.events)
     if view.is_aggregating:
-        for t in (reply.before_us, reply.after_us):  # the server's t lies in between
-            if complete and all(same(row[a.name], history.value(n, a, t)) for a in view.aggregations):
-                return None
-            if not complete and history.matching_prefix(view, row, t) is not None:
-                return None
-        want = {a.name: history.value(n, a, reply.after_us) for a in view.aggregations}
-        return f"{row} is no prefix's value (statuses {statuses}; all events: {want})"
+        return _check_aggregates(view, reply, i, history, complete)
     stamp = {cols[n].stamps_us[i] for n in names}
     for win in history.winners[-1:] if complete else history.winners:
         want = {n: "NULL_VALUE" if win.get(n) is None else "PRESENT" for n in names}
@@ -364,3 +385,35 @@ def _check_row(view: ViewSpec, reply: Reply, i: int, history: EntityHistory, com
         if stamp == {win["_ts_us"]} and all(same(row[n], win.get(n)) for n in names) and got == want:
             return None
     return f"{row} at {stamp} is no prefix's latest row"
+
+
+def _check_aggregates(
+    view: ViewSpec, reply: Reply, i: int, history: EntityHistory, complete: bool
+) -> str | None:
+    """None when the row is one prefix's values (`complete`: all the events'); MIXED
+    when each tile size's aggregations are some prefix's values but not the same one
+    (each tile size is its own Redis key, written by its own script call); else why
+    the row is wrong."""
+    row = {a.name: reply.columns[a.name].values[i] for a in view.aggregations}
+    n = len(history.events)
+    times = (reply.before_us, reply.after_us)  # the server's t lies in between
+    if complete:
+        if any(all(same(row[a.name], history.value(n, a, t)) for a in view.aggregations) for t in times):
+            return None
+    elif any(history.matching_prefix(view.aggregations, row, t) is not None for t in times):
+        return None
+    else:
+        sizes: dict[int, list[Any]] = {}
+        for a in view.aggregations:
+            sizes.setdefault(tile_size_s(a.window_s, a.slide_s), []).append(a)
+        if all(_size_ok(aggs, reply, i, row, history) for aggs in sizes.values()):
+            return MIXED
+    want = {a.name: history.value(n, a, reply.after_us) for a in view.aggregations}
+    return f"{row} is no prefix's value (all events: {want})"
+
+
+def _size_ok(aggs: list[Any], reply: Reply, i: int, row: dict[str, Any], history: EntityHistory) -> bool:
+    if {reply.columns[a.name].statuses[i] for a in aggs} == {"NOT_FOUND"}:
+        return True  # this tile size's key has nothing yet
+    times = (reply.before_us, reply.after_us)
+    return any(history.matching_prefix(aggs, row, t) is not None for t in times)
