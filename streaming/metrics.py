@@ -7,6 +7,8 @@ Series (registry `REGISTRY`, served by `serve(port)`):
   featureline_stream_late_events_total{view}      events too old for the online tiles
   featureline_stream_consumer_lag{topic,partition} end offset - next offset to read
   featureline_stream_freshness_seconds            Kafka record time -> visible in Redis
+  featureline_stream_online_retries_total         failed tries of online writes (a Redis
+                                                  failover or outage), each batch retried
 Events/s is rate(featureline_stream_events_total[1m]).
 Freshness is observed for up to 64 events per batch: observing all of them would cost
 ~1 us each (5 % of a core at 50k events/s); the stats file keeps every value.
@@ -46,6 +48,11 @@ FRESHNESS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+RETRIES = Counter(
+    "featureline_stream_online_retries",
+    "failed tries of a batch's online write (retried until it succeeds)",
+    registry=REGISTRY,
+)
 _SAMPLES_PER_BATCH = 64
 # Freshness values kept for the summary: ~8 MB, 1M events.
 _MAX_KEPT = 1_000_000
@@ -69,6 +76,7 @@ class Totals:
     dead: int = 0
     late: int = 0
     late_by_view: dict[str, int] = field(default_factory=dict)
+    online_retries: int = 0  # failed tries of batches' online writes (each retried)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     first_apply: float = 0.0
@@ -119,6 +127,11 @@ class Totals:
                 self.dead += n
             DEAD.labels(topic).inc(n)
 
+    def retried(self, failures: int) -> None:
+        with self._lock:
+            self.online_retries += failures
+        RETRIES.inc(failures)
+
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         lag = max(lag, 0)  # Tansu's high watermark can trail the last batch
         self.lag[(topic, partition)] = lag
@@ -140,6 +153,7 @@ class Totals:
             "dead_letters": self.dead,
             "late_events": self.late,
             "late_events_by_view": dict(self.late_by_view),
+            "online_retries": self.online_retries,
             "lag": sum(self.lag.values()),
             "elapsed_s": time.time() - self.started,
             "first_apply": self.first_apply,
@@ -173,6 +187,7 @@ def merge_summaries(paths: list[Path], out: Path) -> dict[str, Any]:
         totals.skipped += part["skipped"]
         totals.dead += part["dead_letters"]
         totals.late += part["late_events"]
+        totals.online_retries += part.get("online_retries", 0)
         for view, n in part["late_events_by_view"].items():
             totals.late_by_view[view] = totals.late_by_view.get(view, 0) + n
         if part["events"]:

@@ -15,6 +15,7 @@ uncommitted.
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import apache_beam as beam
 
 from featureline.config import RedisConfig, kafka_config, online_store, stream_bootstrap
-from featureline.errors import BadInputError
+from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.kafka_admin import ensure_topic
 from featureline.online_store import open_store
 from featureline.settings import Settings
@@ -38,6 +39,13 @@ from featureline.streaming.parse import DEFAULT_MAX_FUTURE_S, BatchParser
 from featureline.streaming.redis_sink import OnlineSink
 from featureline.streaming.schema import SourceSchema, source_schema, stream_views
 from featureline.streaming.udf import ViewInputs
+
+# A batch whose online write failed (Redis down, a failover under way, too few replicas
+# acknowledged) is retried, first after 50 ms, doubling up to 1 s: a Sentinel or cluster
+# failover on a LAN takes ~2-5 s (down-after / node timeout, then the election), so the
+# job catches up within ~1 s of the new primary, at <= ~20 failed tries per outage.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ class ApplyBatches(beam.DoFn):
             TOTALS.dead_letters(topic, len(letters))
 
         views = self._inputs[topic].prepare(batch)
-        result = self._online[topic].apply(batch, views, send_dead)
+        result = self._apply_online(batch, views, send_dead)
         TOTALS.record(topic, result.applied, result.skipped, result.created_ms,
                       result.visible_ms, result.late)  # fmt: skip
         if batch.high_watermark >= 0:
@@ -196,6 +204,36 @@ class ApplyBatches(beam.DoFn):
         gc.collect(1)
         gc.freeze()
         return []
+
+    def _apply_online(self, batch: ParsedBatch, views: Any, send_dead: Any) -> Any:
+        """The batch to the online store, retried until it is written and durable.
+
+        Nothing of a failed try is committed (the watermark and the Kafka offset move
+        only after the whole batch and its WAIT succeeded) and the apply is exactly once
+        per key (streaming.redis_sink), so a retry re-applies exactly what the store,
+        maybe a replica promoted meanwhile, lacks. Retries go on while the store is
+        unavailable (a job that died here would need a restart to resume); a drain
+        (SIGTERM, a rebalance) ends them with the error, this batch uncommitted."""
+        sink = self._online[batch.topic]
+        delay, failures = RETRY_FIRST_S, 0
+        while True:
+            try:
+                result = sink.apply(batch, views, send_dead)
+            except ServiceUnavailableError as exc:
+                failures += 1
+                TOTALS.retried(1)
+                if failures == 1:
+                    print(f"stream: {batch.topic}:{batch.partition} offsets {batch.first_offset}-"
+                          f"{batch.last_offset}: online write failed, retrying: {exc}",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                if kafka_read.STOP.wait(delay):
+                    raise
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if failures:
+                print(f"stream: {batch.topic}:{batch.partition} written after {failures} failed tries",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            return result
 
     def _flush(self, everything: bool) -> None:
         for topic, sink in self._offline.items():

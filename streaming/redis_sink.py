@@ -103,6 +103,7 @@ class OnlineSink:
         self._latest = {v.name: v for v in views if not v.is_aggregating}
         self._cache: dict[tuple[bytes, bytes], dict[str, AggState]] = {}
         self._marks: dict[tuple[bytes, int], int] = {}  # (tile key, partition) -> M_k
+        self._dead_sent: dict[int, int] = {}  # partition -> last dead letter's offset sent
         self._cache_entries = cache_entries
         self._max_future_s = max_future_s
         self._unseen_after_s = int(now()) + max_future_s + _CLOCK_SKEW_S
@@ -120,25 +121,35 @@ class OnlineSink:
         if batch.last_offset <= mark:
             return ApplyResult(skipped=batch.table.num_rows)
         letters = sorted([*batch.dead, *views.dead], key=lambda d: d.offset)
-        send_dead([d for d in letters if d.offset > mark])
+        # A retry of this batch (its write failed) sends none twice: the DLQ is Kafka,
+        # not the store, so what it got survives a Redis failover.
+        sent = self._dead_sent.get(batch.partition, NO_MARK)
+        send_dead([d for d in letters if d.offset > max(mark, sent)])
+        if letters:
+            self._dead_sent[batch.partition] = max(sent, letters[-1].offset)
+        try:
+            result = self._apply_tries(batch, views, mark)
+            self._store.after_write()  # the writes are safe before W (and Kafka's offset) moves
+            self._store.raise_watermark(key, batch.last_offset)
+        except BaseException:
+            # Merged in place, maybe never written, or written but not known to be on a
+            # replica (WAIT failed): after a failover the store may hold less than the
+            # cache, and a retry must start from what the store holds.
+            self._forget()
+            raise
+        return result
+
+    def _apply_tries(self, batch: ParsedBatch, views: ViewTables, mark: int) -> ApplyResult:
         for _ in range(_MAX_ATTEMPTS):
             try:
-                result = self._apply_above(batch, views, mark)
-                break
+                return self._apply_above(batch, views, mark)
             except _Conflict:
                 self.conflicts += 1
                 self._forget()  # someone else wrote: our cached states may be stale
-            except BaseException:
-                self._forget()  # merged in place, maybe never written
-                raise
-        else:
-            raise ServiceUnavailableError(
-                f"tile marks of {self.topic} partition {batch.partition} kept moving during "
-                f"{_MAX_ATTEMPTS} tries: is a second stream job writing that partition?"
-            )
-        self._store.after_write()  # the writes are safe before W (and Kafka's offset) moves
-        self._store.raise_watermark(key, batch.last_offset)
-        return result
+        raise ServiceUnavailableError(
+            f"tile marks of {self.topic} partition {batch.partition} kept moving during "
+            f"{_MAX_ATTEMPTS} tries: is a second stream job writing that partition?"
+        )
 
     def _forget(self) -> None:
         """Drop the cache; tiles written so far (by us or a concurrent writer) start at

@@ -65,8 +65,13 @@ class NearCache:
         returns each item's version (None: not kept)."""
         self._in_flight -= 1
         epoch, sent_at = token
+        items = list(items)
         versions: list[int | None] = []
-        if epoch == self.epoch:
+        if epoch != self.epoch:
+            # Cleared while the read was out (a connection lost, a Sentinel failover
+            # re-pointed the reader): the replies are served, none kept.
+            versions = [None] * len(items)
+        else:
             if len(self._commands_of) >= self.max_keys:
                 self._replies.clear()
                 self._commands_of.clear()

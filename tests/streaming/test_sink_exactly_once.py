@@ -17,7 +17,7 @@ from featureline.online.tiles import TILE_PREFIX, decode_tile, offsets_key
 from featureline.online_store import MARK_PREFIX, StoreUnavailableError, mark_field
 from featureline.online_store.memory import MemoryStore
 from featureline.specs import AggregationSpec, FieldSpec, KafkaSourceSpec, ViewSpec
-from featureline.streaming.batches import ParsedBatch, RawBatch
+from featureline.streaming.batches import DeadLetter, ParsedBatch, RawBatch
 from featureline.streaming.parse import BatchParser
 from featureline.streaming.redis_sink import OnlineSink
 from featureline.streaming.schema import source_schema
@@ -161,3 +161,56 @@ def test_a_replayed_batch_below_the_watermark_is_skipped_whole() -> None:
     result = _apply(_sink(store), 0, EVENTS)
     assert (result.applied, result.skipped) == (0, EVENTS)
     assert store.hashes == before
+
+
+class _FailingOver(MemoryStore):
+    """A primary whose replica acknowledges nothing (WAIT fails) and is then promoted:
+    the writes since the last successful WAIT are gone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait_fails = False
+        self._replica: tuple[Any, ...] = ()
+        self.after_write()
+
+    def after_write(self) -> None:
+        if self.wait_fails:
+            raise StoreUnavailableError("injected: 0 of 1 replicas acknowledged")
+        self._replica = self._copy()
+
+    def fail_over(self) -> None:
+        self.hashes, self.strings, self.expire_at_ms = self._replica
+        self._replica = self._copy()
+
+    def _copy(self) -> tuple[Any, ...]:
+        return ({k: dict(v) for k, v in self.hashes.items()}, dict(self.strings), dict(self.expire_at_ms))
+
+
+def test_a_batch_retried_after_a_failed_wait_and_a_failover_is_exact() -> None:
+    store = _FailingOver()
+    sink = _sink(store)
+    _apply(sink, 0, 20)
+    store.wait_fails = True  # written to the primary, never acknowledged by the replica
+    with pytest.raises(StoreUnavailableError):
+        _apply(sink, 20, 40)
+    store.wait_fails = False
+    store.fail_over()  # the replica, without 20..39, is the primary now
+    _apply(sink, 20, 40)  # the stream job's retry, same process: its cache must not count
+    _apply(sink, 40, EVENTS)
+    oracle = _oracle(EVENTS)
+    assert _tiles(store) == _tiles(oracle)
+    assert _latest(store) == _latest(oracle)
+
+
+def test_a_retried_batch_sends_its_dead_letters_once() -> None:
+    store = MemoryStore()
+    sink = _sink(store)
+    parsed, tables = _batch(0, 20)
+    parsed.dead.append(DeadLetter("tx", PARTITION, 5, b"{", "malformed JSON"))
+    sent: list[Any] = []
+    store.fail_after_keys = 0
+    with pytest.raises(StoreUnavailableError):
+        sink.apply(parsed, tables, sent.extend)
+    store.fail_after_keys = None
+    sink.apply(parsed, tables, sent.extend)
+    assert [d.offset for d in sent] == [5]

@@ -95,6 +95,19 @@ class SentinelSetup:
         with contextlib.suppress(ProcessLookupError):
             os.kill(node.pid, signal.SIGKILL)
 
+    def restart_as_replica(self, node: Node, primary: Node) -> Node:
+        """Start a killed data node again on its port, as a replica of `primary` (what an
+        orchestrator does after a crash): with WAIT on, the promoted primary needs a
+        replica again before writes can be acknowledged. Returns the new Node, which
+        also takes the old one's place in this setup."""
+        argv = _data_argv(self.binary, node.port, self.workdir / node.name, self.password, primary.port)
+        new = replace(node, pid=spawn(argv, node.log, cwd=self.workdir / node.name))
+        if self.primary.name == node.name:
+            self.primary = new
+        else:
+            self.replica = new
+        return new
+
     def pause(self, node: Node) -> None:
         """SIGSTOP: the node keeps its sockets but answers nothing (a hung replica)."""
         os.kill(node.pid, signal.SIGSTOP)
