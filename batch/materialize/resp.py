@@ -1,6 +1,6 @@
 """Redis protocol (RESP2) commands built column-wise with Arrow kernels.
 
-A materialize run sends one EVALSHA per 500 entities, each with ~13 arguments per
+A materialize run sends one EVALSHA per 500 entities (a cluster: per hash slot), with ~13 arguments per
 entity. Packing them with redis-py/hiredis costs ~0.3 us per argument in the client;
 here every argument column is wrapped as a RESP bulk string ("$<len>\\r\\n<bytes>\\r\\n")
 by Arrow's string kernels, an entity's arguments are joined into one row the same way,
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,19 +35,3 @@ def join_rows(parts: Sequence[pa.Array | bytes]) -> pa.Array:
     """Row-wise concatenation of bulk-string columns and constant byte strings."""
     items = [pa.scalar(p, BINARY) if isinstance(p, bytes) else p for p in parts]
     return pc.binary_join_element_wise(*items, _EMPTY)
-
-
-def row_bytes(rows: pa.Array, lo: int, hi: int) -> bytes:
-    """The bytes of rows lo..hi-1 of a large_binary array, as one string."""
-    _, offsets_buf, data = rows.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64, count=len(rows) + 1, offset=rows.offset * 8)
-    return data[int(offsets[lo]) : int(offsets[hi])].to_pybytes()
-
-
-def command(
-    head: Sequence[bytes], keys: bytes, n_keys: int, middle: Sequence[bytes], rows: bytes, n_row_args: int
-) -> bytes:
-    """*N header + the bulk strings: head args, n_keys pre-packed keys, middle args, then
-    the pre-packed per-key arguments (n_row_args in total)."""
-    count = len(head) + n_keys + len(middle) + n_row_args
-    return b"".join([b"*%d\r\n" % count, *(bulk(a) for a in head), keys, *(bulk(a) for a in middle), rows])
