@@ -27,7 +27,13 @@ from typing import Any
 from featureline.aggregations import AggState
 from featureline.errors import BadInputError
 from featureline.odfv import OnDemandRunner
-from featureline.online.tiles import decode_tile_entries, merge_entries, parse_tile_field, tile_key
+from featureline.online.tiles import (
+    TILE_KEY_END,
+    decode_tile_entries,
+    merge_entries,
+    parse_tile_field,
+    tile_key_prefix,
+)
 from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
 from featureline.online_store import MARK_PREFIX
 from featureline.online_store import OnlineReader as StoreReader
@@ -160,12 +166,12 @@ def prepare(plan: ReadPlan, entities: Mapping[str, Sequence[Any]]) -> PreparedRe
         unique, index = _view_keys(tread, keys, done)
         prepared.unique_keys.append(unique)
         prepared.row_index.append(index)
-        prefixes = [tile_key(tread.project, tread.view.name, s, b"") for s in tread.tile_sizes]
+        prefixes = [tile_key_prefix(tread.project, tread.view.name, s) for s in tread.tile_sizes]
         cut = tread.project_len
         for key in unique:
             entity = key[: len(key) - cut]
             for prefix in prefixes:
-                tkey = prefix + entity
+                tkey = prefix + entity + TILE_KEY_END
                 parts.append(b"*2\r\n$7\r\nHGETALL\r\n$%d\r\n%s\r\n" % (len(tkey), tkey))
                 command_keys.append(tkey)
         prepared.expected_replies += len(unique) * len(tread.tile_sizes)

@@ -1,6 +1,10 @@
 """Our Redis layout for windowed aggregations: one hash of tiles per (view, tile size, entity).
 
-    key    fl:tile:{project}:{view}:{tile_s}:{feast entity key bytes}
+    key    fl:tile:{project}:{view}:{tile_s}:{{feast entity key bytes}}
+           (the entity in braces: a Redis Cluster hash tag, so all tile hashes of one
+           entity share a hash slot and the stream job updates them in ONE script call:
+           a reader never sees one tile size of an entity updated and another not, even
+           when a primary fails over between two calls; online_store.redis.store)
     field  "{tile_start_s}:{partition}"   (partition: the Kafka partition the events came
            from, so one writer owns each field and rebuilds replace it whole)
     value  JSON {column: [count, sum, min, max, distinct-or-null, *more sums]}
@@ -30,10 +34,19 @@ from featureline.semantics import US, tile_start_us, window_start_us
 from featureline.specs import AggregationSpec, ViewSpec
 
 TILE_PREFIX = b"fl:tile:"
+# Closes the entity's hash tag; `tile_key_prefix(...) + entity + TILE_KEY_END` is the key.
+TILE_KEY_END = b"}"
+
+
+def tile_key_prefix(project: str, view: str, tile_s: int) -> bytes:
+    """The tile key up to the entity (readers append entity + TILE_KEY_END per row)."""
+    if "{" in project or "{" in view:  # the first '{' must open the entity's hash tag
+        raise ValueError(f"a project or view name with '{{' cannot name tile keys: {project!r}, {view!r}")
+    return b"%s%s:%s:%d:{" % (TILE_PREFIX, project.encode(), view.encode(), tile_s)
 
 
 def tile_key(project: str, view: str, tile_s: int, entity_key: bytes) -> bytes:
-    return b"%s%s:%s:%d:%s" % (TILE_PREFIX, project.encode(), view.encode(), tile_s, entity_key)
+    return tile_key_prefix(project, view, tile_s) + entity_key + TILE_KEY_END
 
 
 def tile_key_for(project: str, view: str, tile_s: int, feast_redis_key: bytes) -> bytes:

@@ -41,12 +41,10 @@ def watermarks(target: Target, case: StreamCase) -> dict[int, int]:
     return {p: int(v) for p, v in raw.items() if v is not None}
 
 
-def run_failover(case: StreamCase, tmp_path: Path, target: Target, *, allow_mixed: bool = False) -> None:
-    """`allow_mixed`: an answer may read a view's tile sizes at different prefixes
-    (failover_helpers.Findings.mixed): each tile size is its own key, and on a cluster
-    those keys live in different slots, written by separate script calls, one of them
-    maybe on the shard that failed over. One node writes them in one script call
-    (<= TILE_CHUNK_KEYS tile hashes per call; a batch here touches < 100)."""
+def run_failover(case: StreamCase, tmp_path: Path, target: Target) -> None:
+    """An answer never reads a view's tile sizes at different prefixes
+    (failover_helpers.Findings.mixed): an entity's tile hashes share a hash tag, so one
+    slot, and the stream job writes them in one script call (online.tiles.tile_key)."""
     began = time.monotonic()
     phases: dict[str, float] = {}
 
@@ -93,7 +91,7 @@ def run_failover(case: StreamCase, tmp_path: Path, target: Target, *, allow_mixe
         found = check_replies(reader.replies, known, case.repo)
         problems = found.wrong
         assert not problems, f"{len(problems)} wrong answers, first: {problems[:5]}; {server.log_text()}"
-        assert allow_mixed or not found.mixed, f"{len(found.mixed)} answers mixed prefixes: {found.mixed[:5]}"
+        assert not found.mixed, f"{len(found.mixed)} answers mixed prefixes: {found.mixed[:5]}"
         after = [r for r in reader.replies if r.outcome == "ok" and r.before_us > promoted_at]
         assert len(after) >= 10, "serving did not recover after the promotion"
         assert any(r.before_us > killed_at for r in reader.replies)

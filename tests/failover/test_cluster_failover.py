@@ -75,6 +75,4 @@ def test_cluster_failover_loses_nothing_and_serves_no_wrong_value(
     stack: Any, own_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     case = failover_case(stack, tmp_path, _online_yaml(own_cluster), monkeypatch)
-    # A view's tile sizes are keys in different slots: an answer may read them at
-    # different prefixes, each one's values right (run_failover's allow_mixed).
-    run_failover(case, tmp_path, _cluster_target(own_cluster), allow_mixed=True)
+    run_failover(case, tmp_path, _cluster_target(own_cluster))

@@ -165,7 +165,7 @@ def test_apply_tiles_is_a_compare_and_set_per_key(backend: Backend) -> None:
     store = backend.open()
     mark = mark_field("tx", 3)
     keys = _keys(30, b"fl:tile")
-    # 450 keys of one hash slot: more than one script call's worth (TILE_CHUNK_KEYS 400).
+    # 450 keys of one hash tag: more than TILE_CHUNK_KEYS (400), still one script call.
     same_slot = [b"fl:tile:{one}:%d" % i for i in range(450)]
     first = [TileWrite(k, NO_MARK, [(b"100:3", b"a")], expire_at_ms=0) for k in keys + same_slot]
     assert store.apply_tiles(first, mark, 10, 0) == []

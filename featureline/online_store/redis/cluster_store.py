@@ -38,7 +38,7 @@ from featureline.online_store.redis.cluster_aio import slot_of
 from featureline.online_store.redis.connect import redis_error, redis_kwargs
 from featureline.online_store.redis.durability import MARKER_KEY, wait_for_replicas
 from featureline.online_store.redis.pipe import PackedPipes
-from featureline.online_store.redis.store import RedisStore, ScriptCall
+from featureline.online_store.redis.store import RedisStore, ScriptCall, pack_groups, tag_groups
 
 # What redis-py's cluster client raises: RedisError, and RedisClusterException (not a
 # RedisError) for a slot no node serves or a cluster it cannot map.
@@ -75,13 +75,13 @@ class ClusterStore(RedisStore):
         return cls(cluster_client(cfg, timeout_s, **options), cfg)
 
     def _chunks(self, keys: Sequence[bytes], size: int) -> Iterator[list[int]]:
-        """Indexes of `keys` per script call: one hash slot's keys, at most `size`."""
-        by_slot: dict[int, list[int]] = {}
-        for i, key in enumerate(keys):
-            by_slot.setdefault(slot_of(key), []).append(i)
-        for indexes in by_slot.values():
-            for lo in range(0, len(indexes), size):
-                yield indexes[lo : lo + size]
+        """Indexes of `keys` per script call: one hash slot's keys, at most `size`, an
+        entity's tile hashes (one hash tag, so one slot) never split across calls."""
+        by_slot: dict[int, list[list[int]]] = {}
+        for members in tag_groups(keys):
+            by_slot.setdefault(slot_of(keys[members[0]]), []).append(members)
+        for groups in by_slot.values():
+            yield from pack_groups(groups, size)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:

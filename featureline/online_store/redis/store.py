@@ -7,7 +7,7 @@ the client; the scripts (online_store.redis.scripts) are the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -57,6 +57,38 @@ def lww_arguments(view: ViewSpec, rows: Sequence[LatestRow], key_ttl_s: int) -> 
     return keys, argv
 
 
+def hash_tag(key: bytes) -> bytes:
+    """Redis Cluster's rule: the bytes between the first '{' and the next '}' when not
+    empty, else the whole key (tile keys tag their entity: online.tiles.tile_key)."""
+    start = key.find(b"{")
+    if start >= 0:
+        end = key.find(b"}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def tag_groups(keys: Sequence[bytes]) -> list[list[int]]:
+    """Indexes of `keys` grouped by hash tag, groups and members in first-seen order."""
+    groups: dict[bytes, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(hash_tag(key), []).append(i)
+    return list(groups.values())
+
+
+def pack_groups(groups: Iterable[list[int]], size: int) -> Iterator[list[int]]:
+    """Whole groups packed into calls of at most `size` keys (a bigger group alone):
+    one script call is atomic, so one entity's tile hashes change together."""
+    chunk: list[int] = []
+    for members in groups:
+        if chunk and len(chunk) + len(members) > size:
+            yield chunk
+            chunk = []
+        chunk += members
+    if chunk:
+        yield chunk
+
+
 class RedisStore:
     """OnlineStore over one redis-py client (made by `open`, or handed in)."""
 
@@ -94,9 +126,9 @@ class RedisStore:
         return PackedPipes([self.config], None, depth)
 
     def _chunks(self, keys: Sequence[bytes], size: int) -> Iterator[list[int]]:
-        """Indexes of `keys` per script call (one node: any keys together)."""
-        for lo in range(0, len(keys), size):
-            yield list(range(lo, min(lo + size, len(keys))))
+        """Indexes of `keys` per script call (one node: any keys together), never
+        splitting the keys of one hash tag (an entity's tile hashes) across calls."""
+        return pack_groups(tag_groups(keys), size)
 
     def _run_scripts(self, lua: str, calls: Sequence[ScriptCall]) -> list[Any]:
         """Replies of one script's calls, in order, in one pipeline round trip (redis-py
