@@ -5,7 +5,8 @@
       -> model -> score records -> Kafka (out_topic) -> offsets committed
 
 Partitions are assigned by hand (every partition of the topic), not by joining a
-consumer group: a group join on Tansu takes ~20 s. Offsets are still committed under
+consumer group: one worker reads them all (a join costs ~2 s on Tansu; the stream job's
+group mode, streaming/group.py, shows how several would share them). Offsets are still committed under
 `group_id` (OffsetCommit without a generation), after the scores they cover are
 flushed to Kafka and acknowledged (a score the broker refused stops the commits), so
 a crash re-scores at most the last second of requests and never skips one
