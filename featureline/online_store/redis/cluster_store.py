@@ -23,6 +23,7 @@ the node (two clusters, uncovered slots, a node not in cluster mode).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -67,6 +68,7 @@ class ClusterStore(RedisStore):
     def __init__(self, client: Any, cfg: RedisConfig | None = None) -> None:
         super().__init__(client, cfg)
         self._markers: dict[str, bytes] = {}  # primary "host:port" -> a key of its slots
+        self._loaded: set[str] = set()  # scripts loaded on every primary
 
     @classmethod
     def open(cls, cfg: RedisConfig, timeout_s: float = 5.0, **options: Any) -> ClusterStore:
@@ -87,12 +89,20 @@ class ClusterStore(RedisStore):
         try:
             return fn(*args, **kwargs)
         except _ERRORS as exc:
-            raise StoreUnavailableError(f"Redis Cluster at {self.config.address}: {exc}") from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: BaseException | str) -> StoreUnavailableError:
+        """The error to raise, after re-reading the slot map: redis-py re-reads it only
+        when a pipeline cannot connect, so after a failover a call that reached no dead
+        node (a WAIT, a read) would route to the dead primary for ever."""
+        with contextlib.suppress(*_ERRORS):
+            self.client.nodes_manager.initialize()
+        return StoreUnavailableError(f"Redis Cluster at {self.config.address}: {exc}")
 
     def _run_scripts(self, lua: str, calls: Sequence[ScriptCall]) -> list[Any]:
         """EVALSHA per call in one ClusterPipeline (each primary gets its calls); calls
         answered NOSCRIPT are sent again after the script is loaded on every primary."""
-        sha = self.script(lua).sha
+        sha = self._sha(lua)
         replies = self._pipeline(sha, calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
@@ -102,16 +112,31 @@ class ClusterStore(RedisStore):
                 replies[i] = reply
         failed = next((r for r in replies if isinstance(r, Exception)), None)
         if failed is not None:
-            raise StoreUnavailableError(f"Redis Cluster at {self.config.address}: {failed}")
+            raise self._failed(failed)
         return replies
 
+    def _sha(self, lua: str) -> str:
+        """The script's sha, loaded on every primary on first use (not a NOSCRIPT
+        round trip per call of the first batch)."""
+        script = self.script(lua)
+        if lua not in self._loaded:
+            self._call(self.client.script_load, lua)
+            self._loaded.add(lua)
+        return str(script.sha)
+
     def _pipeline(self, sha: str, calls: Sequence[ScriptCall]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            # The command, not pipe.evalsha: redis-py blocks that name in cluster pipelines
-            # (its Script cannot reload on NOSCRIPT there); the routing by KEYS is the same.
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        return list(self._call(pipe.execute, raise_on_error=False))
+        # EVALSHA through execute_command with the node named: redis-py blocks
+        # pipe.evalsha in cluster pipelines, and left to itself asks a node COMMAND
+        # GETKEYS for every EVALSHA (a round trip each, to one node: with that node dead,
+        # every call fails). get_node_from_key routes by the client's slot map.
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                node = self.client.get_node_from_key(keys[0])
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args, target_nodes=node)
+            return list(pipe.execute(raise_on_error=False))
+        except _ERRORS as exc:
+            raise self._failed(exc) from None
 
     def load_script(self, lua: str) -> bytes:
         """SCRIPT LOAD on every primary: the sha for raw EVALSHA calls."""
@@ -143,7 +168,7 @@ class ClusterStore(RedisStore):
                 marker = self._marker(node.name)
                 wait_for_replicas(conn, cfg.wait_replicas, cfg.wait_timeout_ms, marker_key=marker.decode())
         except _ERRORS as exc:
-            raise StoreUnavailableError(f"Redis Cluster at {cfg.address}: WAIT failed: {exc}") from None
+            raise self._failed(f"WAIT failed: {exc}") from None
 
     def _marker(self, node_name: str) -> bytes:
         """A marker key whose slot `node_name` serves now (kept while it still does)."""
