@@ -74,11 +74,7 @@ def redis_client(stack: Settings) -> Iterator[redis.Redis]:
         client.close()
 
 
-@pytest.fixture(autouse=True)
-def _restore_featureline_env() -> Iterator[None]:
-    """Commands export their settings to os.environ (Settings.export_env, for Feast's
-    feature_store.yaml); undo that after each test so no test sees another's repo,
-    registry or ports."""
+def _featureline_env_restored() -> Iterator[None]:
     import os
 
     saved = {k: v for k, v in os.environ.items() if k.startswith("FEATURELINE_")}
@@ -87,6 +83,22 @@ def _restore_featureline_env() -> Iterator[None]:
         if key not in saved:
             del os.environ[key]
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _restore_featureline_env() -> Iterator[None]:
+    """Commands export their settings to os.environ (Settings.export_env, for Feast's
+    feature_store.yaml); undo that after each test so no test sees another's repo,
+    registry or ports."""
+    yield from _featureline_env_restored()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_featureline_env_per_module() -> Iterator[None]:
+    """The same after each module: its module fixtures export too (a repo loaded in
+    process), before any test's own snapshot; left behind, a FEATURELINE_REDIS_PORT would
+    override the next modules' yaml (a cluster's node list among them)."""
+    yield from _featureline_env_restored()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,10 +49,10 @@ def _repo(root: Path, stack: Settings, ttl: str) -> Settings:
 
 
 def _cli(settings: Settings, *args: str) -> int:
-    for key in [k for k in os.environ if k.startswith("FEATURELINE_REDIS")]:
-        del os.environ[key]  # the yaml names the Redis (a set variable would override it)
-    os.environ["FEATURELINE_HOME"] = str(settings.home)
-    return main([*args, "--repo", str(settings.repo)])
+    with mock.patch.dict(os.environ, {"FEATURELINE_HOME": str(settings.home)}):  # restored after
+        for key in [k for k in os.environ if k.startswith("FEATURELINE_REDIS")]:
+            del os.environ[key]  # the yaml names the Redis (a set variable would override it)
+        return main([*args, "--repo", str(settings.repo)])
 
 
 @pytest.mark.parametrize("ttl", [3600, 0])

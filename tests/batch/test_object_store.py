@@ -9,6 +9,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -116,8 +117,10 @@ def repos(s3_endpoint: str, stack: Settings, tmp_path_factory: pytest.TempPathFa
 
 
 def _run(settings: Settings, *args: str) -> int:
-    os.environ.update(settings.env_vars())
-    return main([*args, "--repo", str(settings.repo)])
+    # Restored after: a FEATURELINE_REDIS_PORT left in os.environ would override the
+    # yaml of every later test's repo (a cluster's node list among them).
+    with mock.patch.dict(os.environ, settings.env_vars()):
+        return main([*args, "--repo", str(settings.repo)])
 
 
 def test_location_reads_s3(repos: Repos, s3_endpoint: str) -> None:

@@ -1,7 +1,7 @@
 """A Redis Cluster failover under load: the same run as the Sentinel one (failover_run)
 on a `redis_type: redis_cluster` repo and a cluster of its own (3 primaries, 1 replica
 each, node timeout 1 s): one primary is SIGKILLed and the cluster promotes its replica;
-the stream job (WAIT per primary) and serve (slot routing, near cache) recover without
+the stream job (WAIT per primary) and serve (slot routing; near cache off, the default) recover without
 a restart, no answer in between is wrong, and the result equals the naive oracle."""
 
 from __future__ import annotations
@@ -75,4 +75,4 @@ def test_cluster_failover_loses_nothing_and_serves_no_wrong_value(
     stack: Any, own_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     case = failover_case(stack, tmp_path, _online_yaml(own_cluster), monkeypatch)
-    run_failover(case, tmp_path, _cluster_target(own_cluster))
+    run_failover(case, tmp_path, _cluster_target(own_cluster), near_cache=False)
