@@ -44,12 +44,24 @@ class ServerProcess:
                 self.proc.wait()
 
 
+_REDIS_LOCATION = ("FEATURELINE_REDIS_HOST", "FEATURELINE_REDIS_PORT", "FEATURELINE_REDIS_NODES")
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `featureline` child process for `settings`. Where Redis is
+    comes from the settings (or the repo's yaml): a location inherited from this process
+    (an in-process command of an earlier fixture exported its port) would override a
+    cluster's node list."""
+    inherited = {k: v for k, v in os.environ.items() if k not in _REDIS_LOCATION}
+    return {**inherited, **settings.env_vars(), **extra}
+
+
 def start_server(
     settings: Settings, *extra: str, workers: int = 1, env_extra: dict[str, str] | None = None
 ) -> ServerProcess:
     """`featureline serve` on free ports; `env_extra` is set over the settings' variables."""
     http_port, grpc_port = free_ports(2)
-    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home), **(env_extra or {})}
+    env = child_env(settings, FEATURELINE_HOME=str(settings.home), **(env_extra or {}))
     argv = [
         sys.executable,
         "-m",

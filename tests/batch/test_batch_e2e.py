@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -32,6 +31,7 @@ import pytest
 from cluster_repo import keys_per_primary, on_cluster, raw_client
 from redis_cluster_helpers import LocalCluster, running_cluster
 from redis_process import RedisProcess
+from serve_process import child_env
 from spread_repo import with_spread_aggregations
 
 from featureline.batch.backfill import backfill
@@ -80,7 +80,7 @@ class Streamed:
         return [sys.executable, "-m", "featureline.cli", *args, "--repo", str(self.settings.repo)]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.settings.env_vars(), "PYTHONUNBUFFERED": "1"}
+        return child_env(self.settings, PYTHONUNBUFFERED="1")
 
 
 def _private_repo(tmp: Path, name: str) -> Path:

@@ -3,7 +3,6 @@ what `featureline serve` answers (REST and gRPC) against the naive oracle."""
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import httpx
 import orjson
 import pyarrow.dataset as ds
 from oracle.naive import US, Event, latest_row, same, to_us, window_value
-from serve_process import ServerProcess
+from serve_process import ServerProcess, child_env
 
 from featureline.offline import raw_dir
 from featureline.online.tiles import offsets_key
@@ -42,7 +41,7 @@ class StreamCase:
         return self.repo.project
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, **self.settings.env_vars(), "PYTHONUNBUFFERED": "1"}
+        return child_env(self.settings, PYTHONUNBUFFERED="1")
 
     def start_job(self, *args: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "featureline.cli", "stream", "--repo",
