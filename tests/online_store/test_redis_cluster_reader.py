@@ -86,15 +86,21 @@ def _same(got: list[Any], expected: list[Any]) -> bool:
     return True
 
 
+def _loaded(cluster: LocalCluster, n: int) -> tuple[list[bytes], list[bytes], list[bytes], list[Any]]:
+    """`n` keys written to `cluster`: (keys, their read commands, each command's key, the
+    replies redis-py's RedisCluster reads for them)."""
+    keys = _keys(n)
+    _write(cluster, keys)
+    commands, command_keys = _commands(keys)
+    return keys, commands, command_keys, _expected(cluster, keys)
+
+
 def _reader(cluster: LocalCluster, near_cache: NearCache | None = None, seeds: int = 1) -> ClusterReader:
     return ClusterReader.from_config(cluster.config(seeds=seeds), RedisClient, near_cache=near_cache)
 
 
 def test_reads_are_routed_as_redis_py_routes_them(redis_cluster: LocalCluster) -> None:
-    keys = _keys(300)
-    _write(redis_cluster, keys)
-    commands, command_keys = _commands(keys)
-    expected = _expected(redis_cluster, keys)
+    keys, commands, command_keys, expected = _loaded(redis_cluster, 300)
 
     async def run() -> None:
         reader = _reader(redis_cluster)
@@ -142,10 +148,7 @@ def _other_primary(cluster: LocalCluster, port: int) -> int:
 
 def test_moved_after_a_migration_and_after_a_redis_cli_reshard(tmp_path: Path) -> None:
     with running_cluster(tmp_path) as cluster:
-        keys = _keys(200)
-        _write(cluster, keys)
-        commands, command_keys = _commands(keys)
-        expected = _expected(cluster, keys)
+        keys, commands, command_keys, expected = _loaded(cluster, 200)
 
         async def run() -> None:
             reader = _reader(cluster)
@@ -203,10 +206,7 @@ def test_ask_during_a_migration_reads_the_moved_key_from_its_new_node(tmp_path: 
 
 def test_a_killed_primary_fails_requests_then_its_promoted_replica_serves(tmp_path: Path) -> None:
     with running_cluster(tmp_path) as cluster:
-        keys = _keys(150)
-        _write(cluster, keys)
-        commands, command_keys = _commands(keys)
-        expected = _expected(cluster, keys)
+        keys, commands, command_keys, expected = _loaded(cluster, 150)
         victim = cluster.owner_port(keys[0])
         witness = _other_primary(cluster, victim)
         cache = NearCache(10_000)
