@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml setup.py
 	# existing editable install without building it again; same grpcio-tools pin.
 	$(PY) -m featureline.cli.protos_build
 	# docker-compose (Debian's, v1) validates docker-compose.yml in the tests; no engine needed.
-	command -v docker-compose >/dev/null || { apt-get update -qq && apt-get install -y -qq docker-compose; } \
-	  || echo "warning: could not install docker-compose; tests/test_compose.py will fail"
+	# promtool (Debian's prometheus package) checks and unit-tests deploy/monitoring's alert
+	# rules in the tests.
+	command -v docker-compose >/dev/null && command -v promtool >/dev/null \
+	  || { apt-get update -qq && apt-get install -y -qq docker-compose prometheus; } \
+	  || echo "warning: could not install docker-compose/prometheus; tests/test_compose.py and tests/serving/test_monitoring.py will fail"
 	touch $(STAMP)
 
 # The serving hot path as C extensions (mypyc, ~2 min; a no-op when fresh). A source

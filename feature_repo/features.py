@@ -62,6 +62,7 @@ user_txn_stats = StreamFeatureView(
     ],
     aggregations=_USER_AGGS,
     description="Per-user spend over sliding 10 min, 1 h and 24 h windows.",
+    tags={"freshness_slo": "1m"},
 )
 
 merchant_txn_stats = StreamFeatureView(
@@ -77,6 +78,7 @@ merchant_txn_stats = StreamFeatureView(
     ],
     aggregations=_MERCHANT_AGGS,
     description="Per-merchant transactions in the last hour, 1-minute tiles.",
+    tags={"freshness_slo": "1m"},
 )
 
 user_last_txn = StreamFeatureView(
@@ -92,6 +94,7 @@ user_last_txn = StreamFeatureView(
         Field(name="country", dtype=String),
     ],
     description="The user's most recent transaction (latest value, no aggregation).",
+    tags={"freshness_slo": "1m"},
 )
 
 user_profile = FeatureView(
@@ -105,6 +108,7 @@ user_profile = FeatureView(
     ],
     source=user_profile_source,
     description="Slowly changing account facts.",
+    tags={"freshness_slo": "2d"},
 )
 
 merchant_risk = FeatureView(
@@ -117,6 +121,7 @@ merchant_risk = FeatureView(
     ],
     source=merchant_risk_source,
     description="Merchant chargeback rate over 30 days, computed daily by Spark.",
+    tags={"freshness_slo": "2d"},
 )
 
 

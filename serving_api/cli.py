@@ -117,6 +117,7 @@ def build_config(args: Any, settings: Settings) -> Any:
     from featureline.serving_api.auth import TokenAuth
     from featureline.serving_api.limits import Limits
     from featureline.serving_api.server import WorkerConfig
+    from featureline.slo import freshness_slos
 
     if args.workers < 1:
         raise BadInputError("--workers must be at least 1")
@@ -125,6 +126,7 @@ def build_config(args: Any, settings: Settings) -> Any:
     if (args.grpc_server or settings.grpc_server) not in ("native", "aio"):
         raise BadInputError(f"FEATURELINE_GRPC_SERVER must be native or aio, not {settings.grpc_server!r}")
     repo = load_repo(settings)
+    freshness_slos(repo)  # a bad freshness_slo tag stops serve here, naming the view
     redis = online_store(settings)
     for odfv in repo.on_demand_views.values():
         OnDemandRunner.build(odfv)  # a udf that cannot run stops us here, with its name

@@ -24,12 +24,14 @@ from prometheus_client import (
 
 from featureline.serving_api.frame import PRESENT, FrameColumn
 from featureline.serving_api.metrics_collector import (
+    ConstantGauges,
     FamilySpec,
     Snapshot,
     SnapshotCollector,
     read_snapshots,
     write_snapshot,
 )
+from featureline.slo import FreshnessSlo
 
 # Latency buckets around the goals (batch 1 p99 <= 3 ms, batch 100 p50 <= 5 ms,
 # batch 1000 tensor p50 <= 15 ms), then coarse ones up to the 1 s Redis budget.
@@ -88,6 +90,21 @@ STALENESS_SECONDS = FamilySpec(
     "histogram",
 )
 SPECS = [REQUEST_SECONDS, REQUESTS, NEAR_CACHE_LOOKUPS, STALENESS_SECONDS]
+# Each view's freshness SLO (featureline.slo: the view's `freshness_slo` tag), set once at
+# start; the alert rules compare STALENESS_SECONDS against it per view.
+_FRESHNESS_SLOS: dict[tuple[str, ...], float] = {}
+FRESHNESS_SLO = ConstantGauges(
+    "featureline_view_freshness_slo_seconds",
+    "Expected freshness of a view (its freshness_slo tag), in seconds; topic: a stream "
+    "view's Kafka topic ('' for a batch view).",
+    ("view", "topic"),
+    lambda: dict(_FRESHNESS_SLOS),
+)
+
+
+def set_freshness_slos(slos: Iterable[FreshnessSlo]) -> None:
+    _FRESHNESS_SLOS.clear()
+    _FRESHNESS_SLOS.update({(s.view, s.topic): s.seconds for s in slos})
 
 
 def batch_label(n_rows: int) -> str:
@@ -167,6 +184,8 @@ def snapshot(families: Iterable[Family]) -> Snapshot:
 
 # Labelled children by metric name, looked up by a dict get per observation.
 FAMILIES: dict[str, Family] = {spec.name: Family(spec) for spec in SPECS}
+for _result in ("hit", "miss"):
+    FAMILIES[NEAR_CACHE_LOOKUPS.name].counter((_result,))  # 0 until counted, not absent
 FLUSH_INTERVAL_S = 1.0  # how far /metrics may lag the requests of another worker
 _flush_scheduled = False
 
@@ -177,6 +196,7 @@ def _local() -> list[Snapshot]:
 
 # One process: the default registry reads the counts directly (no files, no flush).
 REGISTRY.register(SnapshotCollector(SPECS, _local))
+REGISTRY.register(FRESHNESS_SLO)
 
 
 def flush() -> None:
@@ -243,5 +263,6 @@ def render() -> tuple[bytes, str]:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         registry.register(SnapshotCollector(SPECS, lambda: read_snapshots(directory)))
+        registry.register(FRESHNESS_SLO)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

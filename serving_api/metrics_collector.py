@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -63,6 +63,25 @@ class SnapshotCollector(Collector):
         for spec in self.specs:
             if totals.get(spec.name):
                 yield _family(spec, totals[spec.name])
+
+
+@dataclass(eq=False)
+class ConstantGauges(Collector):
+    """A gauge whose values are fixed at start (one per label set), such as the repo's
+    freshness SLOs: every worker exports the same numbers, so no files are needed."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    values: Callable[[], dict[tuple[str, ...], float]]
+
+    def collect(self) -> Iterator[Metric]:
+        values = self.values()
+        if values:
+            gauge = GaugeMetricFamily(self.name, self.documentation, labels=list(self.labels))
+            for key, value in sorted(values.items()):
+                gauge.add_metric(list(key), value)
+            yield gauge
 
 
 def _family(spec: FamilySpec, samples: dict[tuple[str, ...], tuple[list[int], float]]) -> Metric:

@@ -63,6 +63,7 @@ async def serve(config: WorkerConfig) -> None:
     """Serve until SIGTERM or SIGINT, then let calls in flight finish (1 s)."""
     from featureline.online_store import open_reader
     from featureline.online_store.near_cache import NearCache
+    from featureline.serving_api import metrics
     from featureline.serving_api.auth import TokenAuth
     from featureline.serving_api.grpc_h2 import GrpcH2Server
     from featureline.serving_api.grpc_methods import FeatureMethods
@@ -72,9 +73,11 @@ async def serve(config: WorkerConfig) -> None:
     from featureline.serving_api.rest_app import RestHandlers, create_app
     from featureline.serving_api.rest_write import WriteHandlers
     from featureline.serving_api.service import ServingCore
+    from featureline.slo import freshness_slos
     from featureline.specs import RepoSpec
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
+    metrics.set_freshness_slos(freshness_slos(repo))
     auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = open_reader(config.redis, near_cache=near_cache)

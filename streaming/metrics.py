@@ -6,7 +6,7 @@ Series (registry `REGISTRY`, served by `serve(port)`):
   featureline_stream_dead_letters_total{topic}    messages sent to <topic>.dlq
   featureline_stream_late_events_total{view}      events too old for the online tiles
   featureline_stream_consumer_lag{topic,partition} end offset - next offset to read
-  featureline_stream_freshness_seconds            Kafka record time -> visible in Redis
+  featureline_stream_freshness_seconds{topic}     Kafka record time -> visible in Redis
   featureline_stream_online_retries_total         failed tries of online writes (a Redis
                                                   failover or outage), each batch retried
 Events/s is rate(featureline_stream_events_total[1m]).
@@ -45,6 +45,9 @@ LAG = Gauge(
 FRESHNESS = Histogram(
     "featureline_stream_freshness_seconds",
     "Kafka record timestamp to visible in Redis",
+    # By topic: the freshness alert compares it with the SLO of the topic's views
+    # (featureline_view_freshness_slo_seconds{view,topic}, exported by serve).
+    ["topic"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
@@ -118,8 +121,9 @@ class Totals:
                     self._fresh.append(fresh)
                     self._kept += fresh.size
                 step = max(1, fresh.size // _SAMPLES_PER_BATCH)
+                histogram = FRESHNESS.labels(topic)
                 for value in fresh[::step].tolist():
-                    FRESHNESS.observe(max(value, 0.0))
+                    histogram.observe(max(value, 0.0))
 
     def dead_letters(self, topic: str, n: int) -> None:
         if n:

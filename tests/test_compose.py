@@ -25,8 +25,9 @@ from featureline.config import RedisConfig
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = "deploy/compose/redis-cluster.yml"
 SENTINEL = "deploy/compose/redis-sentinel.yml"
-VARIANTS = [(), (CLUSTER,), (SENTINEL,)]
-_IDS = ["one-node", "redis-cluster", "redis-sentinel"]
+MONITORING = "deploy/compose/monitoring.yml"
+VARIANTS = [(), (CLUSTER,), (SENTINEL,), (MONITORING,)]
+_IDS = ["one-node", "redis-cluster", "redis-sentinel", "monitoring"]
 
 
 @cache
@@ -179,3 +180,15 @@ def test_the_stream_job_scales_as_a_consumer_group() -> None:
     assert command[command.index("--group-mode") + 1] == "dynamic"
     assert "--shard" not in command and "--instance-id" not in command  # one value for all replicas
     assert "ports" not in _config()["services"]["streaming"]  # a host port would refuse a second replica
+
+
+def test_the_monitoring_override_mounts_the_shipped_rules_and_dashboard() -> None:
+    services = _config(MONITORING)["services"]
+    mounts = {
+        name: [str(v).split(":")[0] for v in services[name]["volumes"]] for name in ("prometheus", "grafana")
+    }
+    for name, sources in mounts.items():
+        for source in sources:
+            assert Path(source).exists(), f"{name} mounts {source}, which is not in the checkout"
+    assert any(s.endswith("deploy/monitoring/alerts.yml") for s in mounts["prometheus"])
+    assert any(s.endswith("deploy/monitoring/grafana-dashboard.json") for s in mounts["grafana"])

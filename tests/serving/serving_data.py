@@ -34,6 +34,7 @@ profile = FeatureView(
     schema=[Field(name="age", dtype=Int64), Field(name="country", dtype=String),
             Field(name="limit_eur", dtype=Float64), Field(name="score", dtype=Float32),
             Field(name="level", dtype=Int32), Field(name="vip", dtype=Bool)],
+    tags={"freshness_slo": "2d"},
 )
 pair = FeatureView(name="pair", entities=[user, merchant], ttl=timedelta(0), source=src,
                    schema=[Field(name="n_txn", dtype=Int64)])
@@ -48,6 +49,7 @@ txn_stats = StreamFeatureView(
     ttl=timedelta(days=1),
     schema=[Field(name="user_id", dtype=Int64), Field(name="amount", dtype=Float64),
             Field(name="merchant_id", dtype=String)],
+    tags={"freshness_slo": "1m"},
     aggregations=[
         Aggregation(column="amount", function=fn, time_window=timedelta(hours=1),
                     name=f"{fn}_amount_1h")
