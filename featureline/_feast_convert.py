@@ -181,6 +181,12 @@ def _push_source_name(view: Any) -> str:
     return source.name if source is not None and type(source).__name__ == "PushSource" else ""
 
 
+def _field_tags(view: Any) -> dict[str, dict[str, str]]:
+    """Tags of the view's fields and entity columns, by name (untagged ones left out)."""
+    fields = [*view.features, *getattr(view, "entity_columns", [])]
+    return {f.name: dict(f.tags) for f in fields if getattr(f, "tags", None)}
+
+
 def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpec]) -> ViewSpec:
     join_keys = _join_keys(view, entities)
     key_names = {k.name for k in join_keys}
@@ -214,6 +220,7 @@ def convert_view(view: Any, repo: Path, kind: str, entities: dict[str, EntitySpe
         online=bool(view.online),
         udf_source=getattr(view, "udf_string", "") or "",
         tags=dict(view.tags or {}),
+        field_tags=_field_tags(view),
         push_source=_push_source_name(view),
     )
 

@@ -96,6 +96,9 @@ class ViewSpec:
     online: bool = True
     udf_source: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    # Feast Field tags by field name (fields without tags left out): data-quality
+    # expectations live there (featureline.expectations).
+    field_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     # A Feast LabelView (mutable labels, written by push only): its ConflictPolicy value
     # ("last_write_wins", "labeler_priority", "majority_vote") and labeler column.
     label_policy: str = ""

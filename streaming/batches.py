@@ -64,6 +64,9 @@ class ParsedBatch:
     # step refuses (a view's udf) reaches the DLQ with its bytes unchanged.
     raw_offsets: list[int] = field(default_factory=list)
     raw_values: list[bytes | None] = field(default_factory=list)
+    # Data-quality findings (featureline.expectations): rows by (view, field, rule,
+    # action), action "count" (applied anyway) or "dead_letter" (in `dead`).
+    violations: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def raw_value(self, offset: int) -> bytes | None:
         i = bisect_left(self.raw_offsets, offset)

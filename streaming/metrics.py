@@ -7,6 +7,8 @@ Series (registry `REGISTRY`, served by `serve(port)`):
   featureline_stream_late_events_total{view}      events too old for the online tiles
   featureline_stream_consumer_lag{topic,partition} end offset - next offset to read
   featureline_stream_freshness_seconds{topic}     Kafka record time -> visible in Redis
+  featureline_stream_expectation_violations_total{view,field,rule,action}
+                                                  events breaking a data-quality expectation
   featureline_stream_online_retries_total         failed tries of online writes (a Redis
                                                   failover or outage), each batch retried
 Events/s is rate(featureline_stream_events_total[1m]).
@@ -51,6 +53,13 @@ FRESHNESS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+VIOLATIONS = Counter(
+    "featureline_stream_expectation_violations",
+    "events breaking a data-quality expectation (featureline.expectations), by view, "
+    "field, rule and action (count: applied anyway; dead_letter: sent to the DLQ)",
+    ["view", "field", "rule", "action"],
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "featureline_stream_online_retries",
     "failed tries of a batch's online write (retried until it succeeds)",
@@ -80,6 +89,7 @@ class Totals:
     late: int = 0
     late_by_view: dict[str, int] = field(default_factory=dict)
     online_retries: int = 0  # failed tries of batches' online writes (each retried)
+    violations: dict[tuple[str, ...], int] = field(default_factory=dict)
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     first_apply: float = 0.0
@@ -131,6 +141,13 @@ class Totals:
                 self.dead += n
             DEAD.labels(topic).inc(n)
 
+    def expectations(self, counts: dict[tuple[str, ...], int]) -> None:
+        with self._lock:
+            for key, n in counts.items():
+                self.violations[key] = self.violations.get(key, 0) + n
+        for (view, field_name, rule, action), n in counts.items():
+            VIOLATIONS.labels(view, field_name, rule, action).inc(n)
+
     def retried(self, failures: int) -> None:
         with self._lock:
             self.online_retries += failures
@@ -166,6 +183,8 @@ class Totals:
             "apply_span_s": span if self.events else 0.0,
             "events_per_s": self.events / span if self.events else 0.0,
             "freshness": self.freshness_quantiles(),
+            # "view/field/rule/action" -> events (featureline.expectations)
+            "expectation_violations": {"/".join(k): n for k, n in sorted(self.violations.items())},
         }
 
     def write(self, path: Path) -> None:
@@ -192,6 +211,9 @@ def merge_summaries(paths: list[Path], out: Path) -> dict[str, Any]:
         totals.dead += part["dead_letters"]
         totals.late += part["late_events"]
         totals.online_retries += part.get("online_retries", 0)
+        for key, n in part.get("expectation_violations", {}).items():
+            parts_key = tuple(key.split("/"))
+            totals.violations[parts_key] = totals.violations.get(parts_key, 0) + n
         for view, n in part["late_events_by_view"].items():
             totals.late_by_view[view] = totals.late_by_view.get(view, 0) + n
         if part["events"]:

@@ -19,6 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featureline.expectations import ViewExpectations, check
 from featureline.offline import TS_TYPE
 from featureline.semantics import US
 from featureline.streaming.batches import DeadLetter, ParsedBatch, RawBatch
@@ -92,8 +93,16 @@ class BatchParser:
         *,
         max_future_s: int = DEFAULT_MAX_FUTURE_S,
         now: Callable[[], float] = time.time,
+        expectations: tuple[ViewExpectations, ...] = (),
     ) -> None:
         self.schema = schema
+        # Only rules on the message's own fields: a view's computed outputs are not here.
+        names = set(schema.names)
+        self.expectations = tuple(
+            ViewExpectations(e.view, e.policy, rules, e.keys, e.timestamp_field)
+            for e in expectations
+            if (rules := tuple(r for r in e.rules if r.per_row and (not r.field or r.field in names)))
+        )
         self.max_future_us = max_future_s * US
         self._now = now
         self._names = schema.names
@@ -140,6 +149,7 @@ class BatchParser:
         )  # fmt: skip
         self._check_required(table, bad)
         self._check_future(table, bad)
+        violations = self._check_expectations(table, bad) if self.expectations else {}
         if bad:
             keep = np.ones(len(rows), dtype=bool)
             for j, error in sorted(bad.items()):
@@ -149,8 +159,23 @@ class BatchParser:
             dead.sort(key=lambda d: d.offset)
         return ParsedBatch(
             batch.topic, batch.partition, batch.first_offset, batch.last_offset, table,
-            dead, len(batch), batch.high_watermark, batch.offsets, batch.values,
+            dead, len(batch), batch.high_watermark, batch.offsets, batch.values, violations,
         )  # fmt: skip
+
+    def _check_expectations(self, table: pa.Table, bad: dict[int, str]) -> dict[tuple[str, ...], int]:
+        """Counts by (view, field, rule, action); under a view's dead_letter policy the
+        breaking rows join `bad` with the reason (the DLQ record carries it)."""
+        counts: dict[tuple[str, ...], int] = {}
+        for exp in self.expectations:
+            for found in check(table, exp, table_rules=False):
+                rule = found.rule
+                key = (rule.view, rule.field, rule.kind, exp.policy)
+                counts[key] = counts.get(key, 0) + len(found.rows)
+                if exp.policy == "dead_letter":
+                    for j in found.rows.tolist():
+                        if j not in bad:
+                            bad[j] = found.reason(table, j)
+        return counts
 
     def _check_required(self, table: pa.Table, bad: dict[int, str]) -> None:
         for name in self.schema.required:

@@ -25,6 +25,7 @@ import apache_beam as beam
 
 from featureline.config import RedisConfig, kafka_config, online_store, stream_bootstrap
 from featureline.errors import BadInputError, ServiceUnavailableError
+from featureline.expectations import expectations_of
 from featureline.kafka_admin import ensure_topic
 from featureline.online_store import open_store
 from featureline.settings import Settings
@@ -89,6 +90,9 @@ def plan_stream(
     by_topic = stream_views(repo, only_views)
     if not by_topic:
         raise BadInputError(f"repo {settings.repo} defines no StreamFeatureView with a KafkaSource")
+    for views in by_topic.values():
+        for view in views:
+            expectations_of(view)  # a tag it cannot read stops the job here, named
     kafka = kafka_config(settings)
     bootstrap = stream_bootstrap(
         kafka, {t: vs[0].stream_source.bootstrap_servers for t, vs in by_topic.items() if vs[0].stream_source}
@@ -145,7 +149,12 @@ class ParseBatches(beam.DoFn):
 
     def setup(self) -> None:
         self._parsers = {
-            t: BatchParser(s, max_future_s=self.plan.max_future_s) for t, s in self.plan.schemas.items()
+            t: BatchParser(
+                s,
+                max_future_s=self.plan.max_future_s,
+                expectations=tuple(expectations_of(v) for v in self.plan.views[t]),
+            )
+            for t, s in self.plan.schemas.items()
         }
 
     def process(self, batch: RawBatch) -> Any:
@@ -189,6 +198,8 @@ class ApplyBatches(beam.DoFn):
             self._dlq.send(letters)
             TOTALS.dead_letters(topic, len(letters))
 
+        if batch.violations:
+            TOTALS.expectations(batch.violations)
         views = self._inputs[topic].prepare(batch)
         result = self._apply_online(batch, views, send_dead)
         TOTALS.record(topic, result.applied, result.skipped, result.created_ms,
