@@ -23,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="writer processes (default: one per 2 CPUs, at most 4)"
     )
+    parser.add_argument(
+        "--fail-on-violation",
+        action="store_true",
+        help="a view whose rows break one of its data-quality expectations (dq.* tags) is not "
+        "written and the command exits 1 (default: written, the violations reported)",
+    )
 
 
 def _day(us: int) -> str:
@@ -36,9 +42,15 @@ def run(args: Any, settings: Settings) -> int:
     if args.incremental == (args.start is not None) or (not args.incremental and args.end is None):
         raise BadInputError("give either --start and --end, or --incremental (with an optional --end)")
     if args.incremental:  # from each view's mark up to --end (default: now)
-        report = materialize(settings, incremental=True, views=args.views, workers=args.workers, now=args.end)
+        report = materialize(
+            settings, incremental=True, views=args.views, workers=args.workers, now=args.end,
+            fail_on_violation=args.fail_on_violation,
+        )  # fmt: skip
     else:
-        report = materialize(settings, args.start, args.end, views=args.views, workers=args.workers)
+        report = materialize(
+            settings, args.start, args.end, views=args.views, workers=args.workers,
+            fail_on_violation=args.fail_on_violation,
+        )  # fmt: skip
     print(f"{'view':<22} {'kind':<7} {'from':<21} {'to':<21} {'rows':>9} {'entities':>9} "
           f"{'written':>9} {'rows/s':>10}  status")  # fmt: skip
     for r in report.results:
@@ -48,4 +60,7 @@ def run(args: Any, settings: Settings) -> int:
             f"{r.view:<22} {r.kind:<7} {_day(r.start_us):<21} {_day(r.end_us):<21} "
             f"{r.rows_read:>9} {r.entities:>9} {r.written:>9} {rate:>10}  {status}"
         )
+    for r in report.results:
+        for line in r.violations:
+            print(f"data quality: {r.view}: {line}")
     return 0 if report.ok else 1

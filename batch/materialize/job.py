@@ -18,6 +18,7 @@ online store must hold, so a restart without persistence is repaired by one run.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from featureline.batch.materialize.parallel import default_workers, run_sharded,
 from featureline.batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
 from featureline.config import RedisConfig, online_store
 from featureline.errors import BadInputError, FeaturelineError
+from featureline.expectations import check, expectations_of
 from featureline.object_store import Location
 from featureline.online_store import OnlineStore, open_store
 from featureline.semantics import US
@@ -53,6 +55,8 @@ class ViewMaterialized:
     seconds: float = 0.0
     error: str = ""
     note: str = ""
+    # What the rows read broke of the view's data-quality expectations (one line each).
+    violations: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -76,6 +80,29 @@ class MaterializeReport:
     @property
     def seconds(self) -> float:
         return sum(r.seconds for r in self.results)
+
+
+@dataclass
+class Quality:
+    """The view's data-quality expectations (featureline.expectations) checked on the rows
+    a run reads, before anything is written; with `fail`, a violation fails the view."""
+
+    fail: bool
+    found: tuple[str, ...] = ()
+
+    def check(self, view: ViewSpec, rows: pa.Table) -> None:
+        exp = expectations_of(view)
+        names = set(rows.column_names)
+        rules = tuple(r for r in exp.rules if not r.field or r.field in names)
+        if not rules:
+            return
+        found = check(rows, dataclasses.replace(exp, rules=rules))
+        self.found = tuple(f"{v.rule.field or 'event time'}: {v.message}" for v in found)
+        if self.found and self.fail:
+            raise BadInputError(
+                f"data-quality expectations broken (--fail-on-violation), nothing written: "
+                f"{'; '.join(self.found)}"
+            )
 
 
 def mark_key(project: str, view: str) -> str:
@@ -117,6 +144,7 @@ def materialize(
     views: list[str] | None = None,
     workers: int | None = None,
     now: datetime | None = None,
+    fail_on_violation: bool = False,
 ) -> MaterializeReport:
     from featureline.repo import load_repo
 
@@ -137,7 +165,10 @@ def materialize(
                 lo, hi = datetime_to_us(start), datetime_to_us(end)
                 if hi <= lo:
                     raise BadInputError("--end must be after --start")
-            result = _materialize_view(settings, cfg, repo, view, lo, hi, workers, now_us, bar.update)
+            quality = Quality(fail_on_violation)
+            result = _materialize_view(
+                settings, cfg, repo, view, lo, hi, workers, now_us, bar.update, quality
+            )
             if result.ok:
                 store.raise_watermark(mark_key(repo.project, view.name), hi)
             report.results.append(result)
@@ -180,16 +211,17 @@ def _materialize_view(
     workers: int | None,
     now_us: int,
     progress: Any,
+    quality: Quality,
 ) -> ViewMaterialized:
     began = time.perf_counter()
     kind = "tiles" if view.is_aggregating else "latest"
     try:
         if view.is_aggregating:
-            stats = _rebuild_tiles(settings, cfg, repo, view, start_us, end_us, now_us, progress)
+            stats = _rebuild_tiles(settings, cfg, repo, view, start_us, end_us, now_us, progress, quality)
         else:
-            stats = _write_latest(cfg, repo, view, start_us, end_us, workers, progress)
+            stats = _write_latest(cfg, repo, view, start_us, end_us, workers, progress, quality)
     except FeaturelineError as exc:
-        return ViewMaterialized(view.name, kind, start_us, end_us, error=str(exc))
+        return ViewMaterialized(view.name, kind, start_us, end_us, error=str(exc), violations=quality.found)
     except (OSError, pa.ArrowException) as exc:  # unreadable Parquet, a dropped connection
         return ViewMaterialized(view.name, kind, start_us, end_us, error=f"{type(exc).__name__}: {exc}")
     rows, entities, written = stats
@@ -199,7 +231,18 @@ def _materialize_view(
         margin = settings.tile_retention_margin_s
         keep_h = max(keep_s(view, s, margin) for s in view.tile_sizes_s()) / 3600
         note = f"no tiles: the online store holds tiles of the last {keep_h:g} h only"
-    return ViewMaterialized(view.name, kind, start_us, end_us, rows, entities, written, seconds, note=note)
+    return ViewMaterialized(
+        view.name,
+        kind,
+        start_us,
+        end_us,
+        rows,
+        entities,
+        written,
+        seconds,
+        note=note,
+        violations=quality.found,
+    )
 
 
 def _source_path(view: ViewSpec) -> Location:
@@ -216,9 +259,11 @@ def _write_latest(
     end_us: int,
     workers: int | None,
     progress: Any,
+    quality: Quality,
 ) -> tuple[int, int, int]:
     cols = EventColumns.of(view)
     rows = read_raw_events(_source_path(view), cols, start_us, end_us)
+    quality.check(view, rows)
     latest = latest_per_key(rows, view)
     n = latest.num_rows
     if n == 0:
@@ -251,6 +296,7 @@ def _rebuild_tiles(
     end_us: int,
     now_us: int,
     progress: Any,
+    quality: Quality,
 ) -> tuple[int, int, int]:
     biggest = max(view.tile_sizes_s()) * US
     lo = (start_us // biggest) * biggest  # whole tiles only: a partial tile would be wrong
@@ -259,6 +305,7 @@ def _rebuild_tiles(
     oldest = now_us - max(keep_s(view, s, margin) for s in view.tile_sizes_s()) * US
     lo = max(lo, (oldest // biggest) * biggest)  # tiles past retention are not held online
     events = read_raw_events(_source_path(view), EventColumns.of(view), lo, hi)
+    quality.check(view, events)
     tiles = tile_rows(events, view, lo, hi, now_us, margin)
     store = connect(cfg)
     try:
