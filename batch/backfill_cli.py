@@ -40,14 +40,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Spark master URL (default $FEATURELINE_SPARK_MASTER or local[2])",
     )
     parser.add_argument("--partitions", type=int, default=None, help="Spark partitions per view (default 4)")
+    parser.add_argument(
+        "--fail-on-violation",
+        action="store_true",
+        help="a view whose events break one of its data-quality expectations (dq.* tags) is not "
+        "written and the command exits 1 (default: written, the violations reported)",
+    )
 
 
 def run(args: Any, settings: Settings) -> int:
     from featureline.batch.backfill import backfill
+    from featureline.batch.quality import report_lines
 
     report = backfill(
         settings, args.start, args.end, views=args.views, master=args.master,
-        partitions=args.partitions,
+        partitions=args.partitions, fail_on_violation=args.fail_on_violation,
     )  # fmt: skip
     start = datetime.fromtimestamp(report.start_us / 1e6, UTC).date()
     end = datetime.fromtimestamp(report.end_us / 1e6, UTC).date()
@@ -56,4 +63,7 @@ def run(args: Any, settings: Settings) -> int:
     for r in report.results:
         status = "ok" if r.ok else f"error: {r.error}"
         print(f"{r.view:<22} {r.kind:<12} {r.rows:>10} {r.tiles:>10} {r.seconds:>8.1f}  {status}")
+    for r in report.results:
+        for line in report_lines(r.view, r.violations):
+            print(line)
     return 0 if report.ok else 1

@@ -37,6 +37,7 @@ def _day(us: int) -> str:
 
 def run(args: Any, settings: Settings) -> int:
     from featureline.batch.materialize import materialize
+    from featureline.batch.quality import report_lines
     from featureline.errors import BadInputError
 
     if args.incremental == (args.start is not None) or (not args.incremental and args.end is None):
@@ -61,6 +62,6 @@ def run(args: Any, settings: Settings) -> int:
             f"{r.rows_read:>9} {r.entities:>9} {r.written:>9} {rate:>10}  {status}"
         )
     for r in report.results:
-        for line in r.violations:
-            print(f"data quality: {r.view}: {line}")
+        for line in report_lines(r.view, r.violations):
+            print(line)
     return 0 if report.ok else 1

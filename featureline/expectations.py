@@ -204,3 +204,33 @@ def check(table: pa.Table, exp: ViewExpectations, *, table_rules: bool = True) -
         if len(rows):
             found.append(Violation(rule, rows, f"{len(rows)} row(s) break {rule.describe()}"))
     return found
+
+
+ROWS = "rows"
+
+
+def tally(table: pa.Table, exp: ViewExpectations) -> dict[str, int]:
+    """Additive counts of `table` against `exp` (sum them over partitions, then
+    `findings`): rows, nulls per field with a max_null_rate, breaking rows per rule."""
+    out = {ROWS: table.num_rows}
+    for rule in exp.rules:
+        if rule.kind == "max_null_rate":
+            out[f"null:{rule.field}"] = table[rule.field].null_count
+    for found in check(table, exp, table_rules=False):
+        out[f"{found.rule.field}|{found.rule.kind}"] = len(found.rows)
+    return out
+
+
+def findings(exp: ViewExpectations, counts: dict[str, int]) -> list[str]:
+    """One line per broken rule from summed `tally` counts (the batch jobs' report)."""
+    lines = []
+    rows = counts.get(ROWS, 0)
+    for rule in exp.rules:
+        where = rule.field or "event time"
+        if rule.kind == "max_null_rate":
+            nulls = counts.get(f"null:{rule.field}", 0)
+            if rows and nulls / rows > rule.number:
+                lines.append(f"{where}: {nulls / rows:.2%} nulls, more than max_null_rate {rule.number:g}")
+        elif n := counts.get(f"{rule.field}|{rule.kind}", 0):
+            lines.append(f"{where}: {n} row(s) break {rule.describe()}")
+    return lines

@@ -23,6 +23,7 @@ from featureline.batch.backfill.compute import FeatureRowsTask, TileRowsTask
 from featureline.batch.backfill.events import EventColumns, datetime_to_us, day_range
 from featureline.batch.backfill.plan import ViewPlan, plan_views
 from featureline.batch.backfill.spark_io import DayCounts, dedupe_spark, read_events, write_days
+from featureline.batch.quality import Quality
 from featureline.errors import BadInputError, FeaturelineError
 from featureline.semantics import US
 from featureline.settings import Settings
@@ -41,6 +42,7 @@ class ViewResult:
     tiles: int = 0
     seconds: float = 0.0
     error: str = ""
+    violations: tuple[str, ...] = ()  # data-quality findings on the events read
 
     @property
     def ok(self) -> bool:
@@ -73,6 +75,7 @@ def backfill(
     views: list[str] | None = None,
     master: str | None = None,
     partitions: int | None = None,
+    fail_on_violation: bool = False,
 ) -> BackfillReport:
     from featureline.batch.spark import get_spark
     from featureline.repo import load_repo
@@ -84,11 +87,13 @@ def backfill(
     report = BackfillReport(start_us, end_us)
     for plan in _progress(plans):
         began = time.perf_counter()
+        quality = Quality(fail_on_violation)
         try:
-            rows, tiles = _run_plan(spark, plan, settings, start_us, end_us, partitions)
-            result = ViewResult(plan.name, plan.kind, rows, tiles, time.perf_counter() - began)
+            rows, tiles = _run_plan(spark, plan, settings, start_us, end_us, partitions, quality)
+            seconds = time.perf_counter() - began
+            result = ViewResult(plan.name, plan.kind, rows, tiles, seconds, violations=quality.found)
         except FeaturelineError as exc:
-            result = ViewResult(plan.name, plan.kind, error=str(exc))
+            result = ViewResult(plan.name, plan.kind, error=str(exc), violations=quality.found)
         except Exception as exc:  # Spark raises many types; report it, go on
             result = ViewResult(plan.name, plan.kind, error=f"{type(exc).__name__}: {exc}")
         report.results.append(result)
@@ -108,6 +113,7 @@ def _run_plan(
     start_us: int,
     end_us: int,
     partitions: int | None,
+    quality: Quality,
 ) -> tuple[int, int]:
     if plan.kind == "batch_job":
         return _run_merchant_risk(spark, plan, settings, start_us, end_us), 0
@@ -121,6 +127,8 @@ def _run_plan(
         raise BadInputError(f"no raw events at {plan.source} (stream or generate some first)")
     n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions") or 4)
     keyed = events.repartition(n, *cols.join_keys)
+    if quality.applies(plan.view):  # before anything is written
+        quality.check_spark(plan.view, dedupe_spark(events))
     counts = DayCounts(spark)
     task = FeatureRowsTask(plan.view, _arrow_schema(events), start_us, end_us, counts.accumulator)
     rows_df = keyed.mapInArrow(task, spark_ddl(task.output_schema()))

@@ -18,7 +18,6 @@ online store must hold, so a restart without persistence is repaired by one run.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,9 +30,9 @@ from featureline.batch.backfill.events import EventColumns, datetime_to_us, read
 from featureline.batch.materialize.latest import LatestLwwWriter, encode_rows, latest_per_key
 from featureline.batch.materialize.parallel import default_workers, run_sharded, shard_bounds
 from featureline.batch.materialize.tiles import keep_s, raise_watermarks, raw_extent, tile_rows, write_tiles
+from featureline.batch.quality import Quality
 from featureline.config import RedisConfig, online_store
 from featureline.errors import BadInputError, FeaturelineError
-from featureline.expectations import check, expectations_of
 from featureline.object_store import Location
 from featureline.online_store import OnlineStore, open_store
 from featureline.semantics import US
@@ -80,29 +79,6 @@ class MaterializeReport:
     @property
     def seconds(self) -> float:
         return sum(r.seconds for r in self.results)
-
-
-@dataclass
-class Quality:
-    """The view's data-quality expectations (featureline.expectations) checked on the rows
-    a run reads, before anything is written; with `fail`, a violation fails the view."""
-
-    fail: bool
-    found: tuple[str, ...] = ()
-
-    def check(self, view: ViewSpec, rows: pa.Table) -> None:
-        exp = expectations_of(view)
-        names = set(rows.column_names)
-        rules = tuple(r for r in exp.rules if not r.field or r.field in names)
-        if not rules:
-            return
-        found = check(rows, dataclasses.replace(exp, rules=rules))
-        self.found = tuple(f"{v.rule.field or 'event time'}: {v.message}" for v in found)
-        if self.found and self.fail:
-            raise BadInputError(
-                f"data-quality expectations broken (--fail-on-violation), nothing written: "
-                f"{'; '.join(self.found)}"
-            )
 
 
 def mark_key(project: str, view: str) -> str:

@@ -80,3 +80,33 @@ def test_violations_are_reported_or_fail_the_view(
     assert "data quality: user_profile: home_country: 1 row(s) break allowed FR,DE" in out
     assert redis_client.get(mark_key(project, "user_profile")) is not None
     assert len(redis_client.keys(f"*{project}*")) == 1000 + 1  # every user, and the mark
+
+
+def test_backfill_reports_or_fails_on_violations(
+    quality_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batch_events import make_events, write_raw
+
+    from featureline.offline import read_table
+
+    features = quality_settings.repo / "features.py"
+    text = features.read_text()
+    last = text.index("user_last_txn = StreamFeatureView(")
+    amount = '        Field(name="amount", dtype=Float64),\n'
+    at = text.index(amount, last)
+    tagged = amount.replace("Float64)", 'Float64, tags={"dq.max": "300"})')
+    features.write_text(text[:at] + tagged + text[at + len(amount) :])
+    events = make_events(300, span_s=86_400, seed=5)
+    write_raw(events, quality_settings.resolved_offline_dir)  # the demo's raw path
+    unique = {(r["kafka_partition"], r["kafka_offset"]): r["amount"] for r in events.to_pylist()}
+    over = sum(1 for a in unique.values() if a is not None and a > 300)
+    assert over > 0
+    argv = ["backfill", "--repo", str(quality_settings.repo), "--start", "2024-03-01", "--end", "2024-03-03",
+            "--views", "user_last_txn"]  # fmt: skip
+    assert main([*argv, "--fail-on-violation"]) == 1
+    out = capsys.readouterr().out
+    assert f"data quality: user_last_txn: amount: {over} row(s) break max 300" in out
+    assert not (quality_settings.resolved_offline_dir / "user_last_txn").exists()
+    assert main(argv) == 0
+    assert f"data quality: user_last_txn: amount: {over} row(s) break max 300" in capsys.readouterr().out
+    assert read_table(quality_settings.resolved_offline_dir / "user_last_txn").num_rows == len(unique)
