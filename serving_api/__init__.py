@@ -26,14 +26,18 @@ if TYPE_CHECKING:
         FeatureTensor,
         OnlineFeatures,
         ServingTimeoutError,
+        TlsHandshakeError,
     )
+    from featureline.serving_api.tls import ClientTls
 
 __all__ = [
     "AsyncFeatureClient",
+    "ClientTls",
     "FeatureClient",
     "FeatureTensor",
     "OnlineFeatures",
     "ServingTimeoutError",
+    "TlsHandshakeError",
 ]
 
 
@@ -41,5 +45,5 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         from featureline.serving_api import client
 
-        return getattr(client, name)
+        return getattr(client, name)  # ClientTls too: client imports it
     raise AttributeError(f"module 'serving_api' has no attribute {name!r}")

@@ -82,6 +82,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default $FEATURELINE_GRPC_SERVER or native)",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    _configure_tls(parser)
+
+
+def _configure_tls(parser: argparse.ArgumentParser) -> None:
+    """TLS on both ports (serving_api.tls): a block of its own."""
+    env = os.environ.get
+    parser.add_argument(
+        "--tls-cert",
+        default=env("FEATURELINE_TLS_CERT", ""),
+        metavar="FILE",
+        help="PEM server certificate (+ intermediates): both ports speak TLS >= 1.2, ALPN h2 on "
+        "gRPC (default $FEATURELINE_TLS_CERT; none: plaintext)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=env("FEATURELINE_TLS_KEY", ""),
+        metavar="FILE",
+        help="PEM private key of --tls-cert (default $FEATURELINE_TLS_KEY)",
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        default=env("FEATURELINE_TLS_CLIENT_CA", ""),
+        metavar="FILE",
+        help="PEM CA of client certificates: mutual TLS, a client without a certificate it "
+        "signed is refused on both ports (default $FEATURELINE_TLS_CLIENT_CA; none: no client "
+        "certificates)",
+    )
+    parser.add_argument(
+        "--tls-handshake-timeout-s",
+        type=float,
+        default=10.0,
+        help="close a connection whose TLS handshake takes longer (default 10 s)",
+    )
 
 
 def _check_port(host: str, port: int, what: str) -> None:
@@ -125,6 +158,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         raise BadInputError("--near-cache-keys must be >= 0 (0: off)")
     if (args.grpc_server or settings.grpc_server) not in ("native", "aio"):
         raise BadInputError(f"FEATURELINE_GRPC_SERVER must be native or aio, not {settings.grpc_server!r}")
+    tls = _tls(args)
     repo = load_repo(settings)
     freshness_slos(repo)  # a bad freshness_slo tag stops serve here, naming the view
     redis = online_store(settings)
@@ -142,6 +176,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         grpc_max_receive_bytes=args.max_body_bytes,
         max_in_flight=args.max_in_flight,
         redis_timeout_s=args.redis_timeout_ms / 1000,
+        tls_handshake_timeout_s=args.tls_handshake_timeout_s,
     )
     return WorkerConfig(
         spec_path=str(spec_path),
@@ -154,7 +189,20 @@ def build_config(args: Any, settings: Settings) -> Any:
         log_level=args.log_level,
         near_cache_keys=args.near_cache_keys,
         grpc_server=args.grpc_server or settings.grpc_server,
+        tls=tls,
     ), repo
+
+
+def _tls(args: Any) -> Any:
+    """The TLS files, checked here: a bad file stops serve in one line, before any worker."""
+    from featureline.serving_api.tls import ServerTls
+
+    if args.tls_handshake_timeout_s <= 0:
+        raise BadInputError("--tls-handshake-timeout-s must be > 0")
+    paths = [str(Path(p).resolve()) if p else "" for p in (args.tls_cert, args.tls_key, args.tls_client_ca)]
+    tls = ServerTls(*paths)
+    tls.check()
+    return tls
 
 
 def _supervise(config: Any, workers: int) -> int:
@@ -213,9 +261,11 @@ def run(args: Any, settings: Settings) -> int:
     _check_port(args.host, settings.http_port, "HTTP")
     _check_port(args.host, settings.grpc_port, "gRPC")
     config, repo = build_config(args, settings)
+    scheme = "https" if config.tls.enabled else "http"
+    tls = ("mutual TLS" if config.tls.mutual else "TLS") if config.tls.enabled else "plaintext"
     print(
-        f"featureline serve: REST http://{args.host}:{settings.http_port} (docs at /docs), "
-        f"gRPC {args.host}:{settings.grpc_port}, {args.workers} worker(s), "
+        f"featureline serve: REST {scheme}://{args.host}:{settings.http_port} (docs at /docs), "
+        f"gRPC {args.host}:{settings.grpc_port} ({tls}), {args.workers} worker(s), "
         f"Redis {config.redis.address} db {config.redis.db}, project {repo.project}, "
         f"auth {'on' if args.auth_tokens else 'off'}",
         file=sys.stderr,

@@ -10,11 +10,16 @@
         tensor.mask               # bool    [rows, cols], True where the value is PRESENT
         tensor.columns            # the column names, tensor.omitted: non-numeric features
 
+TLS: `FeatureClient(target, tls=ClientTls(ca="ca.pem"))` (serving_api.tls; add `cert=`
+and `key=` for a server that requires client certificates, or `tls=True` to trust the
+system's roots); a failed handshake is a TlsHandshakeError naming the target.
+
 One channel per client, reused by every call; every call has a deadline (default
 1 s) and is retried on UNAVAILABLE with jittered exponential backoff inside that
 deadline. Failures are FeaturelineErrors: BadInputError (INVALID_ARGUMENT, auth),
 NotFoundError (NOT_FOUND), ServiceUnavailableError (UNAVAILABLE, RESOURCE_EXHAUSTED),
-ServingTimeoutError (DEADLINE_EXCEEDED).
+ServingTimeoutError (DEADLINE_EXCEEDED), TlsHandshakeError (the TLS handshake failed:
+not retried, as a retry fails the same way).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from featureline.errors import BadInputError, NotFoundError, ServiceUnavailableE
 from featureline.online.value_proto import decode_native
 from featureline.serving_api.frame import STATUS_NAMES
 from featureline.serving_api.proto import SERVICE_NAME, pb
+from featureline.serving_api.tls import ClientTls, as_client_tls, is_tls_failure
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 3
@@ -49,6 +55,27 @@ _CHANNEL_OPTIONS = [
 
 class ServingTimeoutError(ServiceUnavailableError):
     """The call's deadline passed (retries included)."""
+
+
+class TlsHandshakeError(ServiceUnavailableError):
+    """The TLS handshake with the server failed (untrusted or missing certificate, a
+    plaintext server, a client certificate the server refused)."""
+
+
+def open_channel(
+    target: str, tls: ClientTls | None, *, aio: bool = False, extra: Sequence[tuple[str, Any]] = ()
+) -> Any:
+    """A grpc (or grpc.aio) channel to `target`: TLS when `tls` is given."""
+    options = [*_CHANNEL_OPTIONS, *extra]
+    if tls is None:
+        if aio:
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.insecure_channel(target, options=options)
+    credentials = tls.grpc_credentials()
+    options += tls.grpc_options()
+    if aio:
+        return grpc.aio.secure_channel(target, credentials, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 @dataclass(frozen=True)
@@ -210,8 +237,9 @@ def _status(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str | None]:
     return (code() if callable(code) else None, details() if callable(details) else None)
 
 
-def translate_error(exc: grpc.RpcError, target: str) -> Exception:
-    """A grpc error -> the FeaturelineError a person can act on (no grpc trace)."""
+def translate_error(exc: grpc.RpcError, target: str, tls: bool | None = None) -> Exception:
+    """A grpc error -> the FeaturelineError a person can act on (no grpc trace).
+    `tls`: whether the client spoke TLS (None: unknown), for the hint on a closed socket."""
     code, details = _status(exc)
     detail = details or str(code)
     if code == grpc.StatusCode.NOT_FOUND:
@@ -224,12 +252,31 @@ def translate_error(exc: grpc.RpcError, target: str) -> Exception:
         return BadInputError(detail)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return ServingTimeoutError(f"{target}: deadline exceeded ({detail})")
+    if code == grpc.StatusCode.UNAVAILABLE and is_tls_failure(details):
+        return TlsHandshakeError(
+            f"feature server {target}: TLS handshake failed (check the CA, the client "
+            f"certificate, and that the server speaks TLS): {detail}"
+        )
     name = code.name if code is not None else "error"
-    return ServiceUnavailableError(f"feature server {target}: {name}: {detail}")
+    return ServiceUnavailableError(f"feature server {target}: {name}: {detail}{_closed_hint(detail, tls)}")
+
+
+def _closed_hint(detail: str, tls: bool | None) -> str:
+    """grpc reports a TLS 1.3 server refusing the client's certificate, and a TLS port
+    answering a plaintext client, as a closed socket, not as a handshake failure."""
+    if tls is None or "socket closed" not in detail.lower():
+        return ""
+    if tls:
+        return (
+            " (a server that requires client certificates closes the connection of a client "
+            "whose certificate it refuses: check the client certificate and key)"
+        )
+    return " (if the server speaks TLS, connect with tls=)"
 
 
 def _retryable(exc: grpc.RpcError) -> bool:
-    return _status(exc)[0] == grpc.StatusCode.UNAVAILABLE
+    code, details = _status(exc)
+    return code == grpc.StatusCode.UNAVAILABLE and not is_tls_failure(details)
 
 
 def _pause(attempt: int) -> float:
@@ -245,10 +292,12 @@ class _Base:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = DEFAULT_RETRIES,
+        tls: ClientTls | bool | None = None,
     ) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self.retries = retries
+        self.tls = as_client_tls(tls)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     def _method(self, channel: Any, name: str, response: Any) -> Any:
@@ -269,9 +318,10 @@ class FeatureClient(_Base):
     def __init__(self, target: str, *, rest_url: str | None = None, **options: Any) -> None:
         super().__init__(target, **options)
         # Pushes go to the REST port (POST /push); default: the gRPC host, port 8080.
-        self.rest_url = rest_url or f"http://{target.rsplit(':', 1)[0]}:8080"
+        scheme = "https" if self.tls else "http"
+        self.rest_url = rest_url or f"{scheme}://{target.rsplit(':', 1)[0]}:8080"
         self._token: str | None = options.get("token")
-        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(target, self.tls)
         self._online = self._method(self._channel, "GetOnlineFeatures", pb.GetOnlineFeaturesResponse)
         self._tensor = self._method(self._channel, "GetOnlineTensor", pb.Tensor)
         self._describe = self._method(self._channel, "DescribeFeatures", pb.FeatureLayout)
@@ -295,7 +345,7 @@ class FeatureClient(_Base):
             except grpc.RpcError as exc:
                 pause = _pause(attempt)
                 if self._give_up(exc, attempt, pause, end):
-                    raise translate_error(exc, self.target) from None
+                    raise translate_error(exc, self.target, self.tls is not None) from None
                 attempt += 1
                 time.sleep(pause)
 
@@ -317,7 +367,7 @@ class FeatureClient(_Base):
         the REST port's POST /push (serving_api.push_client)."""
         from featureline.serving_api.push_client import push_rows
 
-        push_rows(self.rest_url, push_source, df, to=to, token=self._token, timeout_s=timeout_s)
+        push_rows(self.rest_url, push_source, df, to=to, token=self._token, timeout_s=timeout_s, tls=self.tls)
 
     def get_tensor(
         self,
@@ -353,7 +403,7 @@ class AsyncFeatureClient(_Base):
 
     def __init__(self, target: str, **options: Any) -> None:
         super().__init__(target, **options)
-        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(target, self.tls, aio=True)
         self._online = self._method(self._channel, "GetOnlineFeatures", pb.GetOnlineFeaturesResponse)
         self._tensor = self._method(self._channel, "GetOnlineTensor", pb.Tensor)
         self._describe = self._method(self._channel, "DescribeFeatures", pb.FeatureLayout)
@@ -377,7 +427,7 @@ class AsyncFeatureClient(_Base):
             except grpc.RpcError as exc:
                 pause = _pause(attempt)
                 if self._give_up(exc, attempt, pause, end):
-                    raise translate_error(exc, self.target) from None
+                    raise translate_error(exc, self.target, self.tls is not None) from None
                 attempt += 1
                 await asyncio.sleep(pause)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -469,10 +470,13 @@ class GrpcH2Server:
             self._channel = grpc.aio.insecure_channel(self.relay_target)
         return Relay(self._channel, stream, conn)
 
-    async def start(self, sock: Any) -> None:
+    async def start(self, sock: Any, tls: ssl.SSLContext | None = None, handshake_s: float = 10.0) -> None:
+        """Serve on `sock`; with `tls` (ALPN h2, serving_api.tls), a handshake cut at `handshake_s`."""
         loop = asyncio.get_running_loop()
         factory: Callable[[], GrpcH2Connection] = lambda: GrpcH2Connection(self)  # noqa: E731
-        self._server = await loop.create_server(factory, sock=sock)
+        self._server = await loop.create_server(
+            factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake_s if tls else None
+        )
 
     async def stop(self, grace_s: float) -> None:
         """GOAWAY to every connection, then wait up to `grace_s` for calls in flight."""

@@ -25,6 +25,7 @@ from featureline.errors import ServiceUnavailableError
 from featureline.serving_api.grpc_methods import CallInfo, FeatureMethods, Method, RpcFailure
 from featureline.serving_api.proto import FEAST_SERVICE_NAME, SERVICE_NAME
 from featureline.serving_api.service import ServingCore
+from featureline.serving_api.tls import ServerTls
 
 log = logging.getLogger("featureline.serving.grpc")
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
@@ -95,9 +96,11 @@ def create_grpc_server(
     host: str = "0.0.0.0",
     reuse_port: bool = True,
     extra: dict[str, Method] | None = None,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """A started-later aio server bound to host:port; returns it and the bound port.
-    `extra`: more methods by full path (Feast's gRPC writes)."""
+    `extra`: more methods by full path (Feast's gRPC writes); `tls`: serve TLS (ALPN h2,
+    client certificates when it has a client CA)."""
     limits = core.limits
     options = [
         ("grpc.max_receive_message_length", limits.grpc_max_receive_bytes),
@@ -105,6 +108,8 @@ def create_grpc_server(
         # Several worker processes share the port; the kernel spreads connections.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
+    if tls is not None:  # the TLS + HTTP/2 handshake, as our ports' --tls-handshake-timeout-s
+        options.append(("grpc.server_handshake_timeout_ms", int(limits.tls_handshake_timeout_s * 1000)))
     server = grpc.aio.server(options=options)
     by_service: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
     for path, method in {**FeatureMethods(core).by_path(), **(extra or {})}.items():
@@ -119,7 +124,10 @@ def create_grpc_server(
         server,
     )
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if tls is not None:
+            bound = server.add_secure_port(f"{host}:{port}", tls.grpc_credentials())
+        else:
+            bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:
         bound = 0
     if bound == 0:

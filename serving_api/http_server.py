@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -301,9 +302,15 @@ class HttpServer:
                 extra.append((name, value))
         return response_bytes(status, b"".join(chunks), content_type, extra, request.keep_alive)
 
-    async def start(self, sock: Any) -> None:
+    async def start(self, sock: Any, tls: ssl.SSLContext | None = None, handshake_s: float = 10.0) -> None:
+        """Serve on `sock`; with `tls`, HTTPS (serving_api.tls), a handshake cut at `handshake_s`."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: HttpConnection(self), sock=sock)
+        self._server = await loop.create_server(
+            lambda: HttpConnection(self),
+            sock=sock,
+            ssl=tls,
+            ssl_handshake_timeout=handshake_s if tls else None,
+        )
         self._sweep()
 
     def _sweep(self) -> None:

@@ -41,6 +41,11 @@ class Limits:
     # Budget for the Redis round trip when the caller sets no deadline.
     redis_timeout_s: float = 1.0
 
+    # TLS (serving_api.tls). A handshake is 1-2 round trips (< 1 s on any real
+    # network); asyncio's default of 60 s would let a client that never finishes one
+    # hold a connection for a minute. `--tls-handshake-timeout-s`.
+    tls_handshake_timeout_s: float = 10.0
+
 
 # What a caller reads of an unexpected error; the details go to the server log only.
 INTERNAL_MESSAGE = "internal server error (see the server log)"

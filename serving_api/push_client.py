@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from featureline.errors import BadInputError, NotFoundError, ServiceUnavailableError
+from featureline.serving_api.tls import ClientTls
 
 PUSH_TO = ("online", "offline", "online_and_offline")
 
@@ -98,8 +99,10 @@ def push_rows(
     to: str = "online",
     token: str | None = None,
     timeout_s: float = 30.0,
+    tls: ClientTls | None = None,
 ) -> None:
-    """POST the rows to `url`/push (Feast's body); raises a FeaturelineError on failure."""
+    """POST the rows to `url`/push (Feast's body); raises a FeaturelineError on failure.
+    `tls`: the CA (and client certificate) for an https `url` (default: system roots)."""
     import httpx
 
     if to not in PUSH_TO:
@@ -107,7 +110,10 @@ def push_rows(
     body = {"push_source_name": push_source, "df": frame_columns(df), "to": to}
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.post(f"{url.rstrip('/')}/push", json=body, headers=headers, timeout=timeout_s)
+        verify = tls.ssl_context() if tls is not None else True
+        response = httpx.post(
+            f"{url.rstrip('/')}/push", json=body, headers=headers, timeout=timeout_s, verify=verify
+        )
     except httpx.HTTPError as exc:
         raise ServiceUnavailableError(f"featureline serve at {url} does not answer: {exc}") from None
     if response.status_code == 200:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from featureline.config import RedisConfig
 from featureline.serving_api.limits import Limits
+from featureline.serving_api.tls import ServerTls
 
 if TYPE_CHECKING:
     from featureline.serving_api.grpc_h2 import GrpcH2Server
@@ -40,6 +41,10 @@ class WorkerConfig:
     log_level: str = "warning"
     near_cache_keys: int = 0  # 0: off (online_store.near_cache)
     grpc_server: str = "native"  # or "aio": grpcio serves the gRPC port itself
+
+    # TLS on both ports (serving_api.tls); no certificate: plaintext. Paths, not ssl
+    # contexts: the config is pickled to each spawned worker, which builds its own.
+    tls: ServerTls = field(default_factory=ServerTls)
 
 
 def listen_socket(host: str, port: int, what: str) -> socket.socket:
@@ -73,6 +78,7 @@ async def serve(config: WorkerConfig) -> None:
     from featureline.serving_api.rest_app import RestHandlers, create_app
     from featureline.serving_api.rest_write import WriteHandlers
     from featureline.serving_api.service import ServingCore
+    from featureline.serving_api.tls import ALPN_GRPC, ALPN_HTTP
     from featureline.slo import freshness_slos
     from featureline.specs import RepoSpec
 
@@ -84,12 +90,16 @@ async def serve(config: WorkerConfig) -> None:
     core = ServingCore(repo, redis, config.limits, auth)
     writes = WriteHandlers(core, lambda: write_client(config), config.redis.key_ttl_s)
     public_grpc: GrpcH2Server | None = None
+    tls = config.tls if config.tls.enabled else None
     if config.grpc_server == "aio":
         grpc_writes = GrpcWriteMethods(writes).by_path()
-        grpc_server, _ = create_grpc_server(core, config.grpc_port, host=config.host, extra=grpc_writes)
+        grpc_server, _ = create_grpc_server(
+            core, config.grpc_port, host=config.host, extra=grpc_writes, tls=tls
+        )
     else:
         # grpc.aio on a private loopback port hosts health and reflection; the public
-        # gRPC port is ours (serving_api.grpc_h2), which relays those paths to it.
+        # gRPC port is ours (serving_api.grpc_h2), which relays those paths to it. That
+        # hop stays plaintext: it never leaves 127.0.0.1 (TLS ends at the public port).
         grpc_server, relay_port = create_grpc_server(core, 0, host="127.0.0.1", reuse_port=False)
         public_grpc = GrpcH2Server(
             {**FeatureMethods(core).by_path(), **GrpcWriteMethods(writes).by_path()},
@@ -106,10 +116,11 @@ async def serve(config: WorkerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tune_gc()
+    handshake_s = config.limits.tls_handshake_timeout_s
     await grpc_server.start()
     if public_grpc is not None:
-        await public_grpc.start(grpc_sock)
-    await http.start(http_sock)
+        await public_grpc.start(grpc_sock, tls.context(ALPN_GRPC) if tls else None, handshake_s)
+    await http.start(http_sock, tls.context(ALPN_HTTP) if tls else None, handshake_s)
     try:
         await stop.wait()
     finally:

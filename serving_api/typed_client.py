@@ -23,12 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import numpy as np
 
 from featureline.errors import BadInputError
-from featureline.serving_api import client as sdk
-from featureline.serving_api.client import AsyncFeatureClient, FeatureClient, FeatureTensor
+from featureline.serving_api.client import AsyncFeatureClient, FeatureClient, FeatureTensor, open_channel
 from featureline.serving_api.proto import pb
 
 Entities = Mapping[str, Sequence[Any] | np.ndarray]
@@ -104,7 +102,7 @@ class TensorClient:
         client: FeatureClient | None = None,
         **options: Any,
     ) -> None:
-        """options: token, timeout_s (deadline per call), retries (see serving_api.client)."""
+        """options: token, timeout_s (deadline per call), retries, tls (see serving_api.client)."""
         self.target = target
         self.service = service
         self.full_feature_names = full_feature_names
@@ -157,9 +155,7 @@ class _ConnectionClient(AsyncFeatureClient):
     def __init__(self, target: str, index: int, **options: Any) -> None:
         super().__init__(target, **options)
         self._shared = self._channel  # never connected: channels connect on first call
-        self._channel = grpc.aio.insecure_channel(
-            target, options=[*sdk._CHANNEL_OPTIONS, ("featureline.connection", index)]
-        )
+        self._channel = open_channel(target, self.tls, aio=True, extra=[("featureline.connection", index)])
         self._tensor = self._method(self._channel, "GetOnlineTensor", pb.Tensor)
         self._describe = self._method(self._channel, "DescribeFeatures", pb.FeatureLayout)
         self._online = self._method(self._channel, "GetOnlineFeatures", pb.GetOnlineFeaturesResponse)

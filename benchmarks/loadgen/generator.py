@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -102,8 +104,9 @@ class _HttpProtocol(asyncio.Protocol):
 class HttpConnection:
     """Posts JSON bodies to one path over one keep-alive connection."""
 
-    def __init__(self, host: str, port: int, path: str, headers: dict[str, str] | None = None):
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, path: str, headers: dict[str, str] | None = None,
+                 tls: ssl.SSLContext | None = None):  # fmt: skip
+        self.host, self.port, self.tls = host, port, tls
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
@@ -115,7 +118,7 @@ class HttpConnection:
         proto = self._proto
         if proto is None or proto.closed:
             loop = asyncio.get_running_loop()
-            _, proto = await loop.create_connection(_HttpProtocol, self.host, self.port)
+            _, proto = await loop.create_connection(_HttpProtocol, self.host, self.port, ssl=self.tls)
             self._proto = proto
         assert proto.transport is not None
         proto.waiter = asyncio.get_running_loop().create_future()
@@ -129,12 +132,13 @@ class HttpConnection:
 
 
 def http_callers(
-    host: str, port: int, path: str, n: int, headers: dict[str, str] | None = None
-) -> list[Call]:
-    """`n` independent callers (one connection each)."""
+    host: str, port: int, path: str, n: int, headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> list[Call]:  # fmt: skip
+    """`n` independent callers (one connection each); `tls`: HTTPS with this context."""
 
     def make() -> Call:
-        conn = HttpConnection(host, port, path, headers)
+        conn = HttpConnection(host, port, path, headers, tls)
 
         async def call(body: bytes) -> bool:
             try:
@@ -150,12 +154,18 @@ def http_callers(
 
 
 def grpc_callers(
-    target: str, method: str, n: int, channels: int = 2
+    target: str, method: str, n: int, channels: int = 2, credentials: Any = None
 ) -> tuple[list[Call], Callable[[], Awaitable[None]]]:
-    """`n` callers sharing `channels` grpc.aio channels; returns (callers, close)."""
+    """`n` callers sharing `channels` grpc.aio channels; returns (callers, close).
+    `credentials`: grpc channel credentials (TLS); None: plaintext."""
     import grpc
 
-    opened = [grpc.aio.insecure_channel(target) for _ in range(channels)]
+    def channel() -> Any:
+        if credentials is None:
+            return grpc.aio.insecure_channel(target)
+        return grpc.aio.secure_channel(target, credentials)
+
+    opened = [channel() for _ in range(channels)]
     stubs = [ch.unary_unary(method) for ch in opened]
 
     def make(stub: Callable[..., Awaitable[bytes]]) -> Call:

@@ -12,6 +12,7 @@ window (64 KiB by default): it is meant for small calls; batch 1000 uses grpc.ai
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 import hpack
@@ -24,11 +25,12 @@ _OUR_WINDOW = 16 * 1024 * 1024
 class _GrpcConnection(asyncio.Protocol):
     """One HTTP/2 connection with one call in flight at a time."""
 
-    def __init__(self, authority: bytes, path: bytes) -> None:
+    def __init__(self, authority: bytes, path: bytes, tls: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.decoder = hpack.Decoder()
-        self.head = b"\x83\x86" + b"".join(  # :method POST, :scheme http (static table)
+        scheme = b"\x87" if tls else b"\x86"  # :scheme https / http (static table)
+        self.head = b"\x83" + scheme + b"".join(  # :method POST
             w.literal(k, v)
             for k, v in ((b":path", path), (b":authority", authority),
                          (b"content-type", b"application/grpc"), (b"te", b"trailers"))
@@ -125,9 +127,10 @@ class _GrpcConnection(asyncio.Protocol):
 
 
 def raw_grpc_callers(
-    host: str, port: int, method: str, n: int
+    host: str, port: int, method: str, n: int, tls: ssl.SSLContext | None = None
 ) -> tuple[list[Callable[[bytes], Awaitable[bool]]], Callable[[], Awaitable[None]]]:
-    """`n` callers, one HTTP/2 connection each; returns (callers, close)."""
+    """`n` callers, one HTTP/2 connection each; returns (callers, close). `tls`: a
+    context offering ALPN h2."""
     conns: list[_GrpcConnection] = []
 
     def make() -> Callable[[bytes], Awaitable[bool]]:
@@ -139,7 +142,7 @@ def raw_grpc_callers(
                 loop = asyncio.get_running_loop()
                 authority = f"{host}:{port}".encode()
                 _, conn = await loop.create_connection(
-                    lambda: _GrpcConnection(authority, method.encode()), host, port
+                    lambda: _GrpcConnection(authority, method.encode(), tls is not None), host, port, ssl=tls
                 )
                 conns.append(conn)
             try:

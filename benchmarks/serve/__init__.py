@@ -14,6 +14,8 @@ aggregations (tiles) exist only for us (Feast cannot serve them).
 `--online-store single,cluster` also copies the data into a local Redis Cluster (3
 primaries by default), starts a second `featureline serve` on it, and measures one
 against the other at batch 1, 100 and 1000 (benchmarks/serve/cluster.py); `--compare-only` runs just that.
+`--tls` starts a second `featureline serve` with TLS on both ports and compares it with
+the plaintext one (benchmarks/serve/tls.py).
 argparse only at import time: `featureline bench --help` imports this module.
 """
 
@@ -67,7 +69,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare-only",
         action="store_true",
-        help="with --online-store single,cluster: only the one-Redis vs cluster comparison",
+        help="with --online-store single,cluster or --tls: only those comparisons",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also run a featureline serve with TLS on both ports (certificates made in the "
+        "bench's directory) and compare it with the plaintext one (benchmarks/serve/tls.py)",
     )
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
 
@@ -111,6 +119,10 @@ def run(args: Any, settings: Settings) -> int:
                  f"{seed[0]}:{seed[1]}: {copied} keys copied (DUMP/RESTORE)")  # fmt: skip
             servers.update(cluster.start_server(bench, args, seed, procs))
             servers["cluster_primaries"] = args.cluster_primaries
+        if args.tls:
+            from benchmarks.serve import tls
+
+            servers.update(tls.start_server(bench, args, procs))
         cache = f"{args.near_cache_keys:,} keys" if args.near_cache_keys else "off"
         _say(f"featureline serve: {args.workers} workers, near cache {cache}")
         servers["keys"] = keys
@@ -126,7 +138,7 @@ def run(args: Any, settings: Settings) -> int:
                         "near_cache_keys": args.near_cache_keys, "bodies": args.bodies,
                         "repo": str(settings.repo), "online_store": stores,
                         "cluster_primaries": args.cluster_primaries,
-                        "cluster_replicas": args.cluster_replicas}  # fmt: skip
+                        "cluster_replicas": args.cluster_replicas, "tls": args.tls}  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0

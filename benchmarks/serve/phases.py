@@ -21,6 +21,7 @@ from benchmarks.serve.setup import children, random_value, rss_bytes
 from featureline.dtypes import NUMERIC_DTYPES
 from featureline.serving_api.client import online_request, tensor_request
 from featureline.serving_api.proto import FEAST_GRPC_SERVER_NAME, SERVICE_NAME
+from featureline.serving_api.tls import ALPN_GRPC, ALPN_HTTP, ClientTls
 from featureline.specs import RepoSpec
 
 N_BODIES = 200  # distinct request bodies per workload, taken in turn
@@ -101,20 +102,24 @@ class Workload:
 Runner = Callable[[], Awaitable[LoadResult]]
 
 
-async def _rest(port: int, bodies: list[bytes], conc: int, secs: float, rate: float = 0) -> LoadResult:
-    callers = http_callers("127.0.0.1", port, "/get-online-features", conc)
+async def _rest(port: int, bodies: list[bytes], conc: int, secs: float, rate: float = 0,
+                tls: ClientTls | None = None) -> LoadResult:  # fmt: skip
+    context = tls.ssl_context(ALPN_HTTP) if tls is not None else None
+    callers = http_callers("127.0.0.1", port, "/get-online-features", conc, tls=context)
     if rate:
         return await run_open(callers, bodies, rate, secs)
     return await run_closed(callers, bodies, secs)
 
 
 async def _grpc(port: int, method: str, bodies: list[bytes], conc: int, secs: float,
-                rate: float = 0, raw: bool = True) -> LoadResult:  # fmt: skip
+                rate: float = 0, raw: bool = True, tls: ClientTls | None = None) -> LoadResult:  # fmt: skip
     """Small calls through the raw HTTP/2 caller, batch 1000 (raw=False) through grpc.aio."""
     if raw:
-        callers, close = raw_grpc_callers("127.0.0.1", port, method, conc)
+        context = tls.ssl_context(ALPN_GRPC) if tls is not None else None
+        callers, close = raw_grpc_callers("127.0.0.1", port, method, conc, tls=context)
     else:
-        callers, close = grpc_callers(f"127.0.0.1:{port}", method, conc)
+        credentials = tls.grpc_credentials() if tls is not None else None
+        callers, close = grpc_callers(f"127.0.0.1:{port}", method, conc, credentials=credentials)
     try:
         if rate:
             return await run_open(callers, bodies, rate, secs)
@@ -262,7 +267,8 @@ async def _soak(w: Workload, s: dict[str, Any], r: Report, conc: int, secs: floa
 def run_phases(w: Workload, servers: dict[str, Any], sizes: dict[str, Any], conc: int, *,
                skip_feast: bool, compare_only: bool = False) -> dict[str, Any]:  # fmt: skip
     """The phases; then, when a cluster server runs (`cluster_http` in servers), one
-    Redis against the cluster (benchmarks/serve/cluster.py); compare_only: that alone."""
+    Redis against the cluster (benchmarks/serve/cluster.py), and when a TLS server runs
+    (`tls_http`), plaintext against TLS (benchmarks/serve/tls.py); compare_only: those alone."""
     import uvloop
 
     from benchmarks.serve.cluster import compare
@@ -281,6 +287,10 @@ def run_phases(w: Workload, servers: dict[str, Any], sizes: dict[str, Any], conc
             await _soak(w, servers, report, conc, sizes["soak_s"])
         if "cluster_http" in servers:
             await compare(w, servers, report, conc, secs)
+        if "tls_http" in servers:
+            from benchmarks.serve.tls import compare as compare_tls
+
+            await compare_tls(w, servers, report, conc, secs)
 
     print(f"featureline bench serve: {len(w.plain_refs)} plain features, service {w.service},"
           f" {conc} connections, {secs:.0f} s per phase", file=sys.stderr, flush=True)  # fmt: skip

@@ -32,6 +32,7 @@ from typing import Any
 from featureline.config import kafka_config
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.repo import load_repo
+from featureline.serving_api.tls import ClientTls
 from featureline.serving_api.workers.fingerprint import service_fingerprint
 from featureline.serving_api.workers.layout import FeatureLayout, feature_layout
 from featureline.serving_api.workers.messages import CommitTracker, Rejected, ScoringRequest, parse_request
@@ -70,6 +71,7 @@ class WorkerConfig:
     # a message: for the demo and tests; a production worker runs until signalled.
     max_requests: int | None = None
     idle_exit_s: float | None = None
+    tls: ClientTls | None = None  # a TLS serving API (`featureline worker --serving-ca ...`)
 
     @property
     def dlq_topic(self) -> str:
@@ -344,7 +346,7 @@ async def run_worker_async(settings: Settings, config: WorkerConfig) -> WorkerSt
     single_threaded_cpu()
     target = config.serving or f"127.0.0.1:{settings.grpc_port}"
     async with AsyncTensorClient(
-        target, meta.service, timeout_s=config.deadline_s, connections=config.connections
+        target, meta.service, timeout_s=config.deadline_s, connections=config.connections, tls=config.tls
     ) as client:
         await client.expect(layout.names)
         scorer = Scorer(model, config.device)
