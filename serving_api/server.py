@@ -23,6 +23,7 @@ from featureline.config import RedisConfig
 from featureline.serving_api.limits import Limits
 
 if TYPE_CHECKING:
+    from featureline.serving_api.auth import JwtSettings
     from featureline.serving_api.grpc_h2 import GrpcH2Server
 
 log = logging.getLogger("featureline.serving")
@@ -40,6 +41,8 @@ class WorkerConfig:
     log_level: str = "warning"
     near_cache_keys: int = 0  # 0: off (online_store.near_cache)
     grpc_server: str = "native"  # or "aio": grpcio serves the gRPC port itself
+    # --- auth (serving_api.auth, auth_jwt) ---
+    jwt: JwtSettings | None = None  # OIDC/JWT bearer tokens; None: static tokens only
 
 
 def listen_socket(host: str, port: int, what: str) -> socket.socket:
@@ -63,7 +66,7 @@ async def serve(config: WorkerConfig) -> None:
     """Serve until SIGTERM or SIGINT, then let calls in flight finish (1 s)."""
     from featureline.online_store import open_reader
     from featureline.online_store.near_cache import NearCache
-    from featureline.serving_api.auth import TokenAuth
+    from featureline.serving_api.auth_setup import load_auth
     from featureline.serving_api.grpc_h2 import GrpcH2Server
     from featureline.serving_api.grpc_methods import FeatureMethods
     from featureline.serving_api.grpc_server import create_grpc_server
@@ -75,7 +78,7 @@ async def serve(config: WorkerConfig) -> None:
     from featureline.specs import RepoSpec
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
-    auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
+    auth = load_auth(config.tokens_file, config.jwt, config.limits, strict=False)
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = open_reader(config.redis, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)
