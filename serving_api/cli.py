@@ -83,6 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     _configure_tls(parser)
+    configure_jwt(parser)
 
 
 def _configure_tls(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +118,112 @@ def _configure_tls(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def configure_jwt(parser: argparse.ArgumentParser) -> None:
+    """The OIDC/JWT flags (serving_api.auth_jwt); each defaults to its environment variable."""
+    env = os.environ.get
+    jwt = parser.add_argument_group("OIDC/JWT bearer tokens (on with --auth-jwks; with --auth-tokens too)")
+    jwt.add_argument(
+        "--auth-jwks",
+        default=env("FEATURELINE_AUTH_JWKS", ""),
+        metavar="FILE_OR_URL",
+        help="the IdP's key set (a JWKS file or http(s) URL) ($FEATURELINE_AUTH_JWKS)",
+    )
+    jwt.add_argument(
+        "--auth-issuer",
+        default=env("FEATURELINE_AUTH_ISSUER", ""),
+        help="the `iss` every token must have (required with --auth-jwks)",
+    )
+    jwt.add_argument(
+        "--auth-audience",
+        default=env("FEATURELINE_AUTH_AUDIENCE", ""),
+        help="the `aud` a token must hold, comma-separated if several may (required)",
+    )
+    jwt.add_argument(
+        "--auth-claim",
+        default=env("FEATURELINE_AUTH_CLAIM", "scope"),
+        help="the claim mapped to access: scope (also reads scp), groups, roles, a "
+        "dotted path such as realm_access.roles (default scope)",
+    )
+    jwt.add_argument(
+        "--auth-claim-map",
+        default=env("FEATURELINE_AUTH_CLAIM_MAP", ""),
+        metavar="FILE",
+        help="lines `CLAIM_VALUE ACCESS` (ACCESS: * or comma-separated feature services "
+        "/ views), as the tokens file (required with --auth-jwks)",
+    )
+    jwt.add_argument(
+        "--auth-leeway-s",
+        type=float,
+        default=env("FEATURELINE_AUTH_LEEWAY_S", "60"),
+        help="clock difference allowed on exp / nbf / iat (default 60)",
+    )
+    jwt.add_argument(
+        "--auth-algorithms",
+        default=env("FEATURELINE_AUTH_ALGORITHMS", ""),
+        help="allowed token algorithms, comma-separated; asymmetric only, never "
+        "none or HS* (default RS*, PS*, ES*, EdDSA)",
+    )
+    jwt.add_argument(
+        "--auth-cache-tokens",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="verified tokens kept (by digest, until exp) per worker (default 10000; 0: off)",
+    )
+    jwt.add_argument(
+        "--auth-max-token-bytes",
+        type=int,
+        default=16 * 1024,
+        help="larger bearer tokens get 401 unread (default 16384)",
+    )
+    jwt.add_argument(
+        "--auth-jwks-refresh-s",
+        type=float,
+        default=300.0,
+        help="fetch the key set again in the background this often (default 300)",
+    )
+    jwt.add_argument(
+        "--auth-jwks-min-refresh-s",
+        type=float,
+        default=30.0,
+        help="on a token with an unknown kid, fetch the key set at most this often (default 30)",
+    )
+
+
+def jwt_settings(args: Any) -> Any:
+    """The JwtSettings of the flags (None: no --auth-jwks); BadInputError on a bad one."""
+    from featureline.serving_api.auth import JwtSettings
+    from featureline.serving_api.auth_jwt import ASYMMETRIC
+
+    if not args.auth_jwks:
+        return None
+    if not (args.auth_issuer and args.auth_audience and args.auth_claim_map):
+        raise BadInputError("--auth-jwks needs --auth-issuer, --auth-audience and --auth-claim-map")
+    if args.auth_leeway_s < 0 or args.auth_jwks_min_refresh_s <= 0 or args.auth_jwks_refresh_s <= 0:
+        raise BadInputError("--auth-leeway-s must be >= 0, the --auth-jwks-*refresh-s > 0")
+    if args.auth_cache_tokens < 0 or args.auth_max_token_bytes < 1:
+        raise BadInputError("--auth-cache-tokens must be >= 0, --auth-max-token-bytes >= 1")
+    jwks = args.auth_jwks
+    if not jwks.startswith(("http://", "https://")):
+        jwks = str(Path(jwks).resolve())
+    extra = {}
+    if args.auth_algorithms:
+        algorithms = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
+        bad = sorted(set(algorithms) - ASYMMETRIC)
+        if bad or not algorithms:
+            raise BadInputError(f"--auth-algorithms: {bad} not allowed; choose of {sorted(ASYMMETRIC)}")
+        extra["algorithms"] = algorithms
+    return JwtSettings(
+        jwks=jwks,
+        issuer=args.auth_issuer,
+        audience=tuple(a.strip() for a in args.auth_audience.split(",") if a.strip()),
+        claim_map=str(Path(args.auth_claim_map).resolve()),
+        claim=args.auth_claim,
+        leeway_s=args.auth_leeway_s,
+        **extra,
+    )
+
+
 def _check_port(host: str, port: int, what: str) -> None:
     """Fail early with a clear message when another process holds the port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -147,7 +254,7 @@ def online_store(settings: Settings) -> Any:
 def build_config(args: Any, settings: Settings) -> Any:
     from featureline.odfv import OnDemandRunner
     from featureline.repo import load_repo
-    from featureline.serving_api.auth import TokenAuth
+    from featureline.serving_api.auth_setup import load_auth
     from featureline.serving_api.limits import Limits
     from featureline.serving_api.server import WorkerConfig
     from featureline.slo import freshness_slos
@@ -164,8 +271,6 @@ def build_config(args: Any, settings: Settings) -> Any:
     redis = online_store(settings)
     for odfv in repo.on_demand_views.values():
         OnDemandRunner.build(odfv)  # a udf that cannot run stops us here, with its name
-    if args.auth_tokens:
-        TokenAuth.from_file(args.auth_tokens)
     spec_dir = settings.home.resolve() / "serving"
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec_path = spec_dir / f"specs-{repo.source_fingerprint or os.getpid()}.json"
@@ -177,7 +282,14 @@ def build_config(args: Any, settings: Settings) -> Any:
         max_in_flight=args.max_in_flight,
         redis_timeout_s=args.redis_timeout_ms / 1000,
         tls_handshake_timeout_s=args.tls_handshake_timeout_s,
+        # --- JWT bearer tokens ---
+        jwt_cache_tokens=args.auth_cache_tokens,
+        jwt_max_token_bytes=args.auth_max_token_bytes,
+        jwks_refresh_s=args.auth_jwks_refresh_s,
+        jwks_min_refresh_s=args.auth_jwks_min_refresh_s,
     )
+    jwt = jwt_settings(args)
+    load_auth(args.auth_tokens, jwt, limits)  # a bad tokens file, claim map or JWKS stops us here
     return WorkerConfig(
         spec_path=str(spec_path),
         redis=redis,
@@ -190,6 +302,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         near_cache_keys=args.near_cache_keys,
         grpc_server=args.grpc_server or settings.grpc_server,
         tls=tls,
+        jwt=jwt,
     ), repo
 
 
@@ -267,7 +380,7 @@ def run(args: Any, settings: Settings) -> int:
         f"featureline serve: REST {scheme}://{args.host}:{settings.http_port} (docs at /docs), "
         f"gRPC {args.host}:{settings.grpc_port} ({tls}), {args.workers} worker(s), "
         f"Redis {config.redis.address} db {config.redis.db}, project {repo.project}, "
-        f"auth {'on' if args.auth_tokens else 'off'}",
+        f"auth {'+'.join(k for k, on in (('tokens', args.auth_tokens), ('jwt', config.jwt)) if on) or 'off'}",
         file=sys.stderr,
         flush=True,
     )

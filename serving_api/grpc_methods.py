@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from featureline.serving_api.auth import KeysPending, after_keys
 from featureline.serving_api.codec_proto import (
     encode_online_response,
     parse_describe_request,
@@ -125,6 +126,8 @@ class FeatureMethods:
             if not isinstance(result, FeatureFrame):
                 return self._later(result, timer, encode, extra)
             response = encode(result, extra)
+        except KeysPending as pending:  # a rotated signing key: served once its key set is in
+            return after_keys(pending, lambda: self._read(endpoint, request, call, parse, encode))
         except Exception as exc:
             raise _failure(exc, timer) from None
         timer.done("OK")

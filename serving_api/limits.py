@@ -45,6 +45,20 @@ class Limits:
     # network); asyncio's default of 60 s would let a client that never finishes one
     # hold a connection for a minute. `--tls-handshake-timeout-s`.
     tls_handshake_timeout_s: float = 10.0
+    # --- JWT bearer tokens (serving_api.auth_jwt; --auth-* flags) ---
+    # A verified token's access is kept under its SHA-256 until its exp, so a client
+    # that reuses its token pays the signature check once; 10,000 entries (~2 MB) hold
+    # every client of a busy worker, an LRU drops the longest unused beyond that.
+    jwt_cache_tokens: int = 10_000
+    # Larger tokens are refused unread: Azure AD tokens with ~200 groups are ~8 KiB;
+    # 16 KiB bounds the JSON a caller can make us parse before any signature check.
+    jwt_max_token_bytes: int = 16 * 1024
+    # The key set is fetched again in the background this often, so a key the IdP
+    # withdrew stops verifying within 5 minutes, for one small GET per worker.
+    jwks_refresh_s: float = 300.0
+    # A token with an unknown `kid` (a key rotation) fetches the key set at most this
+    # often, so tokens with made-up kids cannot make every worker hammer the IdP.
+    jwks_min_refresh_s: float = 30.0
 
 
 # What a caller reads of an unexpected error; the details go to the server log only.

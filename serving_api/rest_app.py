@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from featureline.errors import BadInputError
 from featureline.serving_api import metrics
+from featureline.serving_api.auth import KeysPending, after_keys, challenge
 from featureline.serving_api.codec_json import frame_to_feast_json
 from featureline.serving_api.codec_proto import tensor_message
 from featureline.serving_api.frame import FeatureFrame
@@ -120,10 +121,7 @@ def _error_reply(exc: BaseException, timer: RequestTimer, headers: Headers) -> R
         log.exception("error serving %s", timer.endpoint, exc_info=exc)
     extra = {}
     if isinstance(exc, UnauthenticatedError):
-        given = bool(headers.get("authorization"))
-        extra["WWW-Authenticate"] = 'Bearer realm="featureline"' + (
-            ', error="invalid_token"' if given else ""
-        )
+        extra["WWW-Authenticate"] = challenge(message if headers.get("authorization") else None)
     if http == 429:
         extra["Retry-After"] = "1"
     return Reply(http, orjson.dumps({"detail": message}), JSON, extra)
@@ -191,6 +189,8 @@ class RestHandlers:
             if not isinstance(result, FeatureFrame):
                 return self._later(result, timer, headers, encode, extra)
             reply = encode(result, extra, headers)
+        except KeysPending as pending:  # a rotated signing key: served once its key set is in
+            return after_keys(pending, lambda: self._read(endpoint, body, headers, options, encode))
         except Exception as exc:  # every failure becomes a status code, never a trace
             return _error_reply(exc, timer, headers)
         timer.done("200")

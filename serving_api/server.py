@@ -24,6 +24,7 @@ from featureline.serving_api.limits import Limits
 from featureline.serving_api.tls import ServerTls
 
 if TYPE_CHECKING:
+    from featureline.serving_api.auth import JwtSettings
     from featureline.serving_api.grpc_h2 import GrpcH2Server
 
 log = logging.getLogger("featureline.serving")
@@ -41,6 +42,8 @@ class WorkerConfig:
     log_level: str = "warning"
     near_cache_keys: int = 0  # 0: off (online_store.near_cache)
     grpc_server: str = "native"  # or "aio": grpcio serves the gRPC port itself
+    # --- auth (serving_api.auth, auth_jwt) ---
+    jwt: JwtSettings | None = None  # OIDC/JWT bearer tokens; None: static tokens only
 
     # TLS on both ports (serving_api.tls); no certificate: plaintext. Paths, not ssl
     # contexts: the config is pickled to each spawned worker, which builds its own.
@@ -69,7 +72,7 @@ async def serve(config: WorkerConfig) -> None:
     from featureline.online_store import open_reader
     from featureline.online_store.near_cache import NearCache
     from featureline.serving_api import metrics
-    from featureline.serving_api.auth import TokenAuth
+    from featureline.serving_api.auth_setup import load_auth
     from featureline.serving_api.grpc_h2 import GrpcH2Server
     from featureline.serving_api.grpc_methods import FeatureMethods
     from featureline.serving_api.grpc_server import create_grpc_server
@@ -84,7 +87,7 @@ async def serve(config: WorkerConfig) -> None:
 
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
     metrics.set_freshness_slos(freshness_slos(repo))
-    auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
+    auth = load_auth(config.tokens_file, config.jwt, config.limits, strict=False)
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = open_reader(config.redis, near_cache=near_cache)
     core = ServingCore(repo, redis, config.limits, auth)

@@ -65,6 +65,8 @@ def test_rest_auth(secured: ServerProcess, body: dict, token: str | None, status
         challenge = response.headers["www-authenticate"]
         assert challenge.startswith('Bearer realm="featureline"')
         assert ('error="invalid_token"' in challenge) == (token is not None)
+        if token is not None:  # RFC 6750: the reason, as the body's detail says it
+            assert challenge.endswith(f'error_description="{response.json()["detail"]}"'), challenge
     if status == 403:
         assert "may not read" in response.json()["detail"]
 
