@@ -11,7 +11,17 @@ import importlib.util
 
 # Each extra's libraries, by import name (pyproject.toml).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "serve": ("fastapi", "grpc", "grpc_health", "grpc_reflection", "uvloop", "httptools", "hpack", "httpx", "jwt"),
+    "serve": (
+        "fastapi",
+        "grpc",
+        "grpc_health",
+        "grpc_reflection",
+        "uvloop",
+        "httptools",
+        "hpack",
+        "httpx",
+        "jwt",
+    ),
     "stream": ("apache_beam", "crc32c"),
     "batch": ("pyspark", "duckdb"),
     "ml": ("torch",),
