@@ -77,6 +77,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also run a featureline serve with TLS on both ports (certificates made in the "
         "bench's directory) and compare it with the plaintext one (benchmarks/serve/tls.py)",
     )
+    parser.add_argument(
+        "--grpc-server",
+        choices=["native", "aio"],
+        default="native",
+        help="which stack serves featureline's gRPC port (default native; serve --grpc-server)",
+    )
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
 
 
@@ -124,7 +130,7 @@ def run(args: Any, settings: Settings) -> int:
 
             servers.update(tls.start_server(bench, args, procs))
         cache = f"{args.near_cache_keys:,} keys" if args.near_cache_keys else "off"
-        _say(f"featureline serve: {args.workers} workers, near cache {cache}")
+        _say(f"featureline serve: {args.workers} workers, near cache {cache}, gRPC stack {args.grpc_server}")
         servers["keys"] = keys
         workload = Workload.build(repo, keys, args.service, seed=3, single_bodies=args.bodies)
         report = run_phases(workload, servers, sizes, args.concurrency, skip_feast=skip_feast,
@@ -138,7 +144,8 @@ def run(args: Any, settings: Settings) -> int:
                         "near_cache_keys": args.near_cache_keys, "bodies": args.bodies,
                         "repo": str(settings.repo), "online_store": stores,
                         "cluster_primaries": args.cluster_primaries,
-                        "cluster_replicas": args.cluster_replicas, "tls": args.tls}  # fmt: skip
+                        "cluster_replicas": args.cluster_replicas, "tls": args.tls,
+                        "grpc_server": args.grpc_server}  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0
@@ -157,7 +164,7 @@ def _start_servers(bench: Settings, args: Any, procs: list[Any], skip_feast: boo
         sys.executable, "-m", "featureline.cli", "serve", "--repo", str(bench.repo),
         "--host", "127.0.0.1", "--http-port", str(ours_http), "--grpc-port", str(ours_grpc),
         "--workers", str(args.workers), "--max-in-flight", "4096",
-        "--near-cache-keys", str(args.near_cache_keys),
+        "--near-cache-keys", str(args.near_cache_keys), "--grpc-server", args.grpc_server,
     ], bench)  # fmt: skip
     procs.append(ours)
     servers: dict[str, Any] = {"ours_http": ours_http, "ours_grpc": ours_grpc, "ours": ours}

@@ -44,7 +44,7 @@ def start_server(bench: Settings, args: Any, procs: list[Any]) -> dict[str, Any]
         sys.executable, "-m", "featureline.cli", "serve", "--repo", str(bench.repo),
         "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
         "--workers", str(args.workers), "--max-in-flight", "4096",
-        "--near-cache-keys", str(args.near_cache_keys),
+        "--near-cache-keys", str(args.near_cache_keys), "--grpc-server", args.grpc_server,
         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
     ], bench)  # fmt: skip
     procs.append(proc)
