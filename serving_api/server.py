@@ -77,7 +77,7 @@ async def serve(config: WorkerConfig) -> None:
     repo = RepoSpec.from_json(Path(config.spec_path).read_text())
     auth = TokenAuth.from_file(config.tokens_file) if config.tokens_file else None
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
-    redis = open_reader(config.redis, near_cache=near_cache)
+    redis = open_reader(config.redis, near_cache=near_cache, **config.limits.redis_options())
     core = ServingCore(repo, redis, config.limits, auth)
     writes = WriteHandlers(core, lambda: write_client(config), config.redis.key_ttl_s)
     public_grpc: GrpcH2Server | None = None
