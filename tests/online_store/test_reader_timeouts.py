@@ -123,6 +123,33 @@ def test_a_cancelled_read_is_dropped_like_a_timed_out_one(port: int) -> None:
     asyncio.run(run())
 
 
+def test_reads_on_the_bulk_connection_are_tracked_for_the_near_cache(port: int) -> None:
+    """With a near cache, the bulk connection is tracked too (CLIENT TRACKING redirected
+    to the same invalidation connection): a cached reply of a large read is dropped
+    when its key changes."""
+    from featureline.online_store.near_cache import NearCache
+
+    keys = [b"k%d" % i for i in range(1500)]
+
+    async def run() -> None:
+        cache = NearCache(10_000)
+        client = RedisClient("127.0.0.1", port, near_cache=cache, bulk_commands=1000)
+        token = cache.begin()
+        replies = await client.fetch(BIG[:1500], keys, 2.0)
+        cache.store(token, zip(keys, BIG[:1500], replies, strict=True))
+        assert client.connections() == 3  # reads, bulk reads, invalidations
+        assert cache.lookup([BIG[5]])[0] is not None
+        with redis.Redis(port=port) as writer:
+            writer.hset(b"k5", b"a", b"changed")
+        await _until(lambda: cache.lookup([BIG[5]])[0] is None, 2.0)
+        assert cache.lookup([BIG[6]])[0] is not None  # the others stay
+        client.close()
+        with redis.Redis(port=port) as writer:
+            writer.hset(b"k5", b"a", b"a5")
+
+    asyncio.run(run())
+
+
 def test_a_stalled_redis_is_closed_after_the_stall_timeout_then_serving_resumes(port: int) -> None:
     async def run() -> None:
         client = RedisClient("127.0.0.1", port, stall_timeout_s=0.4)
