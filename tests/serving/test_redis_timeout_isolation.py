@@ -171,3 +171,12 @@ def test_timed_out_large_reads_never_fail_batch_one_readers(
     # No connection was closed; at most one was opened (the bulk connection).
     ports_after = _redis_ports(server, serving_settings.redis_port)
     assert ports_before <= ports_after and len(ports_after - ports_before) <= 1
+
+
+def test_the_stall_timeout_defaults_to_five_request_budgets_and_at_least_five_seconds() -> None:
+    from featureline.serving_api.limits import Limits
+
+    defaults = {"stall_timeout_s": 5.0, "max_abandoned": 100_000, "bulk_commands": 1000}
+    assert Limits().redis_options() == defaults
+    assert Limits(redis_timeout_s=3.0).redis_options()["stall_timeout_s"] == 15.0
+    assert Limits(redis_timeout_s=3.0, redis_stall_timeout_s=0.5).redis_options()["stall_timeout_s"] == 0.5
