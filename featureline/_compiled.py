@@ -36,6 +36,7 @@ GROUP = "featureline._native"
 MODULES = (
     "featureline/online_store/near_cache.py",
     "featureline/online_store/redis/aio.py",
+    "featureline/online_store/redis/aio_connection.py",
     "featureline/serving_api/codec_json.py",
     "featureline/serving_api/codec_proto.py",
     "featureline/serving_api/entities.py",

@@ -65,6 +65,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Redis budget of a request without a deadline (default 1000 ms)",
     )
     parser.add_argument(
+        "--redis-stall-timeout-ms",
+        type=float,
+        default=0.0,
+        help="close a Redis connection that sends nothing this long while requests wait, "
+        "failing them, then reconnect (default 0: max(5000, 5 x --redis-timeout-ms))",
+    )
+    parser.add_argument(
+        "--redis-max-abandoned",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="close a Redis connection when the replies still due to timed-out requests "
+        "pass N commands (default 100000)",
+    )
+    parser.add_argument(
+        "--redis-bulk-commands",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="reads of N Redis commands or more go on a second connection, so small reads "
+        "are not queued behind them (default 1000; 0: one connection)",
+    )
+    parser.add_argument(
         "--near-cache-keys",
         type=int,
         default=0,
@@ -261,6 +284,10 @@ def build_config(args: Any, settings: Settings) -> Any:
 
     if args.workers < 1:
         raise BadInputError("--workers must be at least 1")
+    if min(args.redis_stall_timeout_ms, args.redis_max_abandoned, args.redis_bulk_commands) < 0:
+        raise BadInputError(
+            "--redis-stall-timeout-ms, --redis-max-abandoned and --redis-bulk-commands must be >= 0"
+        )
     if args.near_cache_keys < 0:
         raise BadInputError("--near-cache-keys must be >= 0 (0: off)")
     if (args.grpc_server or settings.grpc_server) not in ("native", "aio"):
@@ -287,6 +314,9 @@ def build_config(args: Any, settings: Settings) -> Any:
         jwt_max_token_bytes=args.auth_max_token_bytes,
         jwks_refresh_s=args.auth_jwks_refresh_s,
         jwks_min_refresh_s=args.auth_jwks_min_refresh_s,
+        redis_stall_timeout_s=args.redis_stall_timeout_ms / 1000,
+        redis_max_abandoned=args.redis_max_abandoned,
+        redis_bulk_commands=args.redis_bulk_commands,
     )
     jwt = jwt_settings(args)
     load_auth(args.auth_tokens, jwt, limits)  # a bad tokens file, claim map or JWKS stops us here

@@ -89,7 +89,7 @@ async def serve(config: WorkerConfig) -> None:
     metrics.set_freshness_slos(freshness_slos(repo))
     auth = load_auth(config.tokens_file, config.jwt, config.limits, strict=False)
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
-    redis = open_reader(config.redis, near_cache=near_cache)
+    redis = open_reader(config.redis, near_cache=near_cache, **config.limits.redis_options())
     core = ServingCore(repo, redis, config.limits, auth)
     writes = WriteHandlers(core, lambda: write_client(config), config.redis.key_ttl_s)
     public_grpc: GrpcH2Server | None = None

@@ -82,7 +82,9 @@ def start_server(
     log = open(settings.home / f"serve-{http_port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(proc, http_port, grpc_port, Path(log.name))
-    deadline = time.monotonic() + 60
+    # 180 s: a start (feast import and repo load, ~5-10 s alone) took over 60 s on the
+    # 2-core machine with several test processes running.
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"featureline serve exited: {server.log_text()}")
@@ -92,4 +94,4 @@ def start_server(
         except httpx.HTTPError:
             time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"featureline serve did not answer in 60 s: {server.log_text()}")
+    raise RuntimeError(f"featureline serve did not answer in 180 s: {server.log_text()}")

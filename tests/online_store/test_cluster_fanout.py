@@ -1,6 +1,7 @@
 """A cluster round's pure parts (featureline.online_store.redis.cluster_fanout): commands
 ordered by node and put back, and the fan-out's failure paths (a node that stays
-silent past the timeout, a lost connection), with node clients that answer in memory.
+silent past the timeout: given up, its connection kept; a lost connection), with node
+clients that answer in memory.
 The same paths against a real cluster: tests/online_store/test_redis_cluster_reader.py."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from featureline.online_store import StoreUnavailableError
+from featureline.online_store.redis.aio_connection import Expired
 from featureline.online_store.redis.cluster_fanout import (
     ClusterTimeoutError,
     ClusterUnavailableError,
@@ -31,6 +33,7 @@ class _Node:
         self.connected = connected
         self.lose = False
         self.closed = 0
+        self.expired: list[int] = []
         self.sent: list[bytes] = []
 
     def _answer(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]]:
@@ -52,6 +55,11 @@ class _Node:
 
     def submit(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]] | None:
         return self._answer(payload, expected) if self.connected else None
+
+    def expire(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        if not future.done():
+            future.set_exception(Expired())
+            self.expired.append(expected)
 
     async def ping(self, timeout_s: float = 0.5) -> bool:
         return True
@@ -97,7 +105,9 @@ def test_every_node_gets_its_payload_and_replies_come_back_in_node_order() -> No
     assert [len(n.sent) for n in nodes] == [1, 1, 1] and not failed
 
 
-def test_a_silent_node_times_out_is_closed_and_counts_as_failed(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_silent_node_times_out_keeps_its_connection_and_counts_as_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     nodes = [_Node("a"), _Node("b", None), _Node("c", None)]
     failed: list[int] = []
 
@@ -109,7 +119,10 @@ def test_a_silent_node_times_out_is_closed_and_counts_as_failed(caplog: pytest.L
     asyncio.run(run())
     gc.collect()  # an unretrieved exception is logged when its future is collected
     assert "never retrieved" not in caplog.text
-    assert [n.closed for n in nodes] == [0, 1, 1]
+    # Each silent node's replies are given up (dropped when they come), its connection
+    # is not closed: other requests on it go on.
+    assert [n.expired for n in nodes] == [[], [2], [2]]
+    assert [n.closed for n in nodes] == [0, 0, 0]
     assert failed == [1]
 
 

@@ -14,7 +14,10 @@ Redirections and topology changes:
 - a node that fails (refused, reset, timed out): the whole fetch raises a
   ServiceUnavailableError (serving answers UNAVAILABLE / 503), never a partial reply
   list; the slot map is then re-read from any live node every FAILED_CHECK_INTERVAL_S,
-  so once a replica is promoted the reader routes to it by itself;
+  so once a replica is promoted the reader routes to it by itself. A node too slow
+  for one request's timeout fails that request only (ClusterTimeoutError, 504): its
+  connection stays open for the others, its late replies dropped (RedisClient; a node
+  that stays silent is closed by its client's stall watchdog);
 - and a periodic check every CHECK_INTERVAL_S.
 
 Near cache: one NearCache shared by every node's client. A node's lost connection

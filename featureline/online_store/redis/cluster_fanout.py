@@ -17,6 +17,7 @@ import numpy as np
 
 from featureline.errors import ServiceUnavailableError
 from featureline.online_store.base import StoreReplyError, StoreTimeoutError, StoreUnavailableError
+from featureline.online_store.redis.aio_connection import Expired
 
 
 class ClusterUnavailableError(StoreUnavailableError):
@@ -41,6 +42,9 @@ class NodeClient(Protocol):
     ) -> list[Any]: ...
 
     def submit(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]] | None: ...
+
+    def expire(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        """Give up on a submit()ted future: it fails with aio_connection.Expired."""
 
     async def ping(self, timeout_s: float = 0.5) -> bool: ...
 
@@ -80,18 +84,12 @@ def order_by_node(owners: list[int], nodes: Sequence[NodeClient], keys: Sequence
     return Routes(groups, order.tolist(), inverse.tolist())
 
 
-class _Expired(Exception):
-    """A round's timer ran out before this node's replies came (a ClusterTimeoutError)."""
-
-
-def _expire(pending: Sequence[tuple[NodeClient, asyncio.Future[Any]]]) -> None:
-    """The round's timer: every node still silent fails, and its connection is closed,
-    as RedisClient does on a timeout (a reply stream this late can no longer be trusted
-    to be prompt; the next request reconnects)."""
-    for client, future in pending:
-        if not future.done():
-            future.set_exception(_Expired())
-            client.close()
+def _expire(pending: Sequence[tuple[NodeClient, asyncio.Future[Any], int]]) -> None:
+    """The round's timer: every node still silent fails this request. Its connection
+    stays open for the other requests (its late replies are dropped), as RedisClient's
+    own timeouts do; a node that is stuck is closed by its client's stall watchdog."""
+    for client, future, count in pending:
+        client.expire(future, count)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -119,13 +117,13 @@ async def send_all(
     (a task per node would cost more than the routing). A client that must connect
     first gets a task of execute_packed, with the timeout its own."""
     futures: list[asyncio.Future[list[Any]]] = []
-    timed: list[tuple[NodeClient, asyncio.Future[list[Any]]]] = []
+    timed: list[tuple[NodeClient, asyncio.Future[list[Any]], int]] = []
     for client, payload, count in sends:
         future = client.submit(payload, count)
         if future is None:
             future = asyncio.ensure_future(client.execute_packed(payload, count, timeout, raw=True))
         else:
-            timed.append((client, future))
+            timed.append((client, future, count))
         futures.append(future)
     timer = None
     if timeout is not None and timed:
@@ -135,7 +133,7 @@ async def send_all(
         for (client, _, _), future in zip(sends, futures, strict=True):
             try:
                 got.append(await future)
-            except _Expired:
+            except Expired:
                 raise ClusterTimeoutError(
                     f"Redis Cluster node {client.address} did not answer within {timeout or 0:.3f} s"
                 ) from None

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, Protocol
 
 from featureline.config import RedisConfig
 from featureline.errors import BadInputError, ServiceUnavailableError
+from featureline.online_store.base import StoreTimeoutError
 from featureline.online_store.redis.connect import plain_client, redis_error, redis_kwargs
 
 Address = tuple[str, int]
@@ -213,7 +214,8 @@ class SentinelReader:
     pointed at the discovered primary. Nothing is read from an address that discovery has not
     just checked with ROLE:
     - when a request fails with ServiceUnavailableError (connection lost or refused, a
-      reply too slow, an error reply), the client becomes suspect and the next request
+      connection closed as stalled, an error reply), the client becomes suspect (one
+      request's own timeout does not: it fails that request only) and the next request
       first re-discovers (at most once per `rediscover_interval_s`; requests meanwhile
       fail at once with ServiceUnavailableError, which serving answers 503/UNAVAILABLE).
       The same primary confirmed keeps the client; another one replaces it (the near
@@ -288,6 +290,11 @@ class SentinelReader:
         client = await self._current(timeout_s)
         try:
             return await client.execute_packed(b"".join(commands), len(commands), timeout_s)
+        except StoreTimeoutError:
+            # This request's budget ran out; the connection and the primary stay (the
+            # client drops its late replies). A primary that is stuck is closed by the
+            # client's stall watchdog, and that failure makes it suspect.
+            raise
         except ServiceUnavailableError as exc:
             if client is self._client:
                 self._suspect = True
