@@ -22,6 +22,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:(read|open)_text is deprecated:DeprecationWarning")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # mypy from cold takes ~64 s of one core: started now, niced, it runs while the
+    # tests wait; test_lint joins it (tests/lint_runs.py).
+    import lint_runs
+
+    lint_runs.start_if_selected(session.config, session.items)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import lint_runs
+
+    lint_runs.stop(config)
+
+
 def _isolated_settings(home: Path, **overrides: object) -> Settings:
     """Settings for a test: everything under `home`, fresh free ports, no registry URL
     or offline dir inherited from the developer's FEATURELINE_* environment."""
