@@ -124,3 +124,16 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def spark_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A Spark standalone cluster (master + one 1-core, 1 GiB worker) on loopback for the
+    session (a spark_cluster.StandaloneCluster), shared by the tests that submit to one."""
+    from spark_cluster import start_standalone
+
+    cluster = start_standalone(tmp_path_factory.mktemp("spark-standalone"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
