@@ -22,6 +22,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:(read|open)_text is deprecated:DeprecationWarning")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # mypy from cold takes ~64 s of one core: started now, niced, it runs while the
+    # tests wait; test_lint joins it (tests/lint_runs.py).
+    import lint_runs
+
+    lint_runs.start_if_selected(session.config, session.items)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import lint_runs
+
+    lint_runs.stop(config)
+
+
 def _isolated_settings(home: Path, **overrides: object) -> Settings:
     """Settings for a test: everything under `home`, fresh free ports, no registry URL
     or offline dir inherited from the developer's FEATURELINE_* environment."""
@@ -110,3 +124,16 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def spark_standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A Spark standalone cluster (master + one 1-core, 1 GiB worker) on loopback for the
+    session (a spark_cluster.StandaloneCluster), shared by the tests that submit to one."""
+    from spark_cluster import start_standalone
+
+    cluster = start_standalone(tmp_path_factory.mktemp("spark-standalone"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from batch_events import make_events, write_raw
-from spark_cluster import start_standalone
+from spark_cluster import StandaloneCluster
 
 from featureline.batch.backfill import EventColumns, backfill, read_raw_events, tile_states, window_values
 from featureline.batch.backfill.events import datetime_to_us
@@ -29,17 +29,15 @@ VIEWS = ["user_txn_stats"]
 
 
 @pytest.fixture(scope="module")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def standalone(spark_standalone: StandaloneCluster) -> Iterator[str]:
     from featureline.batch.spark import get_spark, stop_spark
 
-    cluster = start_standalone(tmp_path_factory.mktemp("spark-standalone"))
     try:
         # One worker of 1 core / 1 GiB: executors must fit in it.
-        get_spark(cluster.master_url, conf={"spark.executor.memory": "512m", "spark.cores.max": "1"})
-        yield cluster.master_url
+        get_spark(spark_standalone.master_url, conf={"spark.executor.memory": "512m", "spark.cores.max": "1"})
+        yield spark_standalone.master_url
     finally:
-        stop_spark()  # the next get_spark() starts a local session again
-        cluster.stop()
+        stop_spark()  # ends the application (the worker is free) and the next get_spark() starts local
 
 
 def _sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

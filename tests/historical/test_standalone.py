@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from hist_data import AGGS, generate
+from spark_cluster import StandaloneCluster
 
 from featureline.batch.historical import get_historical_features
 from featureline.batch.spark import spark_home
@@ -36,8 +37,9 @@ def _cache_specs(repo: RepoSpec, env: dict[str, str]) -> None:
 
 @pytest.mark.spark
 @pytest.mark.slow
-def test_spark_submit_to_standalone_cluster(standalone_master: tuple[str, Path], tmp_path: Path) -> None:
-    master_url, worker_dir = standalone_master
+def test_spark_submit_to_standalone_cluster(spark_standalone: StandaloneCluster, tmp_path: Path) -> None:
+    master_url = spark_standalone.master_url
+    earlier_apps = spark_standalone.applications()  # the session's cluster: other tests' too
     data = generate(tmp_path / "offline", seed=21, n=150)
     entity_path = tmp_path / "entity.parquet"
     pq.write_table(data.entity, entity_path)
@@ -75,7 +77,7 @@ def test_spark_submit_to_standalone_cluster(standalone_master: tuple[str, Path],
     print(f"spark-submit took {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, done.stderr[-3000:]
     # The work ran in an executor the worker launched for this application.
-    assert any(p.name.startswith("app-") for p in worker_dir.iterdir())
+    assert spark_standalone.applications() - earlier_apps
     got = pq.read_table(out)
     want = get_historical_features(data.entity, FEATURES, repo=data.repo)
     assert got.equals(want)

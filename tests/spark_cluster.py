@@ -1,7 +1,10 @@
 """A Spark standalone cluster (one master, one worker) on loopback, for tests.
 
 Started with `spark-class` from the pyspark package (SPARK_HOME = its directory), as
-an operator would start one; stopped by process id.
+an operator would start one; stopped by process id. One per session (the
+`spark_standalone` fixture of tests/conftest.py): the batch backfill and the historical
+spark-submit run their applications on it one after the other (two JVM daemons and a
+worker registration, ~10-20 s on a loaded 2-core machine, started once instead of twice).
 """
 
 from __future__ import annotations
@@ -25,6 +28,17 @@ class StandaloneCluster:
     processes: list[subprocess.Popen[bytes]]
     logs: Path
 
+    @property
+    def work_dir(self) -> Path:
+        """Where the worker puts each application's executors (app-* folders)."""
+        return self.logs / "worker"
+
+    def applications(self) -> set[str]:
+        """The applications the worker has launched executors for so far."""
+        if not self.work_dir.is_dir():
+            return set()
+        return {p.name for p in self.work_dir.iterdir() if p.name.startswith("app-")}
+
     def stop(self) -> None:
         for proc in reversed(self.processes):
             if proc.poll() is None:
@@ -44,6 +58,8 @@ def _env(work: Path) -> dict[str, str]:
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SPARK_WORKER_DIR": str(work / "worker"),
         "SPARK_NO_DAEMONIZE": "1",
+        # The master's and worker's own JVMs need little heap here (default 1 GiB each).
+        "SPARK_DAEMON_MEMORY": "256m",
     }
 
 
