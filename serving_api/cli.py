@@ -86,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # The gRPC port's HTTP/2 limits: (flag, Limits field, type, default, help). Defaults are
-# Limits' own (why each: serving_api/limits.py; tests/serving/test_hostile_grpc.py checks
+# Limits' own (why each: serving_api/limits.py; tests/serving/test_grpc_h2.py checks
 # they agree), repeated here so that `serve --help` needs no import beyond argparse.
 GRPC_LIMIT_FLAGS: tuple[tuple[str, str, type, float, str], ...] = (
     ("--grpc-max-header-bytes", "grpc_max_header_bytes", int, 65536,

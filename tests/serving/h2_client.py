@@ -37,6 +37,13 @@ class RawH2:
             payload, self.buffer = self.buffer[9 : 9 + length], self.buffer[9 + length :]
             yield kind, flags, sid & 0x7FFFFFFF, payload
 
+    def handshake(self) -> None:
+        """Read up to the server's SETTINGS and acknowledge them."""
+        for kind, flags, _, _ in self.frames():
+            if kind == w.SETTINGS and not flags & w.ACK:
+                self.sock.sendall(w.frame(w.SETTINGS, w.ACK, 0))
+                return
+
     def block(self, path: str, content_type: str = "application/grpc") -> bytes:
         return self.encoder.encode([(":method", "POST"), (":scheme", "http"), (":path", path),
                                     (":authority", "test"), ("content-type", content_type),

@@ -371,3 +371,18 @@ def test_connections_over_the_limit_are_closed_at_once() -> None:
     first, second = _Peer(server), _Peer(server)
     assert server.connections == {first.conn}
     assert second.goaway() == w.ENHANCE_YOUR_CALM and second.transport.closed
+
+
+def test_every_http2_limit_is_a_serve_flag_with_the_same_default() -> None:
+    import argparse
+    import dataclasses
+
+    from featureline.serving_api.cli import GRPC_LIMIT_FLAGS, add_grpc_limit_flags, grpc_limits
+
+    fields = {f.name for f in dataclasses.fields(Limits)} - {"grpc_max_receive_bytes", "grpc_max_send_bytes"}
+    assert {field for _, field, *_ in GRPC_LIMIT_FLAGS} == {f for f in fields if f.startswith("grpc_")}
+    parser = argparse.ArgumentParser()
+    add_grpc_limit_flags(parser)
+    assert Limits(**grpc_limits(parser.parse_args([]))) == Limits()
+    with pytest.raises(Exception, match="--grpc-max-streams must be > 0"):
+        grpc_limits(parser.parse_args(["--grpc-max-streams", "0"]))
