@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import hpack
 
@@ -113,17 +113,3 @@ class RawH2:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def connected(port: int, n: int, send: Sequence[bytes] = ()) -> list[socket.socket]:
-    """`n` plain connections, each having sent `send`; stops at the first refused."""
-    out = []
-    for _ in range(n):
-        try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-        except OSError:
-            break
-        for data in send:
-            sock.sendall(data)
-        out.append(sock)
-    return out
