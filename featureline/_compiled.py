@@ -43,6 +43,7 @@ MODULES = (
     "featureline/serving_api/frame.py",
     "featureline/serving_api/grpc_h2.py",
     "featureline/serving_api/grpc_methods.py",
+    "featureline/serving_api/h2_headers.py",
     "featureline/serving_api/h2_wire.py",
     "featureline/serving_api/http_server.py",
     "featureline/serving_api/memo.py",

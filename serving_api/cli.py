@@ -107,6 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     _configure_tls(parser)
     configure_jwt(parser)
+    add_grpc_limit_flags(parser)
 
 
 def _configure_tls(parser: argparse.ArgumentParser) -> None:
@@ -247,6 +248,53 @@ def jwt_settings(args: Any) -> Any:
     )
 
 
+# The gRPC port's HTTP/2 limits: (flag, Limits field, type, default, help). Defaults are
+# Limits' own (why each: serving_api/limits.py; tests/serving/test_grpc_h2.py checks
+# they agree), repeated here so that `serve --help` needs no import beyond argparse.
+GRPC_LIMIT_FLAGS: tuple[tuple[str, str, type, float, str], ...] = (
+    ("--grpc-max-header-bytes", "grpc_max_header_bytes", int, 65536,
+     "header block of a call, compressed and decoded (bytes)"),
+    ("--grpc-max-continuations", "grpc_max_continuations", int, 8, "CONTINUATION frames per header block"),
+    ("--grpc-max-streams", "grpc_max_streams", int, 100, "streams open at once per connection"),
+    ("--grpc-max-resets-per-s", "grpc_max_resets_per_s", int, 500,
+     "stream resets (and refused streams) per second per connection (rapid reset)"),
+    ("--grpc-max-settings-per-s", "grpc_max_settings_per_s", int, 100, "SETTINGS frames per second"),
+    ("--grpc-max-pings-per-s", "grpc_max_pings_per_s", int, 100,
+     "PINGs per second while no call is answered"),
+    ("--grpc-max-buffered-bytes", "grpc_max_buffered_bytes", int, 16 * 1024 * 1024,
+     "request bytes received and not yet handled per connection (its flow-control window)"),
+    ("--grpc-max-pending-bytes", "grpc_max_pending_bytes", int, 16 * 1024 * 1024,
+     "response bytes waiting for the peer's window per connection"),
+    ("--grpc-stall-timeout-s", "grpc_stall_timeout_s", float, 30.0,
+     "close a connection whose responses make no progress this long"),
+    ("--grpc-idle-timeout-s", "grpc_idle_timeout_s", float, 300.0,
+     "close a connection without calls this long"),
+    ("--grpc-preface-timeout-s", "grpc_preface_timeout_s", float, 10.0,
+     "close a connection without its HTTP/2 preface and SETTINGS this long after connect"),
+    ("--grpc-max-connections", "grpc_max_connections", int, 1000, "gRPC connections per worker"),
+)  # fmt: skip
+
+
+def add_grpc_limit_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "gRPC port limits", "per connection unless said; over a limit the connection gets GOAWAY and is "
+        "closed (--grpc-server aio: the ones grpcio has, see serving_api/grpc_server.py)",
+    )  # fmt: skip
+    for flag, field, kind, default, text in GRPC_LIMIT_FLAGS:
+        metavar = "S" if kind is float else "N"
+        group.add_argument(flag, dest=field, type=kind, default=default, metavar=metavar,
+                           help=f"{text} (default {default})")  # fmt: skip
+
+
+def grpc_limits(args: Any) -> dict[str, Any]:
+    """The Limits fields of the gRPC limit flags; each must be positive."""
+    values = {field: getattr(args, field) for _, field, _, _, _ in GRPC_LIMIT_FLAGS}
+    for flag, field, *_ in GRPC_LIMIT_FLAGS:
+        if values[field] <= 0:
+            raise BadInputError(f"{flag} must be > 0, not {values[field]}")
+    return values
+
+
 def _check_port(host: str, port: int, what: str) -> None:
     """Fail early with a clear message when another process holds the port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -317,6 +365,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         redis_stall_timeout_s=args.redis_stall_timeout_ms / 1000,
         redis_max_abandoned=args.redis_max_abandoned,
         redis_bulk_commands=args.redis_bulk_commands,
+        **grpc_limits(args),
     )
     jwt = jwt_settings(args)
     load_auth(args.auth_tokens, jwt, limits)  # a bad tokens file, claim map or JWKS stops us here

@@ -14,8 +14,18 @@ by message, to the grpc.aio server that this worker runs on a loopback port
 exactly as grpcio implements them.
 
 HTTP/2 as used here: one SETTINGS exchange, flow control on both sides (responses wait
-for the peer's WINDOW_UPDATE; our receive windows are topped up at half), PING, RST_STREAM
-(a cancelled call's task is cancelled), GOAWAY on shutdown and on protocol errors.
+for the peer's WINDOW_UPDATE; our connection window is topped up as requests are
+handled, never for bytes still buffered), PING, RST_STREAM (a cancelled call's task is
+cancelled), GOAWAY on shutdown and on protocol errors.
+
+Hostile peers (issue 14; every limit is a field of serving_api.limits.Limits and a
+`featureline serve` flag): a header block is bounded in bytes and CONTINUATION frames
+as it arrives, streams per connection are bounded (REFUSED_STREAM beyond), stream
+resets, SETTINGS and PINGs are rate limited (serving_api.h2_limits), a message that
+declares more than the receive limit is refused from its 5-byte prefix, responses
+waiting for the peer's window are capped in bytes and in time (a stalled connection is
+closed), and connections are bounded in number, in time to their preface and in idle
+time. Over a limit: GOAWAY(ENHANCE_YOUR_CALM) and close; other connections never wait.
 """
 
 from __future__ import annotations
@@ -25,82 +35,61 @@ import logging
 import ssl
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-import hpack
-
+from featureline.serving_api import h2_limits
 from featureline.serving_api import h2_wire as w
 from featureline.serving_api.grpc_methods import CallInfo, Method, RpcFailure
 from featureline.serving_api.grpc_relay import Relay
-from featureline.serving_api.limits import INTERNAL_MESSAGE
+from featureline.serving_api.h2_headers import HeaderBlocks, Stream, read_call
+from featureline.serving_api.limits import INTERNAL_MESSAGE, Limits
 
 log = logging.getLogger("featureline.serving.grpc")
-
-# Our receive windows. A stream may send a whole 4 MiB request without waiting; the
-# connection window (64 MiB) is topped up whenever half of it has been used.
-_STREAM_WINDOW = 8 * 1024 * 1024
-_CONNECTION_WINDOW = 64 * 1024 * 1024
-_MAX_STREAMS = 1000
-_MAX_HEADER_LIST = 64 * 1024
-
-
-class _Stream:
-    __slots__ = ("sid", "path", "authorization", "deadline", "body", "send_window", "pending",
-                 "trailers", "task", "relay", "headers_sent", "rejected", "metadata")  # fmt: skip
-
-    def __init__(self, sid: int, send_window: int) -> None:
-        self.sid = sid
-        self.path = ""
-        self.authorization: str | None = None
-        self.deadline: float | None = None
-        self.body = bytearray()
-        self.send_window = send_window
-        self.pending = bytearray()  # DATA payload waiting for window
-        self.trailers: bytes | None = None  # sent once `pending` is out
-        self.task: asyncio.Task[bytes] | None = None
-        self.relay: Relay[_Stream] | None = None
-        self.headers_sent = False
-        self.rejected = False
-        self.metadata: list[tuple[str, str]] = []
-
-
-def _same_table(a: tuple[int, Any, int], b: tuple[int, Any, int]) -> bool:
-    # `is`: an equal (name, value) inserted again is still a change of the table.
-    return a[0] == b[0] and a[1] is b[1] and a[2] == b[2]
 
 
 class GrpcH2Connection(asyncio.Protocol):
     def __init__(self, server: GrpcH2Server) -> None:
         self.server = server
+        limits = self.limits = server.limits
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.preface_seen = False
-        self.decoder = hpack.Decoder()
-        self.decoder.max_header_list_size = _MAX_HEADER_LIST
-        self.table_generation = 0
-        self.decoded_blocks: dict[tuple[int, bytes], list[tuple[bytes, bytes]]] = {}
-        self.streams: dict[int, _Stream] = {}
-        self.blocked: dict[int, _Stream] = {}
+        self.settings_seen = False  # the client's first SETTINGS (h2_limits.sweep)
+        self.headers = HeaderBlocks(limits.grpc_max_header_bytes, limits.grpc_max_continuations)
+        self.streams: dict[int, Stream] = {}
+        self.blocked: dict[int, Stream] = {}  # pending data, waiting for the connection window
         self.last_sid = 0
-        self.header_sid = 0  # a header block spanning CONTINUATION frames
-        self.header_block = bytearray()
-        self.header_end_stream = False
         self.peer_initial_window = w.DEFAULT_WINDOW
         self.send_window = w.DEFAULT_WINDOW
         self.max_frame = w.DEFAULT_MAX_FRAME
-        self.received_unacked = 0
+        self.received_unacked = 0  # handled request bytes not yet given back to the peer
         self.out: list[bytes] = []
         self.going_away = False
+        self.closing = False
+        # Counters the sweep compares between passes (h2_limits): no clock on the hot path.
+        self.streams_opened = 0
+        self.pending_bytes = 0  # response bytes of all streams waiting for a window
+        self.progress = 0  # times pending response bytes went out
+        self.writing_paused = False  # the transport's buffer is over its high-water mark
+        self.rates = h2_limits.FrameRates(limits)
+        self.watch = h2_limits.Watch(server.clock())
+
+    @property
+    def open_streams(self) -> int:
+        return len(self.streams)
 
     # -- connection -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.server.connections.add(self)
-        ours = {w.MAX_CONCURRENT_STREAMS: _MAX_STREAMS, w.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-                w.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST, w.ENABLE_PUSH: 0}  # fmt: skip
-        self.out += [w.settings_frame(ours), w.window_update(0, _CONNECTION_WINDOW - w.DEFAULT_WINDOW)]
+        server, limit = self.server, self.limits.grpc_max_connections
+        self.out.append(server.preface)
+        if len(server.connections) >= limit:
+            log.info("gRPC connection refused: %d connections open", len(server.connections))
+            self.close_with(w.ENHANCE_YOUR_CALM, f"over {limit} connections (--grpc-max-connections)")
+            return
+        server.connections.add(self)
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -111,21 +100,46 @@ class GrpcH2Connection(asyncio.Protocol):
         self.blocked.clear()
         self.transport = None
 
+    def pause_writing(self) -> None:
+        # The peer reads slower than we write: response DATA waits in `pending`
+        # (capped, and the sweep closes a connection stalled so).
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self.progress += 1
+        self._drain()
+        self.flush()
+
     def flush(self) -> None:
         if self.out:
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(b"".join(self.out))
             self.out.clear()
 
-    def go_away(self, code: int = w.NO_ERROR, message: str = "") -> None:
-        """Refuse new streams; with an error, close the connection now."""
-        self.going_away = True
-        self.out.append(w.goaway(self.last_sid, code, message.encode()[:256]))
+    def go_away(self) -> None:
+        """Refuse new streams (shutdown); the connection closes when its calls end."""
+        if not self.going_away:
+            self.going_away = True
+            self.out.append(w.goaway(self.last_sid, w.NO_ERROR))
         self.flush()
-        if code != w.NO_ERROR and self.transport is not None:
-            self.transport.close()
+
+    def close_with(self, code: int, message: str, abort: bool = False) -> None:
+        """GOAWAY(code) and close; `abort` drops what the transport has not sent yet
+        (a peer that does not read would otherwise hold it)."""
+        if not self.closing:
+            self.closing = self.going_away = True
+            self.out.append(w.goaway(self.last_sid, code, message.encode()[:256]))
+            self.flush()
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         buffer = self.buffer
         buffer += data
         pos = 0
@@ -151,25 +165,26 @@ class GrpcH2Connection(asyncio.Protocol):
                 payload = bytes(buffer[pos + 9 : pos + 9 + length])
                 pos += 9 + length
                 self._on_frame(kind, flags, sid & 0x7FFFFFFF, payload)
+                if self.closing:  # a response went over a limit and closed us
+                    buffer.clear()
+                    return
         except w.ConnectionFailure as failure:
             log.info("gRPC connection closed: %s", failure)
-            self.go_away(failure.code, str(failure))
+            self.close_with(failure.code, str(failure))
             buffer.clear()
             return
         del buffer[:pos]
         self.flush()
 
     def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if self.header_sid and kind != w.CONTINUATION:
+        if self.headers.sid and kind != w.CONTINUATION:
             raise w.ConnectionFailure(w.PROTOCOL_ERROR, "a header block was not continued")
         if kind == w.DATA:
             self._on_data(flags, sid, payload)
         elif kind == w.HEADERS:
             self._on_headers(flags, sid, payload)
         elif kind == w.CONTINUATION:
-            if sid != self.header_sid or not sid:
-                raise w.ConnectionFailure(w.PROTOCOL_ERROR, "unexpected CONTINUATION")
-            self.header_block += payload
+            self.headers.add(sid, payload)
             if flags & w.END_HEADERS:
                 self._headers_complete()
         elif kind == w.SETTINGS:
@@ -180,12 +195,15 @@ class GrpcH2Connection(asyncio.Protocol):
             if len(payload) != 8:
                 raise w.ConnectionFailure(w.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
             if not flags & w.ACK:
+                self.rates.ping(self.server.clock())
                 self.out.append(w.frame(w.PING, w.ACK, 0, payload))
         elif kind == w.RST_STREAM:
-            stream = self.streams.pop(sid, None)
-            self.blocked.pop(sid, None)
+            if len(payload) != 4:
+                raise w.ConnectionFailure(w.FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
+            self.rates.reset(self.server.clock())
+            stream = self.streams.get(sid)
             if stream is not None:
-                self._cancel(stream)
+                self._close(stream, reset=True)
         elif kind == w.GOAWAY:
             self.going_away = True
         elif kind == w.PUSH_PROMISE:
@@ -195,14 +213,19 @@ class GrpcH2Connection(asyncio.Protocol):
     def _on_settings(self, flags: int, payload: bytes) -> None:
         if flags & w.ACK:
             return
+        self.rates.setting(self.server.clock())
+        self.settings_seen = True
         for key, value in w.parse_settings(payload):
             if key == w.INITIAL_WINDOW_SIZE:
                 if value > w.MAX_WINDOW:
                     raise w.ConnectionFailure(w.FLOW_CONTROL_ERROR, "initial window too large")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
+                # O(streams), at most grpc_max_streams, at most grpc_max_settings_per_s times a second.
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if delta > 0 and stream.pending and stream.send_window > 0:
+                        self.blocked[stream.sid] = stream
             elif key == w.MAX_FRAME_SIZE:
                 if not w.DEFAULT_MAX_FRAME <= value < 2**24:
                     raise w.ConnectionFailure(w.PROTOCOL_ERROR, "invalid MAX_FRAME_SIZE")
@@ -215,28 +238,29 @@ class GrpcH2Connection(asyncio.Protocol):
             raise w.ConnectionFailure(w.FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
         increment = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
         if sid == 0:
+            if increment == 0:
+                raise w.ConnectionFailure(w.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             self.send_window += increment
             if self.send_window > w.MAX_WINDOW:
                 raise w.ConnectionFailure(w.FLOW_CONTROL_ERROR, "connection window overflow")
+            self._drain()
         elif (stream := self.streams.get(sid)) is not None:
             stream.send_window += increment
-        self._drain()
+            if stream.pending:  # only this stream can move: O(1) per frame
+                self._pump(stream)
 
     # -- requests ---------------------------------------------------------------------
 
     def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0 or sid % 2 == 0:
             raise w.ConnectionFailure(w.PROTOCOL_ERROR, f"HEADERS on stream {sid}")
-        self.header_sid = sid
-        self.header_end_stream = bool(flags & w.END_STREAM)
-        self.header_block = bytearray(w.unpad(flags, payload, priority=True))
+        self.headers.start(sid, bool(flags & w.END_STREAM), w.unpad(flags, payload, priority=True))
         if flags & w.END_HEADERS:
             self._headers_complete()
 
     def _headers_complete(self) -> None:
-        sid, end_stream = self.header_sid, self.header_end_stream
-        self.header_sid = 0
-        fields = self._decode(bytes(self.header_block))
+        sid, end_stream = self.headers.sid, self.headers.end_stream
+        fields = self.headers.finish()
         stream = self.streams.get(sid)
         if stream is not None:  # trailers from the client: only END_STREAM matters
             if end_stream:
@@ -245,62 +269,19 @@ class GrpcH2Connection(asyncio.Protocol):
         if sid <= self.last_sid:
             raise w.ConnectionFailure(w.PROTOCOL_ERROR, f"stream {sid} reused or out of order")
         self.last_sid = sid
-        if self.going_away or len(self.streams) >= _MAX_STREAMS:
+        if self.going_away or len(self.streams) >= self.limits.grpc_max_streams:
             self.out.append(w.rst_stream(sid, w.REFUSED_STREAM))
+            self.rates.reset(self.server.clock())  # a refused stream costs us as a reset one
             return
-        stream = self.streams[sid] = _Stream(sid, self.peer_initial_window)
+        self.streams_opened += 1
+        stream = self.streams[sid] = Stream(sid, self.peer_initial_window)
         if self._read_headers(stream, fields) and end_stream:
             self._end_of_request(stream)
 
-    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
-        """HPACK-decode a header block. A client repeats the same block for every call
-        of one method (~5 us to decode in Python), so blocks whose decoding left the
-        dynamic table as it was are remembered under (table generation, bytes): the
-        same bytes against the same table decode to the same fields."""
-        key = (self.table_generation, block)
-        fields = self.decoded_blocks.get(key)
-        if fields is not None:
-            return fields
-        before = self._table_state()
-        try:
-            fields = [(bytes(n), bytes(v)) for n, v in self.decoder.decode(block, raw=True)]
-        except Exception as exc:  # hpack's errors: the shared table is now unusable
-            raise w.ConnectionFailure(w.COMPRESSION_ERROR, f"bad header block: {exc}") from None
-        if not _same_table(self._table_state(), before):
-            self.table_generation += 1  # the table changed: earlier decodes no longer apply
-            self.decoded_blocks.clear()
-        elif len(self.decoded_blocks) < 64:
-            self.decoded_blocks[key] = fields
-        return fields
-
-    def _table_state(self) -> tuple[int, Any, int]:
-        """(entries, first entry, max size) from hpack's public table: an insertion puts a
-        new entry object first, an eviction without insertion shortens the table, a
-        resize changes the max size. The first entry is held (not its id), so a new
-        entry cannot reuse its address while the state is compared (`_same_table`)."""
-        # Any: compiled code would unbox a typed tuple entry and box a new object.
-        entries: Any = self.decoder.header_table.dynamic_entries
-        return (len(entries), entries[0] if entries else None, int(self.decoder.header_table_size))
-
-    def _read_headers(self, stream: _Stream, fields: Iterable[tuple[bytes, bytes]]) -> bool:
+    def _read_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]]) -> bool:
         """Takes what the call needs from its headers; False if it was answered already."""
-        method = content_type = b""
-        for name, value in fields:
-            if name == b":path":
-                stream.path = value.decode("latin-1")
-            elif name == b":method":
-                method = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"grpc-timeout":
-                seconds = w.parse_timeout(value)
-                stream.deadline = None if seconds is None else time.monotonic() + seconds
-            elif name == b"authorization":
-                stream.authorization = value.decode("latin-1")
-            elif not name.startswith((b":", b"grpc-")) and name not in (b"te", b"user-agent"):
-                stream.metadata.append((name.decode("latin-1"), value.decode("latin-1")))
-        if method != b"POST" or not content_type.startswith(b"application/grpc"):
-            status = 405 if method != b"POST" else 415
+        status = read_call(stream, fields)
+        if status:
             self.out.append(w.frame(w.HEADERS, w.END_HEADERS | w.END_STREAM, stream.sid,
                                     w.http_status_headers(status)))  # fmt: skip
             self._close(stream, reset=True)
@@ -312,38 +293,58 @@ class GrpcH2Connection(asyncio.Protocol):
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
             raise w.ConnectionFailure(w.PROTOCOL_ERROR, "DATA on stream 0")
-        self.received_unacked += len(payload)
-        if self.received_unacked >= _CONNECTION_WINDOW // 2:
-            self.out.append(w.window_update(0, self.received_unacked))
-            self.received_unacked = 0
         stream = self.streams.get(sid)
         if stream is None or stream.rejected:
-            return  # a stream we answered or reset: its data is dropped
+            self._credit(len(payload))  # a stream we answered or reset: its data is dropped
+            return
         data = w.unpad(flags, payload)
+        if len(data) != len(payload):  # padding is consumed at once, on both windows
+            self._credit(len(payload) - len(data))
+            self.out.append(w.window_update(sid, len(payload) - len(data)))
         if stream.relay is not None:
-            if payload:  # relayed streams may be long: keep their window open
-                self.out.append(w.window_update(sid, len(payload)))
             stream.relay.feed(data, end=bool(flags & w.END_STREAM))
             return
-        stream.body += data
-        if len(stream.body) > self.server.max_receive_bytes + 5:
-            self._reject_large(stream)
+        body = stream.body
+        body += data
+        limit = self.server.max_receive_bytes
+        if len(body) > limit + 5 or (len(body) >= 5 and int.from_bytes(body[1:5], "big") > limit):
+            self._reject_large(stream)  # from the 5-byte prefix: the body is never awaited
         elif flags & w.END_STREAM:
             self._end_of_request(stream)
 
-    def _reject_large(self, stream: _Stream) -> None:
+    def consumed(self, stream: Stream, size: int) -> None:
+        """A relayed request message was taken by grpc.aio: its bytes may come again."""
+        if size <= 0:
+            return
+        if self.streams.get(stream.sid) is stream:
+            self.out.append(w.window_update(stream.sid, size))
+        self._credit(size)
+        self.flush()
+
+    def _credit(self, size: int) -> None:
+        """Handled request bytes: the connection window is topped up at half."""
+        self.received_unacked += size
+        if self.received_unacked >= self.server.connection_window // 2:
+            self.out.append(w.window_update(0, self.received_unacked))
+            self.received_unacked = 0
+
+    def _reject_large(self, stream: Stream) -> None:
         size = int.from_bytes(stream.body[1:5], "big") if len(stream.body) >= 5 else len(stream.body)
+        self._credit(len(stream.body))
+        stream.body = bytearray()
+        stream.rejected = True
         self.finish(stream, None, RpcFailure("RESOURCE_EXHAUSTED",
                     f"request message of {size} bytes is larger than the limit of "
                     f"{self.server.max_receive_bytes} bytes"))  # fmt: skip
-        stream.rejected = True
         self.out.append(w.rst_stream(stream.sid, w.NO_ERROR))
 
-    def _end_of_request(self, stream: _Stream) -> None:
+    def _end_of_request(self, stream: Stream) -> None:
         if stream.relay is not None:
             stream.relay.feed(b"", end=True)
             return
         body = stream.body
+        stream.body = bytearray()
+        self._credit(len(body))
         if len(body) < 5 or 5 + int.from_bytes(body[1:5], "big") != len(body):
             self.finish(stream, None, RpcFailure("INTERNAL", "the request is not exactly one gRPC message"))
             return
@@ -362,7 +363,7 @@ class GrpcH2Connection(asyncio.Protocol):
         task = stream.task = asyncio.ensure_future(reply)
         task.add_done_callback(lambda done: self._task_done(stream, done))
 
-    def _task_done(self, stream: _Stream, task: asyncio.Task[bytes]) -> None:
+    def _task_done(self, stream: Stream, task: asyncio.Task[bytes]) -> None:
         if task.cancelled() or self.streams.get(stream.sid) is not stream:
             return
         exc = task.exception()
@@ -377,7 +378,7 @@ class GrpcH2Connection(asyncio.Protocol):
 
     # -- responses --------------------------------------------------------------------
 
-    def finish(self, stream: _Stream, message: bytes | None, failure: RpcFailure | None) -> None:
+    def finish(self, stream: Stream, message: bytes | None, failure: RpcFailure | None) -> None:
         """The unary answer: HEADERS, the message, trailers; or a trailers-only error."""
         if failure is not None:
             self.end(stream, failure.code, failure.message)
@@ -390,16 +391,28 @@ class GrpcH2Connection(asyncio.Protocol):
         self.send_message(stream, message)
         self.end(stream, "OK", "")
 
-    def send_message(self, stream: _Stream, message: bytes) -> None:
+    def send_message(self, stream: Stream, message: bytes) -> None:
+        size = len(message) + 5
+        if self.pending_bytes and self.pending_bytes + size > self.limits.grpc_max_pending_bytes:
+            self._pending_over_limit()
+            return
         if not stream.headers_sent:
             self.out.append(w.frame(w.HEADERS, w.END_HEADERS, stream.sid, w.RESPONSE_HEADERS))
             stream.headers_sent = True
         stream.pending += w.message_prefix(message)
         stream.pending += message
+        self.pending_bytes += size
         self._pump(stream)
 
-    def end(self, stream: _Stream, code: str, message: str) -> None:
-        if self.streams.get(stream.sid) is not stream:
+    def _pending_over_limit(self) -> None:
+        """The peer does not open its windows: more responses would only pile up here."""
+        limit = self.limits.grpc_max_pending_bytes
+        log.info("gRPC connection closed: %d response bytes wait for its window", self.pending_bytes)
+        message = f"more than {limit} response bytes wait for the window (--grpc-max-pending-bytes)"
+        self.close_with(w.ENHANCE_YOUR_CALM, message, abort=True)
+
+    def end(self, stream: Stream, code: str, message: str) -> None:
+        if self.streams.get(stream.sid) is not stream or self.closing:
             return
         trailers = w.TRAILERS_OK if code == "OK" else w.status_trailers(code, message)
         if not stream.headers_sent:  # trailers-only response
@@ -408,42 +421,63 @@ class GrpcH2Connection(asyncio.Protocol):
         stream.trailers = trailers
         self._pump(stream)
 
-    def _pump(self, stream: _Stream) -> None:
+    def _pump(self, stream: Stream) -> None:
         """Send what the windows allow of the stream's pending data, then its trailers."""
         pending = stream.pending
-        sent = 0
-        while sent < len(pending):
-            size = min(self.send_window, stream.send_window, self.max_frame, len(pending) - sent)
-            if size <= 0:
-                break
-            self.out.append(w.frame(w.DATA, 0, stream.sid, bytes(pending[sent : sent + size])))
-            sent += size
-            self.send_window -= size
-            stream.send_window -= size
-        del pending[:sent]
         if pending:
-            self.blocked[stream.sid] = stream
-        elif stream.trailers is not None:
+            if self.writing_paused:
+                self.blocked[stream.sid] = stream
+                return
+            sent = 0
+            while sent < len(pending):
+                size = min(self.send_window, stream.send_window, self.max_frame, len(pending) - sent)
+                if size <= 0:
+                    break
+                self.out.append(w.frame(w.DATA, 0, stream.sid, bytes(pending[sent : sent + size])))
+                sent += size
+                self.send_window -= size
+                stream.send_window -= size
+            if sent:
+                del pending[:sent]
+                self.pending_bytes -= sent
+                self.progress += 1
+            if pending:
+                if stream.send_window > 0:  # else its own WINDOW_UPDATE (or SETTINGS) pumps it
+                    self.blocked[stream.sid] = stream
+                return
+        if stream.trailers is not None:
             self.out.append(w.frame(w.HEADERS, w.END_HEADERS | w.END_STREAM, stream.sid, stream.trailers))
+            self.rates.pings = 0  # a call answered: pings since are not "without data"
             self._close(stream)
 
     def _drain(self) -> None:
-        for stream in list(self.blocked.values()):
-            if self.send_window <= 0:
+        """Pump the streams waiting for the connection window, in turn; each pass moves
+        data or stops (bounded by the streams waiting, never a loop without progress)."""
+        blocked = self.blocked
+        for _ in range(len(blocked)):
+            if self.send_window <= 0 or self.writing_paused or not blocked:
                 return
-            del self.blocked[stream.sid]
+            stream = blocked.pop(next(iter(blocked)))
             self._pump(stream)
 
-    def _close(self, stream: _Stream, reset: bool = False) -> None:
+    def _close(self, stream: Stream, reset: bool = False) -> None:
         self.streams.pop(stream.sid, None)
         self.blocked.pop(stream.sid, None)
+        if stream.pending:
+            self.pending_bytes -= len(stream.pending)
+            stream.pending = bytearray()
+        if stream.body:
+            self._credit(len(stream.body))
+            stream.body = bytearray()
+        if stream.relay is not None:
+            self._credit(stream.relay.release())
         if reset:
             self._cancel(stream)
         if self.going_away and not self.streams and self.transport is not None:
             self.flush()
             self.transport.close()
 
-    def _cancel(self, stream: _Stream) -> None:
+    def _cancel(self, stream: Stream) -> None:
         if stream.task is not None and not stream.task.done():
             stream.task.cancel()
         if stream.relay is not None:
@@ -454,32 +488,55 @@ class GrpcH2Server:
     """The listening side: native methods by path, a relay for every other path."""
 
     def __init__(self, methods: dict[str, Method], max_receive_bytes: int, max_send_bytes: int,
-                 relay_target: str | None) -> None:  # fmt: skip
+                 relay_target: str | None, limits: Limits | None = None) -> None:  # fmt: skip
         self.methods = methods
         self.max_receive_bytes = max_receive_bytes
         self.max_send_bytes = max_send_bytes
         self.relay_target = relay_target
+        self.limits = limits or Limits()
+        # Our receive windows: a stream may send one whole message of the limit without
+        # waiting; the connection holds at most grpc_max_buffered_bytes not yet handled
+        # (but always one whole message).
+        self.stream_window = min(w.MAX_WINDOW, max(w.DEFAULT_WINDOW, max_receive_bytes + 5))
+        limits = self.limits
+        self.connection_window = min(w.MAX_WINDOW, max(self.stream_window, limits.grpc_max_buffered_bytes))
+        ours = {w.MAX_CONCURRENT_STREAMS: limits.grpc_max_streams, w.INITIAL_WINDOW_SIZE: self.stream_window,
+                w.MAX_HEADER_LIST_SIZE: limits.grpc_max_header_bytes, w.ENABLE_PUSH: 0}  # fmt: skip
+        # What every connection starts with: our SETTINGS and the connection window.
+        self.preface = w.settings_frame(ours) + w.window_update(0, self.connection_window - w.DEFAULT_WINDOW)
+        self.clock: Callable[[], float] = time.monotonic  # the loop's, once started
         self.connections: set[GrpcH2Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._channel: Any = None
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    def relay_for(self, stream: _Stream, conn: GrpcH2Connection) -> Relay[_Stream]:
+    def relay_for(self, stream: Stream, conn: GrpcH2Connection) -> Relay[Stream]:
         if self._channel is None and self.relay_target is not None:
             import grpc
 
             self._channel = grpc.aio.insecure_channel(self.relay_target)
-        return Relay(self._channel, stream, conn)
+        return Relay(self._channel, stream, conn, self.max_receive_bytes)
 
     async def start(self, sock: Any, tls: ssl.SSLContext | None = None, handshake_s: float = 10.0) -> None:
         """Serve on `sock`; with `tls` (ALPN h2, serving_api.tls), a handshake cut at `handshake_s`."""
         loop = asyncio.get_running_loop()
+        self.clock = loop.time
         factory: Callable[[], GrpcH2Connection] = lambda: GrpcH2Connection(self)  # noqa: E731
         self._server = await loop.create_server(
             factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake_s if tls else None
         )
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Close connections past a timeout (h2_limits.sweep), and come back."""
+        h2_limits.sweep(self.connections, self.limits, self.clock())
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(h2_limits.sweep_interval(self.limits), self._sweep)
 
     async def stop(self, grace_s: float) -> None:
         """GOAWAY to every connection, then wait up to `grace_s` for calls in flight."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):

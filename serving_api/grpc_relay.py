@@ -4,6 +4,11 @@ server (health, reflection, and anything unknown, which it answers UNIMPLEMENTED
 Messages go through as bytes, one by one in both directions, so streaming calls (health
 Watch, reflection's ServerReflectionInfo) work; the caller's deadline, bearer token and
 custom metadata go along, and the status comes back as grpcio sent it.
+
+Back-pressure: a request message's bytes are given back to the client's flow-control
+windows only once grpc.aio has taken the message (`consumed`), so a relayed stream
+holds at most one window of unread bytes; a message that declares more than the
+receive limit is refused from its 5-byte prefix.
 """
 
 from __future__ import annotations
@@ -37,14 +42,18 @@ class RelayConnection(Protocol[S_contra]):
 
     def flush(self) -> None: ...
 
+    def consumed(self, stream: S_contra, size: int) -> None: ...
+
 
 class Relay(Generic[S]):
     """One relayed call: request messages cut from the client's DATA frames go to the
     grpc.aio call; its responses go back on the stream."""
 
-    def __init__(self, channel: Any, stream: S, conn: RelayConnection[S]) -> None:
+    def __init__(self, channel: Any, stream: S, conn: RelayConnection[S], max_message: int) -> None:
         self.stream = stream
         self.conn = conn
+        self.max_message = max_message
+        self.held = 0  # bytes fed and not yet consumed by grpc.aio
         self.buffer = bytearray()
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
@@ -57,18 +66,32 @@ class Relay(Generic[S]):
         """Bytes of the request stream; whole messages are passed on as they complete."""
         buffer = self.buffer
         buffer += data
+        self.held += len(data)
         while len(buffer) >= 5:
             size = int.from_bytes(buffer[1:5], "big")
+            if size > self.max_message:
+                self._refuse("RESOURCE_EXHAUSTED", f"request message of {size} bytes is larger than the "
+                             f"limit of {self.max_message} bytes")  # fmt: skip
+                return
             if len(buffer) < 5 + size:
                 break
             if buffer[0]:
-                self.cancel()
-                self.conn.end(self.stream, "UNIMPLEMENTED", "compressed requests are not supported")
+                self._refuse("UNIMPLEMENTED", "compressed requests are not supported")
                 return
             self.queue.put_nowait(bytes(buffer[5 : 5 + size]))
             del buffer[: 5 + size]
         if end:
             self.queue.put_nowait(None)
+
+    def _refuse(self, code: str, message: str) -> None:
+        self.cancel()
+        self.buffer = bytearray()
+        self.conn.end(self.stream, code, message)
+
+    def release(self) -> int:
+        """The bytes still held (the stream ended): the connection gives them back."""
+        held, self.held = self.held, 0
+        return held
 
     def cancel(self) -> None:
         if self.task is not None and not self.task.done():
@@ -76,6 +99,9 @@ class Relay(Generic[S]):
 
     async def _requests(self) -> AsyncIterator[bytes]:
         while (message := await self.queue.get()) is not None:
+            size = min(self.held, len(message) + 5)
+            self.held -= size
+            self.conn.consumed(self.stream, size)
             yield message
 
     async def _run(self, channel: Any) -> None:

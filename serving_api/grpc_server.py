@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from featureline.errors import ServiceUnavailableError
 from featureline.serving_api.grpc_methods import CallInfo, FeatureMethods, Method, RpcFailure
+from featureline.serving_api.limits import Limits
 from featureline.serving_api.proto import FEAST_SERVICE_NAME, SERVICE_NAME
 from featureline.serving_api.service import ServingCore
 from featureline.serving_api.tls import ServerTls
@@ -89,6 +90,23 @@ class RedisHealth(health_pb2_grpc.HealthServicer):
             await asyncio.sleep(_WATCH_INTERVAL_S)
 
 
+def aio_limit_options(limits: Limits) -> list[tuple[str, int]]:
+    """The HTTP/2 limits (Limits.grpc_*) that grpcio has a channel argument for. grpcio
+    has none for CONTINUATION frames, stream resets, SETTINGS frames, buffered or
+    pending bytes or stalls (tests/serving/test_hostile_grpc.py records where that
+    shows); PINGs keep grpcio's own policy (one per 5 min without data, 2 strikes),
+    stricter than ours."""
+    return [
+        ("grpc.max_concurrent_streams", limits.grpc_max_streams),
+        # Soft and hard metadata limits: past the soft one grpcio starts refusing calls.
+        ("grpc.max_metadata_size", limits.grpc_max_header_bytes),
+        ("grpc.absolute_max_metadata_size", limits.grpc_max_header_bytes),
+        ("grpc.max_connection_idle_ms", int(limits.grpc_idle_timeout_s * 1000)),
+        ("grpc.server_handshake_timeout_ms", int(limits.grpc_preface_timeout_s * 1000)),
+        ("grpc.max_allowed_incoming_connections", limits.grpc_max_connections),
+    ]
+
+
 def create_grpc_server(
     core: ServingCore,
     port: int,
@@ -107,6 +125,7 @@ def create_grpc_server(
         ("grpc.max_send_message_length", limits.grpc_max_send_bytes),
         # Several worker processes share the port; the kernel spreads connections.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        *aio_limit_options(limits),
     ]
     if tls is not None:  # the TLS + HTTP/2 handshake, as our ports' --tls-handshake-timeout-s
         options.append(("grpc.server_handshake_timeout_ms", int(limits.tls_handshake_timeout_s * 1000)))

@@ -74,6 +74,58 @@ class Limits:
     # 2 shared cores: online_store.redis.aio); 0: one connection.
     redis_bulk_commands: int = BULK_COMMANDS
 
+    # -- gRPC port: HTTP/2 limits per connection (serving_api.grpc_h2; the aio stack
+    # maps those grpcio has onto its options, serving_api.grpc_server). A peer over a
+    # limit gets GOAWAY (ENHANCE_YOUR_CALM) and is closed; others keep being served.
+    # A header block (HEADERS + CONTINUATION, compressed) and the decoded header list:
+    # a gRPC call's headers are ~200 bytes, a bearer JWT ~1-2 KiB; 64 KiB is the
+    # MAX_HEADER_LIST_SIZE we have always advertised. Checked as the block arrives.
+    grpc_max_header_bytes: int = 64 * 1024
+    # CONTINUATION frames in one header block: 64 KiB fits in 4 frames of 16 KiB;
+    # 8 is nghttp2's default (NGHTTP2_DEFAULT_MAX_CONTINUATIONS).
+    grpc_max_continuations: int = 8
+    # Streams open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS): our load
+    # generator keeps 4 per channel, a model server a few dozen; 100 is Go's and
+    # nginx's order of magnitude (250, 128). Beyond it: RST_STREAM(REFUSED_STREAM).
+    grpc_max_streams: int = 100
+    # RST_STREAM frames from the peer plus streams we refused, per second (rapid reset,
+    # CVE-2023-44487): a client cancels a call whose deadline passed; 500 a second on
+    # one connection is a client failing most of its calls or an attack (a rapid-reset
+    # flood sends ~100k/s on loopback). Each costs us a decode and a cancelled task.
+    grpc_max_resets_per_s: int = 500
+    # SETTINGS frames per second: a client sends one at start and a few when it grows
+    # its windows (grpc's BDP probe, ~8 over a connection's life).
+    grpc_max_settings_per_s: int = 100
+    # PING frames per second while we send no response (pings during traffic, e.g.
+    # grpc-go's BDP probe, one per burst of responses, are not counted): keepalive
+    # pings come every >= 10 s; grpcio's own policy allows one per 5 min without data.
+    grpc_max_pings_per_s: int = 100
+    # Request bytes received but not yet handled, per connection: the connection
+    # window we advertise, refilled only as requests are handled. At least one
+    # request of grpc_max_receive_bytes; 16 MiB keeps one abusive connection well
+    # under the hostile suite's 64 MiB of growth.
+    grpc_max_buffered_bytes: int = 16 * MiB
+    # Response bytes waiting for the peer's flow-control window, per connection: one
+    # response of any allowed size (grpc_max_send_bytes) always fits; a second one that
+    # would take the total past 16 MiB closes the connection (a batch-1000 response is
+    # ~100 KB, so a reader that slow has ~160 responses it never read).
+    grpc_max_pending_bytes: int = 16 * MiB
+    # A connection whose responses wait and make no progress (zero window, or a peer
+    # that stopped reading its socket) for this long is closed: a live client opens
+    # its window within milliseconds of reading.
+    grpc_stall_timeout_s: float = 30.0
+    # A connection with no open stream for this long gets GOAWAY(NO_ERROR) and is
+    # closed (gRPC clients reconnect on their next call, ~1 ms on a LAN); it frees a
+    # descriptor and its buffers.
+    grpc_idle_timeout_s: float = 300.0
+    # From connect to the client's preface and first SETTINGS (one round trip for a
+    # real client): a connect-and-wait flood holds each descriptor no longer than this.
+    grpc_preface_timeout_s: float = 10.0
+    # Connections per worker; beyond it a new one gets GOAWAY and is closed at once.
+    # Under the 20,000 descriptors a worker may open here (ulimit -n), with room for
+    # the REST port; a model server keeps one to a few channels per process.
+    grpc_max_connections: int = 1000
+
     def redis_options(self) -> dict[str, Any]:
         """The read client's connection settings (online_store.open_reader options)."""
         stall = self.redis_stall_timeout_s or max(STALL_TIMEOUT_S, 5 * self.redis_timeout_s)

@@ -109,6 +109,7 @@ async def serve(config: WorkerConfig) -> None:
             config.limits.grpc_max_receive_bytes,
             config.limits.grpc_max_send_bytes,
             relay_target=f"127.0.0.1:{relay_port}",
+            limits=config.limits,
         )
     routes = {**RestHandlers(core).routes(), **writes.routes()}
     http = HttpServer(routes, create_app(core), config.limits.max_body_bytes)
