@@ -27,10 +27,12 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m featureline.cli.protos_build
 	# docker-compose (Debian's, v1) validates docker-compose.yml in the tests; no engine needed.
 	# promtool (Debian's prometheus package) checks and unit-tests deploy/monitoring's alert
-	# rules in the tests.
+	# rules in the tests. chromium + chromium-driver (Debian's) run the web UI's browser
+	# tests (tests/ui) headless through Selenium.
 	command -v docker-compose >/dev/null && command -v promtool >/dev/null \
-	  || { apt-get update -qq && apt-get install -y -qq docker-compose prometheus; } \
-	  || echo "warning: could not install docker-compose/prometheus; tests/test_compose.py and tests/serving/test_monitoring.py will fail"
+	  && command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { apt-get update -qq && apt-get install -y -qq docker-compose prometheus chromium chromium-driver; } \
+	  || echo "warning: could not install docker-compose/prometheus/chromium; tests/test_compose.py, tests/serving/test_monitoring.py and tests/ui will fail"
 	touch $(STAMP)
 
 # The serving hot path as C extensions (mypyc, ~2 min; a no-op when fresh). A source

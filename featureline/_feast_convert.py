@@ -15,6 +15,7 @@ from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.object_store import Location, is_uri
 from featureline.specs import (
     AggregationSpec,
+    DocSpec,
     EntitySpec,
     FieldSpec,
     FileSourceSpec,
@@ -24,6 +25,7 @@ from featureline.specs import (
     RepoSpec,
     ServiceSpec,
     ViewSpec,
+    doc_key,
 )
 
 
@@ -268,6 +270,37 @@ def _projection(proj: Any, views: dict[str, ViewSpec], odfvs: dict[str, OnDemand
     return ProjectionSpec(view=proj.name, alias=proj.name_to_use(), features=chosen or available)
 
 
+def _doc(obj: Any) -> DocSpec | None:
+    """An object's description, owner and tags; None when it has none of them."""
+    doc = DocSpec(
+        description=str(getattr(obj, "description", "") or ""),
+        owner=str(getattr(obj, "owner", "") or ""),
+        tags={str(k): str(v) for k, v in (getattr(obj, "tags", None) or {}).items()},
+    )
+    return doc if doc != DocSpec() else None
+
+
+def repo_docs(contents: Any) -> dict[str, DocSpec]:
+    """The documentation of every object of the repo (web UI), fields included."""
+    objects: list[tuple[str, Any]] = [("entity", e) for e in contents.entities if e.name != "__dummy"]
+    objects += [("source", s) for s in contents.data_sources]
+    views = [*contents.feature_views, *contents.stream_feature_views, *contents.label_views]
+    objects += [("view", v) for v in views]
+    objects += [("on_demand_view", o) for o in contents.on_demand_feature_views]
+    objects += [("service", s) for s in contents.feature_services]
+    docs: dict[str, DocSpec] = {}
+    for kind, obj in objects:
+        doc = _doc(obj)
+        if doc is not None:
+            docs[doc_key(kind, obj.name)] = doc
+    for view in [*views, *contents.on_demand_feature_views]:
+        for f in getattr(view, "schema", None) or view.features:
+            doc = _doc(f)
+            if doc is not None:
+                docs[doc_key("field", f"{view.name}:{f.name}")] = doc
+    return docs
+
+
 def convert_repo_contents(
     contents: Any,
     *,
@@ -302,4 +335,5 @@ def convert_repo_contents(
         entity_key_serialization_version=entity_key_serialization_version,
         source_fingerprint=fingerprint,
         ignored=unused_objects(contents),
+        docs=repo_docs(contents),
     )

@@ -175,6 +175,23 @@ class IgnoredSpec:
 
 
 @dataclass(frozen=True)
+class DocSpec:
+    """What a Feast object says about itself for people (description, owner, tags): read
+    by the web UI (featureline.ui), never by a job. Kept apart from the object specs so
+    that documentation stays out of every definition fingerprint."""
+
+    description: str = ""
+    owner: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def doc_key(kind: str, name: str) -> str:
+    """RepoSpec.docs's key: kind is entity, source, view, on_demand_view, service or
+    field; a field's name is "view:feature"."""
+    return f"{kind}/{name}"
+
+
+@dataclass(frozen=True)
 class RepoSpec:
     project: str
     entities: dict[str, EntitySpec]
@@ -184,6 +201,11 @@ class RepoSpec:
     entity_key_serialization_version: int = 3
     source_fingerprint: str = ""
     ignored: tuple[IgnoredSpec, ...] = ()
+    # doc_key(kind, name) -> its documentation; only objects that have some.
+    docs: dict[str, DocSpec] = field(default_factory=dict)
+
+    def doc(self, kind: str, name: str) -> DocSpec:
+        return self.docs.get(doc_key(kind, name)) or DocSpec()
 
     def views_of_push_source(self, name: str) -> list[ViewSpec]:
         """The views a PushSource feeds, by name (NotFoundError naming the known ones)."""
@@ -277,6 +299,7 @@ def _repo_from_dict(d: dict[str, Any]) -> RepoSpec:
         entity_key_serialization_version=d["entity_key_serialization_version"],
         source_fingerprint=d["source_fingerprint"],
         ignored=tuple(IgnoredSpec(**i) for i in d.get("ignored", ())),
+        docs={k: DocSpec(**v) for k, v in d.get("docs", {}).items()},
     )
 
 

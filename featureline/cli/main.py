@@ -51,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("featureline.cli.commands.train", "train the fraud model from a feature service"),
     "worker": ("featureline.serving_api.workers.worker_cli", "score a Kafka stream of transactions"),
     "bench": ("featureline.cli.commands.bench", "benchmarks, each run side by side with Feast"),
+    "ui": ("featureline.cli.commands.ui", "a read-only web UI of the repo, its operations and models"),
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from featureline.specs import (
     FileSourceSpec,
@@ -78,3 +79,10 @@ def service_definition(repo: RepoSpec, service: str) -> ServiceDefinition:
 def service_fingerprint(repo: RepoSpec, service: str) -> str:
     """16 hex digits; equal for equal definitions, different when any part changes."""
     return definition_fingerprint(service_definition(repo, service))
+
+
+def meta_sidecar(model: Path) -> Path:
+    """Where save_model writes a copy of a model's meta as JSON (`<model>.json`): what
+    tools that do not import torch (the web UI, featureline.ui) read, service and
+    fingerprint included. Here, not in model.py, because model.py imports torch."""
+    return model.with_name(model.name + ".json")

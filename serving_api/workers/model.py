@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from featureline.errors import BadInputError
+from featureline.serving_api.workers.fingerprint import meta_sidecar
 
 FORMAT_VERSION = 1
 # Rows per model call. 64 on CPU: one call of 64 rows of 40 inputs costs ~25 us, the
@@ -129,12 +130,18 @@ class ModelMeta:
 
 
 def save_model(path: Path, model: FraudMLP, meta: ModelMeta) -> None:
-    """One file: weights and meta. Written to a temp file and renamed (no half files)."""
+    """One file: weights and meta. Written to a temp file and renamed (no half files).
+    The meta is copied beside it as JSON (fingerprint.meta_sidecar) for readers without
+    torch; the model file stays the one that counts (load_model reads only it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"meta": meta.to_json(), "state": state}, tmp)
     os.replace(tmp, path)
+    sidecar = meta_sidecar(path)
+    tmp_meta = sidecar.with_name(f".{sidecar.name}.tmp{os.getpid()}")
+    tmp_meta.write_text(meta.to_json())
+    os.replace(tmp_meta, sidecar)
 
 
 def load_model(path: Path, device: str = "cpu") -> tuple[FraudMLP, ModelMeta]:
