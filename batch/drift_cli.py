@@ -43,13 +43,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--reference", type=Path, metavar="MODEL.pt|FILE.json", help="the reference")
-    parser.add_argument("--reference-start", type=parse_instant, help="pinned reference range: first day")
-    parser.add_argument("--reference-end", type=parse_instant, help="pinned reference range: end, exclusive")
+    parser.add_argument(
+        "--reference-start", type=parse_instant, metavar="T", help="pinned reference range: first day"
+    )
+    parser.add_argument(
+        "--reference-end", type=parse_instant, metavar="T", help="pinned reference range: end, exclusive"
+    )
     recent = parser.add_mutually_exclusive_group()
     recent.add_argument("--logged", type=Path, metavar="PATH", help="recent data: logged vectors")
     recent.add_argument("--training-set", type=Path, metavar="FILE", help="recent data: a training set")
-    parser.add_argument("--start", type=parse_instant, help="recent data: first day (default yesterday)")
-    parser.add_argument("--end", type=parse_instant, help="recent data: end, exclusive (default now)")
+    parser.add_argument(
+        "--start", type=parse_instant, metavar="T", help="recent data: first day (default yesterday)"
+    )
+    parser.add_argument(
+        "--end", type=parse_instant, metavar="T", help="recent data: end, exclusive (default now)"
+    )
     parser.add_argument("--views", nargs="+", metavar="VIEW", help="offline store: only these views")
     parser.add_argument("--feature-service", default=None, metavar="NAME", help="map full-name columns")
     parser.add_argument(

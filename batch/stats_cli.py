@@ -15,8 +15,8 @@ from featureline.settings import Settings
 
 EPILOG = """\
 What is measured, per feature and per UTC day: count, null rate, mean, std, min, max,
-quantiles p1..p99 (a log-bucket sketch: within 1%% of the exact value), a 20-bar
-histogram, the distinct count (HyperLogLog: 1.6%% standard error), top values of
+quantiles p1..p99 (a log-bucket sketch: within 1% of the exact value), a 20-bar
+histogram, the distinct count (HyperLogLog: 1.6% standard error), top values of
 strings and bools. Days merge exactly, so a range's figures are its days' together.
 
 Sources (one):
@@ -40,9 +40,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--training-set", type=Path, metavar="FILE", help="a training set (Parquet)")
     which.add_argument("--logged", type=Path, metavar="PATH", help="logged vectors (Parquet file or dir)")
     parser.add_argument(
-        "--start", type=parse_instant, help="offline store: first day (UTC; ISO 8601, today, yesterday)"
+        "--start",
+        type=parse_instant,
+        metavar="T",
+        help="offline store: first day (UTC; ISO 8601, today, yesterday)",
     )
-    parser.add_argument("--end", type=parse_instant, help="offline store: end, exclusive (default now)")
+    parser.add_argument(
+        "--end", type=parse_instant, metavar="T", help="offline store: end, exclusive (default now)"
+    )
     parser.add_argument("--views", nargs="+", metavar="VIEW", help="offline store: only these views")
     parser.add_argument(
         "--feature-service",
