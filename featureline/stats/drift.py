@@ -2,7 +2,8 @@
 
 Two numbers per feature, because each alone misleads:
 - the population stability index (PSI) measures how far the distribution moved, on the
-  reference's bins: deciles of a numeric feature (10 bins, fewer where values repeat),
+  reference's bins: deciles of a numeric feature (10 bins, fewer where values repeat;
+  edges on the sketch's buckets, so a bin holds 10% give or take a bucket's mass),
   the reference's 20 most frequent values (+ every other value, one bin) of a string or
   bool one; nulls and non-finite values are one more bin, so a feature that starts
   arriving empty drifts too. Bin shares are floored at 1e-4 (an empty bin would make
@@ -25,7 +26,7 @@ flag a shift that is both large and real.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,11 @@ class FeatureDrift:
     reference_count: int
     current_count: int
     note: str = ""
+    # The PSI's bins, for a chart of the two distributions: a label per bin ("<= 12.5",
+    # "(12.5, 40]", "> 99", a category, "other", "missing") and each side's share.
+    bins: tuple[str, ...] = ()
+    reference_shares: tuple[float, ...] = ()
+    current_shares: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,8 +143,28 @@ def _missing(s: ColumnStats) -> int:
     return s.nulls + s.non_finite
 
 
-def _numeric(ref: ColumnStats, cur: ColumnStats) -> tuple[float, float, float]:
-    """(PSI on the reference's deciles, KS D, p-value)."""
+@dataclass(frozen=True)
+class _Measured:
+    psi: float
+    statistic: float
+    p_value: float
+    bins: tuple[str, ...]
+    expected: np.ndarray  # counts per bin, reference
+    actual: np.ndarray  # counts per bin, recent
+
+    def shares(self, counts: np.ndarray) -> tuple[float, ...]:
+        return tuple(round(float(c) / max(float(counts.sum()), 1.0), 6) for c in counts)
+
+
+def _edge_labels(edges: np.ndarray) -> tuple[str, ...]:
+    if not len(edges):
+        return ("values", "missing")
+    inner = [f"({a:.4g}, {b:.4g}]" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return (f"<= {edges[0]:.4g}", *inner, f"> {edges[-1]:.4g}", "missing")
+
+
+def _numeric(ref: ColumnStats, cur: ColumnStats) -> _Measured:
+    """PSI on the reference's deciles, KS D and p-value."""
     ref_values, ref_counts = ref.sketch.buckets()
     cur_values, cur_counts = cur.sketch.buckets()
     qs = [i / PSI_BINS for i in range(1, PSI_BINS)]
@@ -148,7 +174,8 @@ def _numeric(ref: ColumnStats, cur: ColumnStats) -> tuple[float, float, float]:
         bins = np.searchsorted(edges, values, side="left")  # bin j: (edge j-1, edge j]
         return np.append(np.bincount(bins, weights=counts, minlength=len(edges) + 1), missing)
 
-    score = psi(binned(ref_values, ref_counts, _missing(ref)), binned(cur_values, cur_counts, _missing(cur)))
+    expected = binned(ref_values, ref_counts, _missing(ref))
+    actual = binned(cur_values, cur_counts, _missing(cur))
     d = ks_statistic(ref_values, ref_counts, cur_values, cur_counts)
     p = ks_p_value(d, int(ref_counts.sum()), int(cur_counts.sum()))
     if _missing(ref) or _missing(cur):
@@ -156,7 +183,7 @@ def _numeric(ref: ColumnStats, cur: ColumnStats) -> tuple[float, float, float]:
         # share's chi-square. The smaller p-value of the two, doubled (Bonferroni).
         present = np.asarray([[ref.values, _missing(ref)], [cur.values, _missing(cur)]], np.float64)
         p = min(1.0, 2 * min(p, chi2_homogeneity(present)[1]))
-    return score, d, p
+    return _Measured(psi(expected, actual), d, p, _edge_labels(edges), expected, actual)
 
 
 def ks_statistic(
@@ -187,8 +214,8 @@ def chi2_homogeneity(table: np.ndarray) -> tuple[float, float]:
     return stat, chi2_sf(stat, table.shape[1] - 1)
 
 
-def _categorical(ref: ColumnStats, cur: ColumnStats) -> tuple[float, float, float]:
-    """(PSI and chi-square statistic and p-value on the reference's top values)."""
+def _categorical(ref: ColumnStats, cur: ColumnStats) -> _Measured:
+    """PSI, chi-square statistic and p-value on the reference's top values."""
     top = [v for v, _ in sorted(ref.top.items(), key=lambda kv: (-kv[1], kv[0]))[:CATEGORY_BINS]]
 
     def binned(s: ColumnStats) -> np.ndarray:
@@ -197,39 +224,31 @@ def _categorical(ref: ColumnStats, cur: ColumnStats) -> tuple[float, float, floa
 
     e, a = binned(ref), binned(cur)
     stat, p = chi2_homogeneity(np.vstack([e, a]))
-    return psi(e, a), stat, p
+    return _Measured(psi(e, a), stat, p, (*top, "other", "missing"), e, a)
 
 
 def compare(
     view: str, feature: str, ref: ColumnStats, cur: ColumnStats, thresholds: Thresholds
 ) -> FeatureDrift:
     """The drift of one feature from `ref` to `cur`."""
-    test, note = ("ks" if ref.kind == "numeric" else "chi2"), ""
-    score: float | None = None
-    stat: float | None = None
-    p: float | None = None
-    drifted = False
+    base = FeatureDrift(view, feature, ref.kind, "", None, None, None, thresholds.psi, thresholds.p_value,
+                        False, ref.count, cur.count)  # fmt: skip
     if ref.kind != cur.kind:
-        test, note, drifted = "", f"reference is {ref.kind}, recent data {cur.kind}: its type changed", True
-    elif ref.kind == "other":
-        test, note = "", "lists, maps and structs are not compared"
-    elif ref.count == 0 or cur.count == 0:
-        test, note = "", "no rows on one side"
-    else:
-        score, stat, p = (_numeric if ref.kind == "numeric" else _categorical)(ref, cur)
-        drifted = score > thresholds.psi and p < thresholds.p_value
-    return FeatureDrift(
-        view=view,
-        feature=feature,
-        kind=ref.kind,
-        test=test,
-        psi=score,
-        statistic=stat,
-        p_value=p,
-        psi_threshold=thresholds.psi,
-        p_threshold=thresholds.p_value,
-        drifted=drifted,
-        reference_count=ref.count,
-        current_count=cur.count,
-        note=note,
+        note = f"reference is {ref.kind}, recent data {cur.kind}: its type changed"
+        return replace(base, drifted=True, note=note)
+    if ref.kind == "other":
+        return replace(base, note="lists, maps and structs are not compared")
+    if ref.count == 0 or cur.count == 0:
+        return replace(base, note="no rows on one side")
+    m = (_numeric if ref.kind == "numeric" else _categorical)(ref, cur)
+    return replace(
+        base,
+        test="ks" if ref.kind == "numeric" else "chi2",
+        psi=m.psi,
+        statistic=m.statistic,
+        p_value=m.p_value,
+        drifted=m.psi > thresholds.psi and m.p_value < thresholds.p_value,
+        bins=m.bins,
+        reference_shares=m.shares(m.expected),
+        current_shares=m.shares(m.actual),
     )

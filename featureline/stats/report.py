@@ -59,10 +59,15 @@ class DriftReport:
             if d.get("format") != FORMAT or d.get("version") != VERSION:
                 raise ValueError(f"not {FORMAT} version {VERSION}")
             t = Thresholds(float(d["thresholds"]["psi"]), float(d["thresholds"]["p_value"]))
-            features = [FeatureDrift(**f) for f in d["features"]]
+            features = [FeatureDrift(**_tuples(f)) for f in d["features"]]
             return cls(str(d["name"]), d["reference"], d["current"], t, features, float(d["created_at"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise BadInputError(f"{origin} is not a Featureline drift report: {exc}") from None
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    """A FeatureDrift's JSON: its lists back to tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
 def drift_report(name: str, reference: StatsSet, current: StatsSet, thresholds: Thresholds) -> DriftReport:

@@ -54,6 +54,15 @@ def test_a_shifted_mean_drifts() -> None:
     assert amount.drifted and amount.test == "ks"
     assert amount.psi > 0.2 and amount.p_value < 1e-6
     assert not found["country"].drifted
+    # The chart's bins: the reference's deciles, then "missing"; recent values pile into
+    # the upper bins. Deciles fall on sketch buckets (2% wide: ~2 units at 100, where
+    # N(100, 20) puts ~4% of its mass), so a bin holds 10% +- 4%.
+    assert len(amount.bins) == len(amount.reference_shares) == len(amount.current_shares) == 11
+    assert (
+        amount.bins[0].startswith("<= ") and amount.bins[-2].startswith("> ") and amount.bins[-1] == "missing"
+    )
+    assert all(abs(share - 0.1) < 0.04 for share in amount.reference_shares[:-1])
+    assert sum(amount.current_shares[-3:-1]) > 0.4 and sum(amount.current_shares) == pytest.approx(1.0)
 
 
 def test_swapped_categories_drift() -> None:
@@ -61,6 +70,8 @@ def test_swapped_categories_drift() -> None:
     country = found["country"]
     assert country.drifted and country.test == "chi2" and country.psi > 1.0
     assert not found["amount"].drifted
+    assert country.bins == ("FR", "DE", "US", "GB", "ES", "other", "missing")
+    assert country.current_shares[0] == pytest.approx(0.05, abs=0.01)
 
 
 def test_values_gone_missing_drift() -> None:
