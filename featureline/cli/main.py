@@ -47,6 +47,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "featureline.batch.compact_cli",
         "merge each closed date partition of the offline store into one file",
     ),
+    "stats": (
+        "featureline.batch.stats_cli",
+        "per-feature, per-day statistics of the offline store, a training set or logged vectors",
+    ),
+    "drift": ("featureline.batch.drift_cli", "compare recent feature values with a model's training set"),
     "serve": ("featureline.serving_api.cli", "serve features over gRPC and REST"),
     "train": ("featureline.cli.commands.train", "train the fraud model from a feature service"),
     "worker": ("featureline.serving_api.workers.worker_cli", "score a Kafka stream of transactions"),

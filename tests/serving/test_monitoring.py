@@ -2,7 +2,8 @@
 deploy/monitoring/alerts_test.yml), the Prometheus config is valid, and every metric that
 the rules and the Grafana dashboard query is one that `featureline serve` and the stream
 job really export (scraped from a running server; the stream job's registry after it
-recorded a batch). Views' `freshness_slo` tags reach /metrics."""
+recorded a batch; `featureline drift`'s exposition of a report). Views' `freshness_slo`
+tags reach /metrics."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _run(*argv: str, cwd: Path) -> str:
 
 def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     out = _run(_promtool(), "check", "rules", "alerts.yml", cwd=MONITORING)
-    assert "SUCCESS: 8 rules found" in out
+    assert "SUCCESS: 9 rules found" in out
     out = _run(_promtool(), "test", "rules", "alerts_test.yml", cwd=MONITORING)
     assert "SUCCESS" in out
 
@@ -106,11 +107,26 @@ def _stream_metrics() -> str:
     return generate_latest(REGISTRY).decode()
 
 
+def _drift_metrics() -> str:
+    """`featureline drift`'s metrics, as its .prom textfile and the UI's /metrics carry
+    them (featureline.stats.report.exposition): a report on one feature."""
+    import pyarrow as pa
+
+    from featureline.stats.column import ColumnStats
+    from featureline.stats.drift import Thresholds, compare
+    from featureline.stats.report import DriftReport, exposition
+
+    ref = ColumnStats.of(pa.array([1.0, 2.0, 3.0, 4.0]))
+    drift = compare("profile", "age", ref, ref, Thresholds())
+    return exposition([DriftReport("fraud_training_v1", {}, {}, Thresholds(), [drift])])
+
+
 def test_every_queried_metric_is_exported(
     server: ServerProcess, serving_settings: Settings, serving_spec: RepoSpec
 ) -> None:
     exported = _sample_names(_served_metrics(server, serving_settings, serving_spec))
     exported |= _sample_names(_stream_metrics())
+    exported |= _sample_names(_drift_metrics())
     assert "featureline_serving_redis_errors_total" in exported  # the scrape parsed
     for name, metrics in _queried_metrics().items():
         assert metrics, f"{name} queries no featureline metric"

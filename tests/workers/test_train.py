@@ -67,3 +67,21 @@ def test_train_refuses_a_missing_labels_file_with_exit_code_2(
     code = main(["train", "--feature-service", SERVICE, "--labels", str(tmp_path / "none.parquet")])
     assert code == 2
     assert "labels file" in capsys.readouterr().err
+
+
+def test_the_training_sets_statistics_lie_beside_the_model(
+    trained: TrainResult, workers_repo: RepoSpec, training_data: Path
+) -> None:
+    # The reference of `featureline drift --reference fraud.pt` (featureline.stats).
+    from featureline.specs import resolve_features
+    from featureline.stats.table import StatsSet, model_stats_path
+
+    stats = StatsSet.from_json(model_stats_path(trained.path).read_text())
+    assert stats.source["service"] == SERVICE and stats.source["model"] == str(trained.path)
+    assert stats.source["fingerprint"] == trained.meta.fingerprint
+    wanted = {(f.view, f.feature) for f in resolve_features(workers_repo, service=SERVICE)}
+    assert set(stats.by_key()) == wanted
+    rows = pq.read_table(training_data).num_rows
+    for feature in stats.features:
+        total = feature.total()
+        assert total is not None and total.count == rows, feature.key
