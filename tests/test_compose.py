@@ -105,7 +105,7 @@ def test_long_running_services_are_checked_on_their_real_endpoints() -> None:
 # --- the Redis Cluster and Sentinel overrides ------------------------------------------
 
 
-@pytest.mark.parametrize("overrides", VARIANTS[1:], ids=_IDS[1:])
+@pytest.mark.parametrize("overrides", VARIANTS[1:3], ids=_IDS[1:3])
 def test_an_override_keeps_every_featureline_command(overrides: tuple[str, ...]) -> None:
     assert _featureline_services(*overrides) == _featureline_services()
 
@@ -192,3 +192,9 @@ def test_the_monitoring_override_mounts_the_shipped_rules_and_dashboard() -> Non
             assert Path(source).exists(), f"{name} mounts {source}, which is not in the checkout"
     assert any(s.endswith("deploy/monitoring/alerts.yml") for s in mounts["prometheus"])
     assert any(s.endswith("deploy/monitoring/grafana-dashboard.json") for s in mounts["grafana"])
+    # It adds the UI (drift metrics for Prometheus) and keeps every other command.
+    added = dict(_featureline_services(MONITORING))
+    assert added.pop("ui")[0] == "ui"
+    assert sorted(added.items()) == sorted(_featureline_services())
+    error = featureline_argv_error(services["ui"]["command"])
+    assert error is None, error

@@ -6,12 +6,13 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 
+from featureline.batch.stats.store import drift_exposition
 from featureline.errors import BadInputError
 from featureline.specs import RepoSpec
-from featureline.ui import lineage, lookup, operations, reports
+from featureline.ui import lineage, lookup, operations, quality, reports
 from featureline.ui.catalog import Catalog, freshness_slo_s, search
 from featureline.ui.models import ModelInfo, list_models
 from featureline.ui.render import page, ui_of
@@ -116,6 +117,7 @@ async def feature_page(request: Request, view: str, feature: str) -> HTMLRespons
     if entities is not None:
         result = await lookup.lookup(ui.http, state.config.serving_url, view, feature, entities)
     window = await window_task
+    measured = await asyncio.to_thread(quality.feature_quality, state.config.offline_dir, view, feature)
     spec = catalog.repo.views.get(view)
     stream = None
     if spec is not None and spec.stream_source is not None:
@@ -139,7 +141,16 @@ async def feature_page(request: Request, view: str, feature: str) -> HTMLRespons
         window=window,
         doc=catalog.repo.doc("field", row.ref),
         services=catalog.services_of(view),
+        quality=measured,
     )
+
+
+@router.get("/metrics")
+async def metrics_page(request: Request) -> Response:
+    """Prometheus text of the drift reports under the offline store
+    (featureline_feature_drift, _psi, _p_value; alert FeaturelineFeatureDrift)."""
+    text = await asyncio.to_thread(drift_exposition, ui_of(request).state.config.offline_dir)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/services/{name}", response_class=HTMLResponse)

@@ -34,6 +34,8 @@ class UiConfig:
     stream_metrics_urls: tuple[str, ...] = ()
     models_dir: Path = Path(".featureline/models")
     reports_dir: Path = Path(".featureline/reports")
+    # Where `featureline stats` / `drift` write (batch.stats.store): the offline store.
+    offline_dir: Path = Path("data/offline")
     scrape_timeout_s: float = SCRAPE_TIMEOUT_S
     scrape_interval_s: float = SCRAPE_INTERVAL_S
 
@@ -65,6 +67,7 @@ def default_config(settings: Settings, serving_url: str | None, stream_urls: lis
         stream_metrics_urls=tuple(stream_urls or ()),
         models_dir=settings.home / "models",
         reports_dir=settings.home / "reports",
+        offline_dir=settings.resolved_offline_dir,
     )
 
 
