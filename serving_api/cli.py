@@ -82,6 +82,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default $FEATURELINE_GRPC_SERVER or native)",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    _http_limit_flags(parser)
+
+
+# The REST port's limits: each flag's dest is its serving_api.limits.Limits field, where
+# the default is explained (repeated here so `serve --help` imports nothing; a test
+# checks that they agree). (flag, type, default, help)
+_HTTP_LIMITS: tuple[tuple[str, type, float, str], ...] = (
+    ("--http-max-request-line-bytes", int, 8192, "request target; longer: 414"),
+    ("--http-max-header-bytes", int, 65536, "request line + headers; larger: 431"),
+    ("--http-max-headers", int, 100, "headers per request; more: 431"),
+    ("--http-header-timeout-s", float, 10.0,
+     "the request head must arrive within this of its first byte, or 408"),
+    ("--http-body-timeout-s", float, 30.0, "the body must arrive within this of the head's end, or 408"),
+    ("--http-idle-timeout-s", float, 30.0, "idle keep-alive connections are closed after this"),
+    ("--http-max-unsent-bytes", int, 1024 * 1024,
+     "replies a client has not read, per connection, before its requests stop being read"),
+    ("--http-send-timeout-s", float, 30.0,
+     "a client that reads none of its replies for this long is cut off"),
+    ("--http-max-pipelined", int, 16, "requests queued on one connection before it stops being read"),
+    ("--http-max-connections", int, 10_000, "REST connections per worker; more get 503"),
+)  # fmt: skip
+
+
+def _http_limit_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, kind, default, text in _HTTP_LIMITS:
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default:g})")
+
+
+def http_limits(args: Any) -> dict[str, Any]:
+    """The REST limits given as flags, by Limits field; each must be positive."""
+    values = {}
+    for flag, _, _, _ in _HTTP_LIMITS:
+        name = flag.removeprefix("--").replace("-", "_")
+        values[name] = getattr(args, name)
+        if values[name] <= 0:
+            raise BadInputError(f"{flag} must be > 0, not {values[name]:g}")
+    return values
 
 
 def _check_port(host: str, port: int, what: str) -> None:
@@ -140,6 +177,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         grpc_max_receive_bytes=args.max_body_bytes,
         max_in_flight=args.max_in_flight,
         redis_timeout_s=args.redis_timeout_ms / 1000,
+        **http_limits(args),
     )
     return WorkerConfig(
         spec_path=str(spec_path),
