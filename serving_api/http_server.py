@@ -118,9 +118,10 @@ class HttpConnection(asyncio.Protocol):
         self.body_size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        transport.set_write_buffer_limits(high=self.server.max_unsent_bytes)  # type: ignore[attr-defined]
+        conn: asyncio.Transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.transport = conn
         server = self.server
+        conn.set_write_buffer_limits(high=server.max_unsent_bytes)  # past it: pause_writing
         if len(server.connections) >= server.max_connections:
             self._fail(503, f"too many connections to this worker ({server.max_connections}, "
                             "--http-max-connections); retry shortly")  # fmt: skip
@@ -150,9 +151,10 @@ class HttpConnection(asyncio.Protocol):
 
     def _feed_bounded(self, view: memoryview) -> None:
         """A read longer than the room left for the current request head: parse only up
-        to the limit, and go on only if the head ended within it. The parser never sees
-        a head much past the limit, and no buffer is copied per read (the oversized
-        request line of issue 14 was re-joined on every read: quadratic, loop blocked)."""
+        to the limit (a slice of a view: no copy), and go on only if the head ended
+        within it. So a request target or header value split over many reads, which the
+        parser joins part by part, stays under the limit (issue 14: a 64 MiB request
+        line re-joined on every read blocked the loop and took +124 MiB)."""
         while len(view) and not self.closing:
             if self.in_body or len(view) <= self.head_room:
                 self.head_room -= len(view)
@@ -232,7 +234,7 @@ class HttpConnection(asyncio.Protocol):
     def _next(self) -> None:
         """Answer queued requests in order; stop at one that needs I/O, or while the
         peer has not read enough of the replies already sent."""
-        while self.queue and not self.busy and not self.write_paused and self.transport is not None:
+        while self.queue and not (self.busy or self.write_paused or self.closing):  # lost: queue cleared
             request = self.queue.popleft()
             result = self.server.dispatch(request)
             if isinstance(result, bytes):
@@ -282,8 +284,8 @@ class HttpConnection(asyncio.Protocol):
         self._next()
 
     def _write(self, data: bytes, keep_alive: bool) -> None:
-        if self.transport is None:
-            return
+        if self.transport is None or self.closing:
+            return  # answered already (an error closed the connection while this ran)
         self.transport.write(data)
         self.idle_at = self.now
         if not keep_alive or (self.server.closing and not self.queue):
@@ -351,7 +353,8 @@ class HttpServer:
         self.max_pipelined = limits.http_max_pipelined
         self.max_connections = limits.http_max_connections
         # A quarter of the shortest timeout, so one fires at most 25% late; at most
-        # once a second (10,000 connections checked: ~5 ms), at least every 50 ms.
+        # once a second (a sweep of 10,000 connections: ~10 ms as Python source), at
+        # least every 50 ms.
         shortest = min(self.header_timeout_s, self.body_timeout_s, self.idle_timeout_s, self.send_timeout_s)
         self.sweep_s = min(1.0, max(0.05, shortest / 4))
         self.connections: set[HttpConnection] = set()

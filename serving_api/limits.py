@@ -68,8 +68,9 @@ class Limits:
     # Requests parsed and queued behind a slow one on one connection: past this, stop
     # reading it (requests of one connection are answered in order).
     http_max_pipelined: int = 16
-    # Connections held by one worker: one costs ~10 KiB here and a file descriptor;
-    # past the cap a new one gets 503 and is closed at once.
+    # Connections held by one worker: an idle one costs ~1 KiB of the worker (500:
+    # +0.4 MiB, tests/serving/test_hostile_http.py), a file descriptor and its kernel
+    # buffers; 10,000 bounds those. Past the cap a new one gets 503 and is closed.
     http_max_connections: int = 10_000
 
 
