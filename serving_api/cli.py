@@ -107,7 +107,8 @@ _HTTP_LIMITS: tuple[tuple[str, type, float, str], ...] = (
 
 def _http_limit_flags(parser: argparse.ArgumentParser) -> None:
     for flag, kind, default, text in _HTTP_LIMITS:
-        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default:g})")
+        shown = f"{default:g} s" if kind is float else str(default)
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {shown})")
 
 
 def http_limits(args: Any) -> dict[str, Any]:

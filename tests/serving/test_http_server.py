@@ -42,7 +42,7 @@ def _post(body: bytes, extra: str = "", version: str = "1.1") -> bytes:
 def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
     """`count` responses read by their Content-Length."""
     buffer = b""
-    out = []
+    out: list[tuple[int, dict[str, str], bytes]] = []
     while len(out) < count:
         end = buffer.find(b"\r\n\r\n")
         if end >= 0:
