@@ -19,6 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from featureline.errors import BadInputError, ServiceUnavailableError
+from featureline.serving_api.serve_flags import (
+    add_grpc_limit_flags,
+    configure_jwt,
+    configure_tls,
+    grpc_limits,
+    http_limit_flags,
+    http_limits,
+    jwt_settings,
+)
 from featureline.settings import Settings
 
 # A worker that dies within this long after its start is not restarted (a startup
@@ -105,194 +114,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default $FEATURELINE_GRPC_SERVER or native)",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
-    _configure_tls(parser)
+    configure_tls(parser)
     configure_jwt(parser)
     add_grpc_limit_flags(parser)
-
-
-def _configure_tls(parser: argparse.ArgumentParser) -> None:
-    """TLS on both ports (serving_api.tls): a block of its own."""
-    env = os.environ.get
-    parser.add_argument(
-        "--tls-cert",
-        default=env("FEATURELINE_TLS_CERT", ""),
-        metavar="FILE",
-        help="PEM server certificate (+ intermediates): both ports speak TLS >= 1.2, ALPN h2 on "
-        "gRPC (default $FEATURELINE_TLS_CERT; none: plaintext)",
-    )
-    parser.add_argument(
-        "--tls-key",
-        default=env("FEATURELINE_TLS_KEY", ""),
-        metavar="FILE",
-        help="PEM private key of --tls-cert (default $FEATURELINE_TLS_KEY)",
-    )
-    parser.add_argument(
-        "--tls-client-ca",
-        default=env("FEATURELINE_TLS_CLIENT_CA", ""),
-        metavar="FILE",
-        help="PEM CA of client certificates: mutual TLS, a client without a certificate it "
-        "signed is refused on both ports (default $FEATURELINE_TLS_CLIENT_CA; none: no client "
-        "certificates)",
-    )
-    parser.add_argument(
-        "--tls-handshake-timeout-s",
-        type=float,
-        default=10.0,
-        help="close a connection whose TLS handshake takes longer (default 10 s)",
-    )
-
-
-def configure_jwt(parser: argparse.ArgumentParser) -> None:
-    """The OIDC/JWT flags (serving_api.auth_jwt); each defaults to its environment variable."""
-    env = os.environ.get
-    jwt = parser.add_argument_group("OIDC/JWT bearer tokens (on with --auth-jwks; with --auth-tokens too)")
-    jwt.add_argument(
-        "--auth-jwks",
-        default=env("FEATURELINE_AUTH_JWKS", ""),
-        metavar="FILE_OR_URL",
-        help="the IdP's key set (a JWKS file or http(s) URL) ($FEATURELINE_AUTH_JWKS)",
-    )
-    jwt.add_argument(
-        "--auth-issuer",
-        default=env("FEATURELINE_AUTH_ISSUER", ""),
-        help="the `iss` every token must have (required with --auth-jwks)",
-    )
-    jwt.add_argument(
-        "--auth-audience",
-        default=env("FEATURELINE_AUTH_AUDIENCE", ""),
-        help="the `aud` a token must hold, comma-separated if several may (required)",
-    )
-    jwt.add_argument(
-        "--auth-claim",
-        default=env("FEATURELINE_AUTH_CLAIM", "scope"),
-        help="the claim mapped to access: scope (also reads scp), groups, roles, a "
-        "dotted path such as realm_access.roles (default scope)",
-    )
-    jwt.add_argument(
-        "--auth-claim-map",
-        default=env("FEATURELINE_AUTH_CLAIM_MAP", ""),
-        metavar="FILE",
-        help="lines `CLAIM_VALUE ACCESS` (ACCESS: * or comma-separated feature services "
-        "/ views), as the tokens file (required with --auth-jwks)",
-    )
-    jwt.add_argument(
-        "--auth-leeway-s",
-        type=float,
-        default=env("FEATURELINE_AUTH_LEEWAY_S", "60"),
-        help="clock difference allowed on exp / nbf / iat (default 60)",
-    )
-    jwt.add_argument(
-        "--auth-algorithms",
-        default=env("FEATURELINE_AUTH_ALGORITHMS", ""),
-        help="allowed token algorithms, comma-separated; asymmetric only, never "
-        "none or HS* (default RS*, PS*, ES*, EdDSA)",
-    )
-    jwt.add_argument(
-        "--auth-cache-tokens",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="verified tokens kept (by digest, until exp) per worker (default 10000; 0: off)",
-    )
-    jwt.add_argument(
-        "--auth-max-token-bytes",
-        type=int,
-        default=16 * 1024,
-        help="larger bearer tokens get 401 unread (default 16384)",
-    )
-    jwt.add_argument(
-        "--auth-jwks-refresh-s",
-        type=float,
-        default=300.0,
-        help="fetch the key set again in the background this often (default 300)",
-    )
-    jwt.add_argument(
-        "--auth-jwks-min-refresh-s",
-        type=float,
-        default=30.0,
-        help="on a token with an unknown kid, fetch the key set at most this often (default 30)",
-    )
-
-
-def jwt_settings(args: Any) -> Any:
-    """The JwtSettings of the flags (None: no --auth-jwks); BadInputError on a bad one."""
-    from featureline.serving_api.auth import JwtSettings
-    from featureline.serving_api.auth_jwt import ASYMMETRIC
-
-    if not args.auth_jwks:
-        return None
-    if not (args.auth_issuer and args.auth_audience and args.auth_claim_map):
-        raise BadInputError("--auth-jwks needs --auth-issuer, --auth-audience and --auth-claim-map")
-    if args.auth_leeway_s < 0 or args.auth_jwks_min_refresh_s <= 0 or args.auth_jwks_refresh_s <= 0:
-        raise BadInputError("--auth-leeway-s must be >= 0, the --auth-jwks-*refresh-s > 0")
-    if args.auth_cache_tokens < 0 or args.auth_max_token_bytes < 1:
-        raise BadInputError("--auth-cache-tokens must be >= 0, --auth-max-token-bytes >= 1")
-    jwks = args.auth_jwks
-    if not jwks.startswith(("http://", "https://")):
-        jwks = str(Path(jwks).resolve())
-    extra = {}
-    if args.auth_algorithms:
-        algorithms = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
-        bad = sorted(set(algorithms) - ASYMMETRIC)
-        if bad or not algorithms:
-            raise BadInputError(f"--auth-algorithms: {bad} not allowed; choose of {sorted(ASYMMETRIC)}")
-        extra["algorithms"] = algorithms
-    return JwtSettings(
-        jwks=jwks,
-        issuer=args.auth_issuer,
-        audience=tuple(a.strip() for a in args.auth_audience.split(",") if a.strip()),
-        claim_map=str(Path(args.auth_claim_map).resolve()),
-        claim=args.auth_claim,
-        leeway_s=args.auth_leeway_s,
-        **extra,
-    )
-
-
-# The gRPC port's HTTP/2 limits: (flag, Limits field, type, default, help). Defaults are
-# Limits' own (why each: serving_api/limits.py; tests/serving/test_grpc_h2.py checks
-# they agree), repeated here so that `serve --help` needs no import beyond argparse.
-GRPC_LIMIT_FLAGS: tuple[tuple[str, str, type, float, str], ...] = (
-    ("--grpc-max-header-bytes", "grpc_max_header_bytes", int, 65536,
-     "header block of a call, compressed and decoded (bytes)"),
-    ("--grpc-max-continuations", "grpc_max_continuations", int, 8, "CONTINUATION frames per header block"),
-    ("--grpc-max-streams", "grpc_max_streams", int, 100, "streams open at once per connection"),
-    ("--grpc-max-resets-per-s", "grpc_max_resets_per_s", int, 500,
-     "stream resets (and refused streams) per second per connection (rapid reset)"),
-    ("--grpc-max-settings-per-s", "grpc_max_settings_per_s", int, 100, "SETTINGS frames per second"),
-    ("--grpc-max-pings-per-s", "grpc_max_pings_per_s", int, 100,
-     "PINGs per second while no call is answered"),
-    ("--grpc-max-buffered-bytes", "grpc_max_buffered_bytes", int, 16 * 1024 * 1024,
-     "request bytes received and not yet handled per connection (its flow-control window)"),
-    ("--grpc-max-pending-bytes", "grpc_max_pending_bytes", int, 16 * 1024 * 1024,
-     "response bytes waiting for the peer's window per connection"),
-    ("--grpc-stall-timeout-s", "grpc_stall_timeout_s", float, 30.0,
-     "close a connection whose responses make no progress this long"),
-    ("--grpc-idle-timeout-s", "grpc_idle_timeout_s", float, 300.0,
-     "close a connection without calls this long"),
-    ("--grpc-preface-timeout-s", "grpc_preface_timeout_s", float, 10.0,
-     "close a connection without its HTTP/2 preface and SETTINGS this long after connect"),
-    ("--grpc-max-connections", "grpc_max_connections", int, 1000, "gRPC connections per worker"),
-)  # fmt: skip
-
-
-def add_grpc_limit_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "gRPC port limits", "per connection unless said; over a limit the connection gets GOAWAY and is "
-        "closed (--grpc-server aio: the ones grpcio has, see serving_api/grpc_server.py)",
-    )  # fmt: skip
-    for flag, field, kind, default, text in GRPC_LIMIT_FLAGS:
-        metavar = "S" if kind is float else "N"
-        group.add_argument(flag, dest=field, type=kind, default=default, metavar=metavar,
-                           help=f"{text} (default {default})")  # fmt: skip
-
-
-def grpc_limits(args: Any) -> dict[str, Any]:
-    """The Limits fields of the gRPC limit flags; each must be positive."""
-    values = {field: getattr(args, field) for _, field, _, _, _ in GRPC_LIMIT_FLAGS}
-    for flag, field, *_ in GRPC_LIMIT_FLAGS:
-        if values[field] <= 0:
-            raise BadInputError(f"{flag} must be > 0, not {values[field]}")
-    return values
+    http_limit_flags(parser)
 
 
 def _check_port(host: str, port: int, what: str) -> None:
@@ -366,6 +191,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         redis_max_abandoned=args.redis_max_abandoned,
         redis_bulk_commands=args.redis_bulk_commands,
         **grpc_limits(args),
+        **http_limits(args),
     )
     jwt = jwt_settings(args)
     load_auth(args.auth_tokens, jwt, limits)  # a bad tokens file, claim map or JWKS stops us here

@@ -21,6 +21,7 @@ from featureline.odfv import OnDemandError
 from featureline.online_store import StoreTimeoutError
 from featureline.online_store.redis.aio import BULK_COMMANDS, MAX_ABANDONED, STALL_TIMEOUT_S
 
+KiB = 1024
 MiB = 1024 * 1024
 
 
@@ -125,6 +126,37 @@ class Limits:
     # Under the 20,000 descriptors a worker may open here (ulimit -n), with room for
     # the REST port; a model server keeps one to a few channels per process.
     grpc_max_connections: int = 1000
+
+    # -- The REST port's HTTP/1.1 server (serving_api.http_server) --
+    # The request target: our paths and query strings are < 200 bytes; 8 KiB is
+    # nginx's default line buffer (large_client_header_buffers 8k). Longer: 414.
+    http_max_request_line_bytes: int = 8 * KiB
+    # The whole request head (request line + headers): a JWT with many groups is
+    # 4-16 KiB; 64 KiB holds several, and bounds what a connection buffers before 431.
+    http_max_header_bytes: int = 64 * KiB
+    # Our clients send < 10 headers; 100 is Tomcat's and Go's order. More: 431.
+    http_max_headers: int = 100
+    # The head must arrive within this long of its first byte, the body within this
+    # long of the head's end (a trickle of bytes does not extend either: slowloris);
+    # 408 and close. A LAN client sends a 4 MiB body in < 1 s; 30 s allows ~1 Mbit/s.
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    # A keep-alive connection with no request in progress is closed after this long.
+    http_idle_timeout_s: float = 30.0
+    # Replies of one connection the peer has not read (in our buffer, past the
+    # kernel's): past this, stop reading its requests until they drain. 1 MiB is
+    # ~3,000 batch-1 replies; a larger single reply is still sent whole.
+    http_max_unsent_bytes: int = 1 * MiB
+    # A peer that reads none of its replies for this long (or of the last reply
+    # before a close) is cut off, so it cannot hold its buffers forever.
+    http_send_timeout_s: float = 30.0
+    # Requests parsed and queued behind a slow one on one connection: past this, stop
+    # reading it (requests of one connection are answered in order).
+    http_max_pipelined: int = 16
+    # Connections held by one worker: an idle one costs ~1 KiB of the worker (500:
+    # +0.4 MiB, tests/serving/test_hostile_http.py), a file descriptor and its kernel
+    # buffers; 10,000 bounds those. Past the cap a new one gets 503 and is closed.
+    http_max_connections: int = 10_000
 
     def redis_options(self) -> dict[str, Any]:
         """The read client's connection settings (online_store.open_reader options)."""

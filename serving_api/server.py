@@ -112,7 +112,7 @@ async def serve(config: WorkerConfig) -> None:
             limits=config.limits,
         )
     routes = {**RestHandlers(core).routes(), **writes.routes()}
-    http = HttpServer(routes, create_app(core), config.limits.max_body_bytes)
+    http = HttpServer(routes, create_app(core), config.limits)
     grpc_sock = listen_socket(config.host, config.grpc_port, "gRPC") if public_grpc else None
     http_sock = listen_socket(config.host, config.http_port, "HTTP")
     stop = asyncio.Event()

@@ -185,6 +185,22 @@ def closed_by_peer(sock: socket.socket, within_s: float) -> bool:
     return False
 
 
+# Linux TCP states (include/net/tcp_states.h), the first byte of TCP_INFO.
+_TCP_CLOSE, _TCP_CLOSE_WAIT = 7, 8
+
+
+def closed_unread(sock: socket.socket, within_s: float) -> bool:
+    """Whether the server closes or resets `sock` within `within_s`, seen in the kernel's
+    TCP state (TCP_INFO, Linux) so that nothing is read: reading would drain the replies
+    of a client that is meant never to read them, and let the server go on."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in (_TCP_CLOSE, _TCP_CLOSE_WAIT):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def connections(host: str, port: int, n: int) -> Iterator[socket.socket]:
     """Up to `n` connections (stops at the first refused one)."""
     for _ in range(n):

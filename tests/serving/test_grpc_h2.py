@@ -377,7 +377,7 @@ def test_every_http2_limit_is_a_serve_flag_with_the_same_default() -> None:
     import argparse
     import dataclasses
 
-    from featureline.serving_api.cli import GRPC_LIMIT_FLAGS, add_grpc_limit_flags, grpc_limits
+    from featureline.serving_api.serve_flags import GRPC_LIMIT_FLAGS, add_grpc_limit_flags, grpc_limits
 
     fields = {f.name for f in dataclasses.fields(Limits)} - {"grpc_max_receive_bytes", "grpc_max_send_bytes"}
     assert {field for _, field, *_ in GRPC_LIMIT_FLAGS} == {f for f in fields if f.startswith("grpc_")}
