@@ -84,6 +84,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     _configure_tls(parser)
     configure_jwt(parser)
+    _configure_feature_log(parser)
+
+
+def _configure_feature_log(parser: argparse.ArgumentParser) -> None:
+    """Feature logging (serving_api.feature_log): a block of its own."""
+    group = parser.add_argument_group("feature logging (feature services with a Feast logging_config)")
+    group.add_argument(
+        "--feature-log-sample-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="log this share of requests of every logged service, 0 to 1 (default: each "
+        "service's own sample_rate; 0: logging off)",
+    )
+    group.add_argument(
+        "--feature-log-queue-rows",
+        type=int,
+        default=20_000,
+        help="rows waiting per logged service and worker before rows are dropped and counted (default 20000)",
+    )
+    group.add_argument(
+        "--feature-log-flush-rows",
+        type=int,
+        default=5_000,
+        help="write the log once this many rows wait (default 5000)",
+    )
+    group.add_argument(
+        "--feature-log-flush-s",
+        type=float,
+        default=10.0,
+        help="write the log at least this often, in seconds (default 10)",
+    )
 
 
 def _configure_tls(parser: argparse.ArgumentParser) -> None:
@@ -287,7 +319,12 @@ def build_config(args: Any, settings: Settings) -> Any:
         jwt_max_token_bytes=args.auth_max_token_bytes,
         jwks_refresh_s=args.auth_jwks_refresh_s,
         jwks_min_refresh_s=args.auth_jwks_min_refresh_s,
+        # --- feature logging ---
+        feature_log_queue_rows=args.feature_log_queue_rows,
+        feature_log_flush_rows=args.feature_log_flush_rows,
+        feature_log_flush_s=args.feature_log_flush_s,
     )
+    check_feature_log(repo, limits, args.feature_log_sample_rate)
     jwt = jwt_settings(args)
     load_auth(args.auth_tokens, jwt, limits)  # a bad tokens file, claim map or JWKS stops us here
     return WorkerConfig(
@@ -303,7 +340,25 @@ def build_config(args: Any, settings: Settings) -> Any:
         grpc_server=args.grpc_server or settings.grpc_server,
         tls=tls,
         jwt=jwt,
+        feature_log_sample_rate=args.feature_log_sample_rate,
     ), repo
+
+
+def check_feature_log(repo: Any, limits: Any, sample_rate: float | None) -> None:
+    """Bad feature-logging settings stop serve here; one line per logged service, and
+    per service whose logging destination is not supported."""
+    from featureline.serving_api.feature_log import FeatureLogger, LogSettings
+
+    settings = LogSettings(
+        limits.feature_log_queue_rows, limits.feature_log_flush_rows, limits.feature_log_flush_s, sample_rate
+    )
+    logger = FeatureLogger.for_repo(repo, settings)
+    for name, target in sorted((logger.services if logger else {}).items()):
+        rate = f"{target.rate:.2%} of requests"
+        print(f"feature logging: {name} -> {target.spec.path} ({rate})", file=sys.stderr)
+    for ignored in repo.ignored:
+        if ignored.kind == "feature service logging_config":
+            print(f"feature logging: {ignored.name} not logged: {ignored.why}", file=sys.stderr)
 
 
 def _tls(args: Any) -> Any:
