@@ -20,6 +20,7 @@ from featureline.specs import (
     FieldSpec,
     FileSourceSpec,
     KafkaSourceSpec,
+    LoggingSpec,
     OnDemandViewSpec,
     ProjectionSpec,
     RepoSpec,
@@ -301,6 +302,26 @@ def repo_docs(contents: Any) -> dict[str, DocSpec]:
     return docs
 
 
+def _logging(service: Any, repo: Path) -> LoggingSpec | None:
+    """A FeatureService's LoggingConfig with a file destination (None otherwise; other
+    destinations are listed as not used, featureline._feast_unused). The path is
+    resolved as Feast's file offline store resolves it: relative to the repo, URIs kept."""
+    config = getattr(service, "logging_config", None)
+    destination: Any = getattr(config, "destination", None)
+    if config is None or type(destination).__name__ != "FileLoggingDestination":
+        return None
+    path = destination.path if is_uri(destination.path) else str((repo / destination.path).resolve())
+    rate = float(config.sample_rate)
+    if not 0.0 <= rate <= 1.0:
+        raise BadInputError(f"feature service {service.name!r}: logging sample_rate {rate} is not in [0, 1]")
+    return LoggingSpec(
+        path=path,
+        partition_by=tuple(destination.partition_by or ()),
+        sample_rate=rate,
+        s3_endpoint_override=getattr(destination, "s3_endpoint_override", "") or "",
+    )
+
+
 def convert_repo_contents(
     contents: Any,
     *,
@@ -323,6 +344,7 @@ def convert_repo_contents(
         fs.name: ServiceSpec(
             name=fs.name,
             projections=tuple(_projection(p, views, odfvs) for p in fs.feature_view_projections),
+            logging=_logging(fs, repo),
         )
         for fs in contents.feature_services
     }

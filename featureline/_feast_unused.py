@@ -19,10 +19,13 @@ READ_SOURCES = {"FileSource", "KafkaSource", "PushSource", "RequestSource"}
 def _service_notes(services: Iterable[Any]) -> list[IgnoredSpec]:
     out = []
     for fs in services:
-        if getattr(fs, "logging_config", None) is not None:
+        destination = getattr(getattr(fs, "logging_config", None), "destination", None)
+        kind = type(destination).__name__
+        if destination is not None and kind != "FileLoggingDestination":
             out.append(IgnoredSpec(
                 "feature service logging_config", fs.name,
-                "feature logging is not implemented: served vectors are not logged",
+                f"logging destination {kind} is not supported (FileLoggingDestination only): "
+                "served vectors are not logged",
             ))  # fmt: skip
     return out
 

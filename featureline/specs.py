@@ -160,9 +160,21 @@ class ProjectionSpec:
 
 
 @dataclass(frozen=True)
+class LoggingSpec:
+    """A feature service's Feast LoggingConfig with a FileLoggingDestination: where
+    `featureline serve` writes the vectors it serves (serving_api.feature_log)."""
+
+    path: str  # absolute, or an object-store URI kept as written (as Feast resolves it)
+    partition_by: tuple[str, ...] = ()
+    sample_rate: float = 1.0
+    s3_endpoint_override: str = ""
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     projections: tuple[ProjectionSpec, ...]
+    logging: LoggingSpec | None = None  # None: the service's served vectors are not logged
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,10 @@ def _file_source(d: dict[str, Any] | None) -> FileSourceSpec | None:
     return None if d is None else FileSourceSpec(**d)
 
 
+def _logging(d: dict[str, Any] | None) -> LoggingSpec | None:
+    return None if d is None else LoggingSpec(**{**d, "partition_by": tuple(d["partition_by"])})
+
+
 def _view_from_dict(d: dict[str, Any]) -> ViewSpec:
     stream = d["stream_source"]
     if stream is not None:
@@ -287,6 +303,7 @@ def _repo_from_dict(d: dict[str, Any]) -> RepoSpec:
             projections=tuple(
                 ProjectionSpec(p["view"], p["alias"], tuple(p["features"])) for p in s["projections"]
             ),
+            logging=_logging(s.get("logging")),
         )
         for name, s in d["services"].items()
     }

@@ -21,6 +21,7 @@ from typing import Any
 from featureline.errors import BadInputError, ServiceUnavailableError
 from featureline.serving_api.serve_flags import (
     add_grpc_limit_flags,
+    configure_feature_log,
     configure_jwt,
     configure_tls,
     grpc_limits,
@@ -118,6 +119,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     configure_jwt(parser)
     add_grpc_limit_flags(parser)
     http_limit_flags(parser)
+    configure_feature_log(parser)
 
 
 def _check_port(host: str, port: int, what: str) -> None:
@@ -192,7 +194,12 @@ def build_config(args: Any, settings: Settings) -> Any:
         redis_bulk_commands=args.redis_bulk_commands,
         **grpc_limits(args),
         **http_limits(args),
+        # --- feature logging ---
+        feature_log_queue_rows=args.feature_log_queue_rows,
+        feature_log_flush_rows=args.feature_log_flush_rows,
+        feature_log_flush_s=args.feature_log_flush_s,
     )
+    check_feature_log(repo, limits, args.feature_log_sample_rate)
     jwt = jwt_settings(args)
     load_auth(args.auth_tokens, jwt, limits)  # a bad tokens file, claim map or JWKS stops us here
     return WorkerConfig(
@@ -208,7 +215,25 @@ def build_config(args: Any, settings: Settings) -> Any:
         grpc_server=args.grpc_server or settings.grpc_server,
         tls=tls,
         jwt=jwt,
+        feature_log_sample_rate=args.feature_log_sample_rate,
     ), repo
+
+
+def check_feature_log(repo: Any, limits: Any, sample_rate: float | None) -> None:
+    """Bad feature-logging settings stop serve here; one line per logged service, and
+    per service whose logging destination is not supported."""
+    from featureline.serving_api.feature_log import FeatureLogger, LogSettings
+
+    settings = LogSettings(
+        limits.feature_log_queue_rows, limits.feature_log_flush_rows, limits.feature_log_flush_s, sample_rate
+    )
+    logger = FeatureLogger.for_repo(repo, settings)
+    for name, target in sorted((logger.services if logger else {}).items()):
+        rate = f"{target.rate:.2%} of requests"
+        print(f"feature logging: {name} -> {target.spec.path} ({rate})", file=sys.stderr)
+    for ignored in repo.ignored:
+        if ignored.kind == "feature service logging_config":
+            print(f"feature logging: {ignored.name} not logged: {ignored.why}", file=sys.stderr)
 
 
 def _tls(args: Any) -> Any:

@@ -167,6 +167,20 @@ class Limits:
             "bulk_commands": self.redis_bulk_commands,
         }
 
+    # --- feature logging (serving_api.feature_log; --feature-log-* flags) ---
+    # Rows a logged service's queue holds per worker before requests' rows are dropped
+    # (and counted). A queued batch-1 request keeps its served frame alive (~1.5 KB for
+    # 10 features), so 20,000 rows bound the queue near 30 MB; at 10k logged req/s it is
+    # 2 s of traffic, 4x the writer's trigger below. Feast's Python logger holds 10,000.
+    feature_log_queue_rows: int = 20_000
+    # The writer wakes when this many rows wait (a write per ~5,000 rows: ~50 ms of the
+    # writer thread for batch-1 frames, files of ~0.5 MB)...
+    feature_log_flush_rows: int = 5_000
+    # ...or this often, so a quiet service's rows reach the offline store within 10 s
+    # (Feast's Python logger writes every 30 s; fresher logs let consistency --logged
+    # see a skew sooner).
+    feature_log_flush_s: float = 10.0
+
 
 # What a caller reads of an unexpected error; the details go to the server log only.
 INTERNAL_MESSAGE = "internal server error (see the server log)"

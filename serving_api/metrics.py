@@ -89,7 +89,19 @@ STALENESS_SECONDS = FamilySpec(
     _STALENESS_BUCKETS,
     "histogram",
 )
+# --- feature logging (serving_api.feature_log) ---
+FEATURE_LOG_ROWS = FamilySpec(
+    "featureline_serving_feature_log_rows",
+    "Served rows written to a feature service's log (its Feast logging_config), by service.",
+    ("service",),
+)
+FEATURE_LOG_DROPPED = FamilySpec(
+    "featureline_serving_feature_log_dropped",
+    "Sampled rows not logged, by service: the log's queue was full, or a write failed.",
+    ("service",),
+)
 SPECS = [REQUEST_SECONDS, REQUESTS, NEAR_CACHE_LOOKUPS, STALENESS_SECONDS]
+SPECS += [FEATURE_LOG_ROWS, FEATURE_LOG_DROPPED]
 # Each view's freshness SLO (featureline.slo: the view's `freshness_slo` tag), set once at
 # start; the alert rules compare STALENESS_SECONDS against it per view.
 _FRESHNESS_SLOS: dict[tuple[str, ...], float] = {}
@@ -251,6 +263,16 @@ def observe_staleness(columns: Iterable[FrameColumn], t_us: int) -> None:
         for i in range(0, n, step):
             if col.statuses[i] == PRESENT:
                 histogram.observe(max(0, t_us - col.event_us[i]) / 1e6)
+
+
+def observe_feature_log(service: str, rows: int, dropped: int) -> None:
+    """Called in the event loop's thread only (the writer thread hands its counts over)."""
+    written = FAMILIES[FEATURE_LOG_ROWS.name].counter((service,))  # created: exported as 0
+    lost = FAMILIES[FEATURE_LOG_DROPPED.name].counter((service,))
+    if rows:
+        written.inc(rows)
+    if dropped:
+        lost.inc(dropped)
 
 
 def render() -> tuple[bytes, str]:

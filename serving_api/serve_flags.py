@@ -233,3 +233,34 @@ def http_limits(args: Any) -> dict[str, Any]:
         if values[name] <= 0:
             raise BadInputError(f"{flag} must be > 0, not {values[name]:g}")
     return values
+
+
+def configure_feature_log(parser: argparse.ArgumentParser) -> None:
+    """Feature logging (serving_api.feature_log): a block of its own."""
+    group = parser.add_argument_group("feature logging (feature services with a Feast logging_config)")
+    group.add_argument(
+        "--feature-log-sample-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="log this share of requests of every logged service, 0 to 1 (default: each "
+        "service's own sample_rate; 0: logging off)",
+    )
+    group.add_argument(
+        "--feature-log-queue-rows",
+        type=int,
+        default=20_000,
+        help="rows waiting per logged service and worker before rows are dropped and counted (default 20000)",
+    )
+    group.add_argument(
+        "--feature-log-flush-rows",
+        type=int,
+        default=5_000,
+        help="write the log once this many rows wait (default 5000)",
+    )
+    group.add_argument(
+        "--feature-log-flush-s",
+        type=float,
+        default=10.0,
+        help="write the log at least this often, in seconds (default 10)",
+    )

@@ -25,6 +25,7 @@ from featureline.serving_api.tls import ServerTls
 
 if TYPE_CHECKING:
     from featureline.serving_api.auth import JwtSettings
+    from featureline.serving_api.feature_log import FeatureLogger
     from featureline.serving_api.grpc_h2 import GrpcH2Server
 
 log = logging.getLogger("featureline.serving")
@@ -48,6 +49,10 @@ class WorkerConfig:
     # TLS on both ports (serving_api.tls); no certificate: plaintext. Paths, not ssl
     # contexts: the config is pickled to each spawned worker, which builds its own.
     tls: ServerTls = field(default_factory=ServerTls)
+
+    # --- feature logging (serving_api.feature_log) ---
+    # Overrides every logged service's Feast sample_rate (None: each service's own).
+    feature_log_sample_rate: float | None = None
 
 
 def listen_socket(host: str, port: int, what: str) -> socket.socket:
@@ -90,7 +95,8 @@ async def serve(config: WorkerConfig) -> None:
     auth = load_auth(config.tokens_file, config.jwt, config.limits, strict=False)
     near_cache = NearCache(config.near_cache_keys) if config.near_cache_keys else None
     redis = open_reader(config.redis, near_cache=near_cache, **config.limits.redis_options())
-    core = ServingCore(repo, redis, config.limits, auth)
+    feature_log = start_feature_log(repo, config)
+    core = ServingCore(repo, redis, config.limits, auth, feature_log)
     writes = WriteHandlers(core, lambda: write_client(config), config.redis.key_ttl_s)
     public_grpc: GrpcH2Server | None = None
     tls = config.tls if config.tls.enabled else None
@@ -132,7 +138,26 @@ async def serve(config: WorkerConfig) -> None:
         if public_grpc is not None:
             await public_grpc.stop(1.0)
         await grpc_server.stop(0.5)
+        if feature_log is not None:  # after the servers: what they served last is logged
+            await asyncio.to_thread(feature_log.close, 4.0)  # the supervisor waits 5 s
         redis.close()
+
+
+def start_feature_log(repo: Any, config: WorkerConfig) -> FeatureLogger | None:
+    """The worker's feature logger and its writer thread (None: no service is logged)."""
+    from featureline.serving_api.feature_log import FeatureLogger, LogSettings
+
+    limits = config.limits
+    settings = LogSettings(
+        limits.feature_log_queue_rows,
+        limits.feature_log_flush_rows,
+        limits.feature_log_flush_s,
+        config.feature_log_sample_rate,
+    )
+    feature_log = FeatureLogger.for_repo(repo, settings)
+    if feature_log is not None:
+        feature_log.start(asyncio.get_running_loop())
+    return feature_log
 
 
 def write_client(config: WorkerConfig) -> Any:

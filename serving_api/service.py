@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featureline.dtypes import NUMERIC_DTYPES
 from featureline.online_store import (
@@ -35,6 +35,9 @@ from featureline.serving_api.limits import (
 from featureline.serving_api.online_reader import OnlineReader, PendingRead
 from featureline.serving_api.plans import ReadPlan
 from featureline.specs import RepoSpec
+
+if TYPE_CHECKING:
+    from featureline.serving_api.feature_log import FeatureLogger
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,11 @@ class ServingCore:
         redis: StoreReader,
         limits: Limits | None = None,
         auth: TokenAuth | None = None,
+        feature_log: FeatureLogger | None = None,
     ) -> None:
         self.repo = repo
+        # Feature logging (serving_api.feature_log): None when no service is logged.
+        self.feature_log = feature_log
         self.redis = redis
         self.limits = limits or Limits()
         self.auth = auth
@@ -123,10 +129,14 @@ class ServingCore:
         started = self.reader.start(plan, query.entities, t_us)
         if isinstance(started, FeatureFrame):
             metrics.observe_staleness(started.columns, t_us)
+            if self.feature_log is not None and query.service is not None:
+                self.feature_log.offer(query.service, started, query.entities)
             return started
-        return self._finish(started, t_us, timeout)
+        return self._finish(started, t_us, timeout, query)
 
-    async def _finish(self, pending: PendingRead, t_us: int, timeout_s: float) -> FeatureFrame:
+    async def _finish(
+        self, pending: PendingRead, t_us: int, timeout_s: float, query: FeatureQuery
+    ) -> FeatureFrame:
         with self.in_flight:
             try:
                 frame = await self.reader.finish(pending, t_us, timeout_s)
@@ -140,6 +150,8 @@ class ServingCore:
                 metrics.observe_redis_error("reply")
                 raise
         metrics.observe_staleness(frame.columns, frame.t_us)
+        if self.feature_log is not None and query.service is not None:
+            self.feature_log.offer(query.service, frame, query.entities)
         return frame
 
     def describe(self, query: FeatureQuery, *, scope: frozenset[str] | None = None) -> Layout:

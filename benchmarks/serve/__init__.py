@@ -16,6 +16,8 @@ primaries by default), starts a second `featureline serve` on it, and measures o
 against the other at batch 1, 100 and 1000 (benchmarks/serve/cluster.py); `--compare-only` runs just that.
 `--tls` starts a second `featureline serve` with TLS on both ports and compares it with
 the plaintext one (benchmarks/serve/tls.py).
+`--feature-logging` serves a logged copy of the plain views at 0%, 1% and 100% feature
+logging and compares batch-1 REST and gRPC (benchmarks/serve/feature_log.py).
 argparse only at import time: `featureline bench --help` imports this module.
 """
 
@@ -69,7 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compare-only",
         action="store_true",
-        help="with --online-store single,cluster or --tls: only those comparisons",
+        help="with --online-store single,cluster, --tls or --feature-logging: only those comparisons",
     )
     parser.add_argument(
         "--tls",
@@ -82,6 +84,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["native", "aio"],
         default="native",
         help="which stack serves featureline's gRPC port (default native; serve --grpc-server)",
+    )
+    parser.add_argument(
+        "--feature-logging",
+        action="store_true",
+        help="also run three featureline serve with a logged feature service over the plain "
+        "views (logging off, 1%%, 100%%) and compare batch 1 (benchmarks/serve/feature_log.py)",
     )
     parser.add_argument("--out", default="", help="also write the figures as JSON here")
 
@@ -129,6 +137,10 @@ def run(args: Any, settings: Settings) -> int:
             from benchmarks.serve import tls
 
             servers.update(tls.start_server(bench, args, procs))
+        if args.feature_logging:
+            from benchmarks.serve import feature_log
+
+            servers.update(feature_log.start_servers(bench, args, procs, repo))
         cache = f"{args.near_cache_keys:,} keys" if args.near_cache_keys else "off"
         _say(f"featureline serve: {args.workers} workers, near cache {cache}, gRPC stack {args.grpc_server}")
         servers["keys"] = keys
@@ -145,7 +157,7 @@ def run(args: Any, settings: Settings) -> int:
                         "repo": str(settings.repo), "online_store": stores,
                         "cluster_primaries": args.cluster_primaries,
                         "cluster_replicas": args.cluster_replicas, "tls": args.tls,
-                        "grpc_server": args.grpc_server}  # fmt: skip
+                        "grpc_server": args.grpc_server, "feature_logging": args.feature_logging}  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0

@@ -291,6 +291,10 @@ def run_phases(w: Workload, servers: dict[str, Any], sizes: dict[str, Any], conc
             from benchmarks.serve.tls import compare as compare_tls
 
             await compare_tls(w, servers, report, conc, secs)
+        if "feature_log_ports" in servers:
+            from benchmarks.serve.feature_log import compare as compare_logging
+
+            await compare_logging(w, servers, report, conc, secs)
 
     print(f"featureline bench serve: {len(w.plain_refs)} plain features, service {w.service},"
           f" {conc} connections, {secs:.0f} s per phase", file=sys.stderr, flush=True)  # fmt: skip

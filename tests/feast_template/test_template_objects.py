@@ -29,11 +29,12 @@ def test_label_view_is_read_with_its_policy(repos: Repos, home: Path) -> None:
 def test_apply_lists_what_featureline_does_not_use(repos: Repos, home: Path) -> None:
     out = _ok(featureline(repos.ours, "apply", home=home))
     listed = out.split("registered, not used by Featureline:")[1].split("applied in")[0]
-    assert "feature service logging_config driver_activity_v1: feature logging is not implemented" in listed
+    # Its FileLoggingDestination is served (serving_api.feature_log): not listed.
+    assert "driver_activity_v1" not in listed
     assert "feature view enable_validation driver_hourly_stats" in listed
     # Sources that views read are not listed; nothing else of the template is unused.
     assert "driver_stats_push_source" not in listed and "driver_hourly_stats_source" not in listed
-    assert len(listed.strip().splitlines()) == 2, listed
+    assert len(listed.strip().splitlines()) == 1, listed
 
 
 def test_label_views_are_not_materialized(repos: Repos, home: Path) -> None:
