@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import time
@@ -84,6 +85,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["native", "aio"],
         default="native",
         help="which stack serves featureline's gRPC port (default native; serve --grpc-server)",
+    )
+    parser.add_argument(
+        "--serve-args",
+        default="",
+        metavar="ARGS",
+        help="extra flags for featureline's serve processes, one string (an A/B of a serve "
+        'setting, e.g. "--redis-bulk-commands 0")',
     )
     parser.add_argument(
         "--feature-logging",
@@ -157,7 +165,8 @@ def run(args: Any, settings: Settings) -> int:
                         "repo": str(settings.repo), "online_store": stores,
                         "cluster_primaries": args.cluster_primaries,
                         "cluster_replicas": args.cluster_replicas, "tls": args.tls,
-                        "grpc_server": args.grpc_server, "feature_logging": args.feature_logging}  # fmt: skip
+                        "grpc_server": args.grpc_server, "feature_logging": args.feature_logging,
+                        "serve_args": args.serve_args}  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0
@@ -177,6 +186,7 @@ def _start_servers(bench: Settings, args: Any, procs: list[Any], skip_feast: boo
         "--host", "127.0.0.1", "--http-port", str(ours_http), "--grpc-port", str(ours_grpc),
         "--workers", str(args.workers), "--max-in-flight", "4096",
         "--near-cache-keys", str(args.near_cache_keys), "--grpc-server", args.grpc_server,
+        *shlex.split(args.serve_args),
     ], bench)  # fmt: skip
     procs.append(ours)
     servers: dict[str, Any] = {"ours_http": ours_http, "ours_grpc": ours_grpc, "ours": ours}
