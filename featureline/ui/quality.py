@@ -11,7 +11,12 @@ from typing import Any
 
 from featureline.batch.stats.store import read_reports, read_stats, stats_root
 from featureline.errors import BadInputError
+from featureline.expectations import expectations_of
+from featureline.specs import ViewSpec
 from featureline.stats.drift import FeatureDrift
+from featureline.ui import metrics as m
+
+VIOLATIONS = "featureline_stream_expectation_violations_total"
 
 # The newest days' files read for a feature page: a day file holds every feature of
 # its view (~10-50 KB for the demo's views); 7 keeps a page well under 300 ms.
@@ -29,6 +34,24 @@ class DriftRow:
 class FeatureQuality:
     days: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (day, summary), newest first
     drift: list[DriftRow] = field(default_factory=list)
+
+
+@dataclass
+class Expectations:
+    rules: list[str]  # the field's rules and the view's, as people read them
+    policy: str  # the stream job's: count or dead_letter
+    violations: dict[str, float]  # rule -> events the stream job found (its metrics)
+
+
+def feature_expectations(view: ViewSpec | None, feature: str, window: m.Window) -> Expectations:
+    """The data-quality expectations that apply to a feature (featureline.expectations)
+    and what the stream job counted of them in its last scrape."""
+    if view is None:
+        return Expectations([], "", {})
+    exp = expectations_of(view)
+    rules = [r for r in exp.rules if r.field in (feature, "")]
+    found = m.total(window.now, VIOLATIONS, "rule", view=view.name, field=feature)
+    return Expectations([r.describe() for r in rules], exp.policy, found)
 
 
 def _view_days(offline_dir: Path, view: str) -> list[Path]:

@@ -142,6 +142,7 @@ async def feature_page(request: Request, view: str, feature: str) -> HTMLRespons
         doc=catalog.repo.doc("field", row.ref),
         services=catalog.services_of(view),
         quality=measured,
+        expectations=quality.feature_expectations(spec, feature, window),
     )
 
 

@@ -2,7 +2,8 @@
 pinned week (`featureline drift`), and `featureline ui` shows it on the feature's page
 (its statistics, the verdict and a chart, rendered in Chromium and checked non-blank)
 and in its /metrics (featureline_feature_drift 1, the alert's input); an unshifted
-feature's page says no drift."""
+feature's page says no drift. The page also lists the feature's data-quality
+expectations."""
 
 from __future__ import annotations
 
@@ -34,7 +35,14 @@ def drifted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiProcess]:
     offline = root / "offline"
     write_days(offline)
     specs = root / "specs.json"
-    specs.write_text(stats_repo(offline).to_json())
+    repo = stats_repo(offline)
+    # Expectations on the page: a rule on credit_limit, the view's dead-letter policy.
+    profile = dataclasses.replace(
+        repo.views["user_profile"],
+        tags={"dq.policy": "dead_letter"},
+        field_tags={"credit_limit": {"dq.max": "5000", "dq.not_null": "true"}},
+    )
+    specs.write_text(dataclasses.replace(repo, views={**repo.views, "user_profile": profile}).to_json())
     env = {"FEATURELINE_SPECS_FILE": str(specs), "FEATURELINE_OFFLINE_DIR": str(offline),
            "FEATURELINE_HOME": str(root / "home"), "FEATURELINE_REPO": str(root / "no-repo")}  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
@@ -90,3 +98,15 @@ def test_the_feature_page_shows_statistics_verdict_and_chart(
     assert _colours(png) >= 4, f"drift chart screenshot {shot} looks blank"
     browser.get(drifted.url + "/features/user_profile/account_age_days")
     assert "no drift" in browser.find_element(By.CSS_SELECTOR, "h3.drift-report").text
+
+
+def test_the_feature_page_shows_its_expectations(drifted: UiProcess) -> None:
+    import re
+
+    page = httpx.get(f"{drifted.url}/features/user_profile/credit_limit", timeout=10).text
+    cell = re.search(r'<td id="expectations">(.*?)</td>', page, re.S)
+    assert cell is not None
+    assert "max 5000" in cell.group(1) and "not_null" in cell.group(1)
+    assert "stream policy: dead_letter" in cell.group(1)
+    other = httpx.get(f"{drifted.url}/features/user_profile/account_age_days", timeout=10).text
+    assert "none declared (dq.* tags)" in other
