@@ -352,6 +352,14 @@ def test_consistency_logged_command_writes_its_report(logged: Logged, tmp_path: 
     )  # fmt: skip
     assert "feature service scoring:" in done.stdout, done.stdout + done.stderr
     assert done.returncode in (0, 1) and "Traceback" not in done.stderr
-    data = json.loads(next(tmp_path.glob("consistency-logged-scoring-*.json")).read_text())
+    path = next(tmp_path.glob("consistency-logged-scoring-*.json"))
+    data = json.loads(path.read_text())
     assert data["mode"] == "logged" and data["service"] == "scoring" and data["rows_compared"] > 0
     assert {f["feature"] for f in data["features"]} >= {"profile:age"}
+    # The web UI reads it as any consistency report and charts it (a bar per feature).
+    from featureline.ui.reports import features_svg, read_report
+
+    shown = read_report(path)
+    assert not shown.error and {f.feature for f in shown.features} == {f["feature"] for f in data["features"]}
+    chart = features_svg(shown)
+    assert chart.startswith("<svg") and all(f["feature"] in chart for f in data["features"])
