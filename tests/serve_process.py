@@ -16,6 +16,21 @@ from featureline.cli.devstack import free_ports
 from featureline.settings import Settings
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[bytes]
@@ -32,16 +47,10 @@ class ServerProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return log_tail(self.log)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 _REDIS_LOCATION = ("FEATURELINE_REDIS_HOST", "FEATURELINE_REDIS_PORT", "FEATURELINE_REDIS_NODES")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from serve_process import child_env
+from serve_process import child_env, log_tail, stop_process
 
 from featureline.cli.devstack import free_ports
 from featureline.settings import Settings
@@ -26,16 +26,10 @@ class UiProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+        return log_tail(self.log)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_ui(settings: Settings, *flags: str, env_extra: dict[str, str] | None = None) -> UiProcess:
