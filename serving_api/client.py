@@ -263,8 +263,11 @@ def translate_error(exc: grpc.RpcError, target: str, tls: bool | None = None) ->
 
 def _closed_hint(detail: str, tls: bool | None) -> str:
     """grpc reports a TLS 1.3 server refusing the client's certificate, and a TLS port
-    answering a plaintext client, as a closed socket, not as a handshake failure."""
-    if tls is None or "socket closed" not in detail.lower():
+    answering a plaintext client, as a closed (or reset) socket, not as a handshake
+    failure."""
+    # Closed or reset, depending on timing: the refusal comes after TLS 1.3's handshake.
+    lowered = detail.lower()
+    if tls is None or not ("socket closed" in lowered or "connection reset by peer" in lowered):
         return ""
     if tls:
         return (

@@ -99,10 +99,13 @@ def _served_metrics(server: ServerProcess, settings: Settings, spec: RepoSpec) -
 def _stream_metrics() -> str:
     from featureline.streaming.metrics import REGISTRY, Totals
 
+    # A topic of its own: the registry is the process's, which other tests' exporters
+    # (the web UI's operations test) read for topic "txns".
+    topic = "monitoring_check"
     totals = Totals()
-    totals.record("txns", 3, 0, np.array([1_000, 2_000, 3_000]), 4_000, {"txn_stats": 1})
-    totals.dead_letters("txns", 1)
-    totals.set_lag("txns", 0, 5)
+    totals.record(topic, 3, 0, np.array([1_000, 2_000, 3_000]), 4_000, {"monitoring_check_view": 1})
+    totals.dead_letters(topic, 1)
+    totals.set_lag(topic, 0, 5)
     totals.retried(1)
     return generate_latest(REGISTRY).decode()
 

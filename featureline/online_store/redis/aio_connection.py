@@ -187,8 +187,18 @@ class InvalidationConnection(Connection):
     """The connection CLIENT TRACKING redirects to (featureline.online_store.near_cache): pushed
     invalidation messages go to the cache, replies to our own commands to their waiters."""
 
-    def __init__(self, address: str, cache: NearCache, on_lost: Callable[[], None], **options: Any) -> None:
-        super().__init__(address, on_lost, **options)
+    def __init__(
+        self,
+        address: str,
+        cache: NearCache,
+        on_lost: Callable[[], None],
+        *,
+        stall_timeout_s: float = 5.0,
+        max_abandoned: int = 100_000,
+    ) -> None:
+        # Named, not **options: mypyc's build passed the options dict as the float
+        # (TypeError "float object expected; got dict" on every near-cache connect).
+        super().__init__(address, on_lost, stall_timeout_s=stall_timeout_s, max_abandoned=max_abandoned)
         self.cache = cache
 
     def data_received(self, data: bytes) -> None:
