@@ -98,7 +98,24 @@ def _number(text: str, where: str) -> float:
         raise BadInputError(f"{where}: expected a number, not {text!r}") from None
 
 
-def _field_rules(view: str, name: str, tags: dict[str, str]) -> list[Rule]:
+# Allowed values of a numeric field must read as its type: they are cast to the
+# column's Arrow type at every check, where "FR" on an int64 field would fail each batch.
+_PARSE = {"int32": int, "int64": int, "float32": float, "float64": float}
+
+
+def _allowed(text: str, dtype: str, where: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(","))
+    parse = _PARSE.get(dtype)
+    if parse is not None:
+        for v in values:
+            try:
+                parse(v)
+            except ValueError:
+                raise BadInputError(f"{where}: {v!r} is not a value of this {dtype} field") from None
+    return values
+
+
+def _field_rules(view: str, name: str, dtype: str, tags: dict[str, str]) -> list[Rule]:
     rules = []
     for key, text in sorted(tags.items()):
         if not key.startswith(PREFIX):
@@ -107,7 +124,7 @@ def _field_rules(view: str, name: str, tags: dict[str, str]) -> list[Rule]:
         if kind not in _FIELD_RULES:
             raise BadInputError(f"{where}: unknown expectation (known: {', '.join(_FIELD_RULES)})")
         if kind == "allowed":
-            rules.append(Rule(view, name, kind, allowed=tuple(v.strip() for v in text.split(","))))
+            rules.append(Rule(view, name, kind, allowed=_allowed(text, dtype, where)))
         elif kind == "not_null":
             if _true(text, where):
                 rules.append(Rule(view, name, kind))
@@ -122,8 +139,9 @@ def _field_rules(view: str, name: str, tags: dict[str, str]) -> list[Rule]:
 def expectations_of(view: ViewSpec) -> ViewExpectations:
     """The view's expectations (no rules: nothing to check)."""
     rules: list[Rule] = []
+    dtypes = {f.name: f.dtype for f in (*view.join_keys, *view.features, *view.input_fields)}
     for name, tags in sorted(view.field_tags.items()):
-        rules += _field_rules(view.name, name, tags)
+        rules += _field_rules(view.name, name, dtypes.get(name, ""), tags)
     policy = "count"
     for key, text in sorted(view.tags.items()):
         if not key.startswith(PREFIX):

@@ -98,6 +98,8 @@ def test_monotonic_on_many_entities_matches_a_loop() -> None:
         ({}, {"amount": {"dq.maximum": "1"}}, "unknown expectation"),
         ({}, {"amount": {"dq.max_null_rate": "2"}}, "a rate between 0 and 1"),
         ({}, {"country": {"dq.not_null": "yes"}}, "expected true or false"),
+        ({}, {"amount": {"dq.allowed": "1.5,lots"}}, "'lots' is not a value of this float64 field"),
+        ({}, {"user_id": {"dq.allowed": "1,1.5"}}, "'1.5' is not a value of this int64 field"),
         ({"dq.policy": "drop"}, {}, "one of count, dead_letter"),
         ({"dq.sorted": "true"}, {}, "unknown expectation (known on a view"),
     ],
