@@ -86,19 +86,25 @@ svc = FeatureService(name="svc", features=[profile[["limit_eur", "age"]], pair, 
 model_svc = FeatureService(name="model_svc", features=[txn_stats, profile, vs_mean])
 """
 
-SERVING_REPO_FILES = {
-    "feature_store.yaml": """project: serving_test
+
+def feature_store_yaml(project: str) -> str:
+    """The test repos' feature_store.yaml: Redis and the SQL registry from the env."""
+    return f"""project: {project}
 provider: local
 registry:
   registry_type: sql
-  path: ${FEATURELINE_REGISTRY_URL}
+  path: ${{FEATURELINE_REGISTRY_URL}}
 online_store:
   type: redis
-  connection_string: ${FEATURELINE_REDIS_ADDR}
+  connection_string: ${{FEATURELINE_REDIS_ADDR}}
 offline_store:
   type: file
 entity_key_serialization_version: 3
-""",
+"""
+
+
+SERVING_REPO_FILES = {
+    "feature_store.yaml": feature_store_yaml("serving_test"),
     "defs.py": _DEFS,
 }
 # Objects Feast itself can apply: Feast 0.67 infers an ODFV's schema from its sources'

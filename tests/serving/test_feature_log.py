@@ -23,6 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from serve_process import ServerProcess, start_server
+from serving_data import feature_store_yaml
 
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
@@ -69,18 +70,7 @@ sampled = FeatureService(
 unlogged = FeatureService(name="unlogged", features=[profile])
 """
 
-_YAML = """project: flog_test
-provider: local
-registry:
-  registry_type: sql
-  path: ${FEATURELINE_REGISTRY_URL}
-online_store:
-  type: redis
-  connection_string: ${FEATURELINE_REDIS_ADDR}
-offline_store:
-  type: file
-entity_key_serialization_version: 3
-"""
+_YAML = feature_store_yaml("flog_test")
 USERS = 40
 
 
