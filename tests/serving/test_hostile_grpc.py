@@ -63,10 +63,10 @@ def _serve(
     write_latest(client, spec, "profile", [{"user_id": 1, "age": 30, "event_us": now_us()}])
     client.close()
     proc = start_server(settings, "--grpc-server", stack, *limits)
-    # One call first: the worker opens its Redis connection on its first read, and a
-    # first read cancelled while it connects (the rapid reset does exactly that) leaves
-    # the reader waiting on that connect forever (online_store/redis/aio.py, reported
-    # separately); the cases measure the HTTP/2 server, not that.
+    # One call first: the worker opens its Redis connection on its first read, and the
+    # cases measure the HTTP/2 server, not that connect (a first read cancelled while it
+    # connects, as the rapid reset does, is covered by the reader's connect task:
+    # online_store/redis/aio.py, RedisClient._connection).
     with grpc.insecure_channel(proc.target) as channel:
         channel.unary_unary(PATH)(SMALL, timeout=10)
     try:
