@@ -26,7 +26,7 @@ from featureline.serving_api.tls import ServerTls
 if TYPE_CHECKING:
     from featureline.serving_api.auth import JwtSettings
     from featureline.serving_api.feature_log import FeatureLogger
-    from featureline.serving_api.grpc_h2 import GrpcH2Server
+    from featureline.serving_api.grpc_h2_server import GrpcH2Server
 
 log = logging.getLogger("featureline.serving")
 
@@ -78,7 +78,7 @@ async def serve(config: WorkerConfig) -> None:
     from featureline.online_store.near_cache import NearCache
     from featureline.serving_api import metrics
     from featureline.serving_api.auth_setup import load_auth
-    from featureline.serving_api.grpc_h2 import GrpcH2Server
+    from featureline.serving_api.grpc_h2_server import GrpcH2Server
     from featureline.serving_api.grpc_methods import FeatureMethods
     from featureline.serving_api.grpc_server import create_grpc_server
     from featureline.serving_api.grpc_write import GrpcWriteMethods

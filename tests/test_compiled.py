@@ -106,7 +106,7 @@ def test_the_build_skips_only_packages_the_compiled_modules_do_not_import(tmp_pa
     from featureline.cli.compile import mypy_config, third_party_imports
 
     imported = third_party_imports(_compiled.MODULES)
-    assert {"numpy", "orjson", "hiredis", "grpc", "httptools"} <= imported
+    assert {"numpy", "orjson", "hiredis", "httptools"} <= imported
     assert "featureline" not in imported and "asyncio" not in imported
     text = mypy_config(tmp_path / "mypyc.ini").read_text()
     for name in ("torch", "feast", "sqlalchemy", "pyspark", "apache_beam"):

@@ -242,7 +242,7 @@ class _Peer:
 
 
 def _server(reply: bytes = b"ok", now: list[float] | None = None, **limits: Any) -> Any:
-    from featureline.serving_api.grpc_h2 import GrpcH2Server
+    from featureline.serving_api.grpc_h2_server import GrpcH2Server
 
     server = GrpcH2Server({_PATH: lambda body, info: reply}, 100_000, 1 << 24, relay_target=None,
                           limits=Limits(**limits))  # fmt: skip

@@ -89,9 +89,10 @@ def idle_target(
     yield from _serve(request.param, serving_settings, serving_spec, IDLE_LIMITS)
 
 
-def stacks(aio_fails: str = "") -> pytest.MarkDecorator:
-    """Both stacks; on aio, a strict xfail with what was measured where it fails."""
-    marks = [pytest.mark.xfail(strict=True, reason=f"grpcio: {aio_fails}")] if aio_fails else []
+def stacks(aio_fails: str = "", strict: bool = True) -> pytest.MarkDecorator:
+    """Both stacks; on aio, a strict xfail with what was measured where it fails (not
+    strict where grpcio was measured both failing and passing the same case)."""
+    marks = [pytest.mark.xfail(strict=strict, reason=f"grpcio: {aio_fails}")] if aio_fails else []
     return pytest.mark.parametrize("target", ["native", pytest.param("aio", marks=marks)], indirect=True)
 
 
@@ -324,7 +325,11 @@ def test_settings_flood(target: ServerProcess) -> None:
     assert_survives(target, settings_flood, target.grpc_port)
 
 
-@stacks("100,000 PINGs all answered; the connection is still open 12 s later")
+# grpcio's outcome varies from run to run: on the quiet machine every PING was answered
+# and the connection was open 12 s later; on a loaded one its ping-strike policy sent
+# GOAWAY in time (an XPASS). Not strict, so that neither fails the suite; the native
+# stack's pass is strict as everywhere.
+@stacks("100,000 PINGs all answered; the connection is still open 12 s later (in some runs)", strict=False)
 def test_ping_flood(target: ServerProcess) -> None:
     assert_survives(target, ping_flood, target.grpc_port)
 
