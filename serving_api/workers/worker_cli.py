@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from featureline.errors import BadInputError
+from featureline.serving_api.client_tls_flags import add_client_tls_flags, client_tls
 from featureline.settings import Settings
-
-if TYPE_CHECKING:
-    from featureline.serving_api.tls import ClientTls
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,50 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="score what was read, commit and exit once no message arrived for this many seconds "
         "(default: run until SIGTERM)",
     )
-    _configure_tls(parser)
-
-
-def _configure_tls(parser: argparse.ArgumentParser) -> None:
-    """How the worker reaches a TLS `featureline serve` (serving_api.tls.ClientTls)."""
-    env = os.environ.get
-    parser.add_argument(
-        "--serving-tls",
-        action="store_true",
-        default=env("FEATURELINE_SERVING_TLS", "").lower() in ("1", "true", "yes"),
-        help="reach the serving API over TLS, trusting the system's roots (default "
-        "$FEATURELINE_SERVING_TLS; implied by --serving-ca/--serving-cert)",
-    )
-    parser.add_argument(
-        "--serving-ca",
-        default=env("FEATURELINE_SERVING_TLS_CA", ""),
-        metavar="FILE",
-        help="PEM CA that signed the serving API's certificate (default $FEATURELINE_SERVING_TLS_CA)",
-    )
-    parser.add_argument(
-        "--serving-cert",
-        default=env("FEATURELINE_SERVING_TLS_CERT", ""),
-        metavar="FILE",
-        help="PEM client certificate, for a server with --tls-client-ca "
-        "(default $FEATURELINE_SERVING_TLS_CERT)",
-    )
-    parser.add_argument(
-        "--serving-key",
-        default=env("FEATURELINE_SERVING_TLS_KEY", ""),
-        metavar="FILE",
-        help="PEM key of --serving-cert (default $FEATURELINE_SERVING_TLS_KEY)",
-    )
-
-
-def client_tls(args: argparse.Namespace) -> ClientTls | None:
-    """The worker's TLS options; None: plaintext."""
-    from featureline.serving_api.tls import ClientTls
-
-    if not (args.serving_tls or args.serving_ca or args.serving_cert or args.serving_key):
-        return None
-    tls = ClientTls(ca=args.serving_ca, cert=args.serving_cert, key=args.serving_key)
-    if tls.ca or tls.cert:
-        tls.ssl_context()  # a missing file or a key that is not the certificate's: one line now
-    return tls
+    add_client_tls_flags(parser)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -361,3 +361,23 @@ def test_handshake_failures_are_tls_errors_and_not_retried() -> None:
     assert _retryable(closed)
     assert type(translate_error(closed, "h:1")) is ServiceUnavailableError
     assert str(translate_error(closed, "h:1")) == "feature server h:1: UNAVAILABLE: x: Socket closed"
+
+
+def test_cli_push_reaches_a_tls_server_with_the_serving_tls_flags(
+    servers: dict[str, ServerProcess], pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`featureline push --url https://...` takes the workers' --serving-ca/-cert/-key:
+    with them the request reaches the mutual-TLS server (whose repo has no PushSource,
+    so its answer is the 404 naming the source); without the CA it is a TLS error."""
+    from featureline.cli import main
+
+    rows = tmp_path / "rows.json"
+    rows.write_text('[{"user_id": 1, "age": 3, "event_timestamp": "2026-03-01T00:00:00"}]')
+    argv = ["push", "--source", "nope", "--file", str(rows), "--url", https(servers["native"])]
+    mtls = ["--serving-ca", str(pki.ca), "--serving-cert", str(pki.client_cert),
+            "--serving-key", str(pki.client_key)]  # fmt: skip
+    assert main([*argv, *mtls]) != 0
+    assert "'nope'" in capsys.readouterr().err
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "certificate" in err.lower() and "Traceback" not in err, err

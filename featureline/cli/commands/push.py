@@ -3,7 +3,8 @@
 Feast's push from the command line: the file's rows go to every view the PushSource
 feeds, online (event-time last-write-wins: an older row changes nothing), offline
 (appended to the batch source, atomically) or both. With --url they are sent to a
-running `featureline serve` (POST /push); without, written here, straight to the
+running `featureline serve` (POST /push; https with --serving-ca, --serving-cert and
+--serving-key, as `featureline worker`); without, written here, straight to the
 repo's Redis and offline store. A bad file is refused whole: nothing is written.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 
+from featureline.serving_api.client_tls_flags import add_client_tls_flags, client_tls
 from featureline.settings import Settings
 
 PUSH_TO = ("online", "offline", "online_and_offline")
@@ -28,6 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token", default=os.environ.get("FEATURELINE_TOKEN", ""), help="bearer token for --url"
     )
+    add_client_tls_flags(parser)  # for an https --url: the CA, and a client certificate
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     columns = read_frame_file(args.file)
     rows = len(next(iter(columns.values()), []))
     if args.url:
-        push_rows(args.url, args.source, columns, to=args.to, token=args.token or None)
+        push_rows(args.url, args.source, columns, to=args.to, token=args.token or None, tls=client_tls(args))
         print(f"pushed {rows} row(s) to {args.source} ({args.to}) through {args.url}", file=sys.stderr)
         return 0
     from featureline.config import online_store
