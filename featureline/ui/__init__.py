@@ -15,5 +15,5 @@ Pages (server-rendered HTML, inline CSS and SVG, no JavaScript):
 A tool like featureline.cli: it may import the core and every part. Modules: catalog
 (rows and search), lineage (layout and SVG), metrics (scrapes, rates, quantiles),
 operations, reports, models, lookup, state (the process's caches), app (routes),
-server (uvicorn).
+server (the serving API's hardened HTTP/1.1 server, serving_api.http_server).
 """

@@ -52,7 +52,7 @@ def worker_process(server: ServerProcess) -> psutil.Process:
     return workers[0]
 
 
-def _status_kib(pid: int, field_name: str) -> int:
+def status_kib(pid: int, field_name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
@@ -139,7 +139,7 @@ class Verdict:
 def run_case(server: ServerProcess, attack: Attack, port: int) -> Verdict:
     """Run `attack` against `port` of `server` while probes run on both ports."""
     worker = worker_process(server)
-    before_kib = _status_kib(worker.pid, "VmRSS")
+    before_kib = status_kib(worker.pid, "VmRSS")
     reset_peak(worker.pid)
     probes = Probes(server.http_port, server.grpc_port)
     thread = threading.Thread(target=probes.run, daemon=True)
@@ -151,7 +151,7 @@ def run_case(server: ServerProcess, attack: Attack, port: int) -> Verdict:
         probes.stop()
         thread.join(10)
     alive = server.proc.poll() is None and worker.is_running()
-    peak_kib = _status_kib(worker.pid, "VmHWM") if alive else before_kib
+    peak_kib = status_kib(worker.pid, "VmHWM") if alive else before_kib
     return Verdict(
         alive=alive,
         closed=closed,

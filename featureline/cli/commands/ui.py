@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from featureline.errors import BadInputError
+from featureline.serving_api.serve_flags import http_limit_flags, http_limits
 from featureline.settings import Settings
 
 # Feast's `feast ui` listens on 8888 too: one port to remember for a repo's UI.
@@ -29,6 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the stream job's Prometheus URL(s), e.g. http://127.0.0.1:9108/metrics "
         "(featureline stream --metrics-port); several for several stream processes",
     )
+    # The same HTTP/1.1 server and limits as `featureline serve`'s REST port.
+    http_limit_flags(parser)
 
 
 def _check_url(url: str, flag: str) -> None:
@@ -43,9 +46,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _check_url(args.serving_url, "--serving-url")
     for url in args.stream_metrics_url:
         _check_url(url, "--stream-metrics-url")
-    # FastAPI, uvicorn, Jinja2 and the repo's specs: not for `--help`.
+    limits = http_limits(args)
+    # FastAPI, Jinja2 and the repo's specs: not for `--help`.
+    from featureline.serving_api.limits import Limits
     from featureline.ui.server import serve
     from featureline.ui.state import default_config
 
-    serve(settings, default_config(settings, args.serving_url, args.stream_metrics_url), args.host, args.port)
+    config = default_config(settings, args.serving_url, args.stream_metrics_url)
+    serve(settings, config, args.host, args.port, limits=Limits(**limits))
     return 0
