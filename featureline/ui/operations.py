@@ -207,6 +207,28 @@ class MaterializeMarks:
         return {v: int(mark) for v, mark in marks.items() if mark is not None}, ""
 
 
+def batch_views(repo: RepoSpec) -> list[str]:
+    """The views materialize writes (batch, not label views), by name."""
+    return [n for n, v in sorted(repo.views.items()) if v.kind == "batch" and not v.is_label_view]
+
+
+MARK_METRIC = "featureline_materialize_mark_timestamp_seconds"
+
+
+def marks_exposition(marks: dict[str, int]) -> str:
+    """Prometheus text of the marks: how far each batch view is materialized, for the
+    alert FeaturelineBatchFreshnessSLOBreach (now - mark against the view's
+    freshness_slo, which serve exports). A batch job has no process to scrape, and the
+    mark is what materialize leaves behind in the online store."""
+    lines = [
+        f"# HELP {MARK_METRIC} End of the newest window materialized into the online store, "
+        "per batch view (materialize's mark), seconds since the epoch.",
+        f"# TYPE {MARK_METRIC} gauge",
+    ]
+    lines += [f'{MARK_METRIC}{{view="{view}"}} {us / 1e6:.6f}' for view, us in sorted(marks.items())]
+    return "\n".join(lines) + "\n"
+
+
 def batch_rows(repo: RepoSpec, settings: Settings, marks: dict[str, int]) -> list[BatchRow]:
     # Here, not at the top: offline_layout imports pyarrow.dataset and pandas (~1 s),
     # which the UI's start need not wait for (the marks' warm-up imports them).

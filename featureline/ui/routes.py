@@ -149,8 +149,14 @@ async def feature_page(request: Request, view: str, feature: str) -> HTMLRespons
 @router.get("/metrics")
 async def metrics_page(request: Request) -> Response:
     """Prometheus text of the drift reports under the offline store
-    (featureline_feature_drift, _psi, _p_value; alert FeaturelineFeatureDrift)."""
-    text = await asyncio.to_thread(drift_exposition, ui_of(request).state.config.offline_dir)
+    (featureline_feature_drift, _psi, _p_value; alert FeaturelineFeatureDrift) and of
+    materialize's marks (featureline_materialize_mark_timestamp_seconds; alert
+    FeaturelineBatchFreshnessSLOBreach). A Redis that does not answer leaves the marks out."""
+    state = ui_of(request).state
+    repo = (await state.current()).repo
+    text = await asyncio.to_thread(drift_exposition, state.config.offline_dir)
+    marks, _ = await asyncio.to_thread(state.marks.read, repo, operations.batch_views(repo))
+    text += operations.marks_exposition(marks)
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -185,8 +191,7 @@ async def operations_page(request: Request) -> HTMLResponse:
     repo = catalog.repo
     serve_task = asyncio.create_task(state.scraper.window(ui.http, [state.config.serve_metrics_url]))
     stream_task = asyncio.create_task(state.scraper.window(ui.http, state.config.stream_metrics_urls))
-    batch_views = [n for n, v in sorted(repo.views.items()) if v.kind == "batch" and not v.is_label_view]
-    marks, marks_error = await asyncio.to_thread(state.marks.read, repo, batch_views)
+    marks, marks_error = await asyncio.to_thread(state.marks.read, repo, operations.batch_views(repo))
     batch = await asyncio.to_thread(operations.batch_rows, repo, state.settings, marks)
     listed = await asyncio.to_thread(reports.list_reports, state.config.reports_dir)
     serve_w, stream_w = await serve_task, await stream_task

@@ -28,6 +28,7 @@ from featureline.serving_api.proto import SERVICE_NAME, pb
 from featureline.settings import Settings
 from featureline.slo import freshness_slos, parse_duration_s
 from featureline.specs import RepoSpec
+from featureline.ui.operations import marks_exposition
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 _METRIC = re.compile(r"\b(featureline_[a-z_]+)\b")
@@ -47,7 +48,7 @@ def _run(*argv: str, cwd: Path) -> str:
 
 def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     out = _run(_promtool(), "check", "rules", "alerts.yml", cwd=MONITORING)
-    assert "SUCCESS: 9 rules found" in out
+    assert "SUCCESS: 10 rules found" in out
     out = _run(_promtool(), "test", "rules", "alerts_test.yml", cwd=MONITORING)
     assert "SUCCESS" in out
 
@@ -130,6 +131,7 @@ def test_every_queried_metric_is_exported(
     exported = _sample_names(_served_metrics(server, serving_settings, serving_spec))
     exported |= _sample_names(_stream_metrics())
     exported |= _sample_names(_drift_metrics())
+    exported |= _sample_names(marks_exposition({"profile": 1_765_000_000_000_000}))  # the UI's /metrics
     assert "featureline_serving_redis_errors_total" in exported  # the scrape parsed
     for name, metrics in _queried_metrics().items():
         assert metrics, f"{name} queries no featureline metric"

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from big_repo import write_big_repo
+from prometheus_client.parser import text_string_to_metric_families
 from serve_process import ServerProcess, start_server
 from serving_data import SERVING_REPO_FILES, now_us, write_latest
 from ui_process import UiProcess, start_ui
@@ -255,6 +256,7 @@ def test_operations_show_stream_and_serving_figures_from_their_exporters(
 ) -> None:
 
     server, ui = served
+    httpx.get(ui.url + "/operations", timeout=10)  # the first scrape: a rate needs two
     for _ in range(5):
         httpx.post(
             server.url + "/get-online-features",
@@ -274,6 +276,33 @@ def test_operations_show_stream_and_serving_figures_from_their_exporters(
     batch = {t.split()[0]: t for t in _texts(browser, "#batch-table tr")[1:]}
     assert set(batch) == {"pair", "profile"}
     assert "not recorded" in batch["profile"]
+
+
+def test_metrics_carry_materialize_marks_for_the_batch_freshness_alert(
+    served: tuple[ServerProcess, UiProcess], stack: Settings
+) -> None:
+    """/metrics: featureline_materialize_mark_timestamp_seconds{view} from the mark
+    materialize keeps in the online store (the FeaturelineBatchFreshnessSLOBreach input);
+    a view never materialized has no sample."""
+    import redis
+    import yaml
+
+    from featureline.batch.materialize.job import mark_key
+
+    _, ui = served
+    project = yaml.safe_load(SERVING_REPO_FILES["feature_store.yaml"])["project"]
+    mark_us = 1_765_000_000_123_456
+    client = redis.Redis.from_url(stack.redis_url)
+    client.set(mark_key(project, "pair"), mark_us)
+    client.close()
+    text = httpx.get(ui.url + "/metrics", timeout=10).text
+    marks = {
+        s.labels["view"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "featureline_materialize_mark_timestamp_seconds"
+    }
+    assert marks == {"pair": mark_us / 1e6}
 
 
 def test_pages_of_a_repo_of_1000_features_load_under_the_bound(
