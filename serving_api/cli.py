@@ -51,7 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--auth-tokens",
         default=os.environ.get("FEATURELINE_AUTH_TOKENS_FILE", ""),
         metavar="FILE",
-        help="bearer tokens file (lines: TOKEN ACCESS); default: no auth, or $FEATURELINE_AUTH_TOKENS_FILE",
+        help="bearer tokens file (lines: TOKEN ACCESS); default $FEATURELINE_AUTH_TOKENS_FILE, or "
+        "none (auth off unless OIDC/JWT auth is on, below)",
     )
     parser.add_argument(
         "--max-entities", type=int, default=10_000, help="entities per request (default 10000)"
