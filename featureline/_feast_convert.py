@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from featureline._feast_permissions import convert_permissions
 from featureline._feast_unused import unused_objects
 from featureline.aggregations import FUNCTIONS, output_dtype
 from featureline.dtypes import KEY_DTYPES, from_feast_name, supported
@@ -358,4 +359,5 @@ def convert_repo_contents(
         source_fingerprint=fingerprint,
         ignored=unused_objects(contents),
         docs=repo_docs(contents),
+        permissions=convert_permissions(contents),
     )

@@ -74,9 +74,14 @@ def unused_objects(contents: Any) -> tuple[IgnoredSpec, ...]:
     notes = _service_notes(contents.feature_services)
     notes += _view_notes([*contents.feature_views, *contents.stream_feature_views])
     notes += _unused_sources(contents.data_sources, _used_source_names(contents))
+    # `featureline serve` enforces a Permission's READ_ONLINE (with auth: oidc in
+    # feature_store.yaml); everything else a permission may grant, it does not serve.
     notes += [
-        IgnoredSpec("permission", p.name, "Feast permissions are not enforced: use `serve --auth-tokens`")
+        IgnoredSpec(
+            "permission", p.name, "grants no READ_ONLINE: `featureline serve` serves online reads only"
+        )  # fmt: skip
         for p in getattr(contents, "permissions", [])
+        if "read_online" not in {getattr(a, "value", a) for a in p.actions}
     ]
     notes += [
         IgnoredSpec(

@@ -24,7 +24,7 @@ from featureline.specs import RepoSpec
 _SKIP_DIRS = {"data", "__pycache__", ".ipynb_checkpoints"}
 # Part of the cache key: the code that makes specs, so that a spec cached by another
 # Featureline (a field added, a rule changed) is never read back (~0.1 ms to hash).
-_SPEC_CODE = ("specs.py", "_feast_convert.py", "_feast_unused.py", "dtypes.py")
+_SPEC_CODE = ("specs.py", "_feast_convert.py", "_feast_unused.py", "_feast_permissions.py", "dtypes.py")
 
 
 def _spec_code_digest() -> bytes:

@@ -187,6 +187,23 @@ class IgnoredSpec:
 
 
 @dataclass(frozen=True)
+class PermissionSpec:
+    """A Feast Permission, as `featureline serve` enforces it with `auth: oidc`: the
+    policy (who) and the served objects it lets read online (what). Which objects it
+    covers is decided at parse time by Feast's own matching (types, name_patterns,
+    required_tags, READ_ONLINE in its actions), so serving never imports feast."""
+
+    name: str
+    # allow_all | roles | groups | namespaces | groups_namespaces (Feast's policy classes)
+    policy: str
+    roles: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    views: tuple[str, ...] = ()  # feature views and on-demand views it grants READ_ONLINE on
+    services: tuple[str, ...] = ()  # feature services it grants READ_ONLINE on
+
+
+@dataclass(frozen=True)
 class DocSpec:
     """What a Feast object says about itself for people (description, owner, tags): read
     by the web UI (featureline.ui), never by a job. Kept apart from the object specs so
@@ -215,6 +232,9 @@ class RepoSpec:
     ignored: tuple[IgnoredSpec, ...] = ()
     # doc_key(kind, name) -> its documentation; only objects that have some.
     docs: dict[str, DocSpec] = field(default_factory=dict)
+    # Every Feast Permission of the repo: with none, Feast lets any authenticated user
+    # read everything; with some, only what one of them grants.
+    permissions: tuple[PermissionSpec, ...] = ()
 
     def doc(self, kind: str, name: str) -> DocSpec:
         return self.docs.get(doc_key(kind, name)) or DocSpec()
@@ -317,6 +337,10 @@ def _repo_from_dict(d: dict[str, Any]) -> RepoSpec:
         source_fingerprint=d["source_fingerprint"],
         ignored=tuple(IgnoredSpec(**i) for i in d.get("ignored", ())),
         docs={k: DocSpec(**v) for k, v in d.get("docs", {}).items()},
+        permissions=tuple(
+            PermissionSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})  # type: ignore[arg-type]
+            for p in d.get("permissions", ())
+        ),
     )
 
 

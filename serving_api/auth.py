@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -136,10 +136,24 @@ class JwtSettings:
     """`featureline serve --auth-jwks ...`: where the keys are and what a token must say."""
 
     jwks: str  # a file, or an http(s) URL
-    issuer: str
-    audience: tuple[str, ...]
-    claim_map: str  # file of `CLAIM_VALUE ACCESS` lines
-    claim: str = "scope"  # `scope` reads `scope` (space-separated) and `scp` (a list)
+    issuer: str  # "": not checked (feature_store.yaml's oidc without `issuer`, as Feast)
+    audience: tuple[str, ...]  # (): not checked (oidc without `audience`, as Feast)
+    claim_map: str  # file of `CLAIM_VALUE ACCESS` lines ("": none)
+    # `scope` reads `scope` (space-separated) and `scp` (a list); "": the claim map
+    # applies to the values at `role_claims` (Feast's role claims, with `auth: oidc`).
+    claim: str = "scope"
+    role_claims: tuple[tuple[str, ...], ...] = ()  # exact key paths to lists of strings
+    # Access from feature_store.yaml's Feast Permissions (serving_api.feast_auth): a
+    # claim's key path and what each of its values may read; `always`: what every
+    # verified token may read (AllowAll policies; `*` when the repo has no Permission).
+    grants: tuple[tuple[tuple[str, ...], Mapping[str, frozenset[str]]], ...] = ()
+    always: frozenset[str] = frozenset()
+    # Non-empty: a token must hold one of these claims as a string (Feast's username).
+    username_claims: tuple[str, ...] = ()
+    # TLS of an https key set: a CA file ("": the system's), and whether to verify at
+    # all (feature_store.yaml's oidc ca_cert_path / verify_ssl).
+    tls_ca: str = ""
+    tls_verify: bool = True
     # Clocks of the IdP and of this host differ by seconds; 60 s is what Envoy's
     # jwt_authn and Spring Security allow by default.
     leeway_s: float = 60.0

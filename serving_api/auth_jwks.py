@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -46,10 +47,20 @@ class Key:
 Keys = dict[str | None, Key]  # kid (None: the key has none) -> key
 
 
-def _read(source: str) -> bytes:
+def tls_context(ca_file: str, verify: bool) -> ssl.SSLContext:
+    """The client TLS context of Feast's OIDC fetches (feature_store.yaml's oidc):
+    verify_ssl false turns checks off, a ca_cert_path is trusted, else the system's CAs."""
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _read(source: str, context: ssl.SSLContext | None = None) -> bytes:
     if source.startswith(("http://", "https://")):
         request = urllib.request.Request(source, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as reply:  # noqa: S310  # http(s) only, checked above
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S, context=context) as reply:  # noqa: S310  # http(s) only, checked above
             data: bytes = reply.read(MAX_JWKS_BYTES + 1)
     else:
         with Path(source).open("rb") as file:
@@ -82,10 +93,11 @@ def parse_jwks(document: Any) -> Keys:
     return keys
 
 
-def fetch_jwks(source: str) -> Keys:
-    """The keys at `source`; BadInputError saying what is wrong, in one line."""
+def fetch_jwks(source: str, context: ssl.SSLContext | None = None) -> Keys:
+    """The keys at `source` (`context`: TLS of an https one; None: the system's CAs);
+    BadInputError saying what is wrong, in one line."""
     try:
-        return parse_jwks(json.loads(_read(source)))
+        return parse_jwks(json.loads(_read(source, context)))
     except (OSError, ValueError) as exc:  # URLError and JSONDecodeError included
         raise BadInputError(f"cannot use the JWKS {source}: {exc}") from None
 

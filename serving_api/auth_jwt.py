@@ -16,6 +16,7 @@ and ES256 230-240 us, of which PyJWT's base64 and claim checks are ~2/3.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ from jwt import exceptions as jwt_errors
 
 from featureline.errors import BadInputError
 from featureline.serving_api.auth import JwtSettings, KeysPending, read_access_file
-from featureline.serving_api.auth_jwks import Key, KeySet
+from featureline.serving_api.auth_jwks import Key, KeySet, fetch_jwks, tls_context
 from featureline.serving_api.limits import Limits, UnauthenticatedError
 
 log = logging.getLogger("featureline.serving.auth")
@@ -55,6 +56,15 @@ def claim_values(claims: Mapping[str, Any], name: str) -> list[str]:
         elif isinstance(value, list):
             values.extend(v for v in value if isinstance(v, str))
     return values
+
+
+def path_values(claims: Mapping[str, Any], path: tuple[str, ...]) -> list[str]:
+    """The strings of the list at key path `path` (Feast's role and group claims: a
+    missing key or a value that is not a list is no value)."""
+    value: Any = claims
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 class TokenCache:
@@ -131,11 +141,17 @@ class JwtAuth:
         if bad:
             raise ValueError(f"algorithms {sorted(bad)} are not allowed (asymmetric only)")
         self.settings = settings
-        self.claim_map = read_access_file(settings.claim_map, "claim map", "CLAIM_VALUE")
+        self.claim_map = (
+            read_access_file(settings.claim_map, "claim map", "CLAIM_VALUE") if settings.claim_map else {}
+        )
         self.max_token_bytes = limits.jwt_max_token_bytes
         self.cache = TokenCache(limits.jwt_cache_tokens)
         if keys is None:
-            keys = KeySet(settings.jwks, limits.jwks_refresh_s, limits.jwks_min_refresh_s)
+            fetch = fetch_jwks
+            if settings.tls_ca or not settings.tls_verify:
+                context = tls_context(settings.tls_ca, settings.tls_verify)
+                fetch = functools.partial(fetch_jwks, context=context)
+            keys = KeySet(settings.jwks, limits.jwks_refresh_s, limits.jwks_min_refresh_s, fetch)
             try:
                 keys.load()
             except BadInputError as exc:
@@ -145,7 +161,13 @@ class JwtAuth:
                 log.warning("%s; starting with no key", exc)
         self.keys = keys
         keys.on_change = self.cache.clear  # a withdrawn key's tokens verify no more
-        self._options: Any = {"require": ["exp", "iss", "aud"]}
+        # An issuer or audience left unset (feature_store.yaml's oidc, as Feast) is not
+        # checked: PyJWT would refuse every token with an `aud` given no audience.
+        self._options: Any = {
+            "require": ["exp"] + ["iss"] * bool(settings.issuer) + ["aud"] * bool(settings.audience),
+            "verify_iss": bool(settings.issuer),
+            "verify_aud": bool(settings.audience),
+        }
 
     def scope(self, token: str, digest: bytes) -> frozenset[str]:
         """The access of a JWT (UnauthenticatedError saying why not; KeysPending when it
@@ -161,10 +183,24 @@ class JwtAuth:
                 f"the token is larger than {self.max_token_bytes} bytes (--auth-max-token-bytes)"
             )
         claims = self._verify(token)
-        values = claim_values(claims, self.settings.claim)
-        access = frozenset().union(*(self.claim_map.get(v, ()) for v in values))
+        access = self._access(claims)
         self.cache.put(digest, access, float(claims["exp"]) + self.settings.leeway_s)
         return access
+
+    def _access(self, claims: Mapping[str, Any]) -> frozenset[str]:
+        """What a verified token may read: the claim map's grants for its claim's values,
+        those of feature_store.yaml's Permissions (`grants`), and `always`."""
+        settings = self.settings
+        access = set(settings.always)
+        if self.claim_map:
+            if settings.claim:
+                values = claim_values(claims, settings.claim)
+            else:
+                values = [v for path in settings.role_claims for v in path_values(claims, path)]
+            access.update(*(self.claim_map.get(v, ()) for v in values))
+        for path, table in settings.grants:
+            access.update(*(table.get(v, ()) for v in path_values(claims, path)))
+        return frozenset(access)
 
     def _key(self, header: Mapping[str, Any]) -> tuple[Key, str]:
         alg, kid = header.get("alg"), header.get("kid")
@@ -210,4 +246,7 @@ class JwtAuth:
             raise UnauthenticatedError("malformed token") from None
         if not isinstance(claims.get("exp"), int | float):
             raise UnauthenticatedError("malformed token (exp is not a number)")
+        names = settings.username_claims
+        if names and not any(isinstance(claims.get(n), str) for n in names):
+            raise UnauthenticatedError(f"the token names no user (none of {', '.join(names)})")
         return claims

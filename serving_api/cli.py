@@ -51,7 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--auth-tokens",
         default=os.environ.get("FEATURELINE_AUTH_TOKENS_FILE", ""),
         metavar="FILE",
-        help="bearer tokens file (lines: TOKEN ACCESS); default: no auth, or $FEATURELINE_AUTH_TOKENS_FILE",
+        help="bearer tokens file (lines: TOKEN ACCESS); default $FEATURELINE_AUTH_TOKENS_FILE, or "
+        "none (auth off unless OIDC/JWT auth is on, below)",
     )
     parser.add_argument(
         "--max-entities", type=int, default=10_000, help="entities per request (default 10000)"
@@ -153,6 +154,7 @@ def build_config(args: Any, settings: Settings) -> Any:
     from featureline.odfv import OnDemandRunner
     from featureline.repo import load_repo
     from featureline.serving_api.auth_setup import load_auth
+    from featureline.serving_api.feast_auth import describe, read_feast_oidc
     from featureline.serving_api.limits import Limits
     from featureline.serving_api.server import WorkerConfig
     from featureline.slo import freshness_slos
@@ -168,6 +170,7 @@ def build_config(args: Any, settings: Settings) -> Any:
     if (args.grpc_server or settings.grpc_server) not in ("native", "aio"):
         raise BadInputError(f"FEATURELINE_GRPC_SERVER must be native or aio, not {settings.grpc_server!r}")
     tls = _tls(args)
+    oidc = read_feast_oidc(settings.repo)  # its discovery document: read now, or stop here
     repo = load_repo(settings)
     freshness_slos(repo)  # a bad freshness_slo tag stops serve here, naming the view
     redis = online_store(settings)
@@ -200,7 +203,9 @@ def build_config(args: Any, settings: Settings) -> Any:
         feature_log_flush_s=args.feature_log_flush_s,
     )
     check_feature_log(repo, limits, args.feature_log_sample_rate)
-    jwt = jwt_settings(args)
+    jwt = jwt_settings(args, oidc, repo.permissions)
+    if oidc is not None:
+        describe(jwt, oidc, repo.permissions)
     load_auth(args.auth_tokens, jwt, limits)  # a bad tokens file, claim map or JWKS stops us here
     return WorkerConfig(
         spec_path=str(spec_path),

@@ -48,41 +48,52 @@ def configure_tls(parser: argparse.ArgumentParser) -> None:
 def configure_jwt(parser: argparse.ArgumentParser) -> None:
     """The OIDC/JWT flags (serving_api.auth_jwt); each defaults to its environment variable."""
     env = os.environ.get
-    jwt = parser.add_argument_group("OIDC/JWT bearer tokens (on with --auth-jwks; with --auth-tokens too)")
+    jwt = parser.add_argument_group(
+        "OIDC/JWT bearer tokens",
+        "on with --auth-jwks, or with feature_store.yaml's Feast `auth: {type: oidc, "
+        "auth_discovery_url, client_id}` (the discovery document's jwks_uri; roles from "
+        "resource_access.<client_id>.roles and roles; access from the repo's Feast "
+        "Permissions with READ_ONLINE); each flag or variable set here overrides the yaml; "
+        "auth type kubernetes is refused. Works alongside --auth-tokens",
+    )
     jwt.add_argument(
         "--auth-jwks",
         default=env("FEATURELINE_AUTH_JWKS", ""),
         metavar="FILE_OR_URL",
-        help="the IdP's key set (a JWKS file or http(s) URL) ($FEATURELINE_AUTH_JWKS)",
+        help="the IdP's key set (a JWKS file or http(s) URL) ($FEATURELINE_AUTH_JWKS; default "
+        "with yaml oidc: the discovery document's jwks_uri)",
     )
     jwt.add_argument(
         "--auth-issuer",
         default=env("FEATURELINE_AUTH_ISSUER", ""),
-        help="the `iss` every token must have (required with --auth-jwks)",
+        help="the `iss` every token must have (required with --auth-jwks; yaml oidc: its "
+        "`issuer`, unchecked if unset, as Feast)",
     )
     jwt.add_argument(
         "--auth-audience",
         default=env("FEATURELINE_AUTH_AUDIENCE", ""),
-        help="the `aud` a token must hold, comma-separated if several may (required)",
+        help="the `aud` a token must hold, comma-separated if several may (required; yaml "
+        "oidc: its `audience`, unchecked if unset)",
     )
     jwt.add_argument(
         "--auth-claim",
-        default=env("FEATURELINE_AUTH_CLAIM", "scope"),
+        default=env("FEATURELINE_AUTH_CLAIM", ""),
         help="the claim mapped to access: scope (also reads scp), groups, roles, a "
-        "dotted path such as realm_access.roles (default scope)",
+        "dotted path such as realm_access.roles (default scope; yaml oidc: Feast's roles)",
     )
     jwt.add_argument(
         "--auth-claim-map",
         default=env("FEATURELINE_AUTH_CLAIM_MAP", ""),
         metavar="FILE",
         help="lines `CLAIM_VALUE ACCESS` (ACCESS: * or comma-separated feature services "
-        "/ views), as the tokens file (required with --auth-jwks)",
+        "/ views), as the tokens file (required with --auth-jwks; with yaml oidc it "
+        "replaces the Feast Permissions)",
     )
     jwt.add_argument(
         "--auth-leeway-s",
         type=float,
-        default=env("FEATURELINE_AUTH_LEEWAY_S", "60"),
-        help="clock difference allowed on exp / nbf / iat (default 60)",
+        default=env("FEATURELINE_AUTH_LEEWAY_S"),
+        help="clock difference allowed on exp / nbf / iat (default 60; yaml oidc: 10, as Feast)",
     )
     jwt.add_argument(
         "--auth-algorithms",
@@ -117,38 +128,55 @@ def configure_jwt(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def jwt_settings(args: Any) -> Any:
-    """The JwtSettings of the flags (None: no --auth-jwks); BadInputError on a bad one."""
-    from featureline.serving_api.auth import JwtSettings
+def _algorithms(text: str) -> dict[str, Any]:
     from featureline.serving_api.auth_jwt import ASYMMETRIC
 
-    if not args.auth_jwks:
+    if not text:
+        return {}
+    algorithms = tuple(a.strip() for a in text.split(",") if a.strip())
+    bad = sorted(set(algorithms) - ASYMMETRIC)
+    if bad or not algorithms:
+        raise BadInputError(f"--auth-algorithms: {bad} not allowed; choose of {sorted(ASYMMETRIC)}")
+    return {"algorithms": algorithms}
+
+
+def jwt_settings(args: Any, oidc: Any = None, permissions: tuple[Any, ...] = ()) -> Any:
+    """The JwtSettings of the flags (None: no --auth-jwks and no `oidc`); BadInputError
+    on a bad one. `oidc`: feature_store.yaml's `auth: oidc` (serving_api.feast_auth),
+    whose every value a flag (or its variable) that is set overrides."""
+    from featureline.serving_api.auth import JwtSettings
+
+    if not (args.auth_jwks or oidc):
         return None
-    if not (args.auth_issuer and args.auth_audience and args.auth_claim_map):
+    if oidc is None and not (args.auth_issuer and args.auth_audience and args.auth_claim_map):
         raise BadInputError("--auth-jwks needs --auth-issuer, --auth-audience and --auth-claim-map")
-    if args.auth_leeway_s < 0 or args.auth_jwks_min_refresh_s <= 0 or args.auth_jwks_refresh_s <= 0:
+    if oidc is not None and args.auth_claim and not args.auth_claim_map:
+        raise BadInputError("--auth-claim needs --auth-claim-map (without, access is the Feast Permissions')")
+    leeway = args.auth_leeway_s
+    if leeway is None:
+        leeway = 10.0 if oidc is not None else 60.0  # Feast's OidcTokenParser: leeway=10
+    if leeway < 0 or args.auth_jwks_min_refresh_s <= 0 or args.auth_jwks_refresh_s <= 0:
         raise BadInputError("--auth-leeway-s must be >= 0, the --auth-jwks-*refresh-s > 0")
     if args.auth_cache_tokens < 0 or args.auth_max_token_bytes < 1:
         raise BadInputError("--auth-cache-tokens must be >= 0, --auth-max-token-bytes >= 1")
-    jwks = args.auth_jwks
+    jwks = args.auth_jwks or oidc.jwks_uri
     if not jwks.startswith(("http://", "https://")):
         jwks = str(Path(jwks).resolve())
-    extra = {}
-    if args.auth_algorithms:
-        algorithms = tuple(a.strip() for a in args.auth_algorithms.split(",") if a.strip())
-        bad = sorted(set(algorithms) - ASYMMETRIC)
-        if bad or not algorithms:
-            raise BadInputError(f"--auth-algorithms: {bad} not allowed; choose of {sorted(ASYMMETRIC)}")
-        extra["algorithms"] = algorithms
-    return JwtSettings(
+    audience = args.auth_audience or (oidc.audience if oidc is not None else "")
+    settings = JwtSettings(
         jwks=jwks,
-        issuer=args.auth_issuer,
-        audience=tuple(a.strip() for a in args.auth_audience.split(",") if a.strip()),
-        claim_map=str(Path(args.auth_claim_map).resolve()),
-        claim=args.auth_claim,
-        leeway_s=args.auth_leeway_s,
-        **extra,
+        issuer=args.auth_issuer or (oidc.issuer if oidc is not None else ""),
+        audience=tuple(a.strip() for a in audience.split(",") if a.strip()),
+        claim_map=str(Path(args.auth_claim_map).resolve()) if args.auth_claim_map else "",
+        claim=args.auth_claim or ("" if oidc is not None else "scope"),
+        leeway_s=leeway,
+        **_algorithms(args.auth_algorithms),
     )
+    if oidc is None:
+        return settings
+    from featureline.serving_api.feast_auth import apply_oidc
+
+    return apply_oidc(settings, oidc, permissions)
 
 
 # The gRPC port's HTTP/2 limits: (flag, Limits field, type, default, help). Defaults are

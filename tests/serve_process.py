@@ -104,3 +104,12 @@ def start_server(
             time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"featureline serve did not answer in 180 s: {server.log_text()}")
+
+
+def serve_until_exit(settings: Settings, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`featureline serve` expected to stop at start (a bad flag or file): its exit and
+    output, after 60 s at most."""
+    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home)}
+    argv = [sys.executable, "-m", "featureline.cli", "serve", "--repo", str(settings.repo),
+            "--http-port", "0", "--grpc-port", "0", *flags]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)

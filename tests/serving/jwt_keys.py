@@ -65,16 +65,28 @@ def unsigned(**claims: Any) -> str:
     return jwt.encode(payload, None, algorithm="none")
 
 
+DISCOVERY_PATH = "/realms/test/.well-known/openid-configuration"
+
+
 @contextmanager
-def jwks_server(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], list[float]]]:
+def jwks_server(
+    document: dict[str, Any], discovery: dict[str, Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any], list[float]]]:
     """A JWKS URL on loopback serving `document` (mutable: a test rotates keys in it), and
-    the times of the fetches it answered."""
+    the times of the fetches it answered. With `discovery`, DISCOVERY_PATH serves it as
+    an OIDC discovery document, its jwks_uri set to this JWKS URL unless it has a
+    `jwks_uri` key already (None: leave it out)."""
     fetches: list[float] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(document).encode()
-            fetches.append(time.monotonic())
+            if discovery is not None and self.path == DISCOVERY_PATH:
+                jwks_uri = {"jwks_uri": f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"}
+                shown = {**jwks_uri, **discovery}
+                body = json.dumps({k: v for k, v in shown.items() if v is not None}).encode()
+            else:
+                body = json.dumps(document).encode()
+                fetches.append(time.monotonic())
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

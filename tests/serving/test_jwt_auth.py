@@ -7,10 +7,7 @@ and a bad JWKS that stops `featureline serve` at start in one line."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ import grpc
 import httpx
 import pytest
 from jwt_keys import AUDIENCE, CLAIM_MAP, ISSUER, ec_key, jwks, jwks_server, rsa_key, unsigned
-from serve_process import ServerProcess, start_server
+from serve_process import ServerProcess, serve_until_exit, start_server
 
 from featureline.errors import BadInputError
 from featureline.serving_api.client import FeatureClient
@@ -184,13 +181,6 @@ def test_a_rotated_key_in_the_file_over_grpc(aio: tuple[ServerProcess, Path, flo
         assert "user_id" in client.get_online_features(SERVICE_ENTITIES, feature_service="svc").feature_names
 
 
-def _serve(settings: Settings, *flags: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.env_vars(), "FEATURELINE_HOME": str(settings.home)}
-    argv = [sys.executable, "-m", "featureline.cli", "serve", "--repo", str(settings.repo),
-            "--http-port", "0", "--grpc-port", "0", *flags]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
-
-
 def test_a_bad_jwks_stops_serve_in_one_line(serving_settings: Settings, serving_spec: RepoSpec) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
@@ -200,7 +190,7 @@ def test_a_bad_jwks_stops_serve_in_one_line(serving_settings: Settings, serving_
         (missing, "No such file"),
         (f"http://127.0.0.1:{port}/jwks", "Connection refused"),
     ]:
-        done = _serve(serving_settings, *_flags(serving_settings.home, source))
+        done = serve_until_exit(serving_settings, *_flags(serving_settings.home, source))
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and f"cannot use the JWKS {source}" in lines[0] and reason in lines[0], lines
