@@ -114,16 +114,21 @@ def in_repo_dir(repo: Path) -> Iterator[None]:
     """Run Feast code as its CLI does: from inside the repo, with the repo first on
     sys.path (Feast names definition modules by their path relative to the working
     directory, and definitions may import each other). Modules of an earlier load
-    (this repo or another with the same file names) are dropped so edits are seen."""
+    (this repo or another with the same file names) are dropped so edits are seen, and
+    no bytecode is written for them: a .pyc is checked against its source's mtime in
+    whole seconds and its size, so an edit of the same length within the second of a
+    load (ttl=timedelta(days=7) -> days=3) would be read back stale."""
     for path in repo_files(repo)[1:]:
         name = ".".join(path.relative_to(repo).with_suffix("").parts)
         sys.modules.pop(name, None)
     sys.path.insert(0, str(repo))
-    previous = os.getcwd()
+    previous, wrote_bytecode = os.getcwd(), sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
     os.chdir(repo)
     try:
         yield
     finally:
+        sys.dont_write_bytecode = wrote_bytecode
         os.chdir(previous)
         with contextlib.suppress(ValueError):
             sys.path.remove(str(repo))
