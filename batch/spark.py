@@ -31,6 +31,13 @@ SHUFFLE_PARTITIONS = 4
 # Driver heap: local mode runs the executors inside the driver JVM; Spark's 1g default
 # spills a 10M-row join constantly. Override with $FEATURELINE_SPARK_DRIVER_MEMORY.
 DEFAULT_DRIVER_MEMORY = "2g"
+# Extra JVM options of the driver (local mode: the executors too) and of the executors
+# of a cluster, appended to ours. For short runs on small data (tests, the demo) the
+# C1-only JIT and the serial GC start and warm up faster on 2 cores: measured on the
+# demo's 4,000-event backfill, JVM start 9.5-11 s -> 6.3 s and the first backfill
+# 30-32 s -> 17-20 s. Long jobs on big data want C2: unset by default.
+JAVA_OPTIONS_VAR = "FEATURELINE_SPARK_JAVA_OPTIONS"
+SHORT_RUN_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 # Spark's INFO logs print ~40 lines per job; only warnings and errors reach stderr.
 _LOG4J2 = """\
 rootLogger.level = warn
@@ -75,6 +82,8 @@ def base_conf(master: str | None) -> dict[str, str]:
     """The settings every Featureline Spark session gets. master None: keep what
     spark-submit set (master, driver memory and address are the submitter's choice)."""
     java_opts = f"-Dio.netty.tryReflectionSetAccessible=true -Dlog4j.configurationFile=file:{log4j_config()}"
+    if extra := os.environ.get(JAVA_OPTIONS_VAR, "").strip():
+        java_opts = f"{java_opts} {extra}"
     launch: dict[str, str] = {}
     if master is not None:
         launch = {

@@ -4,12 +4,14 @@ per session on free ports in a temporary home (nothing touches ./.featureline)."
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from featureline.batch.spark import JAVA_OPTIONS_VAR, SHORT_RUN_JAVA_OPTIONS
 from featureline.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,6 +22,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # kafka-python 3.0.12 loads its protocol schemas with importlib.resources.read_text,
     # deprecated since Python 3.11: ~80 identical warnings per session, none of ours.
     config.addinivalue_line("filterwarnings", "ignore:(read|open)_text is deprecated:DeprecationWarning")
+    # Every Spark JVM of the run (this process's session, the CLI children, the
+    # standalone cluster's executors) handles a few thousand rows: the short-run JIT/GC
+    # settings of featureline.batch.spark halve its warm-up (measured there).
+    os.environ.setdefault(JAVA_OPTIONS_VAR, SHORT_RUN_JAVA_OPTIONS)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from featureline.batch.spark import spark_home
+from featureline.batch.spark import JAVA_OPTIONS_VAR, spark_home
 from featureline.cli.devstack import free_ports
 
 
@@ -60,6 +60,9 @@ def _env(work: Path) -> dict[str, str]:
         "SPARK_NO_DAEMONIZE": "1",
         # The master's and worker's own JVMs need little heap here (default 1 GiB each).
         "SPARK_DAEMON_MEMORY": "256m",
+        # The conftest's short-run JIT/GC settings (featureline.batch.spark) for the
+        # master and worker JVMs too: they only register and launch executors.
+        "SPARK_DAEMON_JAVA_OPTS": os.environ.get(JAVA_OPTIONS_VAR, ""),
     }
 
 

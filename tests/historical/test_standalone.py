@@ -15,7 +15,7 @@ from hist_data import AGGS, generate
 from spark_cluster import StandaloneCluster
 
 from featureline.batch.historical import get_historical_features
-from featureline.batch.spark import spark_home
+from featureline.batch.spark import JAVA_OPTIONS_VAR, spark_home
 from featureline.repo import source_fingerprint
 from featureline.settings import Settings
 from featureline.specs import RepoSpec
@@ -64,6 +64,10 @@ def test_spark_submit_to_standalone_cluster(spark_standalone: StandaloneCluster,
         "spark.driver.host=127.0.0.1",
         "--conf",
         f"spark.pyspark.python={sys.executable}",
+        # spark-submit starts the driver's JVM: the conftest's short-run settings given
+        # here (Featureline sets only the executors' JVM options under spark-submit).
+        "--driver-java-options",
+        os.environ.get(JAVA_OPTIONS_VAR, ""),
         str(REPO_ROOT / "batch" / "historical" / "submit.py"),
         "--entity-df",
         str(entity_path),
