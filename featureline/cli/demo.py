@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -317,7 +318,13 @@ STAGES: list[tuple[str, Callable[[DemoContext], None]]] = [
 
 def demo_settings(settings: Settings) -> Settings:
     """The demo keeps its offline store under its home (unless FEATURELINE_OFFLINE_DIR is
-    set), starting empty, so events of an earlier run never mix into this one."""
+    set), starting empty, so events of an earlier run never mix into this one.
+
+    Repo and home absolute: the web UI reads the repo by its absolute paths
+    (ui.state.absolute), and the specs cache is keyed by the paths as given
+    (featureline.repo), so relative ones made the UI stage parse the repo with Feast
+    again (~6 s of its ~7 s)."""
+    settings = dataclasses.replace(settings, repo=settings.repo.resolve(), home=settings.home.resolve())
     if settings.offline_dir:
         return settings
     offline = settings.home.resolve() / "demo-offline"
@@ -326,6 +333,11 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from featureline.batch.spark import JAVA_OPTIONS_VAR, SHORT_RUN_JAVA_OPTIONS
+
+    # A small day: Spark's short-run JVM settings (featureline.batch.spark) take the
+    # backfill stage of a 4,000-event demo from 48.8 s to 20.2 s on 2 cores (one run each).
+    os.environ.setdefault(JAVA_OPTIONS_VAR, SHORT_RUN_JAVA_OPTIONS)
     settings = demo_settings(settings)
     settings.export_env()
     print(f"offline store: {settings.resolved_offline_dir}")
