@@ -80,7 +80,7 @@ class Served:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def _wait_http(served: Served, path: str, timeout_s: float = 120) -> Served:
+def wait_http(served: Served, path: str, timeout_s: float = 120) -> Served:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if served.proc.poll() is not None:
@@ -95,6 +95,12 @@ def _wait_http(served: Served, path: str, timeout_s: float = 120) -> Served:
 
 
 def start_featureline_serve(repo: Path, home: Path) -> Served:
+    return wait_http(spawn_featureline_serve(repo, home), "/health")
+
+
+def spawn_featureline_serve(repo: Path, home: Path) -> Served:
+    """`featureline serve` started, not waited for (wait_http): a caller can start
+    `feast serve` meanwhile, each importing its packages on a core of its own."""
     http_port, grpc_port = free_ports(2)
     argv = [sys.executable, "-m", "featureline.cli", "serve", "--repo", str(repo), "--host", "127.0.0.1",
             "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--workers", "1"]  # fmt: skip
@@ -102,10 +108,11 @@ def start_featureline_serve(repo: Path, home: Path) -> Served:
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=feast_env(FEATURELINE_HOME=str(home)), stdout=out,
                                 stderr=subprocess.STDOUT)  # fmt: skip
-    return _wait_http(Served(proc, f"http://127.0.0.1:{http_port}", log), "/health")
+    return Served(proc, f"http://127.0.0.1:{http_port}", log)
 
 
-def start_feast_serve(repo: Path, home: Path) -> Served:
+def spawn_feast_serve(repo: Path, home: Path) -> Served:
+    """`feast serve` started, not waited for (wait_http)."""
     (port,) = free_ports(1)
     log = home / f"feast-serve-{port}.log"
     with open(log, "wb") as out:
@@ -113,4 +120,4 @@ def start_feast_serve(repo: Path, home: Path) -> Served:
             [str(BIN / "feast"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             cwd=repo, env=feast_env(), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    return _wait_http(Served(proc, f"http://127.0.0.1:{port}", log), "/health")
+    return Served(proc, f"http://127.0.0.1:{port}", log)

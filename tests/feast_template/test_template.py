@@ -25,8 +25,10 @@ from template_env import (
     feast_env,
     featureline,
     set_online_store,
-    start_feast_serve,
+    spawn_feast_serve,
+    spawn_featureline_serve,
     start_featureline_serve,
+    wait_http,
 )
 
 from featureline.online.value_proto import decode_value
@@ -80,9 +82,18 @@ def _ok(done: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def applied(repos: Repos, home: Path) -> Repos:
-    _ok(subprocess.run([str(BIN / "feast"), "apply"], cwd=repos.feast, env=feast_env(),
-                       capture_output=True, text=True, timeout=300))  # fmt: skip
-    out = _ok(featureline(repos.ours, "apply", home=home))
+    # Both at once (separate repos, registries and Redis dbs): each CLI spends ~8 s
+    # importing feast, on a core of its own.
+    feast = subprocess.Popen([str(BIN / "feast"), "apply"], cwd=repos.feast, env=feast_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        out = _ok(featureline(repos.ours, "apply", home=home))
+        stdout, stderr = feast.communicate(timeout=300)
+    finally:
+        if feast.poll() is None:
+            feast.kill()
+            feast.wait()
+    _ok(subprocess.CompletedProcess(feast.args, feast.returncode, stdout, stderr))
     # The repo's own registry (data/registry.db, Feast's default file registry) is used.
     assert (repos.ours / "data" / "registry.db").is_file(), out
     return repos
@@ -181,14 +192,12 @@ def test_feast_sdk_reads_what_we_materialized(materialized: Repos, feast_store: 
 
 @pytest.fixture(scope="module")
 def servers(materialized: Repos, home: Path) -> Iterator[tuple[Served, Served]]:
-    feast = start_feast_serve(materialized.feast, home)
+    # Both started before either is waited for: each imports its packages (~5 s) on a
+    # core of its own.
+    feast = spawn_feast_serve(materialized.feast, home)
+    ours = spawn_featureline_serve(materialized.ours, home)
     try:
-        ours = start_featureline_serve(materialized.ours, home)
-    except Exception:
-        feast.stop()
-        raise
-    try:
-        yield feast, ours
+        yield wait_http(feast, "/health"), wait_http(ours, "/health")
     finally:
         ours.stop()
         feast.stop()
