@@ -59,7 +59,10 @@ def test_online_equals_oracle_with_late_and_dead_letters(
     last = send(stream_case, first, BAD)
     stats = tmp_path / "stats.json"
     # Two worker processes share the partitions (--workers): stats are merged on exit.
-    job = stream_case.start_job("--stats-file", str(stats), "--max-records", "300", "--workers", "2")
+    # A first join on Tansu takes half the session timeout (measured:
+    # 5.0 s at the default 10 s, 2.0 s at 4 s); 4 s as in test_rebalance.
+    job = stream_case.start_job("--stats-file", str(stats), "--max-records", "300", "--workers", "2",
+                                "--session-timeout-s", "4")  # fmt: skip
     try:
         wait_applied(redis_client, stream_case, last, job)
         assert assert_online_equals_oracle(stream_server, stream_case, first) > 0
