@@ -140,14 +140,27 @@ def offline_rows(case: StreamCase) -> Any:
     return ds.dataset(base, format="parquet", partitioning="hive").to_table()
 
 
-def dlq_messages(case: StreamCase) -> list[Any]:
-    from kafka import KafkaConsumer
+def dlq_messages(case: StreamCase, timeout_s: float = 30) -> list[Any]:
+    """Every message of the test topic's DLQ, read up to the end offsets it has now (the
+    job has stopped): no idle wait after the last one (a 3 s consumer timeout, before)."""
+    from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(f"{case.topic}.dlq", bootstrap_servers=case.settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)  # fmt: skip
-    out = list(consumer)
-    consumer.close()
-    return out
+    topic = f"{case.topic}.dlq"
+    consumer = KafkaConsumer(bootstrap_servers=case.settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, f"{topic}: not read to {ends} in {timeout_s} s"
+            for records in consumer.poll(timeout_ms=200).values():
+                out += records
+        return out
+    finally:
+        consumer.close()
 
 
 # --- the naive oracle, and the values read back through `featureline serve` ----------
