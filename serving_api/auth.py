@@ -154,6 +154,9 @@ class JwtSettings:
     # all (feature_store.yaml's oidc ca_cert_path / verify_ssl).
     tls_ca: str = ""
     tls_verify: bool = True
+    # An https key set's fetch timeout (feature_store.yaml's oidc
+    # jwks_request_timeout_seconds; 5 s otherwise). Fetches run off the event loop.
+    fetch_timeout_s: float = 5.0
     # Clocks of the IdP and of this host differ by seconds; 60 s is what Envoy's
     # jwt_authn and Spring Security allow by default.
     leeway_s: float = 60.0

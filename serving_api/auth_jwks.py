@@ -57,10 +57,10 @@ def tls_context(ca_file: str, verify: bool) -> ssl.SSLContext:
     return context
 
 
-def _read(source: str, context: ssl.SSLContext | None = None) -> bytes:
+def _read(source: str, context: ssl.SSLContext | None = None, timeout_s: float = FETCH_TIMEOUT_S) -> bytes:
     if source.startswith(("http://", "https://")):
         request = urllib.request.Request(source, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S, context=context) as reply:  # noqa: S310  # http(s) only, checked above
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as reply:  # noqa: S310  # http(s) only, checked above
             data: bytes = reply.read(MAX_JWKS_BYTES + 1)
     else:
         with Path(source).open("rb") as file:
@@ -93,11 +93,13 @@ def parse_jwks(document: Any) -> Keys:
     return keys
 
 
-def fetch_jwks(source: str, context: ssl.SSLContext | None = None) -> Keys:
+def fetch_jwks(
+    source: str, context: ssl.SSLContext | None = None, timeout_s: float = FETCH_TIMEOUT_S
+) -> Keys:
     """The keys at `source` (`context`: TLS of an https one; None: the system's CAs);
     BadInputError saying what is wrong, in one line."""
     try:
-        return parse_jwks(json.loads(_read(source, context)))
+        return parse_jwks(json.loads(_read(source, context, timeout_s)))
     except (OSError, ValueError) as exc:  # URLError and JSONDecodeError included
         raise BadInputError(f"cannot use the JWKS {source}: {exc}") from None
 

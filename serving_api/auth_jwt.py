@@ -147,10 +147,10 @@ class JwtAuth:
         self.max_token_bytes = limits.jwt_max_token_bytes
         self.cache = TokenCache(limits.jwt_cache_tokens)
         if keys is None:
-            fetch = fetch_jwks
+            context = None
             if settings.tls_ca or not settings.tls_verify:
                 context = tls_context(settings.tls_ca, settings.tls_verify)
-                fetch = functools.partial(fetch_jwks, context=context)
+            fetch = functools.partial(fetch_jwks, context=context, timeout_s=settings.fetch_timeout_s)
             keys = KeySet(settings.jwks, limits.jwks_refresh_s, limits.jwks_min_refresh_s, fetch)
             try:
                 keys.load()

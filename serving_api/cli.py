@@ -27,6 +27,7 @@ from featureline.serving_api.serve_flags import (
     grpc_limits,
     http_limit_flags,
     http_limits,
+    jwks_refresh_s,
     jwt_settings,
 )
 from featureline.settings import Settings
@@ -190,7 +191,7 @@ def build_config(args: Any, settings: Settings) -> Any:
         # --- JWT bearer tokens ---
         jwt_cache_tokens=args.auth_cache_tokens,
         jwt_max_token_bytes=args.auth_max_token_bytes,
-        jwks_refresh_s=args.auth_jwks_refresh_s,
+        jwks_refresh_s=jwks_refresh_s(args, oidc),
         jwks_min_refresh_s=args.auth_jwks_min_refresh_s,
         redis_stall_timeout_s=args.redis_stall_timeout_ms / 1000,
         redis_max_abandoned=args.redis_max_abandoned,

@@ -54,6 +54,8 @@ class FeastOidc:
     audience: str = ""
     tls_ca: str = ""  # ca_cert_path, when the file exists (as Feast)
     tls_verify: bool = True  # verify_ssl
+    jwks_lifespan_s: float = 300.0  # jwks_cache_lifespan_seconds: the key set's refresh
+    jwks_timeout_s: float = 10.0  # jwks_request_timeout_seconds: a key-set fetch's timeout
 
 
 def _fetch_discovery(url: str, context: Any) -> dict[str, Any]:
@@ -109,6 +111,8 @@ def read_feast_oidc(repo: Path) -> FeastOidc | None:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise BadInputError("feature_store.yaml: auth type oidc needs auth_discovery_url (an http(s) URL)")
     ca = str(auth.get("ca_cert_path") or "")
+    lifespan = _positive(auth, "jwks_cache_lifespan_seconds", 300.0)
+    timeout = _positive(auth, "jwks_request_timeout_seconds", 10.0)
     oidc = FeastOidc(
         discovery_url=url,
         jwks_uri="",
@@ -117,9 +121,19 @@ def read_feast_oidc(repo: Path) -> FeastOidc | None:
         audience=str(auth.get("audience") or ""),
         tls_ca=ca if ca and Path(ca).is_file() else "",
         tls_verify=auth.get("verify_ssl", True) is not False,
+        jwks_lifespan_s=lifespan,
+        jwks_timeout_s=timeout,
     )
     document = _fetch_discovery(url, tls_context(oidc.tls_ca, oidc.tls_verify))
     return replace(oidc, jwks_uri=document["jwks_uri"])
+
+
+def _positive(auth: Mapping[str, Any], key: str, default: float) -> float:
+    """A number of seconds of the block, > 0 as Feast's OidcAuthConfig requires."""
+    value = auth.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise BadInputError(f"feature_store.yaml: auth.{key} must be a number of seconds > 0, not {value!r}")
+    return float(value)
 
 
 def role_claims(client_id: str) -> tuple[tuple[str, ...], ...]:
@@ -170,6 +184,7 @@ def apply_oidc(
         username_claims=USERNAME_CLAIMS,
         tls_ca=oidc.tls_ca if settings.jwks == oidc.jwks_uri else settings.tls_ca,
         tls_verify=oidc.tls_verify if settings.jwks == oidc.jwks_uri else settings.tls_verify,
+        fetch_timeout_s=oidc.jwks_timeout_s if settings.jwks == oidc.jwks_uri else settings.fetch_timeout_s,
         **extra,
     )
 

@@ -117,8 +117,9 @@ def configure_jwt(parser: argparse.ArgumentParser) -> None:
     jwt.add_argument(
         "--auth-jwks-refresh-s",
         type=float,
-        default=300.0,
-        help="fetch the key set again in the background this often (default 300)",
+        default=None,
+        help="fetch the key set again in the background this often (default 300, or "
+        "feature_store.yaml's auth.jwks_cache_lifespan_seconds)",
     )
     jwt.add_argument(
         "--auth-jwks-min-refresh-s",
@@ -140,6 +141,13 @@ def _algorithms(text: str) -> dict[str, Any]:
     return {"algorithms": algorithms}
 
 
+def jwks_refresh_s(args: Any, oidc: Any = None) -> float:
+    """--auth-jwks-refresh-s, else feature_store.yaml's jwks_cache_lifespan_seconds, else 300 s."""
+    if args.auth_jwks_refresh_s is not None:
+        return float(args.auth_jwks_refresh_s)
+    return float(oidc.jwks_lifespan_s) if oidc is not None else 300.0
+
+
 def jwt_settings(args: Any, oidc: Any = None, permissions: tuple[Any, ...] = ()) -> Any:
     """The JwtSettings of the flags (None: no --auth-jwks and no `oidc`); BadInputError
     on a bad one. `oidc`: feature_store.yaml's `auth: oidc` (serving_api.feast_auth),
@@ -155,7 +163,8 @@ def jwt_settings(args: Any, oidc: Any = None, permissions: tuple[Any, ...] = ())
     leeway = args.auth_leeway_s
     if leeway is None:
         leeway = 10.0 if oidc is not None else 60.0  # Feast's OidcTokenParser: leeway=10
-    if leeway < 0 or args.auth_jwks_min_refresh_s <= 0 or args.auth_jwks_refresh_s <= 0:
+    refresh = args.auth_jwks_refresh_s
+    if leeway < 0 or args.auth_jwks_min_refresh_s <= 0 or (refresh is not None and refresh <= 0):
         raise BadInputError("--auth-leeway-s must be >= 0, the --auth-jwks-*refresh-s > 0")
     if args.auth_cache_tokens < 0 or args.auth_max_token_bytes < 1:
         raise BadInputError("--auth-cache-tokens must be >= 0, --auth-max-token-bytes >= 1")

@@ -224,3 +224,30 @@ def test_flags_override_the_yaml(tmp_path: Path) -> None:
     assert overridden.role_claims == (("resource_access", CLIENT, "roles"), ("roles",))
     with pytest.raises(BadInputError, match="--auth-claim needs --auth-claim-map"):
         jwt_settings(parser.parse_args(["--auth-claim", "groups"]), oidc, granted)
+
+
+def test_the_key_sets_lifespan_and_timeout_come_from_the_yaml(idp: str, tmp_path: Path) -> None:
+    """jwks_cache_lifespan_seconds is the key set's refresh and jwks_request_timeout_seconds
+    its fetch timeout, unless --auth-jwks-refresh-s / --auth-jwks say otherwise."""
+    from featureline.serving_api.feast_auth import read_feast_oidc
+    from featureline.serving_api.serve_flags import jwks_refresh_s
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    timing = "  jwks_cache_lifespan_seconds: 60\n  jwks_request_timeout_seconds: 2.5\n"
+    (repo / "feature_store.yaml").write_text("project: p\n" + _oidc_yaml(idp) + timing)
+    oidc = read_feast_oidc(repo)
+    assert oidc is not None and (oidc.jwks_lifespan_s, oidc.jwks_timeout_s) == (60.0, 2.5)
+    parser = argparse.ArgumentParser()
+    configure_jwt(parser)
+    assert jwks_refresh_s(parser.parse_args([]), oidc) == 60.0
+    assert jwks_refresh_s(parser.parse_args(["--auth-jwks-refresh-s", "120"]), oidc) == 120.0
+    assert jwks_refresh_s(parser.parse_args([]), None) == 300.0
+    assert jwt_settings(parser.parse_args([]), oidc, ()).fetch_timeout_s == 2.5
+    own = ["--auth-jwks", "keys.json"]  # another key set: its own (default) timeout
+    assert jwt_settings(parser.parse_args(own), oidc, ()).fetch_timeout_s == 5.0
+    (repo / "feature_store.yaml").write_text(
+        "project: p\n" + _oidc_yaml(idp) + "  jwks_cache_lifespan_seconds: 0\n"
+    )
+    with pytest.raises(BadInputError, match="jwks_cache_lifespan_seconds must be a number of seconds > 0"):
+        read_feast_oidc(repo)
