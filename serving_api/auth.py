@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 
 WWW_AUTHENTICATE = 'Bearer realm="featureline"'
 ALL = "*"
+# Grants of one kind of object only (feature_store.yaml's Feast Permissions name views and
+# services apart, and Feast lets a service and a view share a name); the tokens file and
+# claim maps grant plain names, which cover both.
+SERVICE_GRANT = "service:"
+VIEW_GRANT = "view:"
 MISSING_TOKEN = "missing bearer token (Authorization: Bearer <token>)"
 T = TypeVar("T")
 
@@ -85,10 +90,10 @@ def check(scope: frozenset[str], plan: ReadPlan, service: str | None) -> None:
     if ALL in scope:
         return
     if service is not None:
-        if service not in scope:
+        if service not in scope and SERVICE_GRANT + service not in scope:
             raise ForbiddenError(f"this token may not read feature service {service!r}")
         return
-    denied = [v for v in plan.views if v not in scope]
+    denied = [v for v in plan.views if v not in scope and VIEW_GRANT + v not in scope]
     if denied:
         raise ForbiddenError(f"this token may not read view(s) {', '.join(denied)}")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from featureline.errors import BadInputError
-from featureline.serving_api.auth import ALL, JwtSettings
+from featureline.serving_api.auth import ALL, SERVICE_GRANT, VIEW_GRANT, JwtSettings
 from featureline.serving_api.auth_jwks import tls_context
 from featureline.specs import PermissionSpec
 
@@ -151,7 +151,8 @@ def permission_grants(
     groups: dict[str, set[str]] = {}
     always: set[str] = set()
     for permission in permissions:
-        names = {*permission.views, *permission.services}
+        # Kind-qualified: a permission on service `x` grants no view named `x`.
+        names = {VIEW_GRANT + v for v in permission.views} | {SERVICE_GRANT + s for s in permission.services}
         if permission.policy == "allow_all":
             always |= names
         elif permission.policy == "roles":

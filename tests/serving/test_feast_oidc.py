@@ -212,7 +212,7 @@ def test_flags_override_the_yaml(tmp_path: Path) -> None:
     assert (from_yaml.jwks, from_yaml.issuer) == ("https://idp.test/keys", "https://idp.test")
     assert from_yaml.audience == ()
     assert from_yaml.leeway_s == 10.0 and from_yaml.claim_map == "" and from_yaml.always == frozenset()
-    roles = {"analyst": frozenset({"profile"})}
+    roles = {"analyst": frozenset({"view:profile"})}
     assert from_yaml.grants == ((("resource_access", CLIENT, "roles"), roles), (("roles",), roles))
     assert jwt_settings(parser.parse_args([]), oidc, ()).always == frozenset({"*"})  # no Permission: all
     flags = ["--auth-jwks", "keys.json", "--auth-issuer", "https://other.test", "--auth-audience", "api",
@@ -251,3 +251,22 @@ def test_the_key_sets_lifespan_and_timeout_come_from_the_yaml(idp: str, tmp_path
     )
     with pytest.raises(BadInputError, match="jwks_cache_lifespan_seconds must be a number of seconds > 0"):
         read_feast_oidc(repo)
+
+
+def test_a_permission_on_a_service_grants_no_view_of_the_same_name() -> None:
+    """Feast lets a feature service and a feature view share a name; a Permission names
+    one kind (its types), so its grant must not reach the other."""
+    from types import SimpleNamespace
+
+    from featureline.serving_api.auth import check
+    from featureline.serving_api.feast_auth import permission_grants
+    from featureline.serving_api.limits import ForbiddenError
+
+    only_service = (PermissionSpec("p", "roles", roles=("analyst",), services=("profile",)),)
+    ((_, table), _), always = permission_grants(only_service, CLIENT)
+    scope = table["analyst"] | always
+    reading_the_view: Any = SimpleNamespace(views=("profile",))
+    check(scope, reading_the_view, "profile")  # the service: granted
+    with pytest.raises(ForbiddenError, match="may not read view"):
+        check(scope, reading_the_view, None)
+    check(frozenset({"profile"}), reading_the_view, None)  # a claim map's plain name: both kinds
