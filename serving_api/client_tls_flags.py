@@ -9,6 +9,17 @@ import os
 
 from featureline.serving_api.tls import ClientTls
 
+# The PEM files: flag, environment variable, what it is.
+_FILE_FLAGS = (
+    ("--serving-ca", "FEATURELINE_SERVING_TLS_CA", "PEM CA that signed the serving API's certificate"),
+    (
+        "--serving-cert",
+        "FEATURELINE_SERVING_TLS_CERT",
+        "PEM client certificate, for a server with --tls-client-ca",
+    ),
+    ("--serving-key", "FEATURELINE_SERVING_TLS_KEY", "PEM key of --serving-cert"),
+)
+
 
 def add_client_tls_flags(parser: argparse.ArgumentParser) -> None:
     """How a client command reaches a TLS `featureline serve` (serving_api.tls.ClientTls)."""
@@ -20,25 +31,10 @@ def add_client_tls_flags(parser: argparse.ArgumentParser) -> None:
         help="reach the serving API over TLS, trusting the system's roots (default "
         "$FEATURELINE_SERVING_TLS; implied by --serving-ca/--serving-cert)",
     )
-    parser.add_argument(
-        "--serving-ca",
-        default=env("FEATURELINE_SERVING_TLS_CA", ""),
-        metavar="FILE",
-        help="PEM CA that signed the serving API's certificate (default $FEATURELINE_SERVING_TLS_CA)",
-    )
-    parser.add_argument(
-        "--serving-cert",
-        default=env("FEATURELINE_SERVING_TLS_CERT", ""),
-        metavar="FILE",
-        help="PEM client certificate, for a server with --tls-client-ca "
-        "(default $FEATURELINE_SERVING_TLS_CERT)",
-    )
-    parser.add_argument(
-        "--serving-key",
-        default=env("FEATURELINE_SERVING_TLS_KEY", ""),
-        metavar="FILE",
-        help="PEM key of --serving-cert (default $FEATURELINE_SERVING_TLS_KEY)",
-    )
+    for flag, variable, text in _FILE_FLAGS:
+        parser.add_argument(
+            flag, default=env(variable, ""), metavar="FILE", help=f"{text} (default ${variable})"
+        )
 
 
 def client_tls(args: argparse.Namespace) -> ClientTls | None:
