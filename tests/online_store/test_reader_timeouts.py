@@ -9,7 +9,6 @@ connection of their own. The cluster reader and the Sentinel reader behave the s
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,8 +16,8 @@ from typing import Any
 import hiredis
 import pytest
 import redis
+from redis_process import RedisProcess
 
-from featureline.cli.devstack import free_port, redis_binary
 from featureline.online_store import StoreTimeoutError, StoreUnavailableError
 from featureline.online_store.redis.aio import RedisClient
 
@@ -37,29 +36,18 @@ def _value(i: int) -> list[Any]:
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A private redis-server (CLIENT PAUSE must not stall other tests) with KEYS hashes."""
-    port = free_port()
-    argv = [str(redis_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis-timeouts"))]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
+    server = RedisProcess(tmp_path_factory.mktemp("redis-timeouts"))
+    server.start()
+    client = redis.Redis(port=server.port)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-                time.sleep(0.05)
         pipe = client.pipeline(transaction=False)
         for i in range(KEYS):
             pipe.hset(b"k%d" % i, mapping={b"a": b"a%d" % i, b"b": b"b%d" % i})
         pipe.execute()
-        yield port
+        yield server.port
     finally:
         client.close()
-        proc.kill()
-        proc.wait()
+        server.stop()
 
 
 def _pause(port: int, ms: int) -> None:
