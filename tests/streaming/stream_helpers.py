@@ -91,6 +91,23 @@ def stop_job(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> str:
     return err.decode()
 
 
+def run_until_applied(
+    client: Any, case: StreamCase, events: list[dict[str, Any]], stats: Path, *flags: str
+) -> dict[str, Any]:
+    """Send `events`, run the job (with `flags`) until every offset is applied, stop it
+    (SIGTERM: drain, flush, commit, stats) and return its --stats-file summary. Stopped
+    that way, not by --idle-exit-s, whose limit counts from start-up: a slow start on a
+    busy machine would end the job early."""
+    last = send(case, events)
+    job = case.start_job("--stats-file", str(stats), *flags)
+    try:
+        wait_applied(client, case, last, job, timeout_s=180)
+    finally:
+        stop_job(job)
+    summary: dict[str, Any] = orjson.loads(stats.read_bytes())
+    return summary
+
+
 # --- events in, results out ---------------------------------------------------------
 
 HOUR_US = 3600 * US

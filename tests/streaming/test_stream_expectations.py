@@ -8,7 +8,6 @@ over the events kept."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -25,9 +24,7 @@ from stream_helpers import (
     dlq_messages,
     make_events,
     now_us,
-    send,
-    stop_job,
-    wait_applied,
+    run_until_applied,
 )
 
 from benchmarks.stream.repo import isolated_repo
@@ -82,14 +79,9 @@ def test_breaking_events_are_dead_lettered_with_the_reason_or_counted(
     bad = [e for e in events if e["amount"] == -5.0 or e["country"] == "XX"]
     good = [e for e in events if e not in bad]
     over = sum(1 for e in events if e["amount"] is not None and e["amount"] > 400)
-    last = send(dq_case, events)
-    stats = tmp_path / "stats.json"
-    job = dq_case.start_job("--stats-file", str(stats), "--max-records", "100")
-    try:
-        wait_applied(redis_client, dq_case, last, job, timeout_s=180)
-    finally:
-        stop_job(job)
-    summary = json.loads(stats.read_text())
+    summary = run_until_applied(
+        redis_client, dq_case, events, tmp_path / "stats.json", "--max-records", "100"
+    )
     assert summary["dead_letters"] == len(bad)
     assert summary["events"] == len(good)
     assert summary["expectation_violations"] == {

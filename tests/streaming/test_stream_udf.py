@@ -7,7 +7,6 @@ with such a view, real broker and Redis."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -26,10 +25,8 @@ from stream_helpers import (
     dlq_messages,
     make_events,
     now_us,
-    send,
+    run_until_applied,
     served_latest,
-    stop_job,
-    wait_applied,
 )
 
 from benchmarks.stream.repo import isolated_repo
@@ -152,18 +149,12 @@ def test_udf_failures_go_to_the_dlq_and_the_job_goes_on(
         e["currency"] = rng.choice(["XXX", "YYY"])
     bad = [e for e in events if e["currency"] in ("XXX", "YYY")]
     good = [e for e in events if e["currency"] not in ("XXX", "YYY")]
-    last = send(udf_case, events)
-    stats = tmp_path / "stats.json"
-    # Small batches: most batches hold a bad event, many also good ones.
-    job = udf_case.start_job("--stats-file", str(stats), "--max-records", "60")
-    # Stopped once every offset is applied (SIGTERM: drain, flush, commit, stats), not by
-    # --idle-exit-s: an idle limit of 3 s counts from start-up, and a start-up slower than
-    # that on a busy 2-core machine ended the job after 1 of its 40 dead letters.
-    try:
-        wait_applied(redis_client, udf_case, last, job, timeout_s=180)
-    finally:
-        stop_job(job)
-    summary = json.loads(stats.read_text())
+    # Small batches: most batches hold a bad event, many also good ones. Stopped once
+    # every offset is applied: an --idle-exit-s of 3 s, counted from start-up, once ended
+    # the job after 1 of its 40 dead letters on a busy 2-core machine.
+    summary = run_until_applied(
+        redis_client, udf_case, events, tmp_path / "stats.json", "--max-records", "60"
+    )
     assert summary["dead_letters"] == len(bad)
     assert summary["events"] == len(good)
     # Read through `featureline serve`: the views without udf have every event, exactly
