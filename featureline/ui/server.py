@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from featureline.errors import BadInputError
+from featureline.serving_api.http_server import HttpServer
 from featureline.serving_api.limits import Limits
 from featureline.settings import Settings
 from featureline.ui.state import UiConfig, UiState, absolute
@@ -61,8 +62,6 @@ def serve(
 
 async def _serve(app: Any, sock: socket.socket, limits: Limits) -> None:
     """Until SIGTERM or SIGINT."""
-    from featureline.serving_api.http_server import HttpServer
-
     http = HttpServer({}, app, limits)
     await http.start(sock)
     stop = asyncio.Event()
