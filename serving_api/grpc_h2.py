@@ -374,10 +374,11 @@ class GrpcH2Connection(asyncio.Protocol):
         if isinstance(reply, bytes):
             self.finish(stream, reply, None)
             return
-        task = stream.task = asyncio.ensure_future(reply)
+        # A read's future (ServingCore.serve) as it is: no task per call.
+        task = stream.task = reply if isinstance(reply, asyncio.Future) else asyncio.ensure_future(reply)
         task.add_done_callback(lambda done: self._task_done(stream, done))
 
-    def _task_done(self, stream: Stream, task: asyncio.Task[bytes]) -> None:
+    def _task_done(self, stream: Stream, task: asyncio.Future[bytes]) -> None:
         if task.cancelled() or self.streams.get(stream.sid) is not stream:
             return
         exc = task.exception()

@@ -3,9 +3,10 @@
 Both gRPC transports call these: our own HTTP/2 server (serving_api.grpc_h2, which
 serves the public port) and the grpc.aio server (serving_api.grpc_server, which hosts
 health and reflection behind it). A method returns the response bytes at once when the
-read needed no I/O (the near cache had every reply), else an awaitable of them, so a
-request served from memory costs no task. Failures are `RpcFailure(code, message)`,
-already recorded in the metrics; a stack trace never reaches the caller.
+read needed no I/O (the near cache had every reply), else a future of them completed
+by the read's callback (ServingCore.serve), so no request costs a task. Failures are
+`RpcFailure(code, message)`, already recorded in the metrics; a stack trace never
+reaches the caller.
 """
 
 from __future__ import annotations
@@ -87,6 +88,27 @@ def _encode_tensor(frame: FeatureFrame, options: tuple[float, bool]) -> bytes:
     return tensor_message(frame_to_tensor(frame, fill, by_refs), frame.t_us)
 
 
+class _Answer:
+    """How one call's frame becomes its response (at once, or in the read's callback)."""
+
+    def __init__(self, timer: RequestTimer, encode: _Encode, extra: Any) -> None:
+        self.timer = timer
+        self.encode = encode
+        self.extra = extra
+
+    def reply(self, frame: FeatureFrame) -> bytes:
+        try:
+            response = self.encode(frame, self.extra)
+        except Exception as exc:
+            raise _failure(exc, self.timer) from None
+        self.timer.done("OK")
+        return response
+
+    def error(self, exc: BaseException) -> bytes:
+        assert isinstance(exc, Exception)  # serve passes only Exceptions to `failed`
+        raise _failure(exc, self.timer)
+
+
 class FeatureMethods:
     """featureline.serving.v1.FeatureServing, and Feast's GetOnlineFeatures under both
     of Feast's service names (the same wire format)."""
@@ -122,25 +144,15 @@ class FeatureMethods:
             scope = self.core.authenticate(call.authorization)
             query, extra = parse(request)
             timer.n_rows = len(next(iter(query.entities.values()), ()))
-            result = self.core.get_online(query, scope=scope, time_remaining_s=call.time_remaining())
-            if not isinstance(result, FeatureFrame):
-                return self._later(result, timer, encode, extra)
-            response = encode(result, extra)
+            answer = _Answer(timer, encode, extra)
+            return self.core.serve(query, answer.reply, answer.error, scope=scope,
+                                   time_remaining_s=call.time_remaining())  # fmt: skip
         except KeysPending as pending:  # a rotated signing key: served once its key set is in
             return after_keys(pending, lambda: self._read(endpoint, request, call, parse, encode))
+        except RpcFailure:  # the encoder's, already recorded
+            raise
         except Exception as exc:
             raise _failure(exc, timer) from None
-        timer.done("OK")
-        return response
-
-    async def _later(self, pending: Awaitable[FeatureFrame], timer: RequestTimer, encode: _Encode,
-                     extra: Any) -> bytes:  # fmt: skip
-        try:
-            response = encode(await pending, extra)
-        except Exception as exc:
-            raise _failure(exc, timer) from None
-        timer.done("OK")
-        return response
 
     def by_path(self) -> dict[str, Method]:
         """Full method paths ("/package.Service/Method") -> method."""

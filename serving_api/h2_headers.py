@@ -41,7 +41,7 @@ class Stream:
         self.send_window = send_window
         self.pending = bytearray()  # DATA payload waiting for window
         self.trailers: bytes | None = None  # sent once `pending` is out
-        self.task: asyncio.Task[bytes] | None = None
+        self.task: asyncio.Future[bytes] | None = None  # the call (a read's future or a task)
         self.relay: Relay[Stream] | None = None
         self.headers_sent = False
         self.rejected = False

@@ -242,8 +242,10 @@ class HttpConnection(asyncio.Protocol):
                 self._write(result, request.keep_alive)
                 continue
             self.busy = True
-            task = asyncio.ensure_future(result)
-            task.add_done_callback(functools.partial(self._done, request=request))
+            # A read's future (ServingCore.serve) as it is; anything else (the ASGI app)
+            # in a task.
+            future = result if isinstance(result, asyncio.Future) else asyncio.ensure_future(result)
+            future.add_done_callback(functools.partial(self._done, request=request))
         self._flow()
 
     def _flow(self) -> None:
@@ -269,7 +271,7 @@ class HttpConnection(asyncio.Protocol):
         self.idle_at = time.monotonic()
         self._next()
 
-    def _done(self, task: asyncio.Future[bytes], request: _Request) -> None:
+    def _done(self, task: asyncio.Future[bytes | Reply], request: _Request) -> None:
         self.busy = False
         if task.cancelled():
             return
@@ -279,7 +281,8 @@ class HttpConnection(asyncio.Protocol):
             body = orjson.dumps({"detail": INTERNAL_MESSAGE})
             data = response_bytes(500, body, b"application/json", [], request.keep_alive)
         else:
-            data = task.result()
+            result = task.result()
+            data = result if isinstance(result, bytes) else _reply_bytes(result, request.keep_alive)
         self.now = time.monotonic()
         self._write(data, request.keep_alive)
         self._next()
@@ -363,7 +366,8 @@ class HttpServer:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def dispatch(self, request: _Request) -> bytes | Awaitable[bytes]:
+    def dispatch(self, request: _Request) -> bytes | Awaitable[bytes | Reply]:
+        """The reply's bytes at once, or an awaitable of its bytes or Reply."""
         path, _, _ = request.url.partition(b"?")
         handler = self.handlers.get(path.decode("latin-1")) if request.method == b"POST" else None
         if handler is None:
@@ -374,10 +378,7 @@ class HttpServer:
         result = handler(request.body, headers)
         if isinstance(result, Reply):
             return _reply_bytes(result, request.keep_alive)
-        return self._later(result, request.keep_alive)
-
-    async def _later(self, pending: Awaitable[Reply], keep_alive: bool) -> bytes:
-        return _reply_bytes(await pending, keep_alive)
+        return result
 
     async def _asgi(self, request: _Request) -> bytes:
         """One request through the ASGI app; its response, buffered."""

@@ -231,17 +231,24 @@ class InFlight:
         self.limit = limit
         self.count = 0
 
-    def __enter__(self) -> InFlight:
+    def acquire(self) -> None:
+        """One more request in flight (OverloadedError past the limit)."""
         if self.count >= self.limit:
             raise OverloadedError(
                 f"server busy: {self.count} requests in flight in this process "
                 f"(limit {self.limit}); retry shortly"
             )
         self.count += 1
+
+    def release(self) -> None:
+        self.count -= 1
+
+    def __enter__(self) -> InFlight:
+        self.acquire()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.count -= 1
+        self.release()
 
 
 # (error class, HTTP status, gRPC status code name); the first match wins.

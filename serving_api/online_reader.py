@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,6 @@ from featureline.online.tiles import (
 from featureline.online.value_proto import NULL_TIMESTAMP_VALUE
 from featureline.online_store import MARK_PREFIX
 from featureline.online_store import OnlineReader as StoreReader
-from featureline.online_store.near_cache import NearCache
 from featureline.semantics import US, tile_start_us, window_start_us
 from featureline.serving_api import metrics
 from featureline.serving_api.entities import coerce_column, row_count
@@ -71,7 +70,7 @@ _EMPTY = AggState()  # read only: the state of an empty window
 _NEVER = -(1 << 62)  # a tile start no window reaches
 
 
-@dataclass
+@dataclass(init=False)  # a compiled __init__ (serving_api.frame says why)
 class PreparedRead:
     """A validated request, its Redis commands, and how to map replies back to rows."""
 
@@ -87,16 +86,42 @@ class PreparedRead:
     command_keys: list[bytes] = field(default_factory=list)  # the Redis key each reads
     expected_replies: int = 0
 
+    def __init__(self, plan: ReadPlan, n_rows: int, keys: dict[str, list[Any]],
+                 request_values: dict[str, list[Any]],
+                 echoed: list[tuple[str, str, list[Any]]]) -> None:  # fmt: skip
+        self.plan = plan
+        self.n_rows = n_rows
+        self.keys = keys
+        self.request_values = request_values
+        self.echoed = echoed
+        self.unique_keys = []
+        self.row_index = []
+        self.commands = []
+        self.command_keys = []
+        self.expected_replies = 0
 
-@dataclass
+
+@dataclass(init=False)
 class PendingRead:
     """A read that needs Redis: its prepared commands and, with a near cache, the
     replies already found there (`missing`: the indexes still to fetch)."""
 
     prepared: PreparedRead
+    t_us: int
     replies: list[Any] = field(default_factory=list)
     versions: list[int | None] = field(default_factory=list)
     missing: list[int] | None = None
+    token: tuple[int, int] = (0, 0)
+
+    def __init__(self, prepared: PreparedRead, t_us: int, replies: list[Any] | None = None,
+                 versions: list[int | None] | None = None,
+                 missing: list[int] | None = None) -> None:  # fmt: skip
+        self.prepared = prepared
+        self.t_us = t_us  # the time the read is "as of"
+        self.replies = replies if replies is not None else []
+        self.versions = versions if versions is not None else []
+        self.missing = missing
+        self.token = (0, 0)  # the near cache's token of the read (NearCache.begin)
 
 
 def _unique(keys: list[bytes]) -> tuple[list[bytes], list[int] | None]:
@@ -414,7 +439,7 @@ class OnlineReader:
         started = self.start(plan, entities, t_us)
         if isinstance(started, FeatureFrame):
             return started
-        return await self.finish(started, t_us, timeout_s)
+        return await self.finish(started, timeout_s)
 
     def start(
         self, plan: ReadPlan, entities: Mapping[str, Sequence[Any]], t_us: int
@@ -427,7 +452,7 @@ class OnlineReader:
             return assemble(prepared, [], t_us)
         cache = self.redis.near_cache
         if cache is None:
-            return PendingRead(prepared)
+            return PendingRead(prepared, t_us)
         found = cache.lookup(prepared.commands)
         missing = [i for i, hit in enumerate(found) if hit is None]
         metrics.observe_near_cache(len(found) - len(missing), len(missing))
@@ -435,37 +460,50 @@ class OnlineReader:
         versions = [hit[1] if hit is not None else None for hit in found]
         if not missing:
             return assemble(prepared, replies, t_us, versions)
-        return PendingRead(prepared, replies, versions, missing)
+        return PendingRead(prepared, t_us, replies, versions, missing)
 
-    async def finish(self, pending: PendingRead, t_us: int, timeout_s: float | None) -> FeatureFrame:
-        """The Redis round trip of a started read, then its frame."""
+    def send(self, pending: PendingRead, timeout_s: float | None) -> Awaitable[list[Any]]:
+        """The Redis round trip of a started read: the replies `complete` takes (with a
+        near cache only the missing ones, tracked from before they are sent). On one
+        node a future the connection settles: no coroutine per request."""
         prepared = pending.prepared
         cache = self.redis.near_cache
         if cache is None or pending.missing is None:
-            replies = await self.redis.fetch(prepared.commands, prepared.command_keys, timeout_s)
-            return assemble(prepared, replies, t_us)
-        replies, versions = await self._read_missing(cache, pending, timeout_s)
-        return assemble(prepared, replies, t_us, versions)
-
-    async def _read_missing(
-        self, cache: NearCache, pending: PendingRead, timeout_s: float | None
-    ) -> tuple[list[Any], list[int | None]]:
-        """The replies the near cache lacked, from Redis in one round trip (and then
-        cached), merged into the cached ones; each reply's version (None: not kept)."""
-        commands, keys = pending.prepared.commands, pending.prepared.command_keys
-        missing = pending.missing or []
-        replies, versions = pending.replies, pending.versions
-        token = cache.begin()  # before sending: invalidations from now on count
+            return self.redis.fetch(prepared.commands, prepared.command_keys, timeout_s)
+        pending.token = cache.begin()  # before sending: invalidations from now on count
         try:
-            wanted = [commands[i] for i in missing]
-            wanted_keys = [keys[i] for i in missing]
-            fetched = await self.redis.fetch(wanted, wanted_keys, timeout_s)
+            wanted = [prepared.commands[i] for i in pending.missing]
+            return self.redis.fetch(wanted, [prepared.command_keys[i] for i in pending.missing], timeout_s)
         except BaseException:
-            cache.abort(token)
+            cache.abort(pending.token)
             raise
-        items = list(zip(wanted_keys, wanted, fetched, strict=True))
-        stored = cache.store(token, items)
-        for i, reply, version in zip(missing, fetched, stored, strict=True):
-            replies[i] = reply
-            versions[i] = version
-        return replies, versions
+
+    def complete(self, pending: PendingRead, replies: list[Any]) -> FeatureFrame:
+        """The frame of a started read from what `send` brought back."""
+        cache = self.redis.near_cache
+        if cache is None or pending.missing is None:
+            return assemble(pending.prepared, replies, pending.t_us)
+        prepared = pending.prepared
+        missing = pending.missing
+        wanted_keys = [prepared.command_keys[i] for i in missing]
+        wanted = [prepared.commands[i] for i in missing]
+        stored = cache.store(pending.token, list(zip(wanted_keys, wanted, replies, strict=True)))
+        for i, reply, version in zip(missing, replies, stored, strict=True):
+            pending.replies[i] = reply
+            pending.versions[i] = version
+        return assemble(prepared, pending.replies, pending.t_us, pending.versions)
+
+    def failed(self, pending: PendingRead) -> None:
+        """`send`'s replies never came: forget its near-cache token."""
+        cache = self.redis.near_cache
+        if cache is not None and pending.missing is not None:
+            cache.abort(pending.token)
+
+    async def finish(self, pending: PendingRead, timeout_s: float | None) -> FeatureFrame:
+        """`send` then `complete`, awaited (callers outside the servers' hot path)."""
+        try:
+            replies = await self.send(pending, timeout_s)
+        except BaseException:
+            self.failed(pending)
+            raise
+        return self.complete(pending, replies)

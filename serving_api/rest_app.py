@@ -52,12 +52,19 @@ JSON = "application/json"
 Headers = Mapping[str, str]  # lower-case names
 
 
-@dataclass
+@dataclass(init=False)  # a compiled __init__ (serving_api.frame says why)
 class Reply:
     status: int
     body: bytes
     content_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
+
+    def __init__(self, status: int, body: bytes, content_type: str = JSON,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers if headers is not None else {}
 
 
 def _field(data: dict[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -163,6 +170,27 @@ def _encode_tensor(frame: FeatureFrame, options: Any, headers: Headers) -> Reply
     return _tensor_body(frame, options, headers.get("accept", ""))
 
 
+class _Answer:
+    """How one request's frame becomes its reply (at once, or in the read's callback)."""
+
+    def __init__(self, timer: RequestTimer, headers: Headers, encode: _Encode, extra: Any) -> None:
+        self.timer = timer
+        self.headers = headers
+        self.encode = encode
+        self.extra = extra
+
+    def reply(self, frame: FeatureFrame) -> Reply:
+        try:
+            reply = self.encode(frame, self.extra, self.headers)
+        except Exception as exc:
+            return _error_reply(exc, self.timer, self.headers)
+        self.timer.done("200")
+        return reply
+
+    def error(self, exc: BaseException) -> Reply:
+        return _error_reply(exc, self.timer, self.headers)
+
+
 class RestHandlers:
     """The POST endpoints as plain functions of (body, headers) -> Reply, shared by the
     FastAPI routes (documented) and serving_api.http_server (served). A reply comes
@@ -185,25 +213,12 @@ class RestHandlers:
             query, data = parse_query(body)
             extra = options(data)
             timer.n_rows = len(next(iter(query.entities.values()), ()))
-            result = self.core.get_online(query, scope=scope)
-            if not isinstance(result, FeatureFrame):
-                return self._later(result, timer, headers, encode, extra)
-            reply = encode(result, extra, headers)
+            answer = _Answer(timer, headers, encode, extra)
+            return self.core.serve(query, answer.reply, answer.error, scope=scope)
         except KeysPending as pending:  # a rotated signing key: served once its key set is in
             return after_keys(pending, lambda: self._read(endpoint, body, headers, options, encode))
         except Exception as exc:  # every failure becomes a status code, never a trace
             return _error_reply(exc, timer, headers)
-        timer.done("200")
-        return reply
-
-    async def _later(self, pending: Awaitable[FeatureFrame], timer: RequestTimer, headers: Headers,
-                     encode: _Encode, extra: Any) -> Reply:  # fmt: skip
-        try:
-            reply = encode(await pending, extra, headers)
-        except Exception as exc:
-            return _error_reply(exc, timer, headers)
-        timer.done("200")
-        return reply
 
     def describe(self, body: bytes, headers: Headers) -> Result:
         timer = RequestTimer("/describe-features")

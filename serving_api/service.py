@@ -6,10 +6,11 @@ only parse requests and encode responses around it.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from featureline.dtypes import NUMERIC_DTYPES
 from featureline.online_store import (
@@ -39,15 +40,25 @@ from featureline.specs import RepoSpec
 if TYPE_CHECKING:
     from featureline.serving_api.feature_log import FeatureLogger
 
+T = TypeVar("T")
 
-@dataclass(frozen=True)
+
+@dataclass(init=False)  # a compiled __init__ (serving_api.frame says why)
 class FeatureQuery:
-    """One request, transport-neutral."""
+    """One request, transport-neutral (not changed after it is made)."""
 
     refs: list[str] | None
     service: str | None
     entities: Mapping[str, Sequence[Any]]
     full_feature_names: bool = False
+
+    def __init__(self, refs: list[str] | None, service: str | None,
+                 entities: Mapping[str, Sequence[Any]],
+                 full_feature_names: bool = False) -> None:  # fmt: skip
+        self.refs = refs
+        self.service = service
+        self.entities = entities
+        self.full_feature_names = full_feature_names
 
 
 @dataclass(frozen=True)
@@ -116,8 +127,23 @@ class ServingCore:
         time_remaining_s: float | None = None,
     ) -> FeatureFrame | Awaitable[FeatureFrame]:
         """The frame itself when it is served from memory (near cache), else an
-        awaitable of it. Bad input raises here, before any I/O. The transports call
-        this so that a request answered from memory needs no task and no await."""
+        awaitable of it. Bad input raises here, before any I/O."""
+        return self.serve(query, _same, None, scope=scope, time_remaining_s=time_remaining_s)
+
+    def serve(
+        self,
+        query: FeatureQuery,
+        then: Callable[[FeatureFrame], T],
+        failed: Callable[[BaseException], T] | None,
+        *,
+        scope: frozenset[str] | None = None,
+        time_remaining_s: float | None = None,
+    ) -> T | asyncio.Future[T]:
+        """`then(frame)` at once when the frame is served from memory (near cache),
+        else a future of it, completed by a callback on the Redis read: no task and no
+        coroutine per request (BENCHMARKS.md, "Request path"). A failed read completes
+        the future with `failed(error)` (None: with the error). Bad input raises here,
+        before any I/O, and so does a full server (OverloadedError)."""
         plan = self._plan(query, scope)
         check_entities(row_count(query.entities), self.limits)
         timeout = self.limits.redis_timeout_s
@@ -128,31 +154,25 @@ class ServingCore:
         t_us = time.time_ns() // 1000
         started = self.reader.start(plan, query.entities, t_us)
         if isinstance(started, FeatureFrame):
-            metrics.observe_staleness(started.columns, t_us)
-            if self.feature_log is not None and query.service is not None:
-                self.feature_log.offer(query.service, started, query.entities)
-            return started
-        return self._finish(started, t_us, timeout, query)
+            self._served(started, query)
+            return then(started)
+        self.in_flight.acquire()
+        try:
+            source = self.reader.send(started, timeout)
+            if not isinstance(source, asyncio.Future):  # a cluster or Sentinel read
+                source = asyncio.ensure_future(source)
+        except BaseException:
+            self.in_flight.release()
+            self.reader.failed(started)
+            raise
+        future: asyncio.Future[T] = source.get_loop().create_future()
+        source.add_done_callback(_Completion(self, started, query, then, failed, future).run)
+        return future
 
-    async def _finish(
-        self, pending: PendingRead, t_us: int, timeout_s: float, query: FeatureQuery
-    ) -> FeatureFrame:
-        with self.in_flight:
-            try:
-                frame = await self.reader.finish(pending, t_us, timeout_s)
-            except StoreTimeoutError:
-                metrics.observe_redis_error("timeout")
-                raise
-            except StoreUnavailableError:
-                metrics.observe_redis_error("unavailable")
-                raise
-            except StoreReplyError:
-                metrics.observe_redis_error("reply")
-                raise
+    def _served(self, frame: FeatureFrame, query: FeatureQuery) -> None:
         metrics.observe_staleness(frame.columns, frame.t_us)
         if self.feature_log is not None and query.service is not None:
             self.feature_log.offer(query.service, frame, query.entities)
-        return frame
 
     def describe(self, query: FeatureQuery, *, scope: frozenset[str] | None = None) -> Layout:
         plan = self._plan(query, scope)
@@ -172,6 +192,70 @@ class ServingCore:
     async def healthy(self) -> bool:
         """Really asks Redis (PING, 0.5 s budget)."""
         return await self.redis.ping(0.5)
+
+
+def _same(frame: FeatureFrame) -> FeatureFrame:
+    return frame
+
+
+def _count_store_error(exc: BaseException) -> None:
+    if isinstance(exc, StoreTimeoutError):
+        metrics.observe_redis_error("timeout")
+    elif isinstance(exc, StoreUnavailableError):
+        metrics.observe_redis_error("unavailable")
+    elif isinstance(exc, StoreReplyError):
+        metrics.observe_redis_error("reply")
+
+
+class _Completion(Generic[T]):
+    """The end of one request's read: the callback on its Redis future."""
+
+    def __init__(self, core: ServingCore, pending: PendingRead, query: FeatureQuery,
+                 then: Callable[[FeatureFrame], T], failed: Callable[[BaseException], T] | None,
+                 future: asyncio.Future[T]) -> None:  # fmt: skip
+        self.core = core
+        self.pending = pending
+        self.query = query
+        self.then = then
+        self.failed = failed
+        self.future = future
+
+    def run(self, source: asyncio.Future[list[Any]]) -> None:
+        core = self.core
+        core.in_flight.release()
+        if source.cancelled() or source.exception() is not None:
+            core.reader.failed(self.pending)
+            error: BaseException = asyncio.CancelledError() if source.cancelled() else source.exception()  # type: ignore[assignment]
+            _count_store_error(error)
+            self._fail(error)
+            return
+        if self.future.done():  # the caller went away (a reset gRPC stream)
+            core.reader.failed(self.pending)
+            return
+        try:
+            frame = core.reader.complete(self.pending, source.result())
+            core._served(frame, self.query)
+            value = self.then(frame)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self.future.set_result(value)
+
+    def _fail(self, error: BaseException) -> None:
+        future = self.future
+        if future.done():
+            return
+        if self.failed is not None and isinstance(error, Exception):
+            try:
+                value = self.failed(error)
+            except Exception as exc:
+                future.set_exception(exc)
+                return
+            future.set_result(value)
+        elif isinstance(error, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(error)
 
 
 class RequestTimer:

@@ -17,7 +17,7 @@ cluster and sentinel branches; featureline.online_store.memory for unit tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -137,11 +137,12 @@ class OnlineReader(Protocol):
         """Where it reads, for health answers and errors ("host:port", or the nodes)."""
         ...
 
-    async def fetch(
+    def fetch(
         self, commands: Sequence[bytes], keys: Sequence[bytes], timeout_s: float | None = None
-    ) -> list[Any]:
+    ) -> Awaitable[list[Any]]:
         """Replies of RESP-packed read commands, in order; `keys[i]` is the key
-        `commands[i]` reads."""
+        `commands[i]` reads. An awaitable: a coroutine, or (one node, connected) the
+        connection's own future, which serving chains a callback on (no task)."""
         ...
 
     async def ping(self, timeout_s: float = 0.5) -> bool: ...

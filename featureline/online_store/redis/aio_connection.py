@@ -3,10 +3,16 @@
 Redis answers a connection's commands in order, so a FIFO of waiters is all the
 bookkeeping needed: each reply goes to the oldest waiter still short of replies.
 
-A request that gives up (its timeout, or its task cancelled) does not touch the
+A request that gives up (its timeout, or its future cancelled) does not touch the
 connection: its waiter stays in the FIFO, marked only by its future being done, and
 its replies are read and dropped when they come, so the order holds and every other
-request on the connection goes on. The connection is closed (every waiter failed
+request on the connection goes on.
+
+`read` is the serving path's call: its future ends with the replies, StoreReplyError
+(an error reply) or StoreTimeoutError (its timer), all settled here, so a request needs
+no task or coroutine around it (the caller chains a callback on the future). The
+connection keeps its event loop: asyncio.get_running_loop() costs a getpid() system
+call per call on CPython 3.11. The connection is closed (every waiter failed
 with StoreUnavailableError, the client reconnects) only when Redis itself is stuck:
 - no byte received for `stall_timeout_s` while requests wait (a watchdog timer per
   connection, not per request: it ticks every stall_timeout_s / STALL_TICKS while
@@ -24,7 +30,7 @@ from typing import Any
 
 import hiredis
 
-from featureline.online_store.base import StoreUnavailableError
+from featureline.online_store.base import StoreReplyError, StoreTimeoutError, StoreUnavailableError
 from featureline.online_store.near_cache import NearCache
 
 # Stall detection granularity: the watchdog closes the connection after STALL_TICKS + 1
@@ -39,12 +45,17 @@ class Expired(Exception):
 
 
 class _Waiter:
-    __slots__ = ("future", "expected", "replies")
+    __slots__ = ("future", "expected", "replies", "timer", "checked", "timeout_s", "counted")
 
-    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int, checked: bool = False,
+                 timeout_s: float = 0.0) -> None:  # fmt: skip
         self.future = future
         self.expected = expected
         self.replies: list[Any] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.checked = checked  # an error reply fails the future (StoreReplyError)
+        self.timeout_s = timeout_s
+        self.counted = False  # its replies are counted in the connection's `abandoned`
 
 
 class Connection(asyncio.Protocol):
@@ -60,6 +71,7 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self.address = address
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.reader = hiredis.Reader()
         self.waiters: deque[_Waiter] = deque()
         self._outgoing: list[bytes] = []
@@ -75,6 +87,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._quiet = 0
@@ -89,20 +102,31 @@ class Connection(asyncio.Protocol):
             head.replies.append(reply)
             if len(head.replies) == head.expected:
                 waiters.popleft()
-                if not head.future.done():
-                    head.future.set_result(head.replies)
-                else:  # its request gave up: the replies are dropped here
-                    self.abandoned -= head.expected
+                self._complete(head)
 
     def _reply(self, waiters: deque[_Waiter], reply: Any) -> None:
         head = waiters[0]
         head.replies.append(reply)
         if len(head.replies) == head.expected:
             waiters.popleft()
-            if not head.future.done():
-                head.future.set_result(head.replies)
-            else:  # its request gave up: the replies are dropped here
-                self.abandoned -= head.expected
+            self._complete(head)
+
+    def _complete(self, waiter: _Waiter) -> None:
+        """A waiter's replies are all in: its future gets them, or they are dropped (its
+        request gave up)."""
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        if waiter.counted:
+            self.abandoned -= waiter.expected
+        future = waiter.future
+        if future.done():
+            return
+        if waiter.checked:
+            for reply in waiter.replies:
+                if isinstance(reply, hiredis.ReplyError):
+                    future.set_exception(StoreReplyError(f"Redis error: {reply}"))
+                    return
+        future.set_result(waiter.replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -112,18 +136,39 @@ class Connection(asyncio.Protocol):
         error = StoreUnavailableError(self._reason or f"connection to Redis at {self.address} was lost")
         while self.waiters:
             waiter = self.waiters.popleft()
+            if waiter.timer is not None:
+                waiter.timer.cancel()
             if not waiter.future.done():
                 waiter.future.set_exception(error)
         if self.on_lost is not None:
             self.on_lost()
 
     def send(self, payload: bytes, expected: int) -> asyncio.Future[list[Any]]:
-        loop = asyncio.get_running_loop()
+        """Pre-packed commands; the future of their `expected` raw replies (error
+        replies included). No timer: a caller that gives up calls `expire`."""
+        return self._send(payload, expected, False, None)
+
+    def read(self, payload: bytes, expected: int, timeout_s: float | None) -> asyncio.Future[list[Any]]:
+        """Pre-packed read commands; the future of their replies, or of StoreReplyError
+        (an error reply) or StoreTimeoutError (none within `timeout_s`; its replies are
+        dropped when they come)."""
+        return self._send(payload, expected, True, timeout_s)
+
+    def _send(self, payload: bytes, expected: int, checked: bool,
+              timeout_s: float | None) -> asyncio.Future[list[Any]]:  # fmt: skip
+        loop = self.loop
+        if loop is None:
+            loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         if self.closed or self.transport is None:
             future.set_exception(StoreUnavailableError(f"not connected to Redis at {self.address}"))
             return future
-        self.waiters.append(_Waiter(future, expected))
+        waiter = _Waiter(future, expected, checked, timeout_s or 0.0)
+        if timeout_s is not None:
+            # A timer per read (~1 us with its cancel) instead of asyncio.wait_for (a
+            # task and its callbacks).
+            waiter.timer = loop.call_later(timeout_s, self._timed_out, waiter)
+        self.waiters.append(waiter)
         # Requests of one loop iteration go out in one write (one syscall, and Redis
         # reads them in one go): auto-pipelining across concurrent requests.
         if not self._outgoing:
@@ -157,18 +202,34 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._watchdog = loop.call_later(self.stall_timeout_s / STALL_TICKS, self._tick)
 
-    def expire(self, future: asyncio.Future[list[Any]], expected: int) -> None:
-        """A request's timer: fail its future with Expired; its replies are dropped."""
-        if not future.done():
-            future.set_exception(Expired())
-            self.abandon(expected)
+    def _timed_out(self, waiter: _Waiter) -> None:
+        """A read's timer ran out before its replies came: they are dropped when they
+        do. Counted even when its future was cancelled meanwhile (they are still due)."""
+        waiter.timer = None
+        if not waiter.future.done():
+            waiter.future.set_exception(StoreTimeoutError(
+                f"Redis at {self.address} did not answer within {waiter.timeout_s * 1000:.0f} ms"
+            ))  # fmt: skip
+        self._abandon(waiter)
 
-    def abandon(self, expected: int) -> None:
-        """A request that was sent here gave up on its `expected` replies (expired or
-        cancelled): count them, and close the connection past the cap."""
-        if self.closed:
+    def expire(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        """The timer of a `send` caller ran out: its future fails with Expired, and its
+        replies are dropped when they come. Rare (a timeout): the waiter is searched."""
+        if future.done():
             return
-        self.abandoned += expected
+        future.set_exception(Expired())
+        for waiter in self.waiters:
+            if waiter.future is future:
+                self._abandon(waiter)
+                return
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """Count the replies still due to a request that gave up; close the connection
+        past the cap."""
+        if self.closed or waiter.counted:
+            return
+        waiter.counted = True
+        self.abandoned += waiter.expected
         if self.abandoned > self.max_abandoned:
             self.close(
                 f"Redis at {self.address}: {self.abandoned} replies of timed-out requests "
