@@ -18,8 +18,10 @@ from typing import Any
 import orjson
 
 from featureline.dtypes import DTYPES
+from featureline.online.feast_format import decode_value
 from featureline.online.value_proto import to_json_native
 from featureline.serving_api.frame import STATUS_NAMES, FeatureFrame, FrameColumn
+from featureline.serving_api.memo import memoized
 
 _EPOCH = "1970-01-01T00:00:00Z"
 _JSON_FORMS = {name: d.json_form for name, d in DTYPES.items()}
@@ -27,6 +29,10 @@ _JSON_FORMS = {name: d.json_form for name, d in DTYPES.items()}
 # formats ~2,000 stamps, mostly of a few distinct seconds per view.
 _SECONDS_CACHE: dict[int, str] = {}
 _SECONDS_CACHE_MAX = 100_000
+# The JSON form of a stored float or bytes value by its stored bytes (immutable: a
+# float, or base64 text): a hot entity's values recur across requests.
+_JSON_SCALARS: dict[bytes, Any] = {}
+_JSON_SCALARS_CAP = 200_000
 
 
 def format_timestamp(event_us: int) -> str:
@@ -59,13 +65,27 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _json_scalar(raw: bytes) -> Any:
+    return _json_value(decode_value(raw))
+
+
 def _column_json(col: FrameColumn, stamp_cache: dict[int, list[str]]) -> dict[str, Any]:
-    values = col.values
     form = _JSON_FORMS.get(col.dtype, "plain")
-    if form == "float" or form == "bytes":
-        values = [_json_value(v) for v in values]
+    raws = col.undecoded()
+    if raws is not None and (form == "float" or form == "bytes"):
+        # Straight from the stored bytes to the JSON form, one lookup a value.
+        get = _JSON_SCALARS.get
+        values = [
+            (v if (v := get(r)) is not None else memoized(_JSON_SCALARS, _JSON_SCALARS_CAP, r, _json_scalar))
+            if r else None
+            for r in raws
+        ]  # fmt: skip
+    elif form == "float" or form == "bytes":
+        values = [_json_value(v) for v in col.values]
     elif form != "plain":  # arrays, maps, json: Feast's _value_to_native, recursively
-        values = [to_json_native(v) for v in values]
+        values = [to_json_native(v) for v in col.values]
+    else:
+        values = col.values
     # Columns of one view share one event-time list: format it once.
     stamps = stamp_cache.get(id(col.event_us))
     if stamps is None:

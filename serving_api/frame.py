@@ -73,6 +73,13 @@ class FrameColumn:
             ]
         return self._values
 
+    def undecoded(self) -> list[bytes | None] | None:
+        """The stored bytes of a scalar column whose values were not decoded yet (an
+        encoder may go from bytes to its own form directly), else None."""
+        if self._values is None and self.raw is not None and self.dtype not in COMPOUND_DTYPES:
+            return self.raw
+        return None
+
     @classmethod
     def from_values(
         cls, name: str, dtype: str, values: list[Any], event_us: list[int] | None = None

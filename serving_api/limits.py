@@ -224,33 +224,6 @@ def body_too_large(size: int, limit: int) -> BodyTooLargeError:
     )
 
 
-class InFlight:
-    """Counts requests being served; refuses beyond the limit (no queueing)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-
-    def acquire(self) -> None:
-        """One more request in flight (OverloadedError past the limit)."""
-        if self.count >= self.limit:
-            raise OverloadedError(
-                f"server busy: {self.count} requests in flight in this process "
-                f"(limit {self.limit}); retry shortly"
-            )
-        self.count += 1
-
-    def release(self) -> None:
-        self.count -= 1
-
-    def __enter__(self) -> InFlight:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-
 # (error class, HTTP status, gRPC status code name); the first match wins.
 _STATUS_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (UnauthenticatedError, 401, "UNAUTHENTICATED"),

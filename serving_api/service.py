@@ -27,8 +27,8 @@ from featureline.serving_api.entities import row_count
 from featureline.serving_api.frame import FeatureFrame
 from featureline.serving_api.limits import (
     DeadlineExceededError,
-    InFlight,
     Limits,
+    OverloadedError,
     UnauthenticatedError,
     check_entities,
     classify,
@@ -87,6 +87,27 @@ class Layout:
                 "columns": [c.to_dict() for c in self.columns]}  # fmt: skip
 
 
+class InFlight:
+    """Counts a process's requests waiting on the store; refuses beyond the limit (no
+    queueing). Here, compiled with the core, because every read acquires it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def acquire(self) -> None:
+        """One more request in flight (OverloadedError past the limit)."""
+        if self.count >= self.limit:
+            raise OverloadedError(
+                f"server busy: {self.count} requests in flight in this process "
+                f"(limit {self.limit}); retry shortly"
+            )
+        self.count += 1
+
+    def release(self) -> None:
+        self.count -= 1
+
+
 class ServingCore:
     def __init__(
         self,
@@ -142,10 +163,13 @@ class ServingCore:
         """`then(frame)` at once when the frame is served from memory (near cache),
         else a future of it, completed by a callback on the Redis read: no task and no
         coroutine per request (BENCHMARKS.md, "Request path"). A failed read completes
-        the future with `failed(error)` (None: with the error). Bad input raises here,
-        before any I/O, and so does a full server (OverloadedError)."""
+        the future with `failed(error)` (None: with the error); an error raised by
+        `then` itself is the future's. Bad input raises here, before any I/O, and so
+        does a full server (OverloadedError)."""
         plan = self._plan(query, scope)
-        check_entities(row_count(query.entities), self.limits)
+        n_rows = row_count(query.entities)
+        if n_rows > self.limits.max_entities:
+            check_entities(n_rows, self.limits)  # raises, saying what the limit is
         timeout = self.limits.redis_timeout_s
         if time_remaining_s is not None:
             if time_remaining_s <= 0:
@@ -235,9 +259,13 @@ class _Completion(Generic[T]):
         try:
             frame = core.reader.complete(self.pending, source.result())
             core._served(frame, self.query)
-            value = self.then(frame)
         except Exception as exc:
             self._fail(exc)
+            return
+        try:
+            value = self.then(frame)
+        except Exception as exc:  # the caller's own (an encoder's), passed on as it is
+            self.future.set_exception(exc)
             return
         self.future.set_result(value)
 

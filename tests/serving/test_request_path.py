@@ -63,8 +63,8 @@ def test_every_end_of_a_read_releases_its_slot(
     redis_client: Any, serving_settings: Settings, serving_spec: RepoSpec
 ) -> None:
     """Two slots: two reads wait on a paused Redis, a third is refused before any I/O;
-    a timeout, a caller that went away and a failure inside `then` each give the slot
-    back, and the next reads are served."""
+    a timeout, a caller that went away and a failure inside `then` (the future's, not
+    `failed`'s) each give the slot back, and the next reads are served."""
     write_latest(
         redis_client, serving_spec, "profile", [{"user_id": 912, "event_us": now_us() - US, "age": 45}]
     )
@@ -87,7 +87,8 @@ def test_every_end_of_a_read_releases_its_slot(
         assert core.in_flight.count == 0  # both: the timer fails each read alike
         await asyncio.sleep(0.3)  # the pause ends
         failed = core.serve(_query(912), broken, lambda exc: f"failed: {exc}")
-        assert await failed == "failed: an encoder that fails"  # `failed` answers for `then`
+        with pytest.raises(ValueError, match="an encoder that fails"):  # `then`'s own error
+            await failed
         assert await core.serve(_query(912), _age, None) == 45
         assert core.in_flight.count == 0
         core.redis.close()
