@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import math
 import time
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -23,16 +23,16 @@ from featureline.online.value_proto import to_json_native
 from featureline.serving_api.frame import STATUS_NAMES, FeatureFrame, FrameColumn
 from featureline.serving_api.memo import memoized
 
-_EPOCH = "1970-01-01T00:00:00Z"
-_JSON_FORMS = {name: d.json_form for name, d in DTYPES.items()}
+_EPOCH: Final = "1970-01-01T00:00:00Z"
+_JSON_FORMS: Final = {name: d.json_form for name, d in DTYPES.items()}
 # Seconds -> "YYYY-MM-DDTHH:MM:SS": strftime costs ~2 us and a batch-100 response
 # formats ~2,000 stamps, mostly of a few distinct seconds per view.
-_SECONDS_CACHE: dict[int, str] = {}
-_SECONDS_CACHE_MAX = 100_000
+_SECONDS_CACHE: Final[dict[int, str]] = {}
+_SECONDS_CACHE_MAX: Final = 100_000
 # The JSON form of a stored float or bytes value by its stored bytes (immutable: a
 # float, or base64 text): a hot entity's values recur across requests.
-_JSON_SCALARS: dict[bytes, Any] = {}
-_JSON_SCALARS_CAP = 200_000
+_JSON_SCALARS: Final[dict[bytes, Any]] = {}
+_JSON_SCALARS_CAP: Final = 200_000
 
 
 def format_timestamp(event_us: int) -> str:

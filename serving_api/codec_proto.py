@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
@@ -23,16 +23,16 @@ from featureline.serving_api.memo import memoized
 from featureline.serving_api.proto import pb
 from featureline.serving_api.tensor import TensorParts
 
-_VALUE_FIELDS = {d.proto_field for d in DTYPES.values() if d.is_scalar}
+_VALUE_FIELDS: Final = {d.proto_field for d in DTYPES.values() if d.is_scalar}
 
 
 # Lengths under 128 are one byte: a table lookup instead of encode_varint's loop (a
 # batch-1 response has ~40 length prefixes, nearly all short).
-_SHORT = [bytes((n,)) for n in range(128)]
+_SHORT: Final = [bytes((n,)) for n in range(128)]
 # Serialized Timestamps by microsecond value: an entity's event times recur across
 # requests; bounded, emptied when full.
-_STAMPS: dict[int, bytes] = {}
-_STAMPS_CAP = 200_000
+_STAMPS: Final[dict[int, bytes]] = {}
+_STAMPS_CAP: Final = 200_000
 
 
 def _length(n: int) -> bytes:

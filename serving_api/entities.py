@@ -9,12 +9,12 @@ INVALID_ARGUMENT), never a crash.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from featureline.errors import BadInputError
 
-_INT_TYPES = ("int64", "int32", "unix_timestamp")
-_INT_RANGE = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
+_INT_TYPES: Final = ("int64", "int32", "unix_timestamp")
+_INT_RANGE: Final = {"int64": (-(2**63), 2**63 - 1), "int32": (-(2**31), 2**31 - 1)}
 _INT_RANGE["unix_timestamp"] = _INT_RANGE["int64"]
 
 

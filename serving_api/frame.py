@@ -9,7 +9,7 @@ objects. Statuses are Feast's FieldStatus numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from featureline.dtypes import COMPOUND_DTYPES
 from featureline.online.feast_format import decode_value
@@ -17,18 +17,18 @@ from featureline.online.value_proto import decode_plain
 from featureline.serving_api.memo import memoized
 
 # feast.serving.FieldStatus numbers (also featureline.serving.v1.FieldStatus).
-INVALID = 0
-PRESENT = 1
-NULL_VALUE = 2
-NOT_FOUND = 3
-OUTSIDE_MAX_AGE = 4
-STATUS_NAMES = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE")
+INVALID: Final = 0
+PRESENT: Final = 1
+NULL_VALUE: Final = 2
+NOT_FOUND: Final = 3
+OUTSIDE_MAX_AGE: Final = 4
+STATUS_NAMES: Final = ("INVALID", "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE")
 
 
 # Decoded values by their stored bytes: a hot entity's values recur across requests
 # (~0.1 us for a hit against ~1 us to decode). decode_value gives immutable scalars only.
-_DECODED: dict[bytes, Any] = {}
-_DECODED_CAP = 200_000
+_DECODED: Final[dict[bytes, Any]] = {}
+_DECODED_CAP: Final = 200_000
 
 
 def _decoded(raw: bytes) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Final
 
 import hpack
 
@@ -22,8 +22,8 @@ from featureline.serving_api.grpc_relay import Relay
 
 # Blocks remembered with their decoded fields: a client's blocks for its few methods
 # are ~50-300 bytes; larger ones (a long token, custom metadata) are decoded anew.
-_CACHED_BLOCKS = 64
-_CACHED_BLOCK_BYTES = 2048
+_CACHED_BLOCKS: Final = 64
+_CACHED_BLOCK_BYTES: Final = 2048
 
 
 class Stream:

@@ -9,38 +9,57 @@ constant bytes that need no encoder state.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEAD = struct.Struct(">BHBBI")  # length (24 bits, as 8 + 16), type, flags, stream id
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HEAD: Final = struct.Struct(">BHBBI")  # length (24 bits, as 8 + 16), type, flags, stream id
 
 # Frame types (RFC 9113 section 6).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0, 1, 2, 3, 4
-PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 5, 6, 7, 8, 9
+DATA: Final = 0
+HEADERS: Final = 1
+PRIORITY: Final = 2
+RST_STREAM: Final = 3
+SETTINGS: Final = 4
+PUSH_PROMISE: Final = 5
+PING: Final = 6
+GOAWAY: Final = 7
+WINDOW_UPDATE: Final = 8
+CONTINUATION: Final = 9
 # Flags.
-END_STREAM = 0x1
-ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
+END_STREAM: Final = 0x1
+ACK: Final = 0x1
+END_HEADERS: Final = 0x4
+PADDED: Final = 0x8
+PRIORITY_FLAG: Final = 0x20
 # SETTINGS parameters.
-HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE = 1, 2, 3, 4
-MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = 5, 6
+HEADER_TABLE_SIZE: Final = 1
+ENABLE_PUSH: Final = 2
+MAX_CONCURRENT_STREAMS: Final = 3
+INITIAL_WINDOW_SIZE: Final = 4
+MAX_FRAME_SIZE: Final = 5
+MAX_HEADER_LIST_SIZE: Final = 6
 # Error codes (section 7).
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
-FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 6, 7, 8, 9
-ENHANCE_YOUR_CALM = 11
+NO_ERROR: Final = 0
+PROTOCOL_ERROR: Final = 1
+INTERNAL_ERROR: Final = 2
+FLOW_CONTROL_ERROR: Final = 3
+FRAME_SIZE_ERROR: Final = 6
+REFUSED_STREAM: Final = 7
+CANCEL: Final = 8
+COMPRESSION_ERROR: Final = 9
+ENHANCE_YOUR_CALM: Final = 11
 
-DEFAULT_WINDOW = 65_535
-DEFAULT_MAX_FRAME = 16_384
-MAX_WINDOW = 2**31 - 1
+DEFAULT_WINDOW: Final = 65_535
+DEFAULT_MAX_FRAME: Final = 16_384
+MAX_WINDOW: Final = 2**31 - 1
 
-GRPC_CODES = {
+GRPC_CODES: Final = {
     "OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3, "DEADLINE_EXCEEDED": 4,
     "NOT_FOUND": 5, "ALREADY_EXISTS": 6, "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8,
     "FAILED_PRECONDITION": 9, "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12,
     "INTERNAL": 13, "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
 }  # fmt: skip
-_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+_TIMEOUT_UNITS: Final = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
 class ConnectionFailure(Exception):
@@ -113,10 +132,10 @@ def literal(name: bytes, value: bytes) -> bytes:
     return b"\x00" + hpack_int(len(name), 7) + name + hpack_int(len(value), 7) + value
 
 
-STATUS_200 = b"\x88"  # ":status: 200", static table index 8
-GRPC_CONTENT_TYPE = literal(b"content-type", b"application/grpc")
-RESPONSE_HEADERS = STATUS_200 + GRPC_CONTENT_TYPE
-TRAILERS_OK = literal(b"grpc-status", b"0")
+STATUS_200: Final = b"\x88"  # ":status: 200", static table index 8
+GRPC_CONTENT_TYPE: Final = literal(b"content-type", b"application/grpc")
+RESPONSE_HEADERS: Final = STATUS_200 + GRPC_CONTENT_TYPE
+TRAILERS_OK: Final = literal(b"grpc-status", b"0")
 
 
 def http_status_headers(status: int) -> bytes:

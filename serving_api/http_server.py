@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 from urllib.parse import unquote
 
 import httptools
@@ -47,8 +47,8 @@ from featureline.serving_api.rest_app import Headers, Reply
 log = logging.getLogger("featureline.serving.http")
 
 Handler = Callable[[bytes, Headers], Reply | Awaitable[Reply]]
-_WANTED_HEADERS = frozenset({b"authorization", b"content-length", b"accept"})
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_WANTED_HEADERS: Final = frozenset({b"authorization", b"content-length", b"accept"})
+_REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 class _Request:

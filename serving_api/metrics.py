@@ -13,6 +13,7 @@ import asyncio
 import os
 from bisect import bisect_left
 from collections.abc import Iterable
+from typing import Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,12 +36,12 @@ from featureline.slo import FreshnessSlo
 
 # Latency buckets around the goals (batch 1 p99 <= 3 ms, batch 100 p50 <= 5 ms,
 # batch 1000 tensor p50 <= 15 ms), then coarse ones up to the 1 s Redis budget.
-_LATENCY_BUCKETS = (
+_LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5,
 )  # fmt: skip
 # Staleness: from a fresh stream (seconds) to daily batch views (days).
-_STALENESS_BUCKETS = (
+_STALENESS_BUCKETS: Final = (
     1.0,
     5.0,
     15.0,
@@ -55,34 +56,34 @@ _STALENESS_BUCKETS = (
 )
 # Staleness is sampled from at most this many rows per view and request, so that a
 # 1,000-row batch costs no more than a 10-row one.
-_STALENESS_SAMPLES = 10
+_STALENESS_SAMPLES: Final = 10
 
-REQUEST_SECONDS = FamilySpec(
+REQUEST_SECONDS: Final = FamilySpec(
     "featureline_serving_request_seconds",
     "Time to answer a request, by endpoint and batch size (entities per request).",
     ("endpoint", "batch"),
     _LATENCY_BUCKETS,
     "histogram",
 )
-REQUESTS = FamilySpec(
+REQUESTS: Final = FamilySpec(
     "featureline_serving_requests",
     "Requests answered, by endpoint and status code (HTTP status or gRPC code name).",
     ("endpoint", "code"),
 )
-REDIS_ERRORS = Counter(
+REDIS_ERRORS: Final = Counter(
     "featureline_serving_redis_errors",
     "Redis failures seen while serving, by kind (unavailable, timeout, reply).",
     ["kind"],
 )
 for _kind in ("unavailable", "timeout", "reply"):
     REDIS_ERRORS.labels(_kind)  # exported as 0 before the first error, not absent
-NEAR_CACHE_LOOKUPS = FamilySpec(
+NEAR_CACHE_LOOKUPS: Final = FamilySpec(
     "featureline_serving_near_cache_lookups",
     "Redis commands answered from the near cache (hit) or sent to Redis (miss); "
     "stays 0 unless serve runs with --near-cache-keys.",
     ("result",),
 )
-STALENESS_SECONDS = FamilySpec(
+STALENESS_SECONDS: Final = FamilySpec(
     "featureline_serving_staleness_seconds",
     "Age of served latest values (serving time - event time), by view.",
     ("view",),
@@ -90,22 +91,22 @@ STALENESS_SECONDS = FamilySpec(
     "histogram",
 )
 # --- feature logging (serving_api.feature_log) ---
-FEATURE_LOG_ROWS = FamilySpec(
+FEATURE_LOG_ROWS: Final = FamilySpec(
     "featureline_serving_feature_log_rows",
     "Served rows written to a feature service's log (its Feast logging_config), by service.",
     ("service",),
 )
-FEATURE_LOG_DROPPED = FamilySpec(
+FEATURE_LOG_DROPPED: Final = FamilySpec(
     "featureline_serving_feature_log_dropped",
     "Sampled rows not logged, by service: the log's queue was full, or a write failed.",
     ("service",),
 )
-SPECS = [REQUEST_SECONDS, REQUESTS, NEAR_CACHE_LOOKUPS, STALENESS_SECONDS]
-SPECS += [FEATURE_LOG_ROWS, FEATURE_LOG_DROPPED]
+SPECS: Final = [REQUEST_SECONDS, REQUESTS, NEAR_CACHE_LOOKUPS, STALENESS_SECONDS]
+SPECS.extend([FEATURE_LOG_ROWS, FEATURE_LOG_DROPPED])
 # Each view's freshness SLO (featureline.slo: the view's `freshness_slo` tag), set once at
 # start; the alert rules compare STALENESS_SECONDS against it per view.
-_FRESHNESS_SLOS: dict[tuple[str, ...], float] = {}
-FRESHNESS_SLO = ConstantGauges(
+_FRESHNESS_SLOS: Final[dict[tuple[str, ...], float]] = {}
+FRESHNESS_SLO: Final = ConstantGauges(
     "featureline_view_freshness_slo_seconds",
     "Expected freshness of a view (its freshness_slo tag), in seconds; topic: a stream "
     "view's Kafka topic ('' for a batch view).",
@@ -195,10 +196,10 @@ def snapshot(families: Iterable[Family]) -> Snapshot:
 
 
 # Labelled children by metric name, looked up by a dict get per observation.
-FAMILIES: dict[str, Family] = {spec.name: Family(spec) for spec in SPECS}
+FAMILIES: Final[dict[str, Family]] = {spec.name: Family(spec) for spec in SPECS}
 for _result in ("hit", "miss"):
     FAMILIES[NEAR_CACHE_LOOKUPS.name].counter((_result,))  # 0 until counted, not absent
-FLUSH_INTERVAL_S = 1.0  # how far /metrics may lag the requests of another worker
+FLUSH_INTERVAL_S: Final = 1.0  # how far /metrics may lag the requests of another worker
 _flush_scheduled = False
 
 

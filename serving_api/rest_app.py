@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request
@@ -44,11 +44,11 @@ Errors are `{"detail": message}` with 400/401/403/404/413/429/503/504; a stack t
 never leaves the server.
 """
 log = logging.getLogger("featureline.serving.rest")
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
-PROTOBUF = "application/x-protobuf"
+ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
+PROTOBUF: Final = "application/x-protobuf"
 
 
-JSON = "application/json"
+JSON: Final = "application/json"
 Headers = Mapping[str, str]  # lower-case names
 
 
@@ -299,7 +299,7 @@ def _health_routes(app: FastAPI, core: ServingCore) -> None:
         return Response(body, media_type=content_type)
 
 
-_TENSOR_RESPONSES: dict[int | str, dict[str, Any]] = {
+_TENSOR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     200: {
         "description": "A featureline.serving.v1.Tensor message (application/x-protobuf), "
         f"or an Arrow IPC stream when Accept asks for {ARROW_STREAM}",

@@ -9,17 +9,19 @@ always exactly theirs.
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 
 from featureline.online.feast_format import decode_timestamp, decode_value
 from featureline.serving_api.memo import memoized
 
 # dtype -> (bytes per value, tag byte: field number << 3 | wire type, numpy format)
-_FIXED = {"float64": (9, 0x29, "<f8"), "float32": (5, 0x35, "<f4")}
-_TS_SECONDS_TAG = 0x08  # google.protobuf.Timestamp field 1 (seconds), varint
-_TS_NANOS_TAG = 0x10  # field 2 (nanos), varint
+_FIXED: Final = {"float64": (9, 0x29, "<f8"), "float32": (5, 0x35, "<f4")}
+_TS_SECONDS_TAG: Final = 0x08  # google.protobuf.Timestamp field 1 (seconds), varint
+_TS_NANOS_TAG: Final = 0x10  # field 2 (nanos), varint
 # Seconds of 2004-2038 are 5-byte varints (2**28 <= s < 2**35).
-_TS_SECONDS_BYTES = 5
+_TS_SECONDS_BYTES: Final = 5
 
 
 def _varint_rows(digits: np.ndarray) -> np.ndarray | None:
@@ -101,8 +103,8 @@ def _timestamp_group(block: np.ndarray) -> np.ndarray | None:
 
 # Small reads: decoded stamps by their bytes (an entity's event time recurs across its
 # requests; ~0.1 us for a hit against ~1.5 us to decode). Bounded, emptied when full.
-_STAMPS: dict[bytes, int] = {}
-_STAMPS_CAP = 200_000
+_STAMPS: Final[dict[bytes, int]] = {}
+_STAMPS_CAP: Final = 200_000
 
 
 def _decode_stamp(raw: bytes) -> int:

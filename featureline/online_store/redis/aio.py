@@ -34,7 +34,7 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 
@@ -56,14 +56,14 @@ RedisReplyError = StoreReplyError
 # budgets has timed out without a byte from Redis, which answers a live connection
 # within milliseconds even when loaded. A stuck Redis (SIGSTOP, a partition without a
 # reset, a long script) is left within 5-6.25 s (aio_connection.STALL_TICKS).
-STALL_TIMEOUT_S = 5.0
+STALL_TIMEOUT_S: Final = 5.0
 # ~0.3 s of Redis work at ~3 us an HMGET (10,000 in ~30 ms on 2 loaded cores): a request
 # sent behind that many dropped replies can still make serving's 1 s default budget;
 # it is also ten timed-out reads of the largest batch (10,000 entities, one view).
-MAX_ABANDONED = 100_000
+MAX_ABANDONED: Final = 100_000
 # A 1,000-command read takes Redis ~3 ms: what a batch-1 read behind it may wait on the
 # shared connection. Larger reads take the bulk connection.
-BULK_COMMANDS = 1_000
+BULK_COMMANDS: Final = 1_000
 
 
 def pack_command(parts: Sequence[bytes | str | int | float]) -> bytes:

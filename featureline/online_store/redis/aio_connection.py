@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import hiredis
 
@@ -37,7 +37,7 @@ from featureline.online_store.near_cache import NearCache
 # ticks in a row with requests waiting and no byte received, so after between
 # stall_timeout_s and 1.25 x that much silence. A tick is a timer every 1.25 s at the
 # 5 s default: nothing per request.
-STALL_TICKS = 4
+STALL_TICKS: Final = 4
 
 
 class Expired(Exception):
