@@ -9,6 +9,7 @@ One package per benchmark, above everything else (it may import any part of
 `featureline`; nothing in `featureline` imports it):
 
     serve/        `featureline serve` vs `feast serve` (REST, gRPC, tensor, soak)
+    serve_path/   the read path's CPU per request, in process (no sockets, no Feast)
     loadgen/      the HTTP/1.1 and gRPC load generator `serve` drives both servers with
     stream/       the stream job's throughput and freshness vs Feast's push
     historical/   point-in-time retrieval (local and Spark) vs get_historical_features

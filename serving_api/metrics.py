@@ -199,6 +199,11 @@ def snapshot(families: Iterable[Family]) -> Snapshot:
 FAMILIES: Final[dict[str, Family]] = {spec.name: Family(spec) for spec in SPECS}
 for _result in ("hit", "miss"):
     FAMILIES[NEAR_CACHE_LOOKUPS.name].counter((_result,))  # 0 until counted, not absent
+# The hot families, and each view's staleness child, by reference: no name lookups.
+_REQUEST_SECONDS: Final = FAMILIES[REQUEST_SECONDS.name]
+_REQUESTS: Final = FAMILIES[REQUESTS.name]
+_STALENESS_SECONDS: Final = FAMILIES[STALENESS_SECONDS.name]
+_STALENESS: Final[dict[str, _LocalHistogram]] = {}
 FLUSH_INTERVAL_S: Final = 1.0  # how far /metrics may lag the requests of another worker
 _flush_scheduled = False
 
@@ -235,8 +240,8 @@ def _schedule_flush() -> None:
 
 
 def observe_request(endpoint: str, n_rows: int, seconds: float, code: str) -> None:
-    FAMILIES[REQUEST_SECONDS.name].histogram((endpoint, batch_label(n_rows))).observe(seconds)
-    FAMILIES[REQUESTS.name].counter((endpoint, code)).inc()
+    _REQUEST_SECONDS.histogram((endpoint, batch_label(n_rows))).observe(seconds)
+    _REQUESTS.counter((endpoint, code)).inc()
 
 
 def observe_redis_error(kind: str) -> None:
@@ -253,14 +258,16 @@ def observe_near_cache(hits: int, misses: int) -> None:
 
 
 def observe_staleness(columns: Iterable[FrameColumn], t_us: int) -> None:
-    seen: set[int] = set()
+    seen: set[int] = set()  # a view's columns share one event-time list
     for col in columns:
         if not col.view or col.raw is None or id(col.event_us) in seen:
             continue
         seen.add(id(col.event_us))
         n = len(col.event_us)
         step = max(1, n // _STALENESS_SAMPLES)
-        histogram = FAMILIES[STALENESS_SECONDS.name].histogram((col.view,))
+        histogram = _STALENESS.get(col.view)
+        if histogram is None:
+            histogram = _STALENESS[col.view] = _STALENESS_SECONDS.histogram((col.view,))
         for i in range(0, n, step):
             if col.statuses[i] == PRESENT:
                 histogram.observe(max(0, t_us - col.event_us[i]) / 1e6)

@@ -213,7 +213,7 @@ def _plain_columns(
     """Columns of one latest-value view from its HMGET replies (one per unique key); the
     view's fields start at `first` in each reply (views sharing one HMGET, PlainGroup):
     its features, then its `_ts` field."""
-    ttl_us = read.view.ttl_s * US
+    ttl_us = read.ttl_us
     ts_pos = first + len(read.features)
     stamps = [reply[ts_pos] for reply in replies]
     found = [i for i, ts in enumerate(stamps) if ts is not None]
@@ -225,7 +225,7 @@ def _plain_columns(
         key_status[i] = OUTSIDE_MAX_AGE if oldest is not None and event_us < oldest else PRESENT
     all_found = len(found) == len(replies) and OUTSIDE_MAX_AGE not in key_status
     event = _expand(key_event, index)
-    name = read.view.name
+    name = read.name
     out: dict[str, FrameColumn] = {}
     for pos, (feature, dtype) in enumerate(zip(read.features, read.dtypes, strict=True), start=first):
         if all_found:  # the common case: every row is in the store and within ttl
@@ -364,7 +364,7 @@ def assemble(
         index = prepared.row_index[slot]
         group_replies = replies[pos : pos + count]
         for read, first in zip(group.reads, group.offsets, strict=True):
-            by_view[read.view.name] = _plain_columns(read, group_replies, index, t_us, first)
+            by_view[read.name] = _plain_columns(read, group_replies, index, t_us, first)
         pos += count
         slot += 1
     for tread in plan.tiles:
@@ -382,8 +382,8 @@ def assemble(
         frame.key_columns.append(
             FrameColumn(name, dtype, [PRESENT] * len(values), [0] * len(values), _values=values)
         )
-    for feature, out_name in zip(plan.outputs, plan.output_names, strict=True):
-        col = by_view[feature.view][feature.feature]
+    for (view, feature), out_name in zip(plan.output_refs, plan.output_names, strict=True):
+        col = by_view[view][feature]
         if col.name != out_name:  # full feature names, or one feature requested twice
             col = dataclasses.replace(col, name=out_name)
         frame.columns.append(col)

@@ -23,7 +23,7 @@ from featureline.online.feast_format import (
     single_key_encoder,
     ts_field,
 )
-from featureline.semantics import window_start_us
+from featureline.semantics import US, window_start_us
 from featureline.specs import RepoSpec, ResolvedFeature, ViewSpec, resolve_features
 
 KeyEncoder = Callable[[Sequence[Any]], bytes]
@@ -53,6 +53,10 @@ class PlainRead:
     encode_key: KeyEncoder
     _head: bytes  # "*N\r\n$5\r\nHMGET\r\n"
     _tail: bytes  # the field names, RESP-encoded
+    # The view's name and ttl (0: none) copied here: read per request, and a ViewSpec
+    # (not compiled) costs a dict lookup per attribute.
+    name: str = ""
+    ttl_us: int = 0
 
     @classmethod
     def build(cls, project: str, view: ViewSpec, features: Sequence[str]) -> PlainRead:
@@ -65,6 +69,8 @@ class PlainRead:
             encode_key=_key_encoder(project, view),
             _head=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2),
             _tail=_resp_bulk(fields),
+            name=view.name,
+            ttl_us=view.ttl_s * US,
         )
 
     def command(self, key: bytes) -> bytes:
@@ -193,6 +199,8 @@ class ReadPlan:
     request_fields: dict[str, str]  # request-source field -> dtype
     entity_keys: dict[str, str]  # every join key of the repo -> dtype (echoed if given)
     views: tuple[str, ...]  # views and on-demand views the request reads (for auth)
+    # (view, feature) of each output, copied from `outputs` (specs, not compiled).
+    output_refs: tuple[tuple[str, str], ...] = ()
 
 
 def _needed_features(
@@ -264,4 +272,5 @@ def build_plan(
         request_fields=request_fields,
         entity_keys={e.join_key: e.dtype for e in repo.entities.values()},
         views=tuple(dict.fromkeys([*reads, *odfvs])),
+        output_refs=tuple((f.view, f.feature) for f in outputs),
     )

@@ -38,7 +38,8 @@ def test_the_checkout_is_found_and_a_stray_benchmarks_folder_is_not(
 def test_every_benchmark_answers_help_fast_and_light() -> None:
     """Each `bench NAME --help` lists its own options and imports no heavy library."""
     for name, flag in [("historical", "--big-keys"), ("materialize", "--entities"), ("serve", "--soak-s"),
-                       ("stream", "--feast-events"), ("worker", "--kafka-requests")]:  # fmt: skip
+                       ("serve_path", "--rounds"), ("stream", "--feast-events"),
+                       ("worker", "--kafka-requests")]:  # fmt: skip
         code = (
             "import sys, time; t = time.perf_counter()\n"
             "from featureline.cli.main import main\n"

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "historical": "point-in-time retrieval vs Feast get_historical_features",
     "materialize": "offline -> Redis vs feast materialize",
     "serve": "REST/gRPC serving vs feast serve",
+    "serve_path": "the serving read path's CPU per batch-1 request, in process",
     "stream": "end-to-end stream throughput and freshness vs Feast push",
     "worker": "scored vectors/s of the inference worker",
 }
