@@ -247,9 +247,9 @@ class _Completion(Generic[T]):
     def run(self, source: asyncio.Future[list[Any]]) -> None:
         core = self.core
         core.in_flight.release()
-        if source.cancelled() or source.exception() is not None:
+        error = asyncio.CancelledError() if source.cancelled() else source.exception()
+        if error is not None:
             core.reader.failed(self.pending)
-            error: BaseException = asyncio.CancelledError() if source.cancelled() else source.exception()  # type: ignore[assignment]
             _count_store_error(error)
             self._fail(error)
             return
