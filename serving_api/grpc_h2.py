@@ -15,7 +15,7 @@ exactly as grpcio implements them.
 
 HTTP/2 as used here: one SETTINGS exchange, flow control on both sides (responses wait
 for the peer's WINDOW_UPDATE; our connection window is topped up as requests are
-handled, never for bytes still buffered), PING, RST_STREAM (a cancelled call's task is
+handled, never for bytes still buffered), PING, RST_STREAM (a cancelled call's future is
 cancelled), GOAWAY on shutdown and on protocol errors.
 
 Hostile peers (issue 14; every limit is a field of serving_api.limits.Limits and a
