@@ -52,6 +52,7 @@ MODULES = (
     "featureline/serving_api/plans.py",
     "featureline/serving_api/rest_app.py",
     "featureline/serving_api/service.py",
+    "featureline/serving_api/tile_windows.py",
     "featureline/serving_api/vector_codec.py",
 )
 STALE_WARNING = (

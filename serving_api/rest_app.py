@@ -187,7 +187,7 @@ class _Answer:
         self.timer.done("200")
         return reply
 
-    def error(self, exc: BaseException) -> Reply:
+    def error(self, exc: Exception) -> Reply:
         return _error_reply(exc, self.timer, self.headers)
 
 

@@ -155,7 +155,7 @@ class ServingCore:
         self,
         query: FeatureQuery,
         then: Callable[[FeatureFrame], T],
-        failed: Callable[[BaseException], T] | None,
+        failed: Callable[[Exception], T] | None,
         *,
         scope: frozenset[str] | None = None,
         time_remaining_s: float | None = None,
@@ -235,7 +235,7 @@ class _Completion(Generic[T]):
     """The end of one request's read: the callback on its Redis future."""
 
     def __init__(self, core: ServingCore, pending: PendingRead, query: FeatureQuery,
-                 then: Callable[[FeatureFrame], T], failed: Callable[[BaseException], T] | None,
+                 then: Callable[[FeatureFrame], T], failed: Callable[[Exception], T] | None,
                  future: asyncio.Future[T]) -> None:  # fmt: skip
         self.core = core
         self.pending = pending
