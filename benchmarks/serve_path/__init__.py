@@ -73,12 +73,14 @@ async def _rest_rounds(core: Any, bodies: list[bytes], args: Any) -> list[float]
             conn = HttpConnection(server)
 
             def on_write(reply: bytes) -> None:
+                if done.done():
+                    return  # the round ended (or failed): this connection stops
                 if not reply.startswith(b"HTTP/1.1 200"):
                     done.set_exception(RuntimeError(reply[:300].decode(errors="replace")))
+                    return
                 sent[0] += 1
                 if sent[0] >= args.requests:
-                    if not done.done():
-                        done.set_result(None)
+                    done.set_result(None)
                     return
                 loop.call_soon(conn.data_received, requests[(sent[0] + slot) % len(requests)])
 
