@@ -63,14 +63,15 @@ class FrameColumn:
 
     @property
     def values(self) -> list[Any]:
-        if self._values is None and self.dtype in COMPOUND_DTYPES:
-            # Lists and dicts are mutable: decoded per request, never shared.
-            self._values = [decode_plain(r) if r else None for r in self.raw or ()]
         if self._values is None:
-            get = _DECODED.get
-            self._values = [
-                (v if (v := get(r)) is not None else _decoded(r)) if r else None for r in self.raw or ()
-            ]
+            raw: list[bytes | None] = self.raw if self.raw is not None else []
+            if self.dtype in COMPOUND_DTYPES:
+                # Lists and dicts are mutable: decoded per request, never shared.
+                self._values = [decode_plain(r) if r else None for r in raw]
+            else:
+                self._values = [
+                    (v if (v := _DECODED.get(r)) is not None else _decoded(r)) if r else None for r in raw
+                ]
         return self._values
 
     def undecoded(self) -> list[bytes | None] | None:

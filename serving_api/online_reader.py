@@ -190,38 +190,49 @@ def _plain_columns(
 ) -> dict[str, FrameColumn]:
     """Columns of one latest-value view from its HMGET replies (one per unique key); the
     view's fields start at `first` in each reply (views sharing one HMGET, PlainGroup):
-    its features, then its `_ts` field."""
+    its features, then its `_ts` field.
+
+    Index loops, not zip(..., strict=True) or enumerate(..., start=): mypyc compiles
+    only positional zip and enumerate to loops; with keywords each is a call of the
+    builtin and an iterator (~15% of a batch-1 request's assembly, measured)."""
     ttl_us = read.ttl_us
-    ts_pos = first + len(read.features)
-    stamps = [reply[ts_pos] for reply in replies]
-    found = [i for i, ts in enumerate(stamps) if ts is not None]
-    key_event = [0] * len(replies)
-    key_status = [NOT_FOUND] * len(replies)
-    oldest = t_us - ttl_us if ttl_us else None
-    for i, event_us in zip(found, decode_timestamps([stamps[i] for i in found]), strict=True):
+    features = read.features
+    dtypes = read.dtypes
+    ts_pos = first + len(features)
+    n = len(replies)
+    rows = replies  # HMGET replies: lists from Redis, tuples from the near cache
+    stamps = [row[ts_pos] for row in rows]
+    found = [i for i in range(n) if stamps[i] is not None]
+    key_event = [0] * n
+    key_status = [NOT_FOUND] * n
+    oldest = t_us - ttl_us if ttl_us else 0
+    decoded = decode_timestamps([stamps[i] for i in found])
+    for j in range(len(found)):
+        i = found[j]
+        event_us = decoded[j]
         key_event[i] = event_us
-        key_status[i] = OUTSIDE_MAX_AGE if oldest is not None and event_us < oldest else PRESENT
-    all_found = len(found) == len(replies) and OUTSIDE_MAX_AGE not in key_status
+        key_status[i] = OUTSIDE_MAX_AGE if ttl_us and event_us < oldest else PRESENT
+    all_found = len(found) == n and OUTSIDE_MAX_AGE not in key_status
     event = _expand(key_event, index)
     name = read.name
     out: dict[str, FrameColumn] = {}
-    for pos, (feature, dtype) in enumerate(zip(read.features, read.dtypes, strict=True), start=first):
+    for k in range(len(features)):
+        pos = first + k
+        dtype = dtypes[k]
         if all_found:  # the common case: every row is in the store and within ttl
-            raws = [reply[pos] or None for reply in replies]
+            raws: list[bytes | None] = [row[pos] or None for row in rows]
         else:
-            raws = [
-                (reply[pos] or None) if st == PRESENT else None
-                for reply, st in zip(replies, key_status, strict=True)
-            ]
+            raws = [(rows[i][pos] or None) if key_status[i] == PRESENT else None for i in range(n)]
         if dtype == "unix_timestamp":  # Feast writes a null timestamp as NaT: a null
             raws = [None if raw == NULL_TIMESTAMP_VALUE else raw for raw in raws]
         if all_found:
             statuses = [PRESENT if raw else NULL_VALUE for raw in raws]
         else:
             statuses = [
-                st if st != PRESENT else (PRESENT if raw else NULL_VALUE)
-                for raw, st in zip(raws, key_status, strict=True)
+                key_status[i] if key_status[i] != PRESENT else (PRESENT if raws[i] else NULL_VALUE)
+                for i in range(n)
             ]
+        feature = features[k]
         out[feature] = FrameColumn(
             feature, dtype, _expand(statuses, index), event, _expand(raws, index), view=name
         )
@@ -257,8 +268,11 @@ def assemble(
         count = len(prepared.unique_keys[slot])
         index = prepared.row_index[slot]
         group_replies = replies[pos : pos + count]
-        for read, first in zip(group.reads, group.offsets, strict=True):
-            by_view[read.name] = _plain_columns(read, group_replies, index, t_us, first)
+        reads = group.reads
+        offsets = group.offsets
+        for k in range(len(reads)):
+            read = reads[k]
+            by_view[read.name] = _plain_columns(read, group_replies, index, t_us, offsets[k])
         pos += count
         slot += 1
     for tread in plan.tiles:
@@ -276,7 +290,11 @@ def assemble(
         frame.key_columns.append(
             FrameColumn(name, dtype, [PRESENT] * len(values), [0] * len(values), _values=values)
         )
-    for (view, feature), out_name in zip(plan.output_refs, plan.output_names, strict=True):
+    refs = plan.output_refs
+    out_names = plan.output_names
+    for k in range(len(refs)):
+        view, feature = refs[k]
+        out_name = out_names[k]
         col = by_view[view][feature]
         if col.name != out_name:  # full feature names, or one feature requested twice
             col = dataclasses.replace(col, name=out_name)

@@ -118,8 +118,7 @@ def _stamp(raw: bytes) -> int:
 def decode_timestamps(raws: list[bytes]) -> list[int]:
     """Stored google.protobuf.Timestamp bytes -> microseconds, as decode_timestamp."""
     if len(raws) < 8:  # numpy's fixed cost outweighs a few Python decodes
-        get = _STAMPS.get
-        return [v if (v := get(r)) is not None else _stamp(r) for r in raws]
+        return [v if (v := _STAMPS.get(r)) is not None else _stamp(r) for r in raws]
     out = np.empty(len(raws), dtype=np.int64)
     for idx, block in _by_length(raws):
         values = _timestamp_group(block)
