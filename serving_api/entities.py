@@ -78,9 +78,11 @@ def row_count(entities: Mapping[str, Sequence[Any]]) -> int:
     """Common length of every column; BadInputError when they differ or none is given."""
     if not entities:
         raise BadInputError("no entity columns given: pass at least one join key column")
-    lengths = {name: len(values) for name, values in entities.items()}
-    distinct = set(lengths.values())
-    if len(distinct) > 1:
-        shown = ", ".join(f"{k}={n}" for k, n in lengths.items())
-        raise BadInputError(f"entity columns have different lengths: {shown}")
-    return distinct.pop()
+    n = -1
+    for values in entities.values():
+        if n < 0:
+            n = len(values)
+        elif len(values) != n:
+            shown = ", ".join(f"{k}={len(v)}" for k, v in entities.items())
+            raise BadInputError(f"entity columns have different lengths: {shown}")
+    return n

@@ -257,7 +257,7 @@ def observe_near_cache(hits: int, misses: int) -> None:
         family.counter(("miss",)).inc(misses)
 
 
-def observe_staleness(columns: Iterable[FrameColumn], t_us: int) -> None:
+def observe_staleness(columns: list[FrameColumn], t_us: int) -> None:
     seen: set[int] = set()  # a view's columns share one event-time list
     for col in columns:
         if not col.view or col.raw is None or id(col.event_us) in seen:

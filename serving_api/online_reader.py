@@ -40,12 +40,14 @@ from featureline.serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
-from featureline.serving_api.plans import PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
+from featureline.serving_api.plans import KeyEncoder, PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
 from featureline.serving_api.tile_windows import window_values
 from featureline.serving_api.vector_codec import decode_timestamps
 from featureline.specs import RepoSpec
 
 _PLAN_CACHE_MAX: Final = 1024
+_ENTITY_KEYS: Final[dict[tuple[KeyEncoder, Any], bytes]] = {}
+_ENTITY_KEYS_CAP: Final = 200_000
 
 
 @dataclass(init=False)  # a compiled __init__ (serving_api.frame says why)
@@ -111,6 +113,22 @@ def _unique(keys: list[bytes]) -> tuple[list[bytes], list[int] | None]:
     return list(positions), index
 
 
+def _entity_key(encode: KeyEncoder, value: Any) -> bytes:
+    """A one-join-key entity's Redis key, memoized for ints and strings (~0.1 us a hit
+    against ~1 us to encode; a hot entity recurs across requests). The table's key has
+    the encoder (project, join key and type) and only exact ints and strings, which are
+    never equal to a value of another type that encodes differently (True == 1)."""
+    if type(value) is not int and type(value) is not str:
+        return encode((value,))
+    memo_key = (encode, value)
+    key = _ENTITY_KEYS.get(memo_key)
+    if key is None:
+        if len(_ENTITY_KEYS) >= _ENTITY_KEYS_CAP:
+            _ENTITY_KEYS.clear()
+        key = _ENTITY_KEYS[memo_key] = encode((value,))
+    return key
+
+
 def _view_keys(
     read: PlainGroup | TileRead,
     keys: dict[str, list[Any]],
@@ -123,7 +141,7 @@ def _view_keys(
         columns = [keys[name] for name in names]
         encode = read.encode_key
         if len(columns) == 1:
-            encoded = [encode((v,)) for v in columns[0]]
+            encoded = [_entity_key(encode, v) for v in columns[0]]
         else:
             encoded = [encode(values) for values in zip(*columns, strict=True)]
         done[names] = _unique(encoded)
