@@ -7,7 +7,10 @@ The same generator drives `feast serve` and ours, so the two are measured alike.
   library (httpx ~400 us per call) would cap the rate below what the servers do.
 - gRPC: grpc.aio unary calls on raw bytes (no message objects in the loop).
 - closed loop (`run_closed`): `concurrency` callers, each sends its next request when the
-  previous answer arrives: the peak rate at that concurrency.
+  previous answer arrives: the peak rate at that concurrency. Callers that can `push`
+  (HTTP here, the raw gRPC caller) are driven from their replies' callbacks: the next
+  request leaves inside the previous reply's data_received, with no task, coroutine or
+  future per request (the generator shares the 2 cores with the servers it measures).
 - open loop (`run_open`): requests start on a fixed schedule whatever the answers do,
   and latency counts from the scheduled start, so a stall shows up as latency instead
   of silently slowing the schedule (no coordinated omission).
@@ -22,11 +25,19 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
 Call = Callable[[bytes], Awaitable[bool]]  # one request -> ok?
+Done = Callable[[bool], None]
+
+
+@runtime_checkable
+class Pushable(Protocol):
+    """A caller that also takes a request with a callback for its outcome."""
+
+    def push(self, body: bytes, done: Done) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class _HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[int] | None = None
+        self.callback: Done | None = None  # a pushed request's (then no waiter)
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,7 +104,7 @@ class _HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
+        if end < 0 or (self.waiter is None and self.callback is None):
             return
         match = _CONTENT_LENGTH.search(self.buffer, 0, end + 2)
         length = int(match.group(1)) if match else 0
@@ -100,12 +112,19 @@ class _HttpProtocol(asyncio.Protocol):
             return
         status = int(self.buffer[9:12])
         del self.buffer[: end + 4 + length]
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback(status == 200)
+            return
         waiter, self.waiter = self.waiter, None
-        if not waiter.done():
+        if waiter is not None and not waiter.done():
             waiter.set_result(status)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback(False)
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("connection lost"))
 
@@ -134,10 +153,42 @@ class HttpConnection:
         proto.transport.write(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
         return await proto.waiter
 
+    def send_now(self, body: bytes, done: Done) -> bool:
+        """Send at once on an open connection, `done(status == 200)` on the reply;
+        False (nothing sent) when the connection must be opened first."""
+        proto = self._proto
+        if proto is None or proto.closed or proto.transport is None:
+            return False
+        proto.callback = done
+        proto.transport.write(b"%s%d\r\n\r\n%s" % (self._head, len(body), body))
+        return True
+
     def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
         self._proto = None
+
+
+class _HttpCaller:
+    """One caller of `http_callers`: awaitable, or pushed (run_closed)."""
+
+    def __init__(self, conn: HttpConnection) -> None:
+        self.conn = conn
+
+    async def __call__(self, body: bytes) -> bool:
+        try:
+            status = await self.conn.post(body)
+        except (OSError, ValueError):
+            self.conn.close()
+            return False
+        return status == 200
+
+    def push(self, body: bytes, done: Done) -> None:
+        if not self.conn.send_now(body, done):  # (re)connect first: the awaitable path
+            asyncio.ensure_future(self._after_connect(body, done))
+
+    async def _after_connect(self, body: bytes, done: Done) -> None:
+        done(await self(body))
 
 
 def http_callers(
@@ -145,21 +196,7 @@ def http_callers(
     tls: ssl.SSLContext | None = None,
 ) -> list[Call]:  # fmt: skip
     """`n` independent callers (one connection each); `tls`: HTTPS with this context."""
-
-    def make() -> Call:
-        conn = HttpConnection(host, port, path, headers, tls)
-
-        async def call(body: bytes) -> bool:
-            try:
-                status = await conn.post(body)
-            except (OSError, ValueError):
-                conn.close()
-                return False
-            return status == 200
-
-        return call
-
-    return [make() for _ in range(n)]
+    return [_HttpCaller(HttpConnection(host, port, path, headers, tls)) for _ in range(n)]
 
 
 def grpc_callers(
@@ -196,6 +233,8 @@ def grpc_callers(
 
 async def run_closed(callers: Sequence[Call], bodies: Sequence[bytes], seconds: float) -> LoadResult:
     """Every caller loops until `seconds` pass; bodies are taken in turn."""
+    if callers and all(isinstance(c, Pushable) for c in callers):
+        return await _run_pushed(cast(list[Pushable], list(callers)), bodies, seconds)
     stop = time.perf_counter() + seconds
     source = itertools.cycle(bodies)
     latencies: list[float] = []
@@ -213,6 +252,45 @@ async def run_closed(callers: Sequence[Call], bodies: Sequence[bytes], seconds: 
     await asyncio.gather(*(loop(c) for c in callers))
     elapsed = time.perf_counter() - began
     return LoadResult(len(latencies), errors, elapsed, np.array(latencies) * 1000)
+
+
+async def _run_pushed(callers: Sequence[Pushable], bodies: Sequence[bytes], seconds: float) -> LoadResult:
+    """run_closed's loop driven by the replies: each reply's callback sends its caller's
+    next request (the same requests, order and latency clock as the awaited loop)."""
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter
+    stop = clock() + seconds
+    source = itertools.cycle(bodies)
+    latencies: list[float] = []
+    errors = 0
+    running = len(callers)
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def start(caller: Pushable) -> None:
+        nonlocal running
+        sent = clock()
+        if sent >= stop:
+            running -= 1
+            if not running and not finished.done():
+                finished.set_result(None)
+            return
+
+        def done(ok: bool) -> None:
+            nonlocal errors
+            latencies.append(clock() - sent)
+            errors += not ok
+            start(caller)
+
+        try:
+            caller.push(next(source), done)
+        except Exception:  # counted as a failed request; the next one goes on the next tick
+            loop.call_soon(done, False)
+
+    began = clock()
+    for caller in callers:
+        start(caller)
+    await finished
+    return LoadResult(len(latencies), errors, clock() - began, np.array(latencies) * 1000)
 
 
 async def run_open(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import hpack
 
+from benchmarks.loadgen.generator import Done
 from featureline.serving_api import h2_wire as w
 
 _OUR_WINDOW = 16 * 1024 * 1024
@@ -38,6 +39,7 @@ class _GrpcConnection(asyncio.Protocol):
         )  # fmt: skip
         self.sid = -1
         self.waiter: asyncio.Future[bool] | None = None
+        self.callback: Done | None = None  # a pushed call's (then no waiter)
         self.block = bytearray()  # a header block continued over CONTINUATION frames
         self.statuses: dict[bytes, bytes | None] = {}  # see _status
         self.status: bytes | None = None
@@ -79,27 +81,48 @@ class _GrpcConnection(asyncio.Protocol):
         return status
 
     def _resolve(self, ok: bool) -> None:
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback(ok)
+            return
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(ok)
 
     async def call(self, message: bytes) -> bool:
-        body = w.message_prefix(message) + message
-        if len(body) > min(self.stream_window, w.DEFAULT_MAX_FRAME):
-            raise ValueError("request too large for the raw gRPC caller (use grpc_callers)")
+        body = self._body(message)
         while self.send_window < len(body) and not self.closed:
             self.window_waiter = asyncio.get_running_loop().create_future()
             await self.window_waiter
+        self.waiter = asyncio.get_running_loop().create_future()
+        self._send(body)
+        return await self.waiter
+
+    def send_now(self, message: bytes, done: Done) -> bool:
+        """Send at once when the connection window allows, `done(ok)` at the call's
+        end; False (nothing sent) otherwise."""
+        body = self._body(message)
+        if self.closed or self.send_window < len(body):
+            return False
+        self.callback = done
+        self._send(body)
+        return True
+
+    def _body(self, message: bytes) -> bytes:
+        body = w.message_prefix(message) + message
+        if len(body) > min(self.stream_window, w.DEFAULT_MAX_FRAME):
+            raise ValueError("request too large for the raw gRPC caller (use grpc_callers)")
+        return body
+
+    def _send(self, body: bytes) -> None:
         self.send_window -= len(body)
         self.sid += 2
         self.status = None
-        self.waiter = asyncio.get_running_loop().create_future()
         assert self.transport is not None
         self.transport.write(
             w.frame(w.HEADERS, w.END_HEADERS, self.sid, self.head)
             + w.frame(w.DATA, w.END_STREAM, self.sid, body)
         )
-        return await self.waiter
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -148,6 +171,38 @@ class _GrpcConnection(asyncio.Protocol):
             self.closed = True
 
 
+class _RawCaller:
+    """One caller of `raw_grpc_callers`: awaitable, or pushed (run_closed)."""
+
+    def __init__(self, host: str, port: int, method: str, tls: ssl.SSLContext | None,
+                 conns: list[_GrpcConnection]) -> None:  # fmt: skip
+        self.host, self.port, self.method, self.tls = host, port, method, tls
+        self.conns = conns  # every connection opened, closed by raw_grpc_callers' close
+        self.conn: _GrpcConnection | None = None
+
+    async def __call__(self, body: bytes) -> bool:
+        if self.conn is None or self.conn.closed:
+            loop = asyncio.get_running_loop()
+            authority = f"{self.host}:{self.port}".encode()
+            _, self.conn = await loop.create_connection(
+                lambda: _GrpcConnection(authority, self.method.encode(), self.tls is not None),
+                self.host, self.port, ssl=self.tls,
+            )  # fmt: skip
+            self.conns.append(self.conn)
+        try:
+            return await self.conn.call(body)
+        except OSError:
+            self.conn.closed = True
+            return False
+
+    def push(self, body: bytes, done: Done) -> None:
+        if self.conn is None or not self.conn.send_now(body, done):
+            asyncio.ensure_future(self._awaited(body, done))  # connect, or wait for window
+
+    async def _awaited(self, body: bytes, done: Done) -> None:
+        done(await self(body))
+
+
 def raw_grpc_callers(
     host: str, port: int, method: str, n: int, tls: ssl.SSLContext | None = None
 ) -> tuple[list[Callable[[bytes], Awaitable[bool]]], Callable[[], Awaitable[None]]]:
@@ -155,29 +210,9 @@ def raw_grpc_callers(
     context offering ALPN h2."""
     conns: list[_GrpcConnection] = []
 
-    def make() -> Callable[[bytes], Awaitable[bool]]:
-        conn: _GrpcConnection | None = None
-
-        async def call(body: bytes) -> bool:
-            nonlocal conn
-            if conn is None or conn.closed:
-                loop = asyncio.get_running_loop()
-                authority = f"{host}:{port}".encode()
-                _, conn = await loop.create_connection(
-                    lambda: _GrpcConnection(authority, method.encode(), tls is not None), host, port, ssl=tls
-                )
-                conns.append(conn)
-            try:
-                return await conn.call(body)
-            except OSError:
-                conn.closed = True
-                return False
-
-        return call
-
     async def close() -> None:
         for conn in conns:
             if conn.transport is not None:
                 conn.transport.close()
 
-    return [make() for _ in range(n)], close
+    return [_RawCaller(host, port, method, tls, conns) for _ in range(n)], close
