@@ -37,6 +37,15 @@ _STAMP_TEXT_CAP: Final = 200_000
 # float, or base64 text): a hot entity's values recur across requests.
 _JSON_SCALARS: Final[dict[bytes, Any]] = {}
 _JSON_SCALARS_CAP: Final = 200_000
+# A one-row column read from Redis, as JSON text, by what decides it: its dtype, stored
+# bytes, status and event time. A hot entity's features recur across batch-1 requests;
+# a hit is one lookup (~0.2 us) against ~1 us to build the column's dict and encode it.
+# The text is orjson's for that dict, which does not depend on where it sits, so the
+# response is byte for byte the one frame_to_feast_dict would give.
+_ONE_ROW: Final[dict[tuple[str, bytes | None, int, int], bytes]] = {}
+_ONE_ROW_CAP: Final = 100_000
+_NAMES: Final[dict[tuple[str, ...], bytes]] = {}  # feature_names metadata, by names
+_NAMES_CAP: Final = 1024
 
 
 def format_timestamp(event_us: int) -> str:
@@ -117,4 +126,30 @@ def frame_to_feast_dict(frame: FeatureFrame) -> dict[str, Any]:
 
 
 def frame_to_feast_json(frame: FeatureFrame) -> bytes:
-    return orjson.dumps(frame_to_feast_dict(frame))
+    if frame.n_rows != 1:
+        return orjson.dumps(frame_to_feast_dict(frame))
+    stamp_cache: dict[int, list[str]] = {}
+    columns = frame.all_columns
+    parts = [_one_row_json(c, stamp_cache) for c in columns]
+    names = tuple([c.name for c in columns])
+    metadata = _NAMES.get(names)
+    if metadata is None:
+        if len(_NAMES) >= _NAMES_CAP:
+            _NAMES.clear()
+        metadata = _NAMES[names] = orjson.dumps({"feature_names": list(names)})
+    return b'{"results":[' + b",".join(parts) + b'],"metadata":' + metadata + b"}"
+
+
+def _one_row_json(col: FrameColumn, stamp_cache: dict[int, list[str]]) -> bytes:
+    """One column of a one-row frame as JSON text; memoized for a scalar column read
+    from Redis (its text follows from dtype, stored bytes, status and event time)."""
+    raws = col.undecoded()
+    if raws is None:
+        return orjson.dumps(_column_json(col, stamp_cache))
+    key = (col.dtype, raws[0], col.statuses[0], col.event_us[0])
+    text = _ONE_ROW.get(key)
+    if text is None:
+        if len(_ONE_ROW) >= _ONE_ROW_CAP:
+            _ONE_ROW.clear()
+        text = _ONE_ROW[key] = orjson.dumps(_column_json(col, stamp_cache))
+    return text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import orjson
 import pytest
 from oracle.naive import US, aggregate, same, window_start_us
 from serving_data import build_tiles
@@ -17,6 +18,7 @@ from featureline.errors import BadInputError, NotFoundError
 from featureline.odfv import OnDemandError, OnDemandRunner
 from featureline.online.feast_format import encode_timestamp, encode_value
 from featureline.online.tiles import encode_tile, tile_field
+from featureline.serving_api.codec_json import frame_to_feast_dict, frame_to_feast_json
 from featureline.serving_api.codec_proto import encode_online_response
 from featureline.serving_api.entities import coerce_column
 from featureline.serving_api.frame import NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE, PRESENT
@@ -134,6 +136,41 @@ def test_plain_view_statuses_follow_ttl_and_presence() -> None:
     assert age.values == [30, None, None, None, 33]
     assert limit.values == [1.5, None, 3.5, None, 4.5]
     assert limit.event_us == [T - ttl, T - ttl - 1, T - 10, 0, T]
+
+
+def test_one_row_json_is_the_frames_json_memoized_or_not() -> None:
+    """frame_to_feast_json keeps one-row columns' text by their stored bytes, status
+    and event time: the response stays the one frame_to_feast_dict gives, each
+    status, on a hit, and when only the event time or the status differs."""
+    plan = _plan(["profile:age", "profile:limit_eur"])
+    ttl = 2 * DAY_US
+    rows = [
+        _hmget(30, 1.5, T - ttl),
+        _hmget(30, 1.5, T - ttl - 1),  # same bytes, outside max age
+        _hmget(30, 1.5, T - 7),  # same bytes, another event time
+        _hmget(None, 3.5, T - 10),
+        _hmget(None, None, None),
+        _hmget(33, float("nan"), T),
+    ]
+    texts = set()
+    for _ in range(2):  # the second round answers from the memo
+        for user, reply in enumerate(rows):
+            frame = assemble(prepare(plan, {"user_id": [user]}), [list(reply)], T)
+            text = frame_to_feast_json(frame)
+            assert text == orjson.dumps(frame_to_feast_dict(frame))
+            texts.add(text)
+    assert len(texts) == len(rows)
+    # A stored null served within its ttl, then after it: the same bytes and event
+    # time, NULL_VALUE then OUTSIDE_MAX_AGE.
+    within, after = (
+        assemble(prepare(plan, {"user_id": [9]}), [_hmget(None, 3.5, T - 10)], t_us) for t_us in (T, T + ttl)
+    )
+    assert within.columns[0].statuses == [NULL_VALUE] and after.columns[0].statuses == [OUTSIDE_MAX_AGE]
+    for frame in (within, after):
+        assert frame_to_feast_json(frame) == orjson.dumps(frame_to_feast_dict(frame))
+    service = assemble(prepare(_plan(service="svc"), {"user_id": [1], "amount": [3.0]}),
+                       [_hmget(30, 1.5, T)] + _tile_replies([]), T)  # fmt: skip
+    assert frame_to_feast_json(service) == orjson.dumps(frame_to_feast_dict(service))
 
 
 def test_repeated_entities_are_read_once_and_fanned_out() -> None:
