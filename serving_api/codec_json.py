@@ -134,9 +134,7 @@ def frame_to_feast_json(frame: FeatureFrame) -> bytes:
     names = tuple([c.name for c in columns])
     metadata = _NAMES.get(names)
     if metadata is None:
-        if len(_NAMES) >= _NAMES_CAP:
-            _NAMES.clear()
-        metadata = _NAMES[names] = bytes(memoryview(orjson.dumps({"feature_names": list(names)})))
+        metadata = memoized(_NAMES, _NAMES_CAP, names, _names_json)
     return b'{"results":[' + b",".join(parts) + b'],"metadata":' + metadata + b"}"
 
 
@@ -149,9 +147,15 @@ def _one_row_json(col: FrameColumn, stamp_cache: dict[int, list[str]]) -> bytes:
     key = (col.dtype, raws[0], col.statuses[0], col.event_us[0])
     text = _ONE_ROW.get(key)
     if text is None:
-        if len(_ONE_ROW) >= _ONE_ROW_CAP:
-            _ONE_ROW.clear()
-        # A copy of exact size: orjson's result keeps its ~4 KiB buffer (25,000 kept
-        # results held ~100 MiB, measured; the copies ~4 MiB).
-        text = _ONE_ROW[key] = bytes(memoryview(orjson.dumps(_column_json(col, stamp_cache))))
+        text = memoized(_ONE_ROW, _ONE_ROW_CAP, key, lambda _: _kept(_column_json(col, stamp_cache)))
     return text
+
+
+def _names_json(names: tuple[str, ...]) -> bytes:
+    return _kept({"feature_names": list(names)})
+
+
+def _kept(value: Any) -> bytes:
+    """orjson's text as an exact-size copy, for a memo table: orjson's result keeps its
+    ~4 KiB buffer (25,000 kept results held ~100 MiB, measured; the copies ~4 MiB)."""
+    return bytes(memoryview(orjson.dumps(value)))

@@ -40,6 +40,7 @@ from featureline.serving_api.frame import (
     FeatureFrame,
     FrameColumn,
 )
+from featureline.serving_api.memo import memoized
 from featureline.serving_api.plans import KeyEncoder, PlainGroup, PlainRead, ReadPlan, TileRead, build_plan
 from featureline.serving_api.tile_windows import window_values
 from featureline.serving_api.vector_codec import decode_timestamps
@@ -122,11 +123,11 @@ def _entity_key(encode: KeyEncoder, value: Any) -> bytes:
         return encode((value,))
     memo_key = (encode, value)
     key = _ENTITY_KEYS.get(memo_key)
-    if key is None:
-        if len(_ENTITY_KEYS) >= _ENTITY_KEYS_CAP:
-            _ENTITY_KEYS.clear()
-        key = _ENTITY_KEYS[memo_key] = encode((value,))
-    return key
+    return key if key is not None else memoized(_ENTITY_KEYS, _ENTITY_KEYS_CAP, memo_key, _encode_one)
+
+
+def _encode_one(memo_key: tuple[KeyEncoder, Any]) -> bytes:
+    return memo_key[0]((memo_key[1],))
 
 
 def _view_keys(
